@@ -1,0 +1,51 @@
+"""Command line: ``python -m backend {serve,run,generate,rig,sample}``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .context import StageContext
+from .errors import BackendError, from_exception
+from .jobdir import JobDir
+
+
+def _print_progress(e: dict) -> None:
+    print(f"[{e['stage']}] {e['step']}/{e['total']} {e['message']}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m backend", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("serve", help="speak the JSON-lines protocol on stdin/stdout")
+    for name, text in (("run", "generate then rig"), ("generate", "part images"), ("rig", "rig from part images")):
+        p = sub.add_parser(name, help=f"{text} for a job folder")
+        p.add_argument("job", help="job folder (docs/job-folder.md)")
+    p = sub.add_parser("sample", help="write the procedural sample creature (npz)")
+    p.add_argument("out", help="output .npz path")
+    args = ap.parse_args(argv)
+    if args.cmd == "serve":
+        from .server import serve
+
+        return serve()
+    try:
+        if args.cmd == "sample":
+            from .sample.creature import make_creature, save_creature
+
+            save_creature(make_creature(), args.out)
+            print(args.out)
+            return 0
+        from .server import run_job_command
+
+        result = run_job_command(args.cmd, JobDir(args.job), StageContext(_print_progress))
+        print(json.dumps(result, indent=1, default=str))
+        return 0
+    except Exception as exc:  # noqa: BLE001
+        err: BackendError = from_exception(exc)
+        print(f"error [{err.code}]: {err.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Operators and the sidebar panel (View3D > Sidebar > SP4D)."""
+
+from __future__ import annotations
+
+import bpy
+
+from . import api
+from .build import build_rig
+
+
+def _mesh_poll(context) -> bool:
+    obj = context.active_object
+    return obj is not None and obj.type == "MESH"
+
+
+class SP4D_OT_generate_rig(bpy.types.Operator):
+    """Generate an armature and skinning weights for the active mesh with SP4D"""
+
+    bl_idname = "sp4d.generate_rig"
+    bl_label = "Generate Rig"
+    bl_options = {"REGISTER", "UNDO"}
+
+    _timer = None
+    _job = None
+
+    @classmethod
+    def poll(cls, context):
+        return _mesh_poll(context)
+
+    def execute(self, context):  # blocking: headless, scripts, redo
+        try:
+            arm = api.generate_rig(context.active_object)
+        except (api.RigError, ValueError, RuntimeError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"SP4D: created '{arm.name}' with {len(arm.data.bones) - 1} deform bones")
+        return {"FINISHED"}
+
+    def invoke(self, context, event):
+        if bpy.app.background:
+            return self.execute(context)
+        try:
+            self._job = api.start_job(context.active_object)
+        except (ValueError, RuntimeError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self._obj_name = context.active_object.name
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.1, window=context.window)
+        wm.modal_handler_add(self)
+        wm.progress_begin(0, 1)
+        self._status(context, "SP4D: starting the backend…")
+        return {"RUNNING_MODAL"}
+
+    def _status(self, context, text: str | None, frac: float | None = None) -> None:
+        wm = context.window_manager
+        wm.sp4d_status = text or ""
+        if frac is not None:
+            wm.sp4d_progress = frac
+            wm.progress_update(frac)
+        if context.workspace:
+            context.workspace.status_text_set(text)
+        for area in context.screen.areas if context.screen else ():
+            if area.type == "VIEW_3D":
+                area.tag_redraw()
+
+    def _finish(self, context):
+        wm = context.window_manager
+        if self._timer:
+            wm.event_timer_remove(self._timer)
+        wm.progress_end()
+        self._status(context, None, 0.0)
+
+    def modal(self, context, event):
+        job = self._job
+        if event.type == "ESC" and job.state == "running":
+            job.cancel()
+            self._status(context, "SP4D: cancelling…")
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        job.poll()
+        p = job.progress
+        if p and job.state == "running":
+            eta = f", {p['eta_s']:.0f} s left" if p.get("eta_s") is not None else ""
+            frac = p["step"] / max(p["total"], 1)
+            self._status(context, f"SP4D {p['stage']}: {p['step']}/{p['total']}{eta} (Esc cancels)", frac)
+        if not job.finished:
+            return {"RUNNING_MODAL"}
+        self._finish(context)
+        if job.state != "done":
+            level = {"WARNING"} if job.state == "cancelled" else {"ERROR"}
+            self.report(level, f"SP4D: {job.error['message']}")
+            return {"CANCELLED"}
+        obj = bpy.data.objects.get(self._obj_name)
+        try:
+            arm = build_rig(obj, job.job_dir)
+        except (ValueError, RuntimeError, KeyError, OSError) as exc:
+            self.report({"ERROR"}, f"SP4D: could not build the rig: {exc}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"SP4D: created '{arm.name}'")
+        return {"FINISHED"}
+
+
+class SP4D_OT_add_sample(bpy.types.Operator):
+    """Add the procedural sample creature (with ground-truth parts for the oracle)"""
+
+    bl_idname = "sp4d.add_sample"
+    bl_label = "Add Sample Creature"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        from .sample import import_sample
+        from .prefs import get_prefs
+
+        try:
+            obj = import_sample(python=get_prefs(context).backend_python or None)
+        except (RuntimeError, OSError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        for o in context.view_layer.objects:
+            o.select_set(False)
+        obj.select_set(True)
+        context.view_layer.objects.active = obj
+        return {"FINISHED"}
+
+
+class SP4D_PT_panel(bpy.types.Panel):
+    bl_label = "SP4D Rig"
+    bl_idname = "SP4D_PT_panel"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "SP4D"
+
+    def draw(self, context):
+        layout = self.layout
+        s = context.scene.sp4d
+        col = layout.column()
+        col.prop(s, "part_source")
+        col.prop(s, "frames")
+        col.prop(s, "max_influences")
+        col.operator(SP4D_OT_generate_rig.bl_idname, icon="ARMATURE_DATA")
+        wm = context.window_manager
+        if wm.sp4d_status:
+            col.label(text=wm.sp4d_status)
+            col.prop(wm, "sp4d_progress", text="")
+        layout.operator(SP4D_OT_add_sample.bl_idname, icon="MONKEY")
+
+
+CLASSES = (SP4D_OT_generate_rig, SP4D_OT_add_sample, SP4D_PT_panel)

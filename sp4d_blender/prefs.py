@@ -1,0 +1,105 @@
+"""Add-on preferences and per-scene settings.
+
+Tokens are never stored here or in the .blend: Hugging Face downloads use the hub's own token
+store (``huggingface-cli login``) or the HF_TOKEN environment variable of the backend.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bpy
+
+from .client import default_backend_python
+
+ADDON_ID = __package__.rpartition(".")[0] or __package__  # the extension's top-level module
+
+
+class SP4DPreferences(bpy.types.AddonPreferences):
+    bl_idname = ADDON_ID
+
+    backend_python: bpy.props.StringProperty(
+        name="Backend Python", subtype="FILE_PATH", default="",
+        description="Interpreter with the backend's packages (empty: SP4D_BACKEND_PYTHON or the repository .venv)")
+    weights_source: bpy.props.EnumProperty(
+        name="Weights", default="HUB",
+        items=[("HUB", "Hugging Face", "stabilityai/sp4d, using the hub's own token store"),
+               ("LOCAL", "Local file", "a local sp4d.safetensors")])
+    weights_path: bpy.props.StringProperty(name="Weights File", subtype="FILE_PATH", default="")
+    device: bpy.props.EnumProperty(
+        name="Device", default="AUTO",
+        items=[("AUTO", "Auto", "CUDA when present"), ("CUDA", "CUDA", ""), ("CPU", "CPU", "very slow")])
+    precision: bpy.props.EnumProperty(
+        name="Precision", default="BF16",
+        items=[("BF16", "bfloat16", ""), ("FP16", "float16", ""), ("FP32", "float32", "")])
+    cache_dir: bpy.props.StringProperty(name="Cache Folder", subtype="DIR_PATH", default="",
+                                        description="Where job folders live (empty: the temporary folder)")
+
+    def draw(self, context):
+        col = self.layout.column()
+        col.prop(self, "backend_python")
+        col.label(text=f"In use: {self.backend_python or default_backend_python()}")
+        col.prop(self, "weights_source")
+        if self.weights_source == "LOCAL":
+            col.prop(self, "weights_path")
+        col.prop(self, "device")
+        col.prop(self, "precision")
+        col.prop(self, "cache_dir")
+
+
+class _Defaults:
+    backend_python = ""
+    weights_source = "HUB"
+    weights_path = ""
+    device = "AUTO"
+    precision = "BF16"
+    cache_dir = ""
+
+
+def get_prefs(context=None):
+    """The add-on preferences, or the defaults when loaded without the add-on system (tests)."""
+    context = context or bpy.context
+    addon = context.preferences.addons.get(ADDON_ID)
+    return addon.preferences if addon is not None and addon.preferences is not None else _Defaults()
+
+
+def cache_dir(context=None) -> Path:
+    p = get_prefs(context).cache_dir
+    return Path(bpy.path.abspath(p)) if p else Path(bpy.app.tempdir or "/tmp") / "sp4d"
+
+
+class SP4DSettings(bpy.types.PropertyGroup):
+    part_source: bpy.props.EnumProperty(
+        name="Part Source", default="AUTO",
+        items=[("AUTO", "Auto", "SP4D when it can run, else the oracle for meshes with ground truth"),
+               ("SP4D", "SP4D", "Stable Part Diffusion 4D (weights and a GPU)"),
+               ("ORACLE", "Oracle", "render known parts (the bundled sample)")])
+    frames: bpy.props.IntProperty(name="Frames", default=4, min=1, max=64)
+    max_influences: bpy.props.IntProperty(name="Max Influences", default=4, min=0, max=16,
+                                          description="Bones per vertex (0: no limit)")
+
+
+def job_settings(context=None) -> dict:
+    """The settings dict written to job.json (docs/job-folder.md)."""
+    context = context or bpy.context
+    s = context.scene.sp4d
+    p = get_prefs(context)
+    return {"part_source": s.part_source.lower(), "frames": s.frames, "max_influences": s.max_influences,
+            "device": p.device.lower(), "precision": p.precision.lower(),
+            "weights": bpy.path.abspath(p.weights_path) if p.weights_source == "LOCAL" and p.weights_path else "hub"}
+
+
+CLASSES = (SP4DPreferences, SP4DSettings)
+
+
+def register_props() -> None:
+    bpy.types.Scene.sp4d = bpy.props.PointerProperty(type=SP4DSettings)
+    bpy.types.WindowManager.sp4d_status = bpy.props.StringProperty(default="")
+    bpy.types.WindowManager.sp4d_progress = bpy.props.FloatProperty(default=0.0, min=0, max=1, subtype="FACTOR")
+
+
+def unregister_props() -> None:
+    for owner, name in ((bpy.types.Scene, "sp4d"), (bpy.types.WindowManager, "sp4d_status"),
+                        (bpy.types.WindowManager, "sp4d_progress")):
+        if hasattr(owner, name):
+            delattr(owner, name)

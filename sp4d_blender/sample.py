@@ -1,0 +1,54 @@
+"""The bundled procedural sample: ask the backend to generate the creature, import it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+from .capture import GT_PART_ATTR, GT_RIG_PROP
+from .client import BACKEND_ROOT, default_backend_python
+
+
+def generate_sample_npz(out: str | os.PathLike, python: str | None = None) -> Path:
+    """Run ``python -m backend sample OUT`` (no shell) and return the npz path."""
+    out = Path(out).resolve()
+    env = dict(os.environ, PYTHONPATH=str(BACKEND_ROOT))
+    res = subprocess.run([python or default_backend_python(), "-m", "backend", "sample", str(out)],
+                         cwd=str(BACKEND_ROOT), env=env, capture_output=True, text=True, timeout=300)
+    if res.returncode != 0 or not out.exists():
+        raise RuntimeError(f"the backend could not make the sample: {res.stderr.strip()[-800:]}")
+    return out
+
+
+def import_sample(npz_path: str | os.PathLike | None = None, name: str = "SP4D Creature",
+                  python: str | None = None) -> bpy.types.Object:
+    """Add the sample creature (with its ground-truth parts and joints) to the scene."""
+    if npz_path is None:
+        npz_path = generate_sample_npz(Path(tempfile.mkdtemp(prefix="sp4d-sample-")) / "creature.npz", python)
+    with np.load(npz_path, allow_pickle=False) as z:
+        v, f, lab = z["vertices"], z["faces"], z["labels"]
+        rig = {"parents": z["parents"].tolist(), "joints": z["joints"].tolist(),
+               "names": [str(s) for s in z["names"]]}
+    me = bpy.data.meshes.new(name)
+    me.vertices.add(len(v))
+    me.vertices.foreach_set("co", v.astype(np.float32).ravel())
+    me.loops.add(f.size)
+    me.loops.foreach_set("vertex_index", f.astype(np.int32).ravel())
+    me.polygons.add(len(f))
+    me.polygons.foreach_set("loop_start", np.arange(0, f.size, 3, dtype=np.int32))
+    me.polygons.foreach_set("loop_total", np.full(len(f), 3, np.int32))
+    me.update(calc_edges=True)
+    me.validate()
+    attr = me.attributes.new(GT_PART_ATTR, "INT", "POINT")
+    attr.data.foreach_set("value", lab.astype(np.int32))
+    me.polygons.foreach_set("use_smooth", np.ones(len(f), bool))
+    obj = bpy.data.objects.new(name, me)
+    obj[GT_RIG_PROP] = json.dumps(rig)
+    bpy.context.scene.collection.objects.link(obj)
+    return obj
