@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite: backend tests, then the Blender tests on bpy 4.5 LTS and 5.0.
+# Each Blender run drives the real backend subprocess from .venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+export SP4D_BACKEND_PYTHON="$PWD/.venv/bin/python"
+status=0
+.venv/bin/python -m pytest tests/backend "$@" || status=1
+for v in 4.5 5.0; do
+  echo "== Blender tests on bpy $v"
+  ".venv-blender-$v/bin/python" -m pytest tests/blender "$@" || status=1
+done
+exit $status

@@ -1,0 +1,55 @@
+import shutil
+
+import numpy as np
+import pytest
+
+from backend.context import StageContext
+from backend.generate import run_generate
+from backend.jobdir import JobDir
+from backend.sample.creature import make_creature
+
+
+@pytest.fixture(scope="session")
+def creature():
+    return make_creature()
+
+
+def make_job(root, creature, settings=None, vertices=None, **mesh_extra) -> JobDir:
+    """A job folder for the creature (or other vertices) with the oracle's ground truth."""
+    job = JobDir(root)
+    job.create({"kind": "mesh", "object": "creature"}, {"part_source": "oracle", **(settings or {})})
+    extra = dict(gt_labels=creature.labels, gt_parents=creature.parents, gt_joints=creature.joints)
+    extra.update(mesh_extra)
+    job.write_mesh(creature.vertices if vertices is None else vertices, creature.faces, **extra)
+    return job
+
+
+@pytest.fixture(scope="session")
+def generated_job(tmp_path_factory, creature):
+    """A job folder with the oracle's views (generated once per session)."""
+    job = make_job(tmp_path_factory.mktemp("generated"), creature)
+    run_generate(job, StageContext())
+    return job
+
+
+@pytest.fixture
+def job_copy(generated_job, tmp_path):
+    """A private copy of the generated job that a test may modify."""
+    dst = tmp_path / "job"
+    shutil.copytree(generated_job.root, dst)
+    return JobDir(dst)
+
+
+def _miou(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Mean IoU after matching every ground-truth part to the predicted part it overlaps most."""
+    ious = []
+    for k in np.unique(gt):
+        best = np.bincount(pred[gt == k]).argmax()
+        a, b = pred == best, gt == k
+        ious.append((a & b).sum() / (a | b).sum())
+    return float(np.mean(ious))
+
+
+@pytest.fixture
+def miou():
+    return _miou

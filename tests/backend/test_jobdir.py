@@ -1,0 +1,89 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from backend.errors import BackendError
+from backend.jobdir import JobDir, digest, write_bytes_atomic, write_json_atomic
+
+
+def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
+    p = tmp_path / "a" / "x.json"
+    write_json_atomic(p, {"v": 1})
+    write_json_atomic(p, {"v": 2})
+    assert json.loads(p.read_text()) == {"v": 2}
+    assert os.listdir(p.parent) == ["x.json"]
+
+
+def test_atomic_write_failure_keeps_old_file(tmp_path, monkeypatch):
+    p = tmp_path / "x.bin"
+    write_bytes_atomic(p, b"old")
+
+    def boom(*a):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        write_bytes_atomic(p, b"new")
+    assert p.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["x.bin"]
+
+
+def test_stage_records_resume_and_invalidate(tmp_path):
+    job = JobDir(tmp_path)
+    job.create({"kind": "mesh"}, {})
+    assert not job.stage_done("generate", "k1")
+    job.mark_stage("generate", "k1", source="oracle")
+    job.mark_stage("parts", "k2")
+    assert job.stage_done("generate", "k1") and not job.stage_done("generate", "other")
+    job.invalidate_from("parts", ("generate", "parts", "rig"))
+    assert job.stage_done("generate", "k1") and not job.stage_done("parts", "k2")
+
+
+def test_readers_tolerate_extra_keys_and_broken_status(tmp_path):
+    job = JobDir(tmp_path)
+    job.job_json.write_text(json.dumps({"source": {}, "settings": {"frames": 4}, "future": {"x": 1}}))
+    assert job.read_job()["settings"]["frames"] == 4
+    job.status_json.write_text("{broken")
+    assert job.read_status() == {"stages": {}}
+
+
+def test_bad_job_json_is_a_clear_error(tmp_path):
+    job = JobDir(tmp_path)
+    with pytest.raises(BackendError, match="no job.json"):
+        job.read_job()
+    job.job_json.write_text("[1, 2]")
+    with pytest.raises(BackendError, match="not an object"):
+        job.read_job()
+
+
+@pytest.mark.parametrize("verts,faces,msg", [
+    (np.zeros((0, 3)), np.zeros((0, 3), int), "N>0"),
+    (np.array([[0, 0, 0], [1, 0, 0], [np.nan, 1, 0]]), np.array([[0, 1, 2]]), "NaN"),
+    (np.eye(3), np.array([[0, 1, 5]]), "outside"),
+    (np.eye(3), np.array([[0, 1, 1]]), "no \\(non-degenerate\\) faces"),
+    (np.eye(3), np.array([[0.0, 1, 2]]), "integers"),
+])
+def test_broken_meshes_are_rejected_with_reasons(tmp_path, verts, faces, msg):
+    job = JobDir(tmp_path)
+    job.write_mesh(verts, faces.astype(np.int32) if faces.dtype.kind == "i" else faces)
+    if faces.dtype.kind != "i":  # write_mesh casts; write the float faces by hand
+        np.savez(job.mesh_npz, vertices=verts, faces=faces)
+    with pytest.raises(BackendError, match=msg) as e:
+        job.read_mesh()
+    assert e.value.code == "bad_input"
+
+
+def test_unreadable_mesh_file(tmp_path):
+    job = JobDir(tmp_path)
+    job.mesh_npz.write_bytes(b"not a zip")
+    with pytest.raises(BackendError, match="unreadable"):
+        job.read_mesh()
+
+
+def test_digest_changes_with_array_content():
+    a = np.arange(6.0)
+    b = a.copy()
+    b[3] += 1e-3
+    assert digest(a) != digest(b) and digest(a) == digest(a.copy())

@@ -1,0 +1,145 @@
+import json
+
+import numpy as np
+import pytest
+
+from backend.context import StageContext
+from backend.errors import BackendError
+from backend.rig.pipeline import run_parts, run_rig
+from backend.rig.skeleton import build_skeleton
+from backend.rig.weights import harmonic_weights
+
+
+@pytest.fixture(scope="module")
+def rigged(tmp_path_factory, generated_job):
+    import shutil
+
+    from backend.jobdir import JobDir
+
+    job = JobDir(tmp_path_factory.mktemp("rigged") / "job")
+    shutil.copytree(generated_job.root, job.root)
+    run_parts(job, StageContext())
+    run_rig(job, StageContext())
+    return job
+
+
+def test_lifted_parts_match_ground_truth(rigged, creature, miou):
+    with np.load(rigged.weights_npz) as z:
+        vp = z["vertex_part"]
+    assert miou(vp, creature.labels) >= 0.9
+
+
+def test_skeleton_matches_ground_truth_joints(rigged, creature):
+    skel = json.loads(rigged.skeleton_json.read_text())
+    deform = [b for b in skel["bones"] if b["deform"]]
+    assert len(deform) == len(creature.names)
+    assert skel["bones"][0]["name"] == "root" and not skel["bones"][0]["deform"]
+    names = {b["name"] for b in skel["bones"]}
+    assert all(b["parent"] in names for b in skel["bones"][1:])
+    # every ground-truth joint has an estimated joint near it (Chamfer, % of the bbox diagonal)
+    est = np.array([j["position"] for j in skel["joints"]])
+    gt = creature.joints[creature.parents >= 0]
+    diag = np.linalg.norm(np.ptp(creature.vertices, 0))
+    d = np.linalg.norm(gt[:, None] - est[None], axis=2)
+    chamfer = 0.5 * (d.min(1).mean() + d.min(0).mean()) / diag
+    assert chamfer < 0.03
+    # mirrored legs are named .L/.R in pairs
+    sided = [n for n in names if n.endswith((".L", ".R"))]
+    assert len(sided) == 8 and {n[:-2] for n in sided if n.endswith(".L")} == {n[:-2] for n in sided if n.endswith(".R")}
+
+
+def test_weights_are_a_partition_of_unity(rigged, creature):
+    with np.load(rigged.weights_npz) as z:
+        w, names = z["weights"], z["bone_names"]
+    assert w.shape == (len(creature.vertices), len(names))
+    assert w.min() >= 0 and np.allclose(w.sum(1), 1, atol=1e-5)
+    assert ((w > 0).sum(1) <= 4).all()  # default max_influences
+    assert (w.max(0) > 0.99).all()  # every bone fully owns its core
+
+
+def test_rig_stage_is_resumed_not_recomputed(rigged):
+    before = rigged.stage_info("rig")["finished"]
+    run_rig(rigged, StageContext())
+    assert rigged.stage_info("rig")["finished"] == before
+
+
+def _box(offset):
+    v = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], float) + offset
+    f = np.array([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
+                  [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]])
+    return v, f
+
+
+def _bar(n=12):
+    """A subdivided bar along X: 2 parts (left half, right half)."""
+    xs = np.linspace(0, 3, n)
+    ring = np.array([[0, 0], [0.3, 0], [0.3, 0.3], [0, 0.3]])
+    v = np.array([[x, y, z] for x in xs for y, z in ring], float)
+    f = []
+    for i in range(n - 1):
+        for k in range(4):
+            a, b, c, d = 4 * i + k, 4 * i + (k + 1) % 4, 4 * (i + 1) + (k + 1) % 4, 4 * (i + 1) + k
+            f += [[a, b, c], [a, c, d]]
+    f += [[0, 2, 1], [0, 3, 2], [4 * (n - 1), 4 * (n - 1) + 1, 4 * (n - 1) + 2], [4 * (n - 1), 4 * (n - 1) + 2, 4 * (n - 1) + 3]]
+    labels = (v[:, 0] > 1.5).astype(int)
+    return v, np.array(f), labels
+
+
+def test_harmonic_weights_blend_smoothly_along_a_bar():
+    v, f, lab = _bar()
+    w = harmonic_weights(v, f, lab, 2)
+    assert np.allclose(w.sum(1), 1, atol=1e-5)
+    xs = np.unique(v[:, 0])
+    mean_w1 = [w[v[:, 0] == x, 1].mean() for x in xs]
+    assert np.all(np.diff(mean_w1) >= -1e-6)  # monotone from bone 0 to bone 1
+    assert mean_w1[0] < 0.01 and mean_w1[-1] > 0.99
+
+
+@pytest.mark.parametrize("case", ["multi_component", "duplicate_faces", "isolated_vertex", "non_manifold"])
+def test_weights_on_broken_meshes_cover_every_vertex(case):
+    v, f, lab = _bar()
+    if case == "multi_component":  # a separate box that belongs to part 0 entirely
+        bv, bf = _box([5, 5, 5])
+        f = np.concatenate([f, bf + len(v)])
+        v = np.concatenate([v, bv])
+        lab = np.concatenate([lab, np.zeros(8, int)])
+    elif case == "duplicate_faces":
+        f = np.concatenate([f, f[:10]])
+    elif case == "isolated_vertex":
+        v = np.concatenate([v, [[9, 9, 9]]])
+        lab = np.concatenate([lab, [1]])
+    elif case == "non_manifold":  # a fin sharing one edge with the bar
+        v = np.concatenate([v, [[0.5, -1, 0]]])
+        f = np.concatenate([f, [[4, 5, len(v) - 1]]])
+        lab = np.concatenate([lab, [0]])
+    w = harmonic_weights(v, f, lab, 2)
+    assert np.isfinite(w).all() and np.allclose(w.sum(1), 1, atol=1e-5)
+    if case == "multi_component":
+        assert np.allclose(w[-8:, 0], 1)
+    if case == "isolated_vertex":
+        assert w[-1, 1] == pytest.approx(1)
+
+
+def test_skeleton_of_disconnected_parts_still_forms_a_tree():
+    v1, f1 = _box([0, 0, 0])
+    v2, f2 = _box([3, 0, 0])
+    v = np.concatenate([v1, v2])
+    f = np.concatenate([f1, f2 + 8])
+    lab = np.r_[np.zeros(8, int), np.ones(8, int)]
+    skel = build_skeleton(v, f, lab, 2)
+    parents = {b["name"]: b["parent"] for b in skel["bones"]}
+    assert len(parents) == 3 and list(parents.values()).count("root") == 1
+
+
+def test_rig_without_mesh_or_views_fails_clearly(job_copy):
+    job_copy.mesh_npz.unlink()
+    with pytest.raises(BackendError, match="no mesh.npz"):
+        run_rig(job_copy, StageContext())
+
+
+def test_parts_without_images_fails_clearly(job_copy):
+    import shutil
+
+    shutil.rmtree(job_copy.root / "views" / "parts")
+    with pytest.raises(BackendError, match="no part images"):
+        run_parts(job_copy, StageContext())

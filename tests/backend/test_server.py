@@ -1,0 +1,149 @@
+"""The backend as a real subprocess speaking the JSON-lines protocol."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Proc:
+    def __init__(self):
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.p = subprocess.Popen([sys.executable, "-u", "-m", "backend", "serve"], cwd=ROOT, env=env,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        assert self.read()["event"] == "ready"
+
+    def send(self, **req):
+        self.p.stdin.write(json.dumps(req) + "\n")
+        self.p.stdin.flush()
+
+    def read(self, timeout=120):
+        import select
+
+        r, _, _ = select.select([self.p.stdout], [], [], timeout)
+        assert r, "backend did not answer in time"
+        line = self.p.stdout.readline()
+        assert line, f"backend exited: {self.p.stderr.read()}"
+        return json.loads(line)
+
+    def until(self, rid, kinds=("result", "error")):
+        events = []
+        while True:
+            e = self.read()
+            if e.get("id") == rid:
+                events.append(e)
+                if e["event"] in kinds:
+                    return events
+
+    def close(self):
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait()
+
+
+@pytest.fixture
+def server():
+    s = Proc()
+    yield s
+    s.close()
+
+
+def test_ping_and_bad_requests(server):
+    server.send(id="a", cmd="ping")
+    assert server.read() == {"id": "a", "event": "result", "data": {"pong": True, "version": "0.1.0"}}
+    server.p.stdin.write("not json\n")
+    server.p.stdin.flush()
+    e = server.read()
+    assert e["event"] == "error" and e["code"] == "bad_request"
+    server.send(id="b", cmd="launch_rockets")
+    e = server.read()
+    assert e["id"] == "b" and e["code"] == "bad_request" and "unknown cmd" in e["message"]
+    server.send(id="c", cmd="run")
+    assert server.read()["code"] == "bad_request"
+
+
+def test_run_job_end_to_end_then_resume(server, job_copy):
+    server.send(id="j", cmd="run", job=str(job_copy.root))
+    events = server.until("j")
+    assert events[-1]["event"] == "result", events[-1]
+    stages = [e["stage"] for e in events if e["event"] == "progress"]
+    assert {"parts", "rig"} <= set(stages)
+    assert all(0 <= e["step"] <= e["total"] for e in events if e["event"] == "progress")
+    assert job_copy.skeleton_json.exists() and job_copy.weights_npz.exists()
+    # a second run reuses every finished stage: no progress, same records
+    before = job_copy.read_status()["stages"]
+    server.send(id="k", cmd="run", job=str(job_copy.root))
+    again = server.until("k")
+    assert [e["event"] for e in again] == ["result"]
+    assert job_copy.read_status()["stages"] == before
+
+
+def test_bad_input_reports_code_and_status(server, job_copy):
+    with np.load(job_copy.mesh_npz) as z:
+        arrays = dict(z)
+    arrays["vertices"][3] = np.nan
+    np.savez(job_copy.mesh_npz, **arrays)
+    server.send(id="x", cmd="generate", job=str(job_copy.root))
+    e = server.until("x")[-1]
+    assert e["event"] == "error" and e["code"] == "bad_input" and "NaN" in e["message"]
+    assert job_copy.read_status()["error"]["code"] == "bad_input"
+    server.send(id="y", cmd="generate", job=str(job_copy.root / "does-not-exist"))
+    e = server.until("y")[-1]
+    assert e["code"] == "bad_input" and "job.json" in e["message"]
+
+
+def test_missing_weights_without_ground_truth(server, job_copy):
+    with np.load(job_copy.mesh_npz) as z:
+        arrays = {k: z[k] for k in ("vertices", "faces", "matrix_world")}
+    np.savez(job_copy.mesh_npz, **arrays)
+    spec = json.loads(job_copy.job_json.read_text())
+    spec["settings"]["part_source"] = "auto"
+    job_copy.job_json.write_text(json.dumps(spec))
+    server.send(id="m", cmd="generate", job=str(job_copy.root))
+    e = server.until("m")[-1]
+    assert e["code"] == "missing_weights"
+
+
+def test_cancel_mid_job_leaves_folder_consistent(server, job_copy):
+    job_copy.invalidate_from("generate", ("generate", "parts", "rig"))
+    server.send(id="g", cmd="run", job=str(job_copy.root))
+    e = server.read()
+    assert e["event"] == "progress"
+    server.send(id="c", cmd="cancel", target="g")
+    events = server.until("g")
+    assert events[-1]["event"] == "error" and events[-1]["code"] == "cancelled"
+    status = job_copy.read_status()
+    assert status["error"]["code"] == "cancelled" and "generate" not in status["stages"]
+    # the folder has no temporary files and a later run completes
+    assert not list(job_copy.root.rglob(".*.tmp"))
+    server.send(id="g2", cmd="run", job=str(job_copy.root))
+    assert server.until("g2")[-1]["event"] == "result"
+
+
+def test_exits_on_shutdown_and_on_stdin_eof():
+    s = Proc()
+    s.send(id="s", cmd="shutdown")
+    assert s.read()["data"] == {"shutdown": True}
+    assert s.p.wait(timeout=30) == 0
+    s = Proc()
+    s.p.stdin.close()
+    assert s.p.wait(timeout=30) == 0
+
+
+def test_cli_run_and_error_exit(job_copy, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    ok = subprocess.run([sys.executable, "-m", "backend", "run", str(job_copy.root)], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert "rig" in json.loads(ok.stdout)
+    bad = subprocess.run([sys.executable, "-m", "backend", "rig", str(tmp_path / "nope")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "error [bad_input]" in bad.stderr

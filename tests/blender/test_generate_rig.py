@@ -1,0 +1,142 @@
+"""Generate Rig in real headless Blender against the real backend subprocess."""
+
+import json
+
+import bpy
+import numpy as np
+import pytest
+
+from sp4d_blender import api, session
+from sp4d_blender.build import MODIFIER_NAME, build_rig
+from sp4d_blender.client import BackendProcess
+
+
+def test_generate_rig_builds_armature_groups_and_modifier(creature, tmp_path, weights_of):
+    arm = api.generate_rig(creature, job_dir=tmp_path / "job", settings={"part_source": "oracle"})
+    skel = json.loads((tmp_path / "job" / "rig" / "skeleton.json").read_text())
+    assert arm.type == "ARMATURE" and skel["part_source"] == "oracle"
+    bones = arm.data.bones
+    assert len(bones) == len(skel["bones"]) == 14  # 13 parts + root
+    assert bones["root"].parent is None and not bones["root"].use_deform
+    deform = [b.name for b in bones if b.use_deform]
+    assert sorted(g.name for g in creature.vertex_groups) == sorted(deform)
+    assert all(b.parent is not None for b in bones if b.name != "root")
+    w = weights_of(creature)
+    assert np.allclose(w.sum(1), 1, atol=1e-3) and w.min() >= 0
+    mods = [m for m in creature.modifiers if m.type == "ARMATURE"]
+    assert len(mods) == 1 and mods[0].name == MODIFIER_NAME and mods[0].object == arm
+    assert creature.parent == arm
+    assert np.allclose(np.array(arm.matrix_world), np.array(creature.matrix_world))
+    # the rig deforms the mesh: bending a leg moves its vertices, not the head's
+    dg = bpy.context.evaluated_depsgraph_get()
+    rest = np.array([v.co for v in creature.evaluated_get(dg).to_mesh().vertices])
+    leg = next(b for b in arm.pose.bones if b.name.endswith(".L") and b.parent.name == "torso")
+    leg.rotation_mode = "XYZ"
+    leg.rotation_euler = (0.8, 0, 0)
+    dg.update()
+    posed = np.array([v.co for v in creature.evaluated_get(dg).to_mesh().vertices])
+    moved = np.linalg.norm(posed - rest, axis=1) > 1e-3
+    leg_group = creature.vertex_groups[leg.name].index
+    assert moved.any() and (w[moved, leg_group] + w[moved][:, [creature.vertex_groups[b.name].index for b in leg.children_recursive]].sum(1) > 0).all()
+
+
+def test_operator_runs_headless_and_reuses_finished_stages(creature, tmp_path, monkeypatch):
+    monkeypatch.setattr(api, "job_dir_for", lambda obj, root=None: tmp_path / "job")
+    bpy.context.scene.sp4d.part_source = "ORACLE"
+    assert bpy.ops.sp4d.generate_rig() == {"FINISHED"}
+    status1 = json.loads((tmp_path / "job" / "status.json").read_text())
+    # undo is not available headless: remove the result by hand and run again
+    arm = creature.parent
+    creature.parent = None
+    creature.modifiers.clear()
+    creature.vertex_groups.clear()
+    bpy.data.objects.remove(arm)
+    assert bpy.ops.sp4d.generate_rig() == {"FINISHED"}
+    status2 = json.loads((tmp_path / "job" / "status.json").read_text())
+    assert status2["stages"] == status1["stages"]  # nothing regenerated
+    assert creature.parent is not None and creature.parent.type == "ARMATURE"
+
+
+def test_backend_killed_mid_job_leaves_scene_unchanged(creature, tmp_path, scene_snapshot):
+    before = scene_snapshot()
+    backend = BackendProcess()
+    killed = []
+
+    def kill_on_first_progress(ev):
+        if ev.get("event") == "progress" and not killed:
+            backend.proc.kill()
+            killed.append(ev)
+
+    with pytest.raises(api.RigError) as e:
+        api.generate_rig(creature, job_dir=tmp_path / "job", settings={"part_source": "oracle"},
+                         backend=backend, on_event=kill_on_first_progress)
+    assert killed and e.value.code == "backend_died"
+    assert scene_snapshot() == before
+    backend.stop()
+
+
+def test_bad_input_is_reported_and_scene_unchanged(creature, tmp_path, scene_snapshot):
+    creature.data.vertices[5].co = (float("nan"), 0.0, 0.0)
+    before = scene_snapshot()
+    with pytest.raises(api.RigError) as e:
+        api.generate_rig(creature, job_dir=tmp_path / "job", settings={"part_source": "oracle"})
+    assert e.value.code == "bad_input" and "NaN" in e.value.message
+    assert scene_snapshot() == before
+    # the operator reports the same failure as an error (headless, reports raise)
+    with pytest.raises(RuntimeError, match=r"\[bad_input\] mesh has 1 vertices with NaN"):
+        bpy.ops.sp4d.generate_rig()
+    assert scene_snapshot() == before
+
+
+def test_no_ground_truth_and_no_weights_is_a_clear_error(creature, tmp_path, scene_snapshot):
+    del creature["sp4d_gt_rig"]
+    before = scene_snapshot()
+    with pytest.raises(api.RigError) as e:
+        api.generate_rig(creature, job_dir=tmp_path / "job", settings={"part_source": "auto"})
+    assert e.value.code == "missing_weights"
+    assert scene_snapshot() == before
+
+
+def test_broken_backend_interpreter_is_reported(creature, tmp_path, scene_snapshot):
+    before = scene_snapshot()
+    with pytest.raises(RuntimeError, match="cannot start the backend"):
+        api.generate_rig(creature, job_dir=tmp_path / "job", backend=BackendProcess("/nonexistent/python"))
+    assert scene_snapshot() == before
+
+
+def test_build_rolls_back_on_a_changed_mesh(creature, tmp_path, scene_snapshot):
+    job = tmp_path / "job"
+    arm = api.generate_rig(creature, job_dir=job, settings={"part_source": "oracle"})
+    bpy.data.objects.remove(arm)
+    creature.modifiers.clear()
+    creature.vertex_groups.clear()
+    # a different mesh with fewer vertices cannot take these weights
+    me = bpy.data.meshes.new("small")
+    me.from_pydata([(0, 0, 0), (1, 0, 0), (0, 1, 0)], [], [(0, 1, 2)])
+    other = bpy.data.objects.new("small", me)
+    bpy.context.scene.collection.objects.link(other)
+    before = scene_snapshot()
+    with pytest.raises(ValueError, match="mesh changed"):
+        build_rig(other, job)
+    assert scene_snapshot() == before
+
+
+def test_existing_groups_and_modifiers_are_kept(creature, tmp_path):
+    g = creature.vertex_groups.new(name="torso")
+    g.add([0, 1, 2], 0.5, "REPLACE")
+    creature.modifiers.new("Keep me", "SUBSURF")
+    arm = api.generate_rig(creature, job_dir=tmp_path / "job", settings={"part_source": "oracle"})
+    assert creature.vertex_groups["torso"].weight(0) == 0.5  # user's group untouched
+    assert "torso.001" in creature.vertex_groups and "torso.001" in arm.data.bones
+    assert [m.name for m in creature.modifiers] == ["Keep me", MODIFIER_NAME]
+
+
+def test_session_backend_restarts_after_death():
+    b = session.get_backend()
+    b.start()
+    b.proc.kill()
+    b.proc.wait()
+    assert not session.get_backend().alive
+    session.get_backend().start()
+    assert session.get_backend().alive
+    session.shutdown()
