@@ -1,0 +1,149 @@
+"""GPU check of the SP4D network (run on the device machine; prints tables, writes JSON).
+
+1. The tiny fixtures on CUDA in float32 with TF32 off: worst relative error per fixture tensor.
+2. The full-size dual UNet with random weights: one denoiser call at --size (default 576) with the
+   CFG batch (2 × 48 frames) in float32 (TF32 off), bfloat16 and float16; agreement of the reduced
+   precisions with float32, time per call and peak GPU memory.
+
+Usage: python scripts/gpu_check_sp4d.py --fixtures PATH/sp4d_tiny [--out results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from backend.sp4d.checkpoint import build_model, load_config, load_model  # noqa: E402
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().max() / b.float().abs().max())
+
+
+def fixture_check(fix: Path, dev: str) -> dict:
+    from safetensors.torch import load_file
+
+    cfg = load_config(fix / "config.yaml")
+    m = load_model(fix / "weights.safetensors", cfg, device=dev)
+    u = load_file(fix / "unet.safetensors", device=dev)
+    cond = {k[5:]: u[k] for k in u if k.startswith("in.c.")}
+    res = {"unet.out.denoised": rel(m.denoise(u["in.x"], u["in.sigma"], cond), u["out.denoised"])}
+    v = load_file(fix / "vae.safetensors", device=dev)
+    res["vae.enc.mode"] = rel(m.conditioner.embedders[1].encoder.encode(v["enc.in"]), v["enc.mode"])
+    res["vae.dec.out"] = rel(m.decode(v["dec.z"]), v["dec.out"])
+    s = load_file(fix / "sampling.safetensors", device=dev)
+    frames = s["input.frames_u8"].permute(0, 3, 1, 2).float() / 255 * 2 - 1
+    noise = {k: s[f"cond.noise.{k}"].float() for k in ("cond_frames", "cond_view", "cond_motion")}
+    c, uc = m.condition(frames, s["input.polar_rad"], s["input.azimuth_rad"], noise)
+    res["sampling.cond.c.crossattn"] = rel(c["crossattn"], s["cond.c.crossattn"])
+    res["sampling.cond.c.concat"] = rel(c["concat"], s["cond.c.concat"])
+    z = m.sample(c, uc, s["sampler.randn"], steps=3)
+    res["sampling.step2.x_out"] = rel(z, s["step2.x_out"])
+    res["sampling.decode.out"] = rel(m.decode(z), s["decode.out"])
+    return res
+
+
+def random_init_(module: torch.nn.Module, seed: int = 0) -> None:
+    """The fixtures' scheme: matrices N(0, 1/fan_in), norm weights 1 + 0.1·N, mix factors N(0, 1),
+    other vectors 0.1·N, so that zero-initialised layers matter."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    for name, p in sorted(module.named_parameters()):
+        with torch.no_grad():
+            r = torch.randn(p.shape, generator=g, device=p.device, dtype=torch.float32)
+            if p.dim() >= 2:
+                p.copy_(r / math.sqrt(p[0].numel()))
+            elif name.endswith("mix_factor"):
+                p.copy_(r)
+            elif "norm" in name or ".ln_" in name:
+                p.copy_(1 + 0.1 * r) if name.endswith("weight") else p.copy_(0.1 * r)
+            else:
+                p.copy_(0.1 * r)
+
+
+def full_size_call(size: int, batch: int, repeats: int) -> dict:
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    m = build_model(load_config(), "meta")
+    m.model.to_empty(device="cuda")  # only the denoiser is exercised here
+    random_init_(m.model)
+    h = size // 8
+    n = 48 * batch
+    g = torch.Generator(device="cuda").manual_seed(1)
+    sigma = torch.exp(torch.empty(n, device="cuda").uniform_(math.log(0.002), math.log(700), generator=g))
+    x = torch.randn(n, 8, h, h, device="cuda", generator=g) * (sigma.view(-1, 1, 1, 1) ** 2 + 1).sqrt()
+    cond = {"crossattn": torch.randn(batch, 4, 1024, device="cuda", generator=g),
+            "concat": torch.randn(n, 4, h, h, device="cuda", generator=g),
+            "vector": torch.randn(n, 1280, device="cuda", generator=g),
+            "cond_view": torch.zeros(12 * batch, 4, h, h, device="cuda"),
+            "cond_motion": torch.randn(4 * batch, 4, h, h, device="cuda", generator=g)}
+    rows = {}
+    ref = None
+    for name, dt in (("float32", torch.float32), ("bfloat16", torch.bfloat16), ("float16", torch.float16)):
+        m.model.to(dt)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        with torch.inference_mode():
+            out = m.denoise(x, sigma, cond)  # warm-up (and the value compared)
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                m.denoise(x, sigma, cond)
+            torch.cuda.synchronize()
+        dt_s = (time.perf_counter() - t0) / repeats
+        row = {"seconds_per_call": dt_s, "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30,
+               "finite": bool(torch.isfinite(out).all())}
+        if ref is None:
+            ref = out.float()
+        else:
+            err = (out.float() - ref).abs()
+            row["max_rel_to_fp32"] = float(err.max() / ref.abs().max())
+            row["mean_rel_to_fp32"] = float(err.mean() / ref.abs().mean())
+        rows[name] = row
+        del out
+        torch.cuda.empty_cache()
+    return {"size": size, "batch": batch, "frames": n, "rows": rows}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--fixtures", type=Path, required=True)
+    ap.add_argument("--size", type=int, default=576)
+    ap.add_argument("--batch", type=int, default=2, help="2 = the CFG batch (uncond + cond)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
+    fx = fixture_check(args.fixtures, "cuda")
+    print("\nfixtures on CUDA, float32, TF32 off (max|a-b| / max|b|, limit 1e-4)")
+    for k, v in fx.items():
+        print(f"  {k:32s} {v:.2e}")
+    torch.cuda.empty_cache()
+    try:
+        full = full_size_call(args.size, args.batch, args.repeats)
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        print("float32 CFG batch does not fit: measuring the conditional half only")
+        full = full_size_call(args.size, 1, args.repeats)
+    print(f"\nfull-size dual UNet, one denoiser call: {full['frames']} frames at {args.size}px")
+    print(f"  {'dtype':9s} {'s/call':>8s} {'peak GiB':>9s} {'max rel':>9s} {'mean rel':>9s}")
+    for name, r in full["rows"].items():
+        print(f"  {name:9s} {r['seconds_per_call']:8.3f} {r['peak_gib']:9.2f} "
+              f"{r.get('max_rel_to_fp32', 0):9.2e} {r.get('mean_rel_to_fp32', 0):9.2e}")
+    if args.out:
+        args.out.write_text(json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                                        "fixtures": fx, "full": full}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
