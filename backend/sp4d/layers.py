@@ -50,12 +50,20 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(context_dim, inner, bias=False)
         self.to_out = nn.Sequential(nn.Linear(inner, query_dim), nn.Identity())
 
+    # CUDA attention kernels limit batch·heads per launch (grid size); larger batches go in chunks
+    MAX_BATCH_HEADS = 65535
+
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         ctx = x if context is None else context
         b, n, _ = x.shape
+        if ctx.shape[1] == 1:
+            # softmax over a single key is exactly 1: the output is that key's value for every query
+            return self.to_out(self.to_v(ctx).expand(b, n, -1))
         q, k, v = (p(t).view(b, t.shape[1], self.heads, -1).transpose(1, 2)
                    for p, t in ((self.to_q, x), (self.to_k, ctx), (self.to_v, ctx)))
-        out = F.scaled_dot_product_attention(q, k, v)
+        step = max(1, self.MAX_BATCH_HEADS // self.heads)
+        out = torch.cat([F.scaled_dot_product_attention(q[i:i + step], k[i:i + step], v[i:i + step])
+                         for i in range(0, b, step)]) if b > step else F.scaled_dot_product_attention(q, k, v)
         return self.to_out(out.transpose(1, 2).reshape(b, n, -1))
 
 

@@ -203,3 +203,22 @@ def test_hub_download_offline_gives_a_clear_message(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path), PYTHONPATH=str(ROOT))
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert r.stdout.startswith("missing_weights") and "hub cache" in r.stdout, r.stdout + r.stderr
+
+
+def test_attention_chunking_and_single_key_shortcut_are_exact():
+    import torch.nn.functional as F
+
+    from backend.sp4d.layers import Attention
+
+    torch.manual_seed(0)
+    a = Attention(32, 2, 16, 8)
+    a.MAX_BATCH_HEADS = 10  # force several chunks
+
+    def reference(x, c):
+        q, k, v = (p(t).view(t.shape[0], t.shape[1], 2, 16).transpose(1, 2) for p, t in
+                   ((a.to_q, x), (a.to_k, c), (a.to_v, c)))
+        return a.to_out(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(x.shape[0], x.shape[1], 32))
+
+    x = torch.randn(23, 5, 32)
+    for c in (torch.randn(23, 3, 8), torch.randn(23, 1, 8)):
+        assert torch.equal(a(x, c), reference(x, c))
