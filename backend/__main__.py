@@ -12,7 +12,8 @@ from .jobdir import JobDir
 
 
 def _print_progress(e: dict) -> None:
-    print(f"[{e['stage']}] {e['step']}/{e['total']} {e['message']}", file=sys.stderr, flush=True)
+    eta = f" (ETA {e['eta_s']:.0f} s)" if e.get("eta_s") else ""
+    print(f"[{e['stage']}] {e['step']}/{e['total']} {e['message']}{eta}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +23,19 @@ def main(argv: list[str] | None = None) -> int:
     for name, text in (("run", "generate then rig"), ("generate", "part images"), ("rig", "rig from part images")):
         p = sub.add_parser(name, help=f"{text} for a job folder")
         p.add_argument("job", help="job folder (docs/job-folder.md)")
+        if name == "generate":
+            p.add_argument("--clip", help="video, GIF, image, folder or glob: creates the job from this clip")
+            p.add_argument("--weights", help="sp4d.safetensors path, or 'hub' (default)")
+            p.add_argument("--config", dest="model_config", help="model config yaml (default: the released model)")
+            p.add_argument("--steps", type=int)
+            p.add_argument("--cfg", type=float)
+            p.add_argument("--seed", type=int)
+            p.add_argument("--frames", type=int)
+            p.add_argument("--image-size", dest="image_size", type=int)
+            p.add_argument("--device")
+            p.add_argument("--precision", choices=["bf16", "fp16", "fp32"])
+            p.add_argument("--no-preprocess", dest="preprocess", action="store_false", default=None,
+                           help="the frames are already model-ready (square, white background)")
     p = sub.add_parser("sample", help="write the procedural sample creature (npz)")
     p.add_argument("out", help="output .npz path")
     args = ap.parse_args(argv)
@@ -35,6 +49,15 @@ def main(argv: list[str] | None = None) -> int:
 
             save_creature(make_creature(), args.out)
             print(args.out)
+            return 0
+        if args.cmd == "generate" and args.clip:
+            from .generate import generate
+
+            keys = ("weights", "model_config", "steps", "cfg", "seed", "frames", "image_size", "device",
+                    "precision", "preprocess")
+            settings = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+            result = generate(args.clip, args.job, settings, on_event=_print_progress)
+            print(json.dumps(result, indent=1, default=str))
             return 0
         from .server import run_job_command
 

@@ -7,6 +7,8 @@ run and the oracle otherwise; the chosen source is recorded in views/cameras.jso
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from .cameras import normalisation, orbit_cameras
@@ -15,7 +17,10 @@ from .errors import BackendError
 from .jobdir import JobDir, digest, write_json_atomic, write_png_atomic
 
 STAGE = "generate"
-DEFAULTS = {"frames": 4, "image_size": 576, "part_source": "auto", "seed": 23, "steps": 50, "cfg": 3.0}
+STAGES = ("generate", "parts", "rig")
+DEFAULTS = {"frames": 4, "image_size": 576, "part_source": "auto", "seed": 23, "steps": 50, "cfg": 3.0,
+            "min_cfg": 1.0, "device": "auto", "precision": "bf16", "weights": "hub", "model_config": None,
+            "preprocess": True, "decode_chunk": 4, "noise_file": None}
 
 
 def settings_of(job: dict) -> dict:
@@ -28,15 +33,23 @@ def settings_of(job: dict) -> dict:
         raise BackendError("bad_input", "settings.frames and settings.image_size must be integers")
     if not 1 <= s["frames"] <= 64:
         raise BackendError("bad_input", f"settings.frames must be 1..64, got {s['frames']}")
-    if s["image_size"] < 64 or s["image_size"] % 64:
-        raise BackendError("bad_input", f"settings.image_size must be a multiple of 64, got {s['image_size']}")
+    if s["image_size"] < 16 or s["image_size"] % 8:
+        raise BackendError("bad_input", f"settings.image_size must be a multiple of 8, got {s['image_size']}")
     return s
 
 
 def sp4d_unavailable_reason(settings: dict) -> str | None:
-    """Why SP4D cannot run for this job, or None when it can."""
-    return ("the SP4D generation stage is not in this build yet; use part_source 'oracle' with a "
-            "mesh that carries ground-truth parts (the bundled sample)")
+    """Why SP4D cannot run for this job, or None when it can (weights are fetched when run)."""
+    import torch
+
+    device = str(settings.get("device") or "auto").lower()
+    custom = settings.get("model_config")  # a small test configuration runs anywhere
+    if not custom and device != "cpu" and not torch.cuda.is_available():
+        return "no CUDA GPU is available (SP4D needs one; set device 'cpu' to force a very slow run)"
+    w = settings.get("weights")
+    if w not in (None, "", "hub") and not Path(str(w)).expanduser().is_file():
+        return f"the weights file {w} does not exist"
+    return None
 
 
 def world_vertices(mesh: dict) -> np.ndarray:
@@ -49,6 +62,8 @@ def run_generate(job: JobDir, ctx: StageContext) -> dict:
     spec = job.read_job()
     s = settings_of(spec)
     mesh = job.read_mesh()
+    if spec["source"].get("kind") == "clip" and s["part_source"] == "auto":
+        s["part_source"] = "sp4d"  # a clip has no ground truth: only SP4D can make its parts
     has_gt = mesh is not None and "gt_labels" in mesh and "gt_parents" in mesh and "gt_joints" in mesh
     source = s["part_source"]
     reason = sp4d_unavailable_reason(s)
@@ -63,6 +78,10 @@ def run_generate(job: JobDir, ctx: StageContext) -> dict:
                            "(mesh.npz gt_labels, gt_parents, gt_joints)")
     if source not in ("sp4d", "oracle"):
         raise BackendError("bad_input", f"unknown part_source {s['part_source']!r}")
+    if source == "sp4d":
+        from .generate_sp4d import run_sp4d
+
+        return run_sp4d(job, ctx, spec, s, mesh)
     key = digest(STAGE, source, s["frames"], s["image_size"], job.mesh_npz if mesh is not None else None)
     if job.stage_done(STAGE, key):
         return job.stage_info(STAGE)
@@ -104,4 +123,13 @@ def _run_oracle(job: JobDir, ctx: StageContext, mesh: dict, s: dict, key: str) -
     return job.stage_info(STAGE)
 
 
-STAGES = ("generate", "parts", "rig")
+def generate(clip: str | Path, job_dir: str | Path, settings: dict | None = None,
+             on_event=None, cancel=None) -> dict:
+    """Generate the 13 views × T frames of RGB and part images for ``clip`` into ``job_dir``.
+
+    ``settings`` as in job.json (docs/job-folder.md); returns the stage record. Re-running with
+    the same clip and settings reuses the finished stage.
+    """
+    job = JobDir(job_dir)
+    job.create({"kind": "clip", "path": str(Path(clip).resolve())}, {"part_source": "sp4d", **(settings or {})})
+    return run_generate(job, StageContext(on_event, cancel))

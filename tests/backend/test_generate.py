@@ -1,0 +1,209 @@
+"""The generation stage with SP4D (tiny fixture model on the CPU) and clip input handling."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from backend.clip_input import prepare_frames, read_clip
+from backend.errors import BackendError, Cancelled
+from backend.generate import generate
+from backend.jobdir import JobDir, read_png
+from backend.sp4d.checkpoint import load_config, load_model
+from backend.sp4d.pipeline import generate_views, match_colours, window_starts
+
+ROOT = Path(__file__).resolve().parents[2]
+REFERENCE = Path(os.environ.get("SP4D_REFERENCE", ROOT.parent / "shared" / "reference"))
+FIX = REFERENCE / "fixtures" / "sp4d_tiny"
+SAMPLES = ROOT.parent / "shared" / "samples" / "clips"
+
+needs_fixtures = pytest.mark.skipif(not FIX.is_dir() and not os.environ.get("CI"), reason="no SP4D fixtures")
+
+
+@pytest.fixture(scope="module")
+def sampling():
+    return load_file(FIX / "sampling.safetensors")
+
+
+@pytest.fixture(scope="module")
+def fixture_frames(tmp_path_factory, sampling):
+    d = tmp_path_factory.mktemp("frames")
+    for i, f in enumerate(sampling["input.frames_u8"].numpy()):
+        cv2.imwrite(str(d / f"frame_{i}.png"), f[:, :, ::-1])
+    return d
+
+
+def tiny_settings(**kw):
+    s = {"weights": str(FIX / "weights.safetensors"), "model_config": str(FIX / "config.yaml"), "device": "cpu",
+         "steps": 3, "image_size": 48, "preprocess": False}
+    s.update(kw)
+    return s
+
+
+def expected_images(sampling):
+    return ((sampling["decode.out"] + 1) / 2).clamp(0, 1).view(4, 12, 3, 48, 96)
+
+
+@needs_fixtures
+def test_generate_views_reproduces_the_fixture_images(sampling):
+    model = load_model(FIX / "weights.safetensors", load_config(FIX / "config.yaml"))
+    frames = sampling["input.frames_u8"].permute(0, 3, 1, 2).float() / 255 * 2 - 1
+    noise = {k: sampling[f"cond.noise.{k}"].float() for k in ("cond_frames", "cond_view", "cond_motion")}
+    with torch.inference_mode():
+        rgb, parts = generate_views(model, frames, steps=3, noise=sampling["sampler.randn"], cond_noise=noise)
+    ref = expected_images(sampling)
+    for got, want in ((rgb, ref[..., :48]), (parts, ref[..., 48:])):
+        assert (got - want).abs().max() <= 1e-4 * want.abs().max()
+
+
+@needs_fixtures
+def test_generate_writes_the_job_folder_and_resumes(fixture_frames, sampling, tmp_path):
+    events = []
+    rec = generate(fixture_frames, tmp_path / "job", tiny_settings(noise_file=str(FIX / "sampling.safetensors")),
+                   on_event=events.append)
+    assert rec["source"] == "sp4d" and rec["frames"] == 4 and rec["views"] == 13
+    job = JobDir(tmp_path / "job")
+    ref = (expected_images(sampling) * 255).to(torch.uint8)  # the official output's truncation
+    for t in range(4):
+        assert np.array_equal(read_png(job.input_frame(t)), sampling["input.frames_u8"][t].numpy())
+        assert np.array_equal(read_png(job.view_image("rgb", 0, t)), sampling["input.frames_u8"][t].numpy())
+        assert not job.view_image("parts", 0, t).exists()
+        for v in range(12):
+            rgb = read_png(job.view_image("rgb", v + 1, t)).astype(int)
+            parts = read_png(job.view_image("parts", v + 1, t)).astype(int)
+            assert np.abs(rgb - ref[t, v, :, :, :48].permute(1, 2, 0).numpy()).max() <= 1
+            assert np.abs(parts - ref[t, v, :, :, 48:].permute(1, 2, 0).numpy()).max() <= 1
+    cams = json.loads(job.cameras_json.read_text())
+    assert len(cams["views"]) == 13 and cams["part_source"] == "sp4d"
+    assert cams["views"][1]["azimuth_deg"] == pytest.approx(360 / 13)
+    cap = cv2.VideoCapture(str(job.root / "views" / "preview.mp4"))
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
+    steps = [e for e in events if e["event"] == "progress" and e["stage"] == "generate"]
+    assert [e["step"] for e in steps] == [1, 2, 3] and steps[-1]["eta_s"] == 0
+    before = job.stage_info("generate")["finished"]
+    generate(fixture_frames, tmp_path / "job", tiny_settings(noise_file=str(FIX / "sampling.safetensors")))
+    assert job.stage_info("generate")["finished"] == before
+
+
+@needs_fixtures
+def test_long_clip_runs_through_chained_windows(sampling, tmp_path):
+    frames = sampling["input.frames_u8"].numpy()
+    clip = tmp_path / "long"
+    clip.mkdir()
+    seq = [frames[i % 4] for i in range(7)]  # 7 frames: windows 0-3 and 3-6 share frame 3
+    for i, f in enumerate(seq):
+        cv2.imwrite(str(clip / f"{i:02d}.png"), f[:, :, ::-1])
+    events = []
+    generate(clip, tmp_path / "job", tiny_settings(frames=7, steps=2), on_event=events.append)
+    job = JobDir(tmp_path / "job")
+    assert all(job.view_image("parts", v, t).exists() for t in range(7) for v in range(1, 13))
+    steps = [e["step"] for e in events if e["event"] == "progress" and e["stage"] == "generate"]
+    assert steps == [1, 2, 3, 4]  # 2 windows × 2 steps
+    assert window_starts(7) == [0, 3] and window_starts(8) == [0, 3, 4]
+
+
+def test_colour_matching_recovers_gain_and_offset():
+    g = torch.Generator().manual_seed(0)
+    src = torch.rand(2, 3, 16, 16, generator=g) * 0.8
+    gain, off = torch.tensor([1.1, 0.9, 1.0]), torch.tensor([0.02, -0.03, 0.05])
+    dst = src * gain.view(1, 3, 1, 1) + off.view(1, 3, 1, 1)
+    mask = torch.ones(2, 16, 16, dtype=torch.bool)
+    gg, oo = match_colours(src, dst, mask)
+    assert torch.allclose(gg, gain, atol=1e-4) and torch.allclose(oo, off, atol=1e-4)
+
+
+@needs_fixtures
+def test_cancel_between_steps_leaves_the_job_consistent(fixture_frames, tmp_path):
+    cancel = threading.Event()
+
+    def on_event(e):
+        if e["event"] == "progress" and e["stage"] == "generate" and e["step"] >= 1:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        generate(fixture_frames, tmp_path / "job", tiny_settings(), on_event=on_event, cancel=cancel)
+    job = JobDir(tmp_path / "job")
+    assert "generate" not in job.read_status()["stages"]
+    assert not list(job.root.rglob(".*.tmp"))
+
+
+def _bad_inputs(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00 not a video")
+    zero = tmp_path / "zero.png"
+    zero.write_bytes(b"")
+    return {"no frames": (empty, "has no images"), "unreadable file": (broken, "cannot read any frame"),
+            "zero-size image": (zero, "cannot read image"), "missing": (tmp_path / "nope.gif", "does not exist")}
+
+
+@needs_fixtures
+@pytest.mark.parametrize("case", ["no frames", "unreadable file", "zero-size image", "missing"])
+def test_bad_clips_get_clear_errors(case, tmp_path):
+    path, msg = _bad_inputs(tmp_path)[case]
+    with pytest.raises(BackendError, match=msg) as e:
+        generate(path, tmp_path / "job", tiny_settings())
+    assert e.value.code == "bad_input"
+    job = JobDir(tmp_path / "job")
+    assert job.job_json.exists() and "generate" not in job.read_status()["stages"]
+
+
+def test_empty_frames_and_tiny_images_are_rejected(tmp_path):
+    white = np.full((64, 64, 4), 255, np.uint8)
+    with pytest.raises(BackendError, match="no object found"):
+        prepare_frames([white] * 4, 4, 64)
+    cv2.imwrite(str(tmp_path / "tiny.png"), np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(BackendError, match="too small"):
+        read_clip(tmp_path / "tiny.png")
+
+
+def test_non_plain_background_warns_and_alpha_is_used(tmp_path):
+    rng = np.random.default_rng(0)
+    noisy = np.dstack([rng.integers(0, 255, (96, 96, 3), dtype=np.uint8), np.full((96, 96), 255, np.uint8)])
+    prep = prepare_frames([noisy] * 2, 4, 64)
+    assert prep.warnings and "not plain" in prep.warnings[0]
+    rgba = np.zeros((96, 96, 4), np.uint8)
+    rgba[30:60, 40:50] = (200, 30, 30, 255)  # a tall red bar on a transparent background
+    prep = prepare_frames([rgba], 4, 64)
+    assert not prep.warnings and prep.frames.shape == (4, 64, 64, 3)
+    ys, xs = np.nonzero(prep.masks[0])
+    assert abs((ys.max() + 1 - ys.min()) - 0.9 * 64) <= 2  # longest side 0.9 of the frame
+    assert abs((ys.min() + ys.max() + 1) / 2 - 32) <= 1 and abs((xs.min() + xs.max() + 1) / 2 - 32) <= 1
+    near = cv2.dilate(prep.masks[0].astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    assert (prep.frames[0][~near] > 250).all()  # white away from the object
+
+
+@pytest.mark.skipif(not SAMPLES.is_dir(), reason="no sample clips")
+@pytest.mark.parametrize("name", ["cows.gif", "robot.gif", "test_video1.mp4"])
+def test_sample_clips_are_read_and_prepared(name):
+    frames = read_clip(SAMPLES / name)
+    assert len(frames) == 21
+    prep = prepare_frames(frames, 4, 576)
+    assert prep.source_indices == [0, 7, 13, 20]
+    ys, xs = np.nonzero(prep.masks.any(0))
+    side = max(ys.max() + 1 - ys.min(), xs.max() + 1 - xs.min())
+    assert 0.85 * 576 <= side <= 0.92 * 576
+
+
+@needs_fixtures
+def test_cli_generate_from_a_clip(fixture_frames, tmp_path):
+    cmd = [sys.executable, "-m", "backend", "generate", str(tmp_path / "job"), "--clip", str(fixture_frames),
+           "--weights", str(FIX / "weights.safetensors"), "--config", str(FIX / "config.yaml"), "--device", "cpu",
+           "--steps", "2", "--image-size", "48", "--no-preprocess"]
+    r = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["source"] == "sp4d"
+    assert "[generate] 2/2" in r.stderr
+    bad = subprocess.run(cmd[:6] + [str(tmp_path / "missing.gif")] + cmd[7:], cwd=ROOT,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "error [bad_input]" in bad.stderr
