@@ -36,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--precision", choices=["bf16", "fp16", "fp32"])
             p.add_argument("--no-preprocess", dest="preprocess", action="store_false", default=None,
                            help="the frames are already model-ready (square, white background)")
+    p = sub.add_parser("reweight", help="recompute rig/weights.npz for an edited skeleton")
+    p.add_argument("job")
+    p.add_argument("skeleton", help="skeleton JSON (rig/skeleton.json format)")
+    p.add_argument("--max-influences", type=int, default=4)
     p = sub.add_parser("sample", help="write the procedural sample creature (npz)")
     p.add_argument("out", help="output .npz path")
     args = ap.parse_args(argv)
@@ -45,10 +49,15 @@ def main(argv: list[str] | None = None) -> int:
         return serve()
     try:
         if args.cmd == "sample":
-            from .sample.creature import make_creature, save_creature
+            from .sample.assets import make_creature, save_asset
 
-            save_creature(make_creature(), args.out)
+            save_asset(make_creature(), args.out)
             print(args.out)
+            return 0
+        if args.cmd == "reweight":
+            from .rig.reweight import reweight_from_file
+
+            print(json.dumps(reweight_from_file(args.job, args.skeleton, args.max_influences)))
             return 0
         if args.cmd == "generate" and args.clip:
             from .generate import generate

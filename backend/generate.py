@@ -113,8 +113,9 @@ def _run_oracle(job: JobDir, ctx: StageContext, mesh: dict, s: dict, key: str) -
         ctx.progress(STAGE, done[0], total, f"oracle view {v} frame {t}")
 
     faces = mesh["faces"]
+    axes = np.asarray(mesh["gt_axes"], np.float64) @ m[:3, :3].T if "gt_axes" in mesh else None
     render_oracle((verts - centre) * scale, faces, labels, parents, (joints - centre) * scale, cams,
-                  s["frames"], on_image, ctx.check)
+                  s["frames"], axes, on_image, ctx.check)
     write_json_atomic(job.cameras_json, {
         "views": cams, "frames": s["frames"], "part_source": "oracle",
         "normalisation": {"centre": centre.tolist(), "scale": scale, "space": "world"},

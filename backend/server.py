@@ -19,7 +19,7 @@ from .context import StageContext
 from .errors import BackendError, from_exception
 from .jobdir import JobDir
 
-JOB_COMMANDS = ("generate", "rig", "run")
+JOB_COMMANDS = ("generate", "rig", "run", "reweight")
 
 
 def run_job_command(cmd: str, job: JobDir, ctx: StageContext) -> dict:
@@ -28,6 +28,11 @@ def run_job_command(cmd: str, job: JobDir, ctx: StageContext) -> dict:
     from .rig.pipeline import run_parts, run_rig
 
     out: dict = {}
+    if cmd == "reweight":
+        from .rig.reweight import reweight_from_file
+
+        return {"reweight": reweight_from_file(job.root, job.root / "rig" / "skeleton_edited.json",
+                                               int(job.read_job()["settings"].get("max_influences", 4) or 0))}
     if cmd in ("generate", "run"):
         out["generate"] = run_generate(job, ctx)
     if cmd in ("rig", "run"):

@@ -46,7 +46,7 @@ def _set_weights(group, w: np.ndarray) -> None:
         group.add(nz[order[bounds[k]:bounds[k + 1]]].tolist(), float(val), "REPLACE")
 
 
-def _edit_bones(arm_obj, bones: list[dict]) -> dict[str, str]:
+def create_bones(arm_obj, bones: list[dict]) -> dict[str, str]:
     """Create the bones in edit mode; returns skeleton name -> Blender bone name."""
     view_layer = bpy.context.view_layer
     prev_active = view_layer.objects.active
@@ -94,7 +94,7 @@ def build_rig(obj: bpy.types.Object, job_dir: str | Path, name: str | None = Non
         arm_obj.matrix_world = obj.matrix_world.copy()
         arm_obj.show_in_front = True
         arm_obj["sp4d_job"] = str(Path(job_dir).resolve())
-        made = _edit_bones(arm_obj, skel["bones"])
+        made = create_bones(arm_obj, skel["bones"])
         for j, bone in enumerate(names):
             vg = obj.vertex_groups.new(name=_unique_group_name(obj, made[bone]))
             created_groups.append(vg)

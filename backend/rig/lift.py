@@ -32,16 +32,20 @@ def similarity_fit(src_mask: np.ndarray, dst_mask: np.ndarray) -> tuple[float, n
 
 
 def view_votes(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray, cam: dict,
-               label_img: np.ndarray, n_labels: int, fit: bool = True, depth_tol: float = 0.03) -> np.ndarray:
-    """Votes (N, n_labels) of one labelled view (label 0 = background, ignored)."""
+               label_img: np.ndarray, n_labels: int, fit: bool = True,
+               depth_tol: float = 0.03) -> tuple[np.ndarray, tuple[float, np.ndarray, np.ndarray]]:
+    """Votes (N, n_labels) of one labelled view (label 0 = background, ignored) and the 2D
+    similarity (s, c_model, c_image) that maps the camera's projection onto the image."""
     h, w = label_img.shape
     uv, depth = project(vertices, cam)
     buf = face_index_buffer(uv, depth, faces, (h, w))
+    sim = (1.0, np.zeros(2), np.zeros(2))
     if fit:
         s, c0, c1 = similarity_fit(buf >= 0, label_img > 0)
         if abs(s - 1) > 1e-3 or np.abs(c1 - c0).max() > 0.25:
             uv = c1 + s * (uv - c0)
             buf = face_index_buffer(uv, depth, faces, (h, w))
+            sim = (s, c0, c1)
     zbuf = depth_from_faces(buf, depth, faces)
     zmin = -cv2.dilate(-np.where(np.isfinite(zbuf), zbuf, 1e9).astype(np.float32), np.ones((3, 3), np.uint8))
     px = np.round(uv).astype(np.int64)
@@ -55,7 +59,7 @@ def view_votes(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray, cam
     ok = (lab > 0) & (lab <= n_labels)
     facing = np.abs(normals[idx[ok]] @ view_direction(cam))
     np.add.at(votes, (idx[ok], lab[ok] - 1), 0.1 + facing)
-    return votes
+    return votes, sim
 
 
 def propagate(adj: sp.csr_matrix, labels: np.ndarray) -> np.ndarray:
@@ -116,20 +120,23 @@ def clean_labels(adj: sp.csr_matrix, labels: np.ndarray, n_labels: int, smooth_i
     return lab
 
 
-def lift_labels(vertices: np.ndarray, faces: np.ndarray, cameras: list[dict],
-                label_images: dict[int, np.ndarray], n_labels: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-vertex part index (N,) in 0..n_labels-1 and its vote confidence in [0, 1].
+def lift_labels(vertices: np.ndarray, faces: np.ndarray, cameras: list[dict], label_images: dict[int, np.ndarray],
+                n_labels: int) -> tuple[np.ndarray, np.ndarray, dict[int, tuple]]:
+    """Per-vertex part index (N,) in 0..n_labels-1, its vote confidence in [0, 1] and the 2D
+    similarity fitted per view.
 
     vertices: (N, 3) in the cameras' normalised space; label_images: view -> (H, W) labels of
     the first frame (0 = background, 1..n_labels parts).
     """
     normals = vertex_normals(vertices, faces)
     votes = np.zeros((len(vertices), n_labels))
+    fits = {}
     for v, img in label_images.items():
-        votes += view_votes(vertices, faces, normals, cameras[v], img, n_labels)
+        vv, fits[v] = view_votes(vertices, faces, normals, cameras[v], img, n_labels)
+        votes += vv
     total = votes.sum(1)
     lab = np.where(total > 0, votes.argmax(1), -1)
     conf = np.where(total > 0, votes.max(1) / np.maximum(total, 1e-12), 0.0)
     adj = adjacency(len(vertices), faces)
     lab = nearest_fill(vertices, propagate(adj, lab))
-    return clean_labels(adj, lab, n_labels), conf
+    return clean_labels(adj, lab, n_labels), conf, fits

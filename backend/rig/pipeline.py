@@ -12,7 +12,8 @@ from ..generate import STAGES, world_vertices
 from ..jobdir import JobDir, digest, read_png, write_json_atomic, write_npz_atomic
 from ..parts.decode import decode_parts
 from .lift import lift_labels
-from .skeleton import build_skeleton
+from .motion import centroid_tracks, solve_motion
+from .skeleton import part_tree, skeleton_from
 from .weights import harmonic_weights
 
 
@@ -94,19 +95,35 @@ def run_rig(job: JobDir, ctx: StageContext) -> dict:
     faces = mesh["faces"]
     ctx.progress("rig", 1, 4, "lifting parts onto the mesh")
     views = {v: labels[0, v] for v in range(labels.shape[1]) if present[0, v]}
-    vlab, conf = lift_labels(vn, faces, cams["views"], views, k)
+    vlab, conf, fits = lift_labels(vn, faces, cams["views"], views, k)
     used = np.unique(vlab)
     remap = np.full(k, -1)
     remap[used] = np.arange(len(used))
     vlab = remap[vlab]
     ctx.progress("rig", 2, 4, "building the skeleton")
-    skel = build_skeleton(vn, faces, vlab, len(used))
+    tree = part_tree(vn, faces, vlab, len(used))
+    world = None
+    if labels.shape[0] > 1:  # the clip moves: refine joints by pivots, per-frame transforms
+        ids = [int(u) + 1 for u in used]
+        tracks = centroid_tracks(labels, present, cams["views"], fits, ids, tree["centroids"])
+        joints, world = solve_motion(tree["parent"], tree["joints"], tracks, tree["extents"], refine=False)
+        skel = skeleton_from(vn, vlab, tree, joints)
+    else:
+        skel = skeleton_from(vn, vlab, tree)
     # back to object space: normalised -> world -> object
-    inv = np.linalg.inv(np.asarray(mesh["matrix_world"], np.float64))
+    mw = np.asarray(mesh["matrix_world"], np.float64)
+    inv = np.linalg.inv(mw)
+    norm = np.diag([scale, scale, scale, 1.0]) @ np.block([[np.eye(3), -centre[:, None]], [np.zeros((1, 3)), 1]]) @ mw
 
     def to_object(p):
         w = np.asarray(p) / scale + centre
         return (inv[:3, :3] @ w + inv[:3, 3]).tolist()
+
+    if world is not None:  # per-frame deformation of each deform bone, object space (rest -> frame)
+        ninv = np.linalg.inv(norm)
+        skel["frames"] = [{"frame": t, "bones": {b["name"]: (ninv @ world[t, b["part"]] @ norm).tolist()
+                                                 for b in skel["bones"] if b["deform"]}}
+                          for t in range(world.shape[0])]
 
     for b in skel["bones"]:
         b["head"], b["tail"] = to_object(b["head"]), to_object(b["tail"])

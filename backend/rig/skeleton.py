@@ -81,16 +81,12 @@ def _mirror_names(centroids: np.ndarray, sizes: np.ndarray, parent: np.ndarray, 
     return names
 
 
-def build_skeleton(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, n_parts: int) -> dict:
-    """Skeleton dict (rest pose, same space as ``vertices``); see docs/job-folder.md."""
+def part_tree(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, n_parts: int) -> dict:
+    """Parent per part, boundary joints, centroids and sizes of the parts of a labelled mesh."""
     adj = adjacency(len(vertices), faces)
     sizes = np.bincount(labels, minlength=n_parts)
     centroids = np.stack([vertices[labels == k].mean(0) if sizes[k] else np.zeros(3) for k in range(n_parts)])
-    counts = part_adjacency(adj, labels, n_parts)
-    parent = kinematic_tree(counts, centroids, sizes)
-    root = int(np.argmax(sizes))
-    lo, hi = vertices.min(0), vertices.max(0)
-    extent = hi - lo
+    parent = kinematic_tree(part_adjacency(adj, labels, n_parts), centroids, sizes)
     coo = adj.tocoo()
     joints = centroids.copy()
     for c in range(n_parts):
@@ -101,12 +97,25 @@ def build_skeleton(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, 
         if e.any():
             joints[c] = 0.5 * (vertices[coo.row[e]].mean(0) + vertices[coo.col[e]].mean(0))
         else:
-            vc, vp = vertices[labels == c], vertices[labels == p]
             from scipy.spatial import cKDTree
 
+            vc, vp = vertices[labels == c], vertices[labels == p]
             d, j = cKDTree(vp).query(vc)
             i = int(np.argmin(d))
             joints[c] = 0.5 * (vc[i] + vp[j[i]])
+    extents = np.array([np.linalg.norm(vertices[labels == k] - centroids[k], axis=1).max() if sizes[k] else 0.0
+                        for k in range(n_parts)])
+    return {"parent": parent, "joints": joints, "centroids": centroids, "sizes": sizes, "extents": extents,
+            "root": int(np.argmax(sizes))}
+
+
+def skeleton_from(vertices: np.ndarray, labels: np.ndarray, tree: dict, joints: np.ndarray | None = None) -> dict:
+    """Skeleton dict (rest pose, same space as ``vertices``); see docs/job-folder.md."""
+    parent, centroids, sizes, root = tree["parent"], tree["centroids"], tree["sizes"], tree["root"]
+    joints = tree["joints"] if joints is None else joints
+    n_parts = len(sizes)
+    lo, hi = vertices.min(0), vertices.max(0)
+    extent = hi - lo
     children = [np.nonzero(parent == k)[0] for k in range(n_parts)]
     heads = np.zeros((n_parts, 3))
     tails = np.zeros((n_parts, 3))
@@ -148,6 +157,11 @@ def build_skeleton(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, 
                        for k in order if parent[k] >= 0],
             "parts": [{"part": int(k), "bone": names[k], "vertices": int(sizes[k]),
                        "centroid": centroids[k].tolist()} for k in order]}
+
+
+def build_skeleton(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, n_parts: int) -> dict:
+    """Skeleton from a labelled mesh with joints at the part boundaries (no motion)."""
+    return skeleton_from(vertices, labels, part_tree(vertices, faces, labels, n_parts))
 
 
 def _depth(parent: np.ndarray, k: int) -> int:

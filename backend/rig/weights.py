@@ -1,7 +1,10 @@
 """Harmonic skinning weights.
 
 For each bone, w solves the Laplace equation on the mesh with w = 1 on the bone's part core and
-w = 0 on the other cores (cores: part vertices whose 1-ring lies in the same part). The
+w = 0 on the other cores. A part's core is the part minus a band along its boundary: the band is
+``blend`` × the mesh's bounding-box diagonal wide (measured along mesh edges), at most half the
+part's own depth, so every part keeps a core and the blend width does not depend on the mesh
+resolution. The
 cotangent Laplacian comes from robust_laplacian (intrinsic Delaunay, so it tolerates
 non-manifold and degenerate meshes). A tiny screening term towards each vertex's own part
 keeps the system regular on components without cores and on isolated vertices. One sparse
@@ -26,16 +29,30 @@ def cotan_laplacian(vertices: np.ndarray, faces: np.ndarray) -> tuple[sp.csr_mat
     return L.tocsr(), M.tocsr()
 
 
-def core_mask(adj: sp.csr_matrix, labels: np.ndarray) -> np.ndarray:
-    """Vertices whose whole 1-ring has their own label (a part with no such vertex keeps all)."""
+def core_mask(vertices: np.ndarray, adj: sp.csr_matrix, labels: np.ndarray, blend: float = 0.04) -> np.ndarray:
+    """Vertices farther than the blend band from their part's boundary (see module doc)."""
+    from scipy.sparse.csgraph import dijkstra
+
     coo = adj.tocoo()
+    cross = labels[coo.row] != labels[coo.col]
     border = np.zeros(len(labels), bool)
-    border[coo.row[labels[coo.row] != labels[coo.col]]] = True
-    core = ~border
+    border[coo.row[cross]] = True
+    if not border.any():
+        return np.ones(len(labels), bool)
+    same = ~cross
+    lengths = np.linalg.norm(vertices[coo.row[same]] - vertices[coo.col[same]], axis=1) + 1e-12
+    g = sp.csr_matrix((lengths, (coo.row[same], coo.col[same])), shape=adj.shape)
+    dist = dijkstra(g, directed=False, indices=np.nonzero(border)[0], min_only=True)
+    band = blend * float(np.linalg.norm(np.ptp(vertices, axis=0)))
+    core = np.zeros(len(labels), bool)
     for k in np.unique(labels):
         m = labels == k
+        d = dist[m]
+        finite = d[np.isfinite(d)]
+        width = min(band, 0.5 * finite.max()) if finite.size else 0.0
+        core[m] = ~np.isfinite(d) | (d > width)  # parts that touch nothing are all core
         if not core[m].any():
-            core[m] = True
+            core[np.nonzero(m)[0][np.argmax(np.where(np.isfinite(d), d, -1))]] = True
     return core
 
 
@@ -51,11 +68,11 @@ def limit_influences(w: np.ndarray, k: int) -> np.ndarray:
 
 
 def harmonic_weights(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, n_bones: int,
-                     top_k: int = 0, screening: float = 1e-6) -> np.ndarray:
+                     top_k: int = 0, blend: float = 0.04, screening: float = 1e-6) -> np.ndarray:
     """Weights (N, n_bones) float32, rows summing to 1; labels[i] is the bone of vertex i."""
     n = len(vertices)
     L, M = cotan_laplacian(vertices, faces)
-    core = core_mask(adjacency(n, faces), labels)
+    core = core_mask(vertices, adjacency(n, faces), labels, blend)
     prior = np.zeros((n, n_bones))
     prior[np.arange(n), labels] = 1.0
     free = np.nonzero(~core)[0]

@@ -25,12 +25,11 @@ def _rot(axis: np.ndarray, angle: float) -> np.ndarray:
 
 
 def part_motion(parents: np.ndarray, joints: np.ndarray, t: int, n_frames: int,
-                amplitude: float = 0.35) -> np.ndarray:
+                amplitude: float = 0.5, axes: np.ndarray | None = None) -> np.ndarray:
     """World transforms (P, 4, 4) of each part at frame t: a swing of every non-root part about
     its joint (axis alternating between the Y and Z axes down the chain), composed parent to child.
     Frame 0 is the rest pose (the mesh as given), as for a clip rendered from the scene."""
     n = len(parents)
-    phase = 2 * math.pi * t / max(n_frames, 1)
     local = np.tile(np.eye(4), (n, 1, 1))
     for p in range(n):
         if parents[p] < 0:
@@ -40,7 +39,10 @@ def part_motion(parents: np.ndarray, joints: np.ndarray, t: int, n_frames: int,
         while parents[q] >= 0:
             q, depth = parents[q], depth + 1
         axis = np.array([0.0, 1.0, 0.0]) if depth % 2 else np.array([0.0, 0.0, 1.0])
-        ang = amplitude * math.sin(phase) * math.cos(1.3 * p)
+        if axes is not None and np.linalg.norm(axes[p]) > 0:
+            axis = np.asarray(axes[p], float)
+        # a sweep from the rest pose, direction and size varying by part, distinct in every frame
+        ang = amplitude * (1.0 if p % 2 else -1.0) * (0.6 + 0.4 * math.cos(1.3 * p)) * math.sin(0.5 * math.pi * t / max(n_frames - 1, 1))
         r = _rot(axis, ang)
         local[p, :3, :3] = r
         local[p, :3, 3] = joints[p] - r @ joints[p]
@@ -65,17 +67,18 @@ def pose_vertices(vertices: np.ndarray, labels: np.ndarray, transforms: np.ndarr
 
 
 def render_oracle(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, parents: np.ndarray,
-                  joints: np.ndarray, cameras: list[dict], n_frames: int,
+                  joints: np.ndarray, cameras: list[dict], n_frames: int, axes: np.ndarray | None,
                   on_image: Callable[[int, int, np.ndarray, np.ndarray], None],
                   check: Callable[[], None] = lambda: None) -> np.ndarray:
     """Render RGB and part images for every (frame, view); calls ``on_image(t, v, rgb, parts)``.
 
-    vertices/joints are in the cameras' normalised world space. Returns the part colours (P, 3).
+    vertices/joints are in the cameras' normalised world space; ``axes`` (P, 3) optional hinge axes
+    (world directions; zero rows: the default alternating axes). Returns the part colours (P, 3).
     """
     colours = part_colours(vertices, labels, len(parents))
     face_part = labels[faces[:, 0]]
     for t in range(n_frames):
-        posed = pose_vertices(vertices, labels, part_motion(parents, joints, t, n_frames))
+        posed = pose_vertices(vertices, labels, part_motion(parents, joints, t, n_frames, axes=axes))
         for v, cam in enumerate(cameras):
             check()
             uv, depth = project(posed, cam)

@@ -6,7 +6,7 @@ import pytest
 from backend.context import StageContext
 from backend.generate import run_generate
 from backend.jobdir import JobDir
-from backend.sample.creature import make_creature
+from backend.sample.assets import make_creature
 
 
 @pytest.fixture(scope="session")

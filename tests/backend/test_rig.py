@@ -143,3 +143,69 @@ def test_parts_without_images_fails_clearly(job_copy):
     shutil.rmtree(job_copy.root / "views" / "parts")
     with pytest.raises(BackendError, match="no part images"):
         run_parts(job_copy, StageContext())
+
+
+def test_per_frame_transforms_follow_the_oracle_motion(rigged, creature):
+    """Skinning the rest mesh with our weights and per-frame bone transforms lands near the
+    oracle's posed mesh (rigid ground truth) in every frame."""
+    from backend.sample.oracle import part_motion, pose_vertices
+
+    skel = json.loads(rigged.skeleton_json.read_text())
+    with np.load(rigged.weights_npz) as z:
+        w, names = z["weights"], list(z["bone_names"])
+    frames = skel["frames"]
+    assert len(frames) == 4 and set(frames[0]["bones"]) == set(names)
+    v = creature.vertices.astype(float)
+    diag = np.linalg.norm(np.ptp(v, 0))
+    vh = np.c_[v, np.ones(len(v))]
+    for fr in frames:
+        mats = np.array([fr["bones"][n] for n in names])
+        assert np.allclose(np.einsum("bij,bkj->bik", mats[:, :3, :3], mats[:, :3, :3]), np.eye(3), atol=1e-6)
+        ours = np.einsum("nb,bin->ni", w, np.einsum("bij,nj->bin", mats[:, :3], vh))
+        truth = pose_vertices(v, creature.labels, part_motion(creature.parents, creature.joints.astype(float),
+                                                              fr["frame"], 4))
+        err = np.linalg.norm(ours - truth, axis=1).mean() / diag
+        assert err < 0.02, (fr["frame"], err)
+    assert np.allclose(np.array(list(frames[0]["bones"].values())), np.eye(4), atol=1e-6)  # frame 0 = rest
+
+
+def test_motion_helpers():
+    from backend.rig.motion import pivot, rotation_between, triangulate
+
+    a, b = np.array([1.0, 0, 0]), np.array([0, 1.0, 1.0])
+    r = rotation_between(a, b)
+    assert np.allclose(r @ a, b / np.linalg.norm(b)) and np.allclose(r @ r.T, np.eye(3))
+    assert np.allclose(rotation_between(a, -a) @ a, -a)
+    x = np.array([0.3, -0.2, 0.5])
+    rays = [(o, (x - o) / np.linalg.norm(x - o), 1.0) for o in (np.array([3.0, 0, 0]), np.array([0, 3.0, 0]))]
+    assert np.allclose(triangulate(rays), x)
+    # points on a circle about the Z axis through (1, 2, 0): the pivot closest to the prior
+    ang = np.linspace(0, 1.2, 4)
+    pts = np.stack([1 + np.cos(ang), 2 + np.sin(ang), np.zeros(4)], 1)
+    assert np.allclose(pivot(pts, np.array([1.1, 2.0, 0.3]), 5.0), [1, 2, 0.3], atol=1e-2)
+
+
+def test_reweight_an_edited_skeleton(rigged, tmp_path):
+    import shutil
+
+    from backend.jobdir import JobDir
+    from backend.rig.reweight import reweight
+
+    job = JobDir(tmp_path / "job")
+    shutil.copytree(rigged.root, job.root)
+    skel = json.loads(job.skeleton_json.read_text())
+    # the animator deletes the tail tip and renames the torso
+    tip = next(b for b in skel["bones"] if b["parent"] and b["deform"] and not any(c["parent"] == b["name"] for c in skel["bones"]) and b["head"][0] < -0.9)
+    skel["bones"] = [b for b in skel["bones"] if b is not tip]
+    for b in skel["bones"]:
+        if b["name"] == "torso":
+            b["name"] = "spine"
+        if b["parent"] == "torso":
+            b["parent"] = "spine"
+    rec = reweight(job, skel)
+    with np.load(job.weights_npz) as z:
+        w, names = z["weights"], list(z["bone_names"])
+    assert rec["bones"] == len(names) == 12 and "spine" in names and tip["name"] not in names
+    assert np.allclose(w.sum(1), 1, atol=1e-5) and (w.max(0) > 0.99).all()
+    with pytest.raises(BackendError, match="no deform bones"):
+        reweight(job, {"bones": []})
