@@ -70,3 +70,20 @@ def normalisation(vertices: np.ndarray) -> tuple[np.ndarray, float]:
     centre = 0.5 * (v.min(0) + v.max(0))
     radius = float(np.linalg.norm(v - centre, axis=1).max())
     return centre, 1.0 / max(radius, 1e-12)
+
+
+def blender_camera_matrix(cam: dict, centre: np.ndarray, scale: float) -> list[list[float]]:
+    """Camera-to-world 4×4 in Blender's convention (looks down -Z, +Y up), in world units."""
+    R, C = camera_pose(cam)
+    m = np.eye(4)
+    m[:3, 0], m[:3, 1], m[:3, 2] = R[0], -R[1], -R[2]
+    m[:3, 3] = np.asarray(centre) + C / scale
+    return m.tolist()
+
+
+def cameras_record(cams: list[dict], frames: int, source: str, centre, scale: float, **extra) -> dict:
+    """The views/cameras.json record (docs/job-folder.md)."""
+    views = [dict(c, matrix_world=blender_camera_matrix(c, centre, scale)) for c in cams]
+    return {"views": views, "frames": frames, "part_source": source,
+            "normalisation": {"centre": [float(x) for x in centre], "scale": float(scale), "space": "world"},
+            "layout": "views/{rgb,parts}/vVV_tTTT.png; view 0 = input view", **extra}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cameras import normalisation, orbit_cameras
+from .cameras import cameras_record, normalisation, orbit_cameras
 from .context import StageContext
 from .errors import BackendError
 from .jobdir import JobDir, digest, write_json_atomic, write_png_atomic
@@ -116,10 +116,7 @@ def _run_oracle(job: JobDir, ctx: StageContext, mesh: dict, s: dict, key: str) -
     axes = np.asarray(mesh["gt_axes"], np.float64) @ m[:3, :3].T if "gt_axes" in mesh else None
     render_oracle((verts - centre) * scale, faces, labels, parents, (joints - centre) * scale, cams,
                   s["frames"], axes, on_image, ctx.check)
-    write_json_atomic(job.cameras_json, {
-        "views": cams, "frames": s["frames"], "part_source": "oracle",
-        "normalisation": {"centre": centre.tolist(), "scale": scale, "space": "world"},
-        "layout": "views/{rgb,parts}/vVV_tTTT.png; view 0 = input view"})
+    write_json_atomic(job.cameras_json, cameras_record(cams, s["frames"], "oracle", centre, scale))
     job.mark_stage(STAGE, key, source="oracle", frames=s["frames"], views=len(cams))
     return job.stage_info(STAGE)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cameras import normalisation, orbit_cameras
+from .cameras import cameras_record, normalisation, orbit_cameras
 from .clip_input import prepare_frames, read_clip
 from .context import StageContext
 from .errors import BackendError
@@ -20,8 +20,9 @@ def input_frames(job: JobDir, spec: dict, s: dict) -> tuple[np.ndarray, list[str
     src = spec["source"]
     size, t = s["image_size"], s["frames"]
     warnings: list[str] = []
-    if src.get("kind") == "clip":
-        frames = read_clip(src["path"])
+    clip = src.get("path") if src.get("kind") == "clip" else (job.root / src["clip"] if src.get("clip") else None)
+    if clip is not None:  # a clip file, or frames Blender rendered of the mesh (source.clip)
+        frames = read_clip(clip)
         if s["preprocess"]:
             prep = prepare_frames(frames, t, size)
             out, masks, warnings = prep.frames, prep.masks, prep.warnings
@@ -109,11 +110,8 @@ def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | N
         centre, scale = normalisation(world_vertices(mesh))
     else:
         centre, scale = np.zeros(3), 1.0
-    write_json_atomic(job.cameras_json, {
-        "views": orbit_cameras(size=s["image_size"], n_views=v + 1), "frames": n, "part_source": "sp4d",
-        "normalisation": {"centre": list(map(float, centre)), "scale": float(scale), "space": "world"},
-        "layout": "views/{rgb,parts}/vVV_tTTT.png; view 0 = input view (no part image)",
-        "warnings": warnings})
+    write_json_atomic(job.cameras_json, cameras_record(orbit_cameras(size=s["image_size"], n_views=v + 1), n, "sp4d",
+                                                       centre, scale, warnings=warnings))
     from .preview import write_preview
 
     write_preview(job, n, v + 1)

@@ -22,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.sp4d.checkpoint import build_model, load_config, load_model  # noqa: E402
+from backend.sp4d.testing import random_init_  # noqa: E402
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -49,23 +50,6 @@ def fixture_check(fix: Path, dev: str) -> dict:
     res["sampling.step2.x_out"] = rel(z, s["step2.x_out"])
     res["sampling.decode.out"] = rel(m.decode(z), s["decode.out"])
     return res
-
-
-def random_init_(module: torch.nn.Module, seed: int = 0) -> None:
-    """The fixtures' scheme: matrices N(0, 1/fan_in), norm weights 1 + 0.1·N, mix factors N(0, 1),
-    other vectors 0.1·N, so that zero-initialised layers matter."""
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    for name, p in sorted(module.named_parameters()):
-        with torch.no_grad():
-            r = torch.randn(p.shape, generator=g, device=p.device, dtype=torch.float32)
-            if p.dim() >= 2:
-                p.copy_(r / math.sqrt(p[0].numel()))
-            elif name.endswith("mix_factor"):
-                p.copy_(r)
-            elif "norm" in name or ".ln_" in name:
-                p.copy_(1 + 0.1 * r) if name.endswith("weight") else p.copy_(0.1 * r)
-            else:
-                p.copy_(0.1 * r)
 
 
 def full_size_call(size: int, batch: int, repeats: int) -> dict:

@@ -8,6 +8,7 @@ and armatures are never changed (name clashes get a numbered name).
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import bpy
@@ -35,7 +36,7 @@ def _unique_group_name(obj, name: str) -> str:
     return f"{name}.{i:03d}"
 
 
-def _set_weights(group, w: np.ndarray) -> None:
+def set_group_weights(group, w: np.ndarray) -> None:
     """Assign one column of weights, batched by (rounded) value: far faster than per vertex."""
     q = np.round(w, 5)
     nz = np.nonzero(q > 0)[0]
@@ -46,14 +47,23 @@ def _set_weights(group, w: np.ndarray) -> None:
         group.add(nz[order[bounds[k]:bounds[k + 1]]].tolist(), float(val), "REPLACE")
 
 
-def create_bones(arm_obj, bones: list[dict]) -> dict[str, str]:
-    """Create the bones in edit mode; returns skeleton name -> Blender bone name."""
+@contextmanager
+def edit_mode(arm_obj: bpy.types.Object):
+    """Armature edit mode on ``arm_obj`` for the block (headless: the active object must be set)."""
     view_layer = bpy.context.view_layer
     prev_active = view_layer.objects.active
     view_layer.objects.active = arm_obj
     bpy.ops.object.mode_set(mode="EDIT")
     try:
-        eb = arm_obj.data.edit_bones
+        yield arm_obj.data.edit_bones
+    finally:
+        bpy.ops.object.mode_set(mode="OBJECT")
+        view_layer.objects.active = prev_active
+
+
+def create_bones(arm_obj, bones: list[dict]) -> dict[str, str]:
+    """Create the bones in edit mode; returns skeleton name -> Blender bone name."""
+    with edit_mode(arm_obj) as eb:
         made = {}
         for b in bones:
             e = eb.new(b["name"])
@@ -66,14 +76,13 @@ def create_bones(arm_obj, bones: list[dict]) -> dict[str, str]:
         for b in bones:
             if b.get("parent"):
                 eb[made[b["name"]]].parent = eb[made[b["parent"]]]
-    finally:
-        bpy.ops.object.mode_set(mode="OBJECT")
-        view_layer.objects.active = prev_active
     return made
 
 
-def build_rig(obj: bpy.types.Object, job_dir: str | Path, name: str | None = None) -> bpy.types.Object:
-    """Create the armature for ``obj`` from ``job_dir``/rig and bind the mesh to it."""
+def build_rig(obj: bpy.types.Object, job_dir: str | Path, name: str | None = None,
+              animate: bool = True) -> bpy.types.Object:
+    """Create the armature for ``obj`` from ``job_dir``/rig and bind the mesh to it; with
+    ``animate`` the clip's motion becomes keyframes (when the skeleton has frames)."""
     skel, w, names = read_rig(job_dir)
     n = len(obj.data.vertices)
     if w.shape != (n, len(names)):
@@ -98,7 +107,7 @@ def build_rig(obj: bpy.types.Object, job_dir: str | Path, name: str | None = Non
         for j, bone in enumerate(names):
             vg = obj.vertex_groups.new(name=_unique_group_name(obj, made[bone]))
             created_groups.append(vg)
-            _set_weights(vg, w[:, j])
+            set_group_weights(vg, w[:, j])
             if vg.name != made[bone]:  # group must match the bone: rename the bone to the group
                 arm_obj.data.bones[made[bone]].name = vg.name
         mod = obj.modifiers.new(MODIFIER_NAME, "ARMATURE")
@@ -107,6 +116,8 @@ def build_rig(obj: bpy.types.Object, job_dir: str | Path, name: str | None = Non
             obj.parent = arm_obj
             obj.matrix_parent_inverse = arm_obj.matrix_world.inverted()
             obj.matrix_world = old_world
+        if animate:
+            apply_motion(arm_obj, skel)
         return arm_obj
     except BaseException:
         if mod is not None:
@@ -115,10 +126,13 @@ def build_rig(obj: bpy.types.Object, job_dir: str | Path, name: str | None = Non
             obj.vertex_groups.remove(vg)
         obj.parent, obj.matrix_parent_inverse = old_parent, old_parent_inv
         obj.matrix_world = old_world
+        action = arm_obj.animation_data.action if arm_obj is not None and arm_obj.animation_data else None
         if arm_obj is not None:
             bpy.data.objects.remove(arm_obj)
         if arm_data is not None:
             bpy.data.armatures.remove(arm_data)
+        if action is not None:
+            bpy.data.actions.remove(action)
         raise
 
 
@@ -128,3 +142,36 @@ def pose_bones(arm_obj: bpy.types.Object, rotations: dict[str, tuple[float, floa
         pb = arm_obj.pose.bones[bname]
         pb.rotation_mode = "XYZ"
         pb.rotation_euler = rot
+
+
+def apply_motion(arm_obj: bpy.types.Object, skel: dict, frame_start: int | None = None) -> int:
+    """Keyframe the pose bones from skeleton.json's per-frame transforms; returns frames keyed.
+
+    A frame's transform W (object space, rest -> posed) of a bone becomes its local pose
+    matrix_basis = rest⁻¹ · W_parent⁻¹ · W · rest. keyframe_insert writes legacy actions on
+    Blender 4.2 and layered actions (slots, channel bags) on 4.4+ and 5.0.
+    """
+    from mathutils import Matrix
+
+    frames = skel.get("frames") or []
+    if not frames:
+        return 0
+    scene = bpy.context.scene
+    start = scene.frame_start if frame_start is None else frame_start
+    parent_of = {b["name"]: b["parent"] for b in skel["bones"]}
+    for fr in frames:
+        mats = {n: Matrix(m) for n, m in fr["bones"].items()}
+        for pb in arm_obj.pose.bones:
+            if pb.name not in mats:
+                continue
+            rest = pb.bone.matrix_local
+            w_par = mats.get(parent_of.get(pb.name), Matrix.Identity(4))
+            basis = rest.inverted() @ w_par.inverted() @ mats[pb.name] @ rest
+            loc, rot, _ = basis.decompose()
+            pb.rotation_mode = "QUATERNION"
+            pb.location, pb.rotation_quaternion = loc, rot
+            f = start + int(fr["frame"])
+            pb.keyframe_insert("location", frame=f, group=pb.name)
+            pb.keyframe_insert("rotation_quaternion", frame=f, group=pb.name)
+    scene.frame_end = max(scene.frame_end, start + len(frames) - 1)
+    return len(frames)

@@ -54,12 +54,94 @@ def write_job(obj: bpy.types.Object, job_dir: str | os.PathLike, settings: dict)
         raise ValueError(f"'{obj.name}' has no faces to rig")
     job = Path(job_dir).resolve()
     arrays = mesh_arrays(obj)
+    settings = dict(settings)
+    clip = settings.pop("clip", None)
+    source = {"kind": "mesh", "object": obj.name, "blend": bpy.data.filepath or None}
+    wants_sp4d = settings.get("part_source") == "sp4d" or (
+        settings.get("part_source", "auto") == "auto" and "gt_labels" not in arrays)
+    if clip:  # the artist's own clip of the object
+        source["clip"] = str(Path(clip).resolve())
+    elif wants_sp4d:  # SP4D conditions on a clip of the object: render it
+        render_input_frames(obj, job / "capture", int(settings.get("frames", 4)))
+        source["clip"] = "capture"
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     _write_atomic(job / "mesh.npz", buf.getvalue())
     spec = {"format": 1,
-            "source": {"kind": "mesh", "object": obj.name, "blend": bpy.data.filepath or None},
+            "source": source,
             "settings": settings,
             "versions": {"blender": bpy.app.version_string}}
     _write_atomic(job / "job.json", (json.dumps(spec, indent=1) + "\n").encode())
     return job
+
+
+def is_animated(obj: bpy.types.Object) -> bool:
+    """True when the object, a parent, or its shape keys carry animation."""
+    o = obj
+    while o is not None:
+        if o.animation_data and (o.animation_data.action or o.animation_data.drivers):
+            return True
+        o = o.parent
+    keys = obj.data.shape_keys if obj.type == "MESH" else None
+    return bool(keys and keys.animation_data and keys.animation_data.action)
+
+
+def render_input_frames(obj: bpy.types.Object, out_dir: str | os.PathLike, n_frames: int = 4,
+                        size: int = 576) -> list[Path]:
+    """Render ``obj`` alone from its front (-Y) on a transparent background into
+    out_dir/frame_TTT.png: its timeline animation sampled evenly, or one still frame repeated.
+    The backend crops, centres and whitens these frames (alpha is the mask)."""
+    import math
+    import shutil
+
+    from mathutils import Vector
+
+    scene = bpy.context.scene
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    corners = [obj.matrix_world @ Vector(c) for c in obj.bound_box]
+    centre = sum(corners, Vector()) / 8
+    radius = max((c - centre).length for c in corners) or 1.0
+    cam_data = bpy.data.cameras.new("sp4d_capture")
+    cam_data.angle = math.radians(33.8)
+    cam = bpy.data.objects.new("sp4d_capture", cam_data)
+    scene.collection.objects.link(cam)
+    cam.location = centre + Vector((0, -radius / math.sin(cam_data.angle / 2) / 0.95, 0))
+    cam.rotation_euler = (math.pi / 2, 0, 0)
+    r, shading = scene.render, scene.display.shading
+    saved = (scene.camera, r.engine, r.resolution_x, r.resolution_y, r.resolution_percentage, r.film_transparent,
+             r.filepath, r.image_settings.color_mode, shading.light, shading.color_type, scene.frame_current)
+    hidden = {o.name: o.hide_render for o in scene.objects}
+    frames = ([round(scene.frame_start + k * (scene.frame_end - scene.frame_start) / max(n_frames - 1, 1))
+               for k in range(n_frames)] if is_animated(obj) else [scene.frame_current])
+    paths = []
+    try:
+        for o in scene.objects:
+            o.hide_render = o is not obj and o is not cam
+        scene.camera = cam
+        r.engine = "BLENDER_WORKBENCH"
+        r.resolution_x = r.resolution_y = size
+        r.resolution_percentage = 100
+        r.film_transparent = True
+        r.image_settings.file_format = "PNG"
+        r.image_settings.color_mode = "RGBA"
+        shading.light, shading.color_type = "STUDIO", "MATERIAL"
+        for k, f in enumerate(frames):
+            scene.frame_set(f)
+            r.filepath = str(out / f"frame_{k:03d}.png")
+            bpy.ops.render.render(write_still=True)
+            paths.append(Path(r.filepath))
+        while len(paths) < n_frames:  # a still object: four equal frames
+            p = out / f"frame_{len(paths):03d}.png"
+            shutil.copyfile(paths[0], p)
+            paths.append(p)
+    finally:
+        (scene.camera, r.engine, r.resolution_x, r.resolution_y, r.resolution_percentage, r.film_transparent,
+         r.filepath, r.image_settings.color_mode, shading.light, shading.color_type, f0) = saved
+        scene.frame_set(f0)
+        for o in scene.objects:
+            if o.name in hidden:
+                o.hide_render = hidden[o.name]
+        bpy.data.objects.remove(cam)
+        bpy.data.cameras.remove(cam_data)
+    return paths

@@ -124,6 +124,103 @@ class SP4D_OT_add_sample(bpy.types.Operator):
         return {"FINISHED"}
 
 
+def _rigged(context):
+    from .refine import rig_of
+
+    obj = context.active_object
+    arm = rig_of(obj) if obj is not None else None
+    return obj, arm
+
+
+def _part_items(self, context):
+    obj, arm = _rigged(context)
+    if arm is None:
+        return [("NONE", "(no rig)", "")]
+    return [(b.name, b.name, "") for b in arm.data.bones if b.use_deform and obj.vertex_groups.get(b.name)]
+
+
+class _RigOperator:
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return _rigged(context)[1] is not None
+
+
+class SP4D_OT_merge_parts(_RigOperator, bpy.types.Operator):
+    """Merge one part into another: weights added, bone removed, its children re-parented"""
+
+    bl_idname = "sp4d.merge_parts"
+    bl_label = "Merge Parts"
+    keep: bpy.props.EnumProperty(name="Keep", items=_part_items)
+    remove: bpy.props.EnumProperty(name="Merge Into Keep", items=_part_items)
+
+    def execute(self, context):
+        from .refine import merge_parts
+
+        obj, arm = _rigged(context)
+        try:
+            merge_parts(obj, arm, self.keep, self.remove)
+        except ValueError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+    def invoke(self, context, event):
+        return context.window_manager.invoke_props_dialog(self)
+
+
+class SP4D_OT_limit_influences(_RigOperator, bpy.types.Operator):
+    """Keep the strongest bones per vertex and renormalise"""
+
+    bl_idname = "sp4d.limit_influences"
+    bl_label = "Limit Influences"
+    limit: bpy.props.IntProperty(name="Bones per Vertex", default=4, min=1, max=16)
+
+    def execute(self, context):
+        from .refine import limit_influences
+
+        limit_influences(*_rigged(context), self.limit)
+        return {"FINISHED"}
+
+
+class SP4D_OT_recompute_weights(_RigOperator, bpy.types.Operator):
+    """Recompute the skinning weights for the edited bones (moved, added, deleted, renamed)"""
+
+    bl_idname = "sp4d.recompute_weights"
+    bl_label = "Recompute Weights"
+
+    def execute(self, context):
+        from .refine import recompute_weights
+
+        try:
+            n = recompute_weights(*_rigged(context))
+        except (ValueError, RuntimeError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"SP4D: weights recomputed for {n} bones")
+        return {"FINISHED"}
+
+
+class SP4D_OT_import_views(_RigOperator, bpy.types.Operator):
+    """Add cameras around the object showing each generated view as a background"""
+
+    bl_idname = "sp4d.import_views"
+    bl_label = "Import Generated Views"
+
+    def execute(self, context):
+        from .inspect_views import import_views
+
+        arm = _rigged(context)[1]
+        try:
+            coll = import_views(arm["sp4d_job"])
+        except (KeyError, OSError, ValueError) as exc:
+            self.report({"ERROR"}, f"SP4D: no generated views to import ({exc})")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"SP4D: {len(coll.objects)} view cameras in '{coll.name}'")
+        return {"FINISHED"}
+
+
 class SP4D_PT_panel(bpy.types.Panel):
     bl_label = "SP4D Rig"
     bl_idname = "SP4D_PT_panel"
@@ -138,12 +235,30 @@ class SP4D_PT_panel(bpy.types.Panel):
         col.prop(s, "part_source")
         col.prop(s, "frames")
         col.prop(s, "max_influences")
+        col.prop(s, "clip_path")
         col.operator(SP4D_OT_generate_rig.bl_idname, icon="ARMATURE_DATA")
         wm = context.window_manager
         if wm.sp4d_status:
             col.label(text=wm.sp4d_status)
             col.prop(wm, "sp4d_progress", text="")
         layout.operator(SP4D_OT_add_sample.bl_idname, icon="MONKEY")
+        obj, arm = _rigged(context)
+        if arm is None:
+            return
+        from .refine import parts_summary
+
+        box = layout.box()
+        box.label(text=f"Parts of '{arm.name}'")
+        for p in parts_summary(obj, arm):
+            row = box.row()
+            row.label(text=p["bone"])
+            row.label(text=f"{p['vertices']} verts")
+        col = layout.column(align=True)
+        col.operator(SP4D_OT_merge_parts.bl_idname)
+        col.operator(SP4D_OT_limit_influences.bl_idname)
+        col.operator(SP4D_OT_recompute_weights.bl_idname)
+        col.operator(SP4D_OT_import_views.bl_idname, icon="CAMERA_DATA")
 
 
-CLASSES = (SP4D_OT_generate_rig, SP4D_OT_add_sample, SP4D_PT_panel)
+CLASSES = (SP4D_OT_generate_rig, SP4D_OT_add_sample, SP4D_OT_merge_parts, SP4D_OT_limit_influences,
+           SP4D_OT_recompute_weights, SP4D_OT_import_views, SP4D_PT_panel)

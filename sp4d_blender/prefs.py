@@ -77,6 +77,9 @@ class SP4DSettings(bpy.types.PropertyGroup):
     frames: bpy.props.IntProperty(name="Frames", default=4, min=1, max=64)
     max_influences: bpy.props.IntProperty(name="Max Influences", default=4, min=0, max=16,
                                           description="Bones per vertex (0: no limit)")
+    clip_path: bpy.props.StringProperty(
+        name="Clip", subtype="FILE_PATH", default="",
+        description="A video, GIF or image folder of the object moving (empty: render the object)")
 
 
 def job_settings(context=None) -> dict:
@@ -85,6 +88,7 @@ def job_settings(context=None) -> dict:
     s = context.scene.sp4d
     p = get_prefs(context)
     return {"part_source": s.part_source.lower(), "frames": s.frames, "max_influences": s.max_influences,
+            "clip": bpy.path.abspath(s.clip_path) if s.clip_path else None,
             "device": p.device.lower(), "precision": p.precision.lower(),
             "weights": bpy.path.abspath(p.weights_path) if p.weights_source == "LOCAL" and p.weights_path else "hub"}
 

@@ -1,6 +1,5 @@
 import shutil
 
-import numpy as np
 import pytest
 
 from backend.context import StageContext
@@ -40,16 +39,8 @@ def job_copy(generated_job, tmp_path):
     return JobDir(dst)
 
 
-def _miou(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Mean IoU after matching every ground-truth part to the predicted part it overlaps most."""
-    ious = []
-    for k in np.unique(gt):
-        best = np.bincount(pred[gt == k]).argmax()
-        a, b = pred == best, gt == k
-        ious.append((a & b).sum() / (a | b).sum())
-    return float(np.mean(ious))
-
-
 @pytest.fixture
 def miou():
-    return _miou
+    from backend.rig.metrics import part_miou
+
+    return part_miou

@@ -1,0 +1,100 @@
+"""Rig many objects in many .blend files with the same code path as Generate Rig.
+
+Inside Blender:   blender -b file.blend -P scripts/batch_rig.py -- --objects A B --out OUT [--export glb]
+With bpy (PyPI):  python scripts/batch_rig.py --files a.blend b.blend --objects A --out OUT [--export fbx]
+
+Without --objects every mesh object is rigged. Each file is saved rigged as OUT/<name>_rigged.blend
+(and exported when asked); OUT/report.json lists every item with its result or error, and the
+batch continues after a failed item. Exit code 0 when every item succeeded, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import bpy  # noqa: E402
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    if "--" in argv:  # blender -b ... -P batch_rig.py -- args
+        argv = argv[argv.index("--") + 1:]
+    ap = argparse.ArgumentParser(prog="batch_rig.py")
+    ap.add_argument("--files", nargs="*", default=[], help=".blend files (default: the open file)")
+    ap.add_argument("--objects", nargs="*", default=[], help="object names (default: every mesh)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--export", choices=["glb", "gltf", "fbx"])
+    ap.add_argument("--part-source", default="auto", choices=["auto", "sp4d", "oracle"])
+    ap.add_argument("--max-influences", type=int, default=4)
+    ap.add_argument("--timeout", type=float, default=None, help="seconds per object")
+    return ap.parse_args(argv)
+
+
+def export(path: Path, kind: str) -> None:
+    if kind == "fbx":
+        bpy.ops.export_scene.fbx(filepath=str(path.with_suffix(".fbx")), add_leaf_bones=False)
+    else:
+        bpy.ops.export_scene.gltf(filepath=str(path.with_suffix("." + kind)),
+                                  export_format="GLB" if kind == "glb" else "GLTF_SEPARATE")
+
+
+def rig_file(blend: str | None, args, out: Path, report: list[dict]) -> None:
+    import sp4d_blender
+    from sp4d_blender import api
+
+    if blend:
+        bpy.ops.wm.open_mainfile(filepath=str(Path(blend).resolve()))
+    sp4d_blender.register()
+    try:
+        stem = Path(bpy.data.filepath).stem or "untitled"
+        names = args.objects or [o.name for o in bpy.data.objects if o.type == "MESH"]
+        settings = {"part_source": args.part_source, "frames": 4, "max_influences": args.max_influences}
+        for name in names:
+            item = {"file": bpy.data.filepath or None, "object": name}
+            t0 = time.monotonic()
+            obj = bpy.data.objects.get(name)
+            try:
+                if obj is None:
+                    raise ValueError(f"no object named '{name}'")
+                arm = api.generate_rig(obj, job_dir=out / "jobs" / f"{stem}-{name}", settings=settings,
+                                       timeout=args.timeout)
+                item.update(ok=True, armature=arm.name, bones=len(arm.data.bones))
+            except Exception as exc:  # noqa: BLE001 - the report says what failed, the batch goes on
+                item.update(ok=False, error=str(exc))
+            item["seconds"] = round(time.monotonic() - t0, 2)
+            report.append(item)
+            print(("ok   " if item["ok"] else "FAIL ") + f"{stem}/{name}: {item.get('error', item.get('armature'))}",
+                  flush=True)
+        target = out / f"{stem}_rigged.blend"
+        bpy.ops.wm.save_as_mainfile(filepath=str(target), copy=True)
+        if args.export:
+            export(out / f"{stem}_rigged", args.export)
+    finally:
+        sp4d_blender.unregister()
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    report: list[dict] = []
+    for blend in args.files or [None]:
+        try:
+            rig_file(blend, args, out, report)
+        except Exception as exc:  # noqa: BLE001 - an unreadable file is one failed item
+            report.append({"file": blend, "object": None, "ok": False, "error": str(exc)})
+            print(f"FAIL {blend}: {exc}", flush=True)
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    ok = sum(r["ok"] for r in report)
+    print(f"{ok} rigged, {len(report) - ok} failed; report: {out / 'report.json'}")
+    return 0 if ok == len(report) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,143 @@
+"""GPU benchmark of one full SP4D generation (run on the device machine; prints a table).
+
+Full-size model with random weights (backend/sp4d/testing.py), 4 frames × 12 views at 576², 50
+steps, CFG batch: conditioning, sampling, decoding; time per stage, per denoising step, total,
+peak GPU memory, and achieved TFLOP/s of a denoising step against the FLOPs counted by
+torch.utils.flop_counter (the floor: those FLOPs at the GPU's dense bf16 peak).
+
+    python scripts/bench_gpu.py [--steps 50] [--size 576] [--precision bf16] [--low-vram] [--clip PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from backend.sp4d.checkpoint import build_model, load_config  # noqa: E402
+from backend.sp4d.pipeline import view_angles  # noqa: E402
+from backend.sp4d.runtime import DTYPES  # noqa: E402
+from backend.sp4d.sampling import edm_sigmas, guide, linear_guidance_scale  # noqa: E402
+from backend.sp4d.testing import random_init_  # noqa: E402
+
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12}  # dense bf16 tensor-core peak (SXM)
+
+
+def sync() -> float:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def peak_bytes() -> int:
+    return torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0
+
+
+def reset_peak() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def frames_for(size: int, clip: str | None) -> torch.Tensor:
+    if clip:
+        from backend.clip_input import prepare_frames, read_clip
+
+        f = prepare_frames(read_clip(clip), 4, size).frames
+    else:
+        f = np.full((4, size, size, 3), 255, np.uint8)
+        f[:, size // 4: 3 * size // 4, size // 3: 2 * size // 3] = (180, 90, 60)
+    return torch.from_numpy(f).permute(0, 3, 1, 2).float() / 255 * 2 - 1
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--size", type=int, default=576)
+    ap.add_argument("--precision", default="bf16", choices=list(DTYPES))
+    ap.add_argument("--low-vram", action="store_true", help="conditioner on the GPU only while conditioning")
+    ap.add_argument("--clip")
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--config", help="model config (default: the released model)")
+    ap.add_argument("--device", default="cuda")
+    args = ap.parse_args()
+    dev, dt = args.device, DTYPES[args.precision]
+    name = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
+    t0 = sync()
+    model = build_model(load_config(args.config) if args.config else load_config(), "meta")
+    model.to_empty(device=dev)
+    random_init_(model)
+    model.to(dt)
+    if args.low_vram:
+        model.conditioner.to("cpu")
+    torch.cuda.empty_cache()
+    t_load = sync() - t0
+    rows = {}
+    frames = frames_for(args.size, args.clip).to(dev)
+    polar, az = view_angles()
+    polar_t, az_t = torch.from_numpy(np.tile(polar, 4)), torch.from_numpy(np.tile(az, 4))
+    with torch.inference_mode():
+        reset_peak()
+        t0 = sync()
+        if args.low_vram:
+            model.conditioner.to(dev)
+        c, uc = model.condition(frames.to(dt), polar_t, az_t, generator=torch.Generator().manual_seed(0))
+        if args.low_vram:
+            model.conditioner.to("cpu")
+            torch.cuda.empty_cache()
+        rows["conditioning"] = (sync() - t0, peak_bytes())
+        cond = model.batch_cond(c, uc)
+        h = args.size // 8
+        noise = torch.randn(4 * model.n_view, 8, h, h, generator=torch.Generator().manual_seed(1)).to(dev)
+        sigmas = edm_sigmas(args.steps, device=dev)
+        scale = linear_guidance_scale(4 * model.n_view)
+        x = noise * torch.sqrt(1.0 + sigmas[0] ** 2.0)
+        # count the FLOPs of one denoiser call (a separate, uncounted-in-time call)
+        from torch.utils.flop_counter import FlopCounterMode
+
+        x2 = torch.cat([x, x])
+        with FlopCounterMode(display=False) as fc:
+            model.denoise(x2, sigmas[0] * x2.new_ones(len(x2)), cond)
+        flops = fc.get_total_flops()
+        reset_peak()
+        step_times = []
+        t0 = sync()
+        for i in range(args.steps):
+            ts = sync()
+            x2 = torch.cat([x, x])
+            d = guide(model.denoise(x2, sigmas[i] * x2.new_ones(len(x2)), cond), scale)
+            x = x + (sigmas[i + 1] - sigmas[i]) * (x - d) / sigmas[i]
+            step_times.append(sync() - ts)
+        rows["sampling"] = (sync() - t0, peak_bytes())
+        reset_peak()
+        t0 = sync()
+        images = ((model.decode(x, 4).float() + 1) / 2).clamp(0, 1)
+        rows["decoding"] = (sync() - t0, peak_bytes())
+    total = sum(v[0] for v in rows.values())
+    step = float(np.median(step_times))
+    peak = PEAK_BF16.get(next((k for k in PEAK_BF16 if k in name), ""), None)
+    print(f"device {name}, torch {torch.__version__}, {args.precision}, {args.size}px, {args.steps} steps, "
+          f"{'low-VRAM' if args.low_vram else 'default'} mode; model init {t_load:.1f} s")
+    print(f"{'stage':14s} {'seconds':>8s} {'peak GiB':>9s}")
+    for k, (s, m) in rows.items():
+        print(f"{k:14s} {s:8.2f} {m / 2**30:9.2f}")
+    print(f"{'total':14s} {total:8.2f} {max(m for _, m in rows.values()) / 2**30:9.2f}")
+    print(f"denoising step (CFG batch 96): median {step:.3f} s; {flops / 1e12:.1f} TFLOP counted -> "
+          f"{flops / step / 1e12:.0f} TFLOP/s achieved" + (f", floor {flops / peak:.3f} s ({step / (flops / peak):.2f}× the floor)" if peak else ""))
+    print(f"output {tuple(images.shape)}, finite {bool(torch.isfinite(images).all())}")
+    if args.out:
+        args.out.write_text(json.dumps({"device": name, "torch": torch.__version__, "args": vars(args) | {"out": None},
+                                        "stages": {k: {"seconds": s, "peak_bytes": m} for k, (s, m) in rows.items()},
+                                        "total_seconds": total, "step_median_seconds": step, "step_flops": flops,
+                                        "step_times": step_times}, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

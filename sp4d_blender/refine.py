@@ -1,0 +1,122 @@
+"""Refining a generated rig: parts list, merging two parts, limiting influences, recomputing
+weights after the animator edited the bones (through the backend's ``reweight``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+from .build import MODIFIER_NAME, edit_mode, set_group_weights
+from .client import BackendProcess, RigJob
+
+
+def rig_of(obj: bpy.types.Object) -> bpy.types.Object | None:
+    """The SP4D armature deforming ``obj`` (via its SP4D Armature modifier)."""
+    mod = obj.modifiers.get(MODIFIER_NAME) if obj and obj.type == "MESH" else None
+    return mod.object if mod is not None else None
+
+
+def deform_weights(obj: bpy.types.Object, arm: bpy.types.Object) -> tuple[np.ndarray, list[str]]:
+    """Weights (N, B) of the armature's deform bones that have a group on ``obj``."""
+    names = [b.name for b in arm.data.bones if b.use_deform and obj.vertex_groups.get(b.name)]
+    col = {obj.vertex_groups[n].index: i for i, n in enumerate(names)}
+    w = np.zeros((len(obj.data.vertices), len(names)), np.float32)
+    for v in obj.data.vertices:
+        for g in v.groups:
+            if g.group in col:
+                w[v.index, col[g.group]] = g.weight
+    return w, names
+
+
+def parts_summary(obj: bpy.types.Object, arm: bpy.types.Object) -> list[dict]:
+    """Per deform bone: name, vertices it dominates, colour of its part (from the job)."""
+    w, names = deform_weights(obj, arm)
+    counts = np.bincount(w.argmax(1), minlength=len(names)) if len(names) else []
+    colours = {}
+    job = arm.get("sp4d_job")
+    skel = Path(job) / "rig" / "skeleton.json" if job else None
+    if skel is not None and skel.exists():
+        colours = {p["bone"]: p.get("colour") for p in json.loads(skel.read_text()).get("parts", [])}
+    return [{"bone": n, "vertices": int(c), "colour": colours.get(n)} for n, c in zip(names, counts)]
+
+
+def merge_parts(obj: bpy.types.Object, arm: bpy.types.Object, keep: str, remove: str) -> None:
+    """Fold part ``remove`` into ``keep``: weights added, its bone deleted, children re-parented."""
+    if keep == remove:
+        raise ValueError("pick two different parts to merge")
+    for n in (keep, remove):
+        if n not in arm.data.bones or obj.vertex_groups.get(n) is None:
+            raise ValueError(f"'{n}' is not a part of this rig")
+    w, names = deform_weights(obj, arm)
+    merged = w[:, names.index(keep)] + w[:, names.index(remove)]
+    g_keep = obj.vertex_groups[keep]
+    g_keep.remove(list(range(len(obj.data.vertices))))
+    set_group_weights(g_keep, merged)
+    obj.vertex_groups.remove(obj.vertex_groups[remove])
+    with edit_mode(arm) as eb:
+        for child in [b for b in eb if b.parent is not None and b.parent.name == remove]:
+            child.parent = eb[keep]
+        eb.remove(eb[remove])
+
+
+def limit_influences(obj: bpy.types.Object, arm: bpy.types.Object, limit: int = 4) -> None:
+    """Keep the ``limit`` largest deform weights per vertex and renormalise."""
+    w, names = deform_weights(obj, arm)
+    if limit <= 0 or limit >= len(names):
+        return
+    idx = np.argpartition(-w, limit - 1, axis=1)[:, :limit]
+    keep = np.zeros_like(w)
+    rows = np.arange(len(w))[:, None]
+    keep[rows, idx] = w[rows, idx]
+    keep /= np.maximum(keep.sum(1, keepdims=True), 1e-12)
+    everyone = list(range(len(obj.data.vertices)))
+    for j, n in enumerate(names):
+        g = obj.vertex_groups[n]
+        g.remove(everyone)
+        set_group_weights(g, keep[:, j])
+
+
+def edited_skeleton(obj: bpy.types.Object, arm: bpy.types.Object) -> dict:
+    """The armature's bones in the mesh's object space, in rig/skeleton.json's format."""
+    to_obj = obj.matrix_world.inverted() @ arm.matrix_world
+    bones = []
+    for b in arm.data.bones:
+        bones.append({"name": b.name, "parent": b.parent.name if b.parent else None,
+                      "head": list(to_obj @ b.head_local), "tail": list(to_obj @ b.tail_local),
+                      "roll": 0.0, "deform": b.use_deform})
+    return {"bones": bones, "space": "object"}
+
+
+def recompute_weights(obj: bpy.types.Object, arm: bpy.types.Object, backend: BackendProcess | None = None,
+                      timeout: float | None = None) -> int:
+    """Send the edited bones to the backend, replace the rig's vertex groups; returns bone count.
+    The mesh keeps its other groups; on failure nothing changes."""
+    from . import session
+    from .prefs import get_prefs
+
+    job = arm.get("sp4d_job")
+    if not job or not Path(job, "mesh.npz").exists():
+        raise ValueError("this armature has no SP4D job folder to recompute from")
+    path = Path(job) / "rig" / "skeleton_edited.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(edited_skeleton(obj, arm), indent=1))
+    rj = RigJob(backend or session.get_backend(get_prefs().backend_python or None), job, cmd="reweight")
+    rj.start()
+    rj.wait(timeout)
+    if rj.state != "done":
+        raise RuntimeError(f"[{rj.error['code']}] {rj.error['message']}")
+    with np.load(Path(job) / "rig" / "weights.npz", allow_pickle=False) as z:
+        w, names = z["weights"], [str(n) for n in z["bone_names"]]
+    if w.shape[0] != len(obj.data.vertices):
+        raise ValueError("the mesh changed since the job ran: rig it again")
+    old = [b.name for b in arm.data.bones if b.use_deform]
+    for n in old:
+        g = obj.vertex_groups.get(n)
+        if g is not None:
+            obj.vertex_groups.remove(g)
+    for j, n in enumerate(names):
+        set_group_weights(obj.vertex_groups.new(name=n), w[:, j])
+    return len(names)
