@@ -72,13 +72,33 @@ def _load_labels(job: JobDir) -> dict:
         raise BackendError("bad_input", f"parts/labels.npz is unreadable: {exc}")
 
 
+def _hull_mesh(job: JobDir, ctx: StageContext) -> dict:
+    """Visual hull of the frame-0 silhouettes, written as mesh.npz (world = normalised space)."""
+    from ..parts.decode import foreground_mask
+    from .hull import visual_hull
+
+    cams = read_cameras(job)
+    masks = {}
+    for v in range(len(cams["views"])):
+        rgb_p, part_p = job.view_image("rgb", v, 0), job.view_image("parts", v, 0)
+        if rgb_p.exists():
+            part = read_png(part_p) if part_p.exists() else None
+            rgb = read_png(rgb_p)
+            masks[v] = foreground_mask(rgb, part if part is not None else np.full_like(rgb, 255))
+    ctx.progress("rig", 0, 4, f"visual hull from {len(masks)} silhouettes")
+    verts, faces = visual_hull(masks, cams["views"])
+    norm = cams["normalisation"]
+    world = verts / float(norm["scale"]) + np.asarray(norm["centre"])
+    job.write_mesh(world, faces, from_hull=np.array(True))
+    return job.read_mesh()
+
+
 def run_rig(job: JobDir, ctx: StageContext) -> dict:
     """Lift labels onto the mesh, build the skeleton and the weights into rig/."""
     spec = job.read_job()
     mesh = job.read_mesh()
-    if mesh is None:
-        raise BackendError("bad_input", "the job has no mesh.npz; rigging a video without a mesh "
-                           "(visual hull) is not in this build")
+    if mesh is None:  # a clip without a mesh: build one from the silhouettes
+        mesh = _hull_mesh(job, ctx)
     top_k = int(spec["settings"].get("max_influences", 4) or 0)
     key = digest("rig", job.stage_info("parts").get("key"), job.mesh_npz, top_k)
     if job.stage_done("rig", key):

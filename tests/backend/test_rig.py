@@ -132,8 +132,11 @@ def test_skeleton_of_disconnected_parts_still_forms_a_tree():
 
 
 def test_rig_without_mesh_or_views_fails_clearly(job_copy):
+    import shutil
+
     job_copy.mesh_npz.unlink()
-    with pytest.raises(BackendError, match="no mesh.npz"):
+    shutil.rmtree(job_copy.root / "views")
+    with pytest.raises(BackendError, match="cameras.json is missing"):
         run_rig(job_copy, StageContext())
 
 
@@ -209,3 +212,25 @@ def test_reweight_an_edited_skeleton(rigged, tmp_path):
     assert np.allclose(w.sum(1), 1, atol=1e-5) and (w.max(0) > 0.99).all()
     with pytest.raises(BackendError, match="no deform bones"):
         reweight(job, {"bones": []})
+
+
+def test_clip_without_mesh_is_rigged_on_its_visual_hull(job_copy, creature, miou):
+    """No mesh.npz: the views' silhouettes make one (visual hull), then the usual rig stages."""
+    from scipy.spatial import cKDTree
+
+    from backend.cameras import normalisation
+
+    job_copy.mesh_npz.unlink()
+    run_parts(job_copy, StageContext())
+    run_rig(job_copy, StageContext())
+    mesh = job_copy.read_mesh()
+    assert bool(np.load(job_copy.mesh_npz)["from_hull"])
+    c, s = normalisation(creature.vertices.astype(float))
+    d = cKDTree((creature.vertices - c) * s).query((mesh["vertices"] - c) * s)
+    assert d[0].mean() < 0.06  # the hull hugs the creature (normalised units, radius 1)
+    with np.load(job_copy.weights_npz) as z:
+        vp, w = z["vertex_part"], z["weights"]
+    assert w.shape[0] == len(mesh["vertices"]) and np.allclose(w.sum(1), 1, atol=1e-5)
+    assert miou(vp, creature.labels[d[1]]) > 0.6  # parts roughly agree with the nearest creature parts (a hull is coarse)
+    skel = json.loads(job_copy.skeleton_json.read_text())
+    assert abs(sum(b["deform"] for b in skel["bones"]) - len(creature.names)) <= 2
