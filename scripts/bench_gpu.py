@@ -66,6 +66,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path)
     ap.add_argument("--config", help="model config (default: the released model)")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the dual UNet (first call timed apart)")
+    ap.add_argument("--profile", action="store_true", help="print the top GPU kernels of one denoising step")
     args = ap.parse_args()
     dev, dt = args.device, DTYPES[args.precision]
     name = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
@@ -105,6 +107,19 @@ def main() -> int:
         with FlopCounterMode(display=False) as fc:
             model.denoise(x2, sigmas[0] * x2.new_ones(len(x2)), cond)
         flops = fc.get_total_flops()
+        if args.compile:
+            model.model.diffusion_model = torch.compile(model.model.diffusion_model, dynamic=False)
+            tc = sync()
+            model.denoise(x2, sigmas[0] * x2.new_ones(len(x2)), cond)
+            rows["compile (1st call)"] = (sync() - tc, peak_bytes())
+        if args.profile:
+            from torch.profiler import ProfilerActivity, profile
+
+            model.denoise(x2, sigmas[0] * x2.new_ones(len(x2)), cond)
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                model.denoise(x2, sigmas[0] * x2.new_ones(len(x2)), cond)
+                sync()
+            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=60))
         reset_peak()
         step_times = []
         t0 = sync()
@@ -119,7 +134,7 @@ def main() -> int:
         t0 = sync()
         images = ((model.decode(x, 4).float() + 1) / 2).clamp(0, 1)
         rows["decoding"] = (sync() - t0, peak_bytes())
-    total = sum(v[0] for v in rows.values())
+    total = sum(rows[k][0] for k in ("conditioning", "sampling", "decoding"))
     step = float(np.median(step_times))
     peak = PEAK_BF16.get(next((k for k in PEAK_BF16 if k in name), ""), None)
     print(f"device {name}, torch {torch.__version__}, {args.precision}, {args.size}px, {args.steps} steps, "
