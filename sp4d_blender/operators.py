@@ -124,6 +124,71 @@ class SP4D_OT_add_sample(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class SP4D_OT_setup_backend(bpy.types.Operator):
+    """Create a Python environment for the backend and install it with pip (needs the internet)"""
+
+    bl_idname = "sp4d.setup_backend"
+    bl_label = "Set Up Backend"
+
+    _thread = None
+    _timer = None
+
+    def execute(self, context):  # blocking (headless)
+        from .prefs import cache_dir, get_prefs
+        from .setup_backend import setup_backend
+
+        try:
+            py = setup_backend(cache_dir(context) / "backend-venv", on_line=print)
+        except (RuntimeError, OSError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        prefs = get_prefs(context)
+        if hasattr(prefs, "bl_idname"):
+            prefs.backend_python = str(py)
+        self.report({"INFO"}, f"SP4D backend ready: {py}")
+        return {"FINISHED"}
+
+    def invoke(self, context, event):
+        import threading
+
+        from .prefs import cache_dir
+        from .setup_backend import setup_backend
+
+        self._lines, self._result = [], {}
+
+        def work():
+            try:
+                self._result["python"] = setup_backend(cache_dir(context) / "backend-venv",
+                                                       on_line=self._lines.append)
+            except (RuntimeError, OSError) as exc:
+                self._result["error"] = str(exc)
+
+        self._thread = threading.Thread(target=work, daemon=True)
+        self._thread.start()
+        self._timer = context.window_manager.event_timer_add(0.5, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        wm = context.window_manager
+        if self._lines:
+            wm.sp4d_status = self._lines[-1][:120]
+        if event.type != "TIMER" or self._thread.is_alive():
+            return {"PASS_THROUGH"}
+        wm.event_timer_remove(self._timer)
+        wm.sp4d_status = ""
+        if "error" in self._result:
+            self.report({"ERROR"}, self._result["error"])
+            return {"CANCELLED"}
+        from .prefs import get_prefs
+
+        prefs = get_prefs(context)
+        if hasattr(prefs, "bl_idname"):
+            prefs.backend_python = str(self._result["python"])
+        self.report({"INFO"}, f"SP4D backend ready: {self._result['python']}")
+        return {"FINISHED"}
+
+
 def _rigged(context):
     from .refine import rig_of
 
@@ -260,5 +325,5 @@ class SP4D_PT_panel(bpy.types.Panel):
         col.operator(SP4D_OT_import_views.bl_idname, icon="CAMERA_DATA")
 
 
-CLASSES = (SP4D_OT_generate_rig, SP4D_OT_add_sample, SP4D_OT_merge_parts, SP4D_OT_limit_influences,
+CLASSES = (SP4D_OT_generate_rig, SP4D_OT_add_sample, SP4D_OT_setup_backend, SP4D_OT_merge_parts, SP4D_OT_limit_influences,
            SP4D_OT_recompute_weights, SP4D_OT_import_views, SP4D_PT_panel)

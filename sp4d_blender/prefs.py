@@ -39,6 +39,10 @@ class SP4DPreferences(bpy.types.AddonPreferences):
         col = self.layout.column()
         col.prop(self, "backend_python")
         col.label(text=f"In use: {self.backend_python or default_backend_python()}")
+        col.operator("sp4d.setup_backend", icon="CONSOLE")
+        status = context.window_manager.sp4d_status
+        if status:
+            col.label(text=status)
         col.prop(self, "weights_source")
         if self.weights_source == "LOCAL":
             col.prop(self, "weights_path")

@@ -137,3 +137,32 @@ def test_batch_script_on_two_files_continues_after_a_failure(sample_npz, tmp_pat
     assert "no faces" in got["Broken"]["error"]
     for i in range(2):
         assert (out / f"file{i}_rigged.blend").exists() and (out / f"file{i}_rigged.glb").stat().st_size > 10_000
+
+
+def test_setup_backend_makes_an_environment_with_the_backend(tmp_path):
+    """The preferences' Set Up Backend path: venv + pip install of the bundled backend. Its
+    dependencies (torch…) are skipped here; pip fetches only the build tools from PyPI."""
+    from sp4d_blender.setup_backend import setup_backend
+
+    lines = []
+    py = setup_backend(tmp_path / "venv", pip_args=("--no-deps",), on_line=lines.append)
+    assert py.exists() and any(line.startswith("$ ") for line in lines)
+    r = subprocess.run([str(py), "-c", "import backend, sys; print(backend.__version__)"], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "0.1.0", r.stderr
+    with pytest.raises(RuntimeError, match="failed"):
+        setup_backend(tmp_path / "venv2", pip_args=("--no-index", "--no-deps", "no-such-package-xyz==1"),
+                      on_line=lines.append)
+
+
+def test_preview_screenshot_renders(rigged, tmp_path):
+    """The README's picture comes from this renderer (scripts/demo.sh); it must draw the rig."""
+    from sp4d_blender.preview import render_rig_preview
+
+    obj, arm, _ = rigged
+    png = render_rig_preview(obj, arm, tmp_path / "shot.png", size=(320, 240))
+    im = bpy.data.images.load(str(png))
+    px = np.array(im.pixels[:]).reshape(im.size[1], im.size[0], 4)[:, :, :3]
+    assert im.size[:] == (320, 240) and px.std() > 0.05
+    assert not [o for o in bpy.data.objects if o.name.startswith("sp4d_preview")]
+    assert not obj.data.color_attributes  # the weight colours were temporary

@@ -1,0 +1,83 @@
+"""Command line: ``python -m backend {serve,run,generate,rig,sample}``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .context import StageContext
+from .errors import BackendError, from_exception
+from .jobdir import JobDir
+
+
+def _print_progress(e: dict) -> None:
+    eta = f" (ETA {e['eta_s']:.0f} s)" if e.get("eta_s") else ""
+    print(f"[{e['stage']}] {e['step']}/{e['total']} {e['message']}{eta}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m backend", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("serve", help="speak the JSON-lines protocol on stdin/stdout")
+    for name, text in (("run", "generate then rig"), ("generate", "part images"), ("rig", "rig from part images")):
+        p = sub.add_parser(name, help=f"{text} for a job folder")
+        p.add_argument("job", help="job folder (docs/job-folder.md)")
+        if name == "generate":
+            p.add_argument("--clip", help="video, GIF, image, folder or glob: creates the job from this clip")
+            p.add_argument("--weights", help="sp4d.safetensors path, or 'hub' (default)")
+            p.add_argument("--config", dest="model_config", help="model config yaml (default: the released model)")
+            p.add_argument("--steps", type=int)
+            p.add_argument("--cfg", type=float)
+            p.add_argument("--seed", type=int)
+            p.add_argument("--frames", type=int)
+            p.add_argument("--image-size", dest="image_size", type=int)
+            p.add_argument("--device")
+            p.add_argument("--precision", choices=["bf16", "fp16", "fp32"])
+            p.add_argument("--no-preprocess", dest="preprocess", action="store_false", default=None,
+                           help="the frames are already model-ready (square, white background)")
+    p = sub.add_parser("reweight", help="recompute rig/weights.npz for an edited skeleton")
+    p.add_argument("job")
+    p.add_argument("skeleton", help="skeleton JSON (rig/skeleton.json format)")
+    p.add_argument("--max-influences", type=int, default=4)
+    p = sub.add_parser("sample", help="write the procedural sample creature (npz)")
+    p.add_argument("out", help="output .npz path")
+    args = ap.parse_args(argv)
+    if args.cmd == "serve":
+        from .server import serve
+
+        return serve()
+    try:
+        if args.cmd == "sample":
+            from .sample.assets import make_creature, save_asset
+
+            save_asset(make_creature(), args.out)
+            print(args.out)
+            return 0
+        if args.cmd == "reweight":
+            from .rig.reweight import reweight_from_file
+
+            print(json.dumps(reweight_from_file(args.job, args.skeleton, args.max_influences)))
+            return 0
+        if args.cmd == "generate" and args.clip:
+            from .generate import generate
+
+            keys = ("weights", "model_config", "steps", "cfg", "seed", "frames", "image_size", "device",
+                    "precision", "preprocess")
+            settings = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+            result = generate(args.clip, args.job, settings, on_event=_print_progress)
+            print(json.dumps(result, indent=1, default=str))
+            return 0
+        from .server import run_job_command
+
+        result = run_job_command(args.cmd, JobDir(args.job), StageContext(_print_progress))
+        print(json.dumps(result, indent=1, default=str))
+        return 0
+    except Exception as exc:  # noqa: BLE001
+        err: BackendError = from_exception(exc)
+        print(f"error [{err.code}]: {err.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The generation stage: 13 views × T frames of RGB and part images into the job folder.
+
+Part sources: ``sp4d`` (the model, needs weights and a GPU) and ``oracle`` (renders a mesh
+whose ground-truth parts are known, e.g. the bundled creature). ``auto`` takes SP4D when it can
+run and the oracle otherwise; the chosen source is recorded in views/cameras.json and returned.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .cameras import cameras_record, normalisation, orbit_cameras
+from .context import StageContext
+from .errors import BackendError
+from .jobdir import JobDir, digest, write_json_atomic, write_png_atomic
+
+STAGE = "generate"
+STAGES = ("generate", "parts", "rig")
+DEFAULTS = {"frames": 4, "image_size": 576, "part_source": "auto", "seed": 23, "steps": 50, "cfg": 3.0,
+            "min_cfg": 1.0, "device": "auto", "precision": "bf16", "weights": "hub", "model_config": None,
+            "preprocess": True, "decode_chunk": 4, "noise_file": None}
+
+
+def settings_of(job: dict) -> dict:
+    s = dict(DEFAULTS)
+    s.update({k: v for k, v in job.get("settings", {}).items() if v is not None})
+    try:
+        s["frames"] = int(s["frames"])
+        s["image_size"] = int(s["image_size"])
+    except (TypeError, ValueError):
+        raise BackendError("bad_input", "settings.frames and settings.image_size must be integers")
+    if not 1 <= s["frames"] <= 64:
+        raise BackendError("bad_input", f"settings.frames must be 1..64, got {s['frames']}")
+    if s["image_size"] < 16 or s["image_size"] % 8:
+        raise BackendError("bad_input", f"settings.image_size must be a multiple of 8, got {s['image_size']}")
+    return s
+
+
+def sp4d_unavailable_reason(settings: dict) -> str | None:
+    """Why SP4D cannot run for this job, or None when it can (weights are fetched when run)."""
+    import torch
+
+    device = str(settings.get("device") or "auto").lower()
+    custom = settings.get("model_config")  # a small test configuration runs anywhere
+    if not custom and device != "cpu" and not torch.cuda.is_available():
+        return "no CUDA GPU is available (SP4D needs one; set device 'cpu' to force a very slow run)"
+    w = settings.get("weights")
+    if w not in (None, "", "hub") and not Path(str(w)).expanduser().is_file():
+        return f"the weights file {w} does not exist"
+    return None
+
+
+def world_vertices(mesh: dict) -> np.ndarray:
+    m = np.asarray(mesh["matrix_world"], np.float64)
+    return mesh["vertices"] @ m[:3, :3].T + m[:3, 3]
+
+
+def run_generate(job: JobDir, ctx: StageContext) -> dict:
+    """Run (or reuse) the generation stage; returns its record."""
+    spec = job.read_job()
+    s = settings_of(spec)
+    mesh = job.read_mesh()
+    if spec["source"].get("kind") == "clip" and s["part_source"] == "auto":
+        s["part_source"] = "sp4d"  # a clip has no ground truth: only SP4D can make its parts
+    has_gt = mesh is not None and "gt_labels" in mesh and "gt_parents" in mesh and "gt_joints" in mesh
+    source = s["part_source"]
+    reason = sp4d_unavailable_reason(s)
+    if source == "auto":
+        source = "sp4d" if reason is None else ("oracle" if has_gt else None)
+        if source is None:
+            raise BackendError("missing_weights", f"cannot generate parts: {reason}")
+    if source == "sp4d" and reason:
+        raise BackendError("missing_weights", f"cannot run SP4D: {reason}")
+    if source == "oracle" and not has_gt:
+        raise BackendError("bad_input", "the parts oracle needs a mesh with ground-truth parts "
+                           "(mesh.npz gt_labels, gt_parents, gt_joints)")
+    if source not in ("sp4d", "oracle"):
+        raise BackendError("bad_input", f"unknown part_source {s['part_source']!r}")
+    if source == "sp4d":
+        from .generate_sp4d import run_sp4d
+
+        return run_sp4d(job, ctx, spec, s, mesh)
+    key = digest(STAGE, source, s["frames"], s["image_size"], job.mesh_npz if mesh is not None else None)
+    if job.stage_done(STAGE, key):
+        return job.stage_info(STAGE)
+    job.invalidate_from(STAGE, STAGES)
+    return _run_oracle(job, ctx, mesh, s, key)
+
+
+def _run_oracle(job: JobDir, ctx: StageContext, mesh: dict, s: dict, key: str) -> dict:
+    from .sample.oracle import render_oracle
+
+    verts = world_vertices(mesh)
+    m = np.asarray(mesh["matrix_world"], np.float64)
+    joints = np.asarray(mesh["gt_joints"], np.float64) @ m[:3, :3].T + m[:3, 3]
+    labels = np.asarray(mesh["gt_labels"], np.int64)
+    parents = np.asarray(mesh["gt_parents"], np.int64)
+    if labels.shape != (len(verts),) or labels.min() < 0 or labels.max() >= len(parents):
+        raise BackendError("bad_input", "mesh.npz gt_labels do not match its vertices and parts")
+    centre, scale = normalisation(verts)
+    cams = orbit_cameras(size=s["image_size"])
+    total = s["frames"] * len(cams)
+    done = [0]
+
+    def on_image(t, v, rgb, parts):
+        write_png_atomic(job.view_image("rgb", v, t), rgb)
+        write_png_atomic(job.view_image("parts", v, t), parts)
+        if v == 0:
+            write_png_atomic(job.input_frame(t), rgb)
+        done[0] += 1
+        ctx.progress(STAGE, done[0], total, f"oracle view {v} frame {t}")
+
+    faces = mesh["faces"]
+    axes = np.asarray(mesh["gt_axes"], np.float64) @ m[:3, :3].T if "gt_axes" in mesh else None
+    render_oracle((verts - centre) * scale, faces, labels, parents, (joints - centre) * scale, cams,
+                  s["frames"], axes, on_image, ctx.check)
+    write_json_atomic(job.cameras_json, cameras_record(cams, s["frames"], "oracle", centre, scale))
+    job.mark_stage(STAGE, key, source="oracle", frames=s["frames"], views=len(cams))
+    return job.stage_info(STAGE)
+
+
+def generate(clip: str | Path, job_dir: str | Path, settings: dict | None = None,
+             on_event=None, cancel=None) -> dict:
+    """Generate the 13 views × T frames of RGB and part images for ``clip`` into ``job_dir``.
+
+    ``settings`` as in job.json (docs/job-folder.md); returns the stage record. Re-running with
+    the same clip and settings reuses the finished stage.
+    """
+    job = JobDir(job_dir)
+    job.create({"kind": "clip", "path": str(Path(clip).resolve())}, {"part_source": "sp4d", **(settings or {})})
+    return run_generate(job, StageContext(on_event, cancel))

@@ -1,0 +1,119 @@
+"""The generation stage with the SP4D model: input frames -> views/rgb, views/parts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .cameras import cameras_record, normalisation, orbit_cameras
+from .clip_input import prepare_frames, read_clip
+from .context import StageContext
+from .errors import BackendError
+from .jobdir import JobDir, digest, read_png, write_json_atomic, write_png_atomic
+
+STAGE = "generate"
+
+
+def input_frames(job: JobDir, spec: dict, s: dict) -> tuple[np.ndarray, list[str]]:
+    """The model-ready frames (T, S, S, 3) uint8 of this job, written to input/."""
+    src = spec["source"]
+    size, t = s["image_size"], s["frames"]
+    warnings: list[str] = []
+    clip = src.get("path") if src.get("kind") == "clip" else (job.root / src["clip"] if src.get("clip") else None)
+    if clip is not None:  # a clip file, or frames Blender rendered of the mesh (source.clip)
+        frames = read_clip(clip)
+        if s["preprocess"]:
+            prep = prepare_frames(frames, t, size)
+            out, masks, warnings = prep.frames, prep.masks, prep.warnings
+        else:  # frames are already model-ready: check, composite on white
+            from .clip_input import pick_frames
+
+            chosen = [frames[i] for i in pick_frames(len(frames), t)]
+            if chosen[0].shape[:2] != (size, size):
+                raise BackendError("bad_input", f"with preprocess off the frames must be {size}×{size}, "
+                                   f"got {chosen[0].shape[1]}×{chosen[0].shape[0]}")
+            a = np.stack([f[:, :, 3:] for f in chosen]).astype(np.float32) / 255
+            out = np.round(np.stack([f[:, :, :3] for f in chosen]) * a + 255 * (1 - a)).astype(np.uint8)
+            masks = a[..., 0] > 0.5
+        for i, (f, m) in enumerate(zip(out, masks)):
+            write_png_atomic(job.input_frame(i), f)
+            write_png_atomic(job.root / "input" / f"mask_{i:03d}.png", (m * 255).astype(np.uint8))
+        return out, warnings
+    paths = sorted((job.root / "input").glob("frame_*.png"))
+    if not paths:
+        raise BackendError("bad_input", "the job has no input frames (input/frame_TTT.png) and no clip")
+    out = np.stack([read_png(p) for p in paths])
+    if out.shape[1:3] != (size, size):
+        raise BackendError("bad_input", f"input frames are {out.shape[2]}×{out.shape[1]}, expected {size}×{size}")
+    return out, warnings
+
+
+def _load_noise(path: str | None):
+    """Optional fixed noise (safetensors: sampler.randn, cond.noise.*) for exact reproduction."""
+    if not path:
+        return None, None
+    from safetensors.torch import load_file
+
+    z = load_file(str(path))
+    cond = {k[len("cond.noise."):]: v.float() for k, v in z.items() if k.startswith("cond.noise.")}
+    return z["sampler.randn"].float(), cond or None
+
+
+def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | None) -> dict:
+    import torch
+
+    from .sp4d.pipeline import generate_views
+    from .sp4d.runtime import get_model, resolve_device, resolve_dtype
+
+    frames, warnings = input_frames(job, spec, s)
+    for w in warnings:
+        ctx.progress(STAGE, 0, 1, f"warning: {w}")
+    keep = ("steps", "cfg", "min_cfg", "seed", "weights", "model_config", "precision", "device")
+    key = digest(STAGE, "sp4d", frames, {k: s[k] for k in keep},
+                 s["noise_file"] if s["noise_file"] else None)
+    if job.stage_done(STAGE, key):
+        return job.stage_info(STAGE)
+    from .generate import STAGES
+
+    job.invalidate_from(STAGE, STAGES)
+    device = resolve_device(s["device"])
+    model = get_model(s["weights"], s["model_config"], device, resolve_dtype(s["precision"], device))
+    mult = 8 * 2 ** (sum(1 for b in model.model.diffusion_model.net1.input_blocks
+                         if type(b[-1]).__name__ == "Downsample"))
+    if s["image_size"] % mult:
+        raise BackendError("bad_input", f"image_size must be a multiple of {mult} for this model")
+    noise, cond_noise = _load_noise(s["noise_file"])
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255 * 2 - 1
+
+    def on_step(done, total):
+        ctx.progress(STAGE, done, total, f"denoising step {done}/{total}")
+
+    try:
+        with torch.inference_mode():
+            rgb, parts = generate_views(model, x, steps=int(s["steps"]), cfg=float(s["cfg"]),
+                                        min_cfg=float(s["min_cfg"]), seed=int(s["seed"]), noise=noise,
+                                        cond_noise=cond_noise, on_step=on_step, decode_chunk=int(s["decode_chunk"]))
+    except torch.OutOfMemoryError as exc:
+        raise BackendError("out_of_memory", "the GPU ran out of memory while generating: lower decode_chunk, "
+                           "use bf16 precision or a smaller image_size") from exc
+    to_u8 = lambda t: (t.permute(1, 2, 0).numpy() * 255).astype(np.uint8)  # noqa: E731 (truncation as official)
+    n, v = rgb.shape[:2]
+    for t in range(n):
+        write_png_atomic(job.view_image("rgb", 0, t), frames[t])
+        for k in range(v):
+            write_png_atomic(job.view_image("rgb", k + 1, t), to_u8(rgb[t, k]))
+            write_png_atomic(job.view_image("parts", k + 1, t), to_u8(parts[t, k]))
+    if mesh is not None:
+        from .generate import world_vertices
+
+        centre, scale = normalisation(world_vertices(mesh))
+    else:
+        centre, scale = np.zeros(3), 1.0
+    write_json_atomic(job.cameras_json, cameras_record(orbit_cameras(size=s["image_size"], n_views=v + 1), n, "sp4d",
+                                                       centre, scale, warnings=warnings))
+    from .preview import write_preview
+
+    write_preview(job, n, v + 1)
+    job.mark_stage(STAGE, key, source="sp4d", frames=n, views=v + 1, warnings=warnings)
+    return job.stage_info(STAGE)

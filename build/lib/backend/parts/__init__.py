@@ -1,0 +1,1 @@
+"""Part images: the spatial colour encoding and its decoding into consistent labels."""

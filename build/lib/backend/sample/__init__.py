@@ -1,0 +1,1 @@
+"""The bundled procedural sample (a creature with a ground-truth rig) and its parts oracle."""

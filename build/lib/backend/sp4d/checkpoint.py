@@ -1,0 +1,108 @@
+"""Building SP4D and loading official weights: strictly, from safetensors only.
+
+Weights come from a local ``sp4d.safetensors`` or the gated Hugging Face repo
+``stabilityai/sp4d`` (huggingface_hub with its own token store or HF_TOKEN). The model is built
+on the meta device and every tensor is read from the file straight to the target device and
+dtype, one at a time: no float32 copy of the 5 B parameters is ever made on the host.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import yaml
+
+from ..errors import BackendError
+from .model import SP4D
+
+HUB_REPO = "stabilityai/sp4d"
+HUB_FILE = "sp4d.safetensors"
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "sp4d.yaml"
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG) -> dict:
+    """The parsed yaml (``model.params`` holds the model; ``open_clip_tiny_cfg`` is optional)."""
+    return yaml.safe_load(Path(path).read_text())
+
+
+def build_model(config: dict, device: str | torch.device = "meta") -> SP4D:
+    """SP4D from a parsed config on ``device`` (meta: no memory, for loading or key checks)."""
+    archs = {"SP4D-tiny-ViT": config["open_clip_tiny_cfg"]} if "open_clip_tiny_cfg" in config else {}
+    with torch.device(device):
+        return SP4D.from_config(config["model"]["params"], n_view=int(config.get("N_VIEW", 12)),
+                                open_clip_archs=archs)
+
+
+def hub_weights(token: str | None = None) -> Path:
+    """Download (or find in the hub cache) sp4d.safetensors with clear errors."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        return Path(hf_hub_download(HUB_REPO, HUB_FILE, token=token))
+    except GatedRepoError as exc:
+        raise BackendError("missing_weights", f"{HUB_REPO} is gated: accept its licence on Hugging Face with "
+                           "your account, then log in (`hf auth login`) or set HF_TOKEN") from exc
+    except RepositoryNotFoundError as exc:
+        raise BackendError("missing_weights", f"{HUB_REPO} was not found or your token cannot see it: log in "
+                           "(`hf auth login`) or set HF_TOKEN after accepting the licence") from exc
+    except LocalEntryNotFoundError as exc:
+        raise BackendError("missing_weights", "cannot reach Hugging Face and sp4d.safetensors is not in the "
+                           "hub cache: download it elsewhere and set a local weights file") from exc
+
+
+def resolve_weights(spec: str | None) -> Path:
+    """A weights spec ('hub', None or a path) to a local safetensors path."""
+    if spec in (None, "", "hub"):
+        return hub_weights()
+    p = Path(spec).expanduser()
+    if not p.is_file():
+        raise BackendError("missing_weights", f"weights file {p} does not exist")
+    if p.suffix != ".safetensors":
+        raise BackendError("bad_checkpoint", f"{p.name}: only .safetensors weights are loaded (no pickles)")
+    return p
+
+
+def _describe(keys: list[str], n: int = 8) -> str:
+    return ", ".join(keys[:n]) + (f" … (+{len(keys) - n} more)" if len(keys) > n else "")
+
+
+def check_keys(expected: dict[str, tuple], found: dict[str, tuple]) -> None:
+    """Raise bad_checkpoint naming missing, unexpected and mis-shaped keys."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    shaped = sorted(f"{k} {tuple(found[k])} != {tuple(expected[k])}" for k in set(expected) & set(found)
+                    if tuple(found[k]) != tuple(expected[k]))
+    if missing or unexpected or shaped:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing: {_describe(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected: {_describe(unexpected)}")
+        if shaped:
+            parts.append(f"{len(shaped)} with wrong shapes: {_describe(shaped)}")
+        raise BackendError("bad_checkpoint", "the checkpoint does not match the SP4D model: " + "; ".join(parts))
+
+
+def load_model(weights: str | Path, config: dict | None = None, device: str = "cpu",
+               dtype: torch.dtype = torch.float32) -> SP4D:
+    """Build SP4D and load ``weights`` strictly, each tensor straight to ``device``/``dtype``."""
+    from safetensors import safe_open
+    from safetensors import SafetensorError
+
+    config = config or load_config()
+    model = build_model(config, "meta")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    path = Path(weights)
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            check_keys(expected, found)
+            sd = {k: f.get_tensor(k).to(dtype) for k in expected}
+    except SafetensorError as exc:
+        raise BackendError("bad_checkpoint", f"{path.name} is not a readable safetensors file: {exc}") from exc
+    except OSError as exc:
+        raise BackendError("missing_weights", f"cannot read {path}: {exc}") from exc
+    model.load_state_dict(sd, strict=True, assign=True)
+    return model.eval().requires_grad_(False)

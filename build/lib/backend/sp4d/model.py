@@ -1,0 +1,107 @@
+"""SP4D as one module whose state-dict keys equal the official DiffusionEngine's."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .conditioner import build_embedders, conditioning
+from .sampling import edm_sigmas, guide, linear_guidance_scale, sample_euler_edm
+from .unet import DualSpatialTemporalUNet
+from .vae import DualDecoder
+
+UNET_KEYS = ("in_channels", "model_channels", "out_channels", "num_res_blocks", "attention_resolutions",
+             "channel_mult", "num_head_channels", "context_dim", "adm_in_channels", "motion_context_dim",
+             "time_kernel_size", "transformer_depth")
+
+
+def edm_scalings(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """v-scaling with EDM c_noise: (c_skip, c_out, c_in, c_noise)."""
+    c_skip = 1.0 / (sigma ** 2 + 1.0)
+    c_out = -sigma / (sigma ** 2 + 1.0) ** 0.5
+    c_in = 1.0 / (sigma ** 2 + 1.0) ** 0.5
+    return c_skip, c_out, c_in, 0.25 * sigma.log()
+
+
+class SP4D(nn.Module):
+    """model.diffusion_model (dual UNet), conditioner.embedders, first_stage_model.decoder."""
+
+    def __init__(self, unet_config: dict, emb_models: list[dict], decoder_config: dict,
+                 scale_factor: float = 0.18215, n_view: int = 12, open_clip_archs: dict | None = None):
+        super().__init__()
+        self.model = nn.Module()
+        self.model.diffusion_model = DualSpatialTemporalUNet({k: unet_config[k] for k in UNET_KEYS if k in unet_config})
+        self.conditioner = nn.Module()
+        self.conditioner.embedders = build_embedders(emb_models, open_clip_archs or {})
+        self.first_stage_model = nn.Module()
+        self.first_stage_model.decoder = DualDecoder(**decoder_config)
+        self.scale_factor = scale_factor
+        self.n_view = n_view
+
+    @classmethod
+    def from_config(cls, params: dict, n_view: int = 12, open_clip_archs: dict | None = None) -> "SP4D":
+        """Build from the ``model.params`` tree of sp4d.yaml (plain dicts, as yaml loads them)."""
+        net = params["network_config"]
+        if not net["target"].endswith("DualSpatialUNetWithCrossComm") or not params.get("dual_concat", False):
+            raise ValueError("not an SP4D config: expected DualSpatialUNetWithCrossComm with dual_concat")
+        dec = params["first_stage_config"]["params"]["decoder_config"]["params"]
+        return cls(net["params"]["unet_config"], params["conditioner_config"]["params"]["emb_models"], dec,
+                   params.get("scale_factor", 0.18215), n_view, open_clip_archs)
+
+    # --- the denoiser ------------------------------------------------------------------------
+    def network(self, x: torch.Tensor, c_noise: torch.Tensor, cond: dict) -> torch.Tensor:
+        """The wrapped dual UNet: each branch gets its latent with the concat latent appended."""
+        dt = self.dtype
+        concat = cond["concat"].to(dt)
+        rgb, part = x.to(dt).chunk(2, dim=1)
+        xin = torch.cat([rgb, concat, part, concat], dim=1)
+        context = cond["crossattn"].to(dt)
+        b = context.shape[0]
+        out = self.model.diffusion_model(xin, c_noise, context, cond["vector"], cond["cond_view"].to(dt),
+                                         n_time=context.shape[1], n_view=cond["cond_view"].shape[0] // b)
+        return out.to(x.dtype)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.diffusion_model.net1.out[2].weight.dtype
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor, cond: dict) -> torch.Tensor:
+        """D(x; sigma) = net(x·c_in, c_noise, cond)·c_out + x·c_skip; sigma: (N,)."""
+        c_skip, c_out, c_in, c_noise = edm_scalings(sigma)
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        out = self.network(x * c_in.view(shape), c_noise, cond)
+        return out * c_out.view(shape) + x * c_skip.view(shape)
+
+    # --- conditioning, sampling, decoding ----------------------------------------------------
+    def condition(self, frames: torch.Tensor, polar: torch.Tensor, azimuth: torch.Tensor,
+                  noise: dict | None = None, generator: torch.Generator | None = None) -> tuple[dict, dict]:
+        return conditioning(self.conditioner.embedders, frames, polar, azimuth, self.n_view, noise, generator)
+
+    @staticmethod
+    def batch_cond(c: dict, uc: dict) -> dict:
+        """[uncond ‖ cond] for one network call; cond_view is zeroed as the official script does."""
+        out = {k: torch.cat([uc[k], c[k]]) for k in c}
+        out["cond_view"] = out["cond_view"] * 0
+        return out
+
+    def sample(self, c: dict, uc: dict, noise: torch.Tensor, steps: int = 50, cfg: float = 3.0,
+               min_cfg: float = 1.0, sigma_max: float = 700.0, sigma_min: float = 0.002,
+               on_step: Callable | None = None) -> torch.Tensor:
+        """Final latents (T·V, 8, h, w) from N(0,1) ``noise`` with linear guidance min_cfg → cfg."""
+        cond = self.batch_cond(c, uc)
+        sigmas = edm_sigmas(steps, sigma_min, sigma_max, device=noise.device)
+        scale = linear_guidance_scale(noise.shape[0], min_cfg, cfg)
+
+        def denoise(x, s):
+            x2 = torch.cat([x, x])
+            return guide(self.denoise(x2, s * x2.new_ones(x2.shape[0]), cond), scale)
+
+        return sample_euler_edm(denoise, noise, sigmas, on_step)
+
+    def decode(self, z: torch.Tensor, chunk: int = 4) -> torch.Tensor:
+        """Latents (N, 8, h, w) -> images (N, 3, H, 2W) in model range (RGB left, parts right)."""
+        dec = self.first_stage_model.decoder
+        z = z * (1.0 / self.scale_factor)
+        return torch.cat([dec(part.to(dec.conv_in.weight.dtype)) for part in z.split(chunk)])

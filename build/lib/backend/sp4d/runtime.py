@@ -1,0 +1,45 @@
+"""The loaded model of a backend process: built once, kept between jobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import BackendError
+from .checkpoint import DEFAULT_CONFIG, load_config, load_model, resolve_weights
+from .model import SP4D
+
+_cache: dict[tuple, SP4D] = {}
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def resolve_device(spec: str | None) -> str:
+    spec = (spec or "auto").lower()
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cuda" and not torch.cuda.is_available():
+        raise BackendError("missing_weights", "device 'cuda' was asked for but no CUDA GPU is available")
+    return spec
+
+
+def resolve_dtype(precision: str | None, device: str) -> torch.dtype:
+    p = (precision or "bf16").lower()
+    if p not in DTYPES:
+        raise BackendError("bad_input", f"precision must be one of {sorted(DTYPES)}, got {precision!r}")
+    return torch.float32 if device == "cpu" else DTYPES[p]  # half precision on the CPU is slow and lossy
+
+
+def get_model(weights: str | None, config: str | None, device: str, dtype: torch.dtype) -> SP4D:
+    """The model for these settings, loaded on first use (out of memory: a clear error)."""
+    cfg_path = Path(config) if config else DEFAULT_CONFIG
+    path = resolve_weights(weights)
+    key = (str(path), str(cfg_path), device, dtype)
+    if key not in _cache:
+        _cache.clear()  # one model at a time
+        try:
+            _cache[key] = load_model(path, load_config(cfg_path), device=device, dtype=dtype)
+        except torch.OutOfMemoryError as exc:
+            raise BackendError("out_of_memory", f"the SP4D weights do not fit on {device}: use bf16 precision, "
+                               "free GPU memory, or a larger GPU") from exc
+    return _cache[key]

@@ -1,0 +1,128 @@
+"""The SV4D 2.0 UNet (one branch) and SP4D's dual UNet with BiDiFuse fusion layers."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .layers import mlp, timestep_embedding, unet_norm
+from .unet_blocks import Downsample, SpatioTemporalTransformer, UNetContext, Upsample, VideoResBlock
+
+
+class Seq(nn.ModuleList):
+    """Runs its children in order, giving ``ctx`` to the blocks that take it."""
+
+    def forward(self, h: torch.Tensor, ctx: UNetContext) -> torch.Tensor:
+        for m in self:
+            h = m(h, ctx) if isinstance(m, (VideoResBlock, SpatioTemporalTransformer)) else m(h)
+        return h
+
+
+class SpatialTemporalUNet(nn.Module):
+    """One branch (keys of ``SpatialUNetModelWithTime``): input_blocks, middle_block,
+    output_blocks, out, plus time_embed and label_emb (SP4D reads only net1's copies)."""
+
+    def __init__(self, in_channels: int, model_channels: int, out_channels: int, num_res_blocks: int,
+                 attention_resolutions, channel_mult, num_head_channels: int, context_dim: int,
+                 adm_in_channels: int, motion_context_dim: int = 4, time_kernel_size=(3, 1, 1),
+                 transformer_depth: int = 1, **unused):
+        super().__init__()
+        if transformer_depth != 1:
+            raise ValueError("only transformer_depth 1 is implemented (as in sp4d.yaml)")
+        mc = model_channels
+        E = 4 * mc
+        self.model_channels = mc
+        self.time_embed = mlp(mc, E, E)
+        self.label_emb = nn.Sequential(mlp(adm_in_channels, E, E))
+
+        def res(ch, out):
+            return VideoResBlock(ch, E, out, time_kernel_size)
+
+        def attn(ch):
+            return SpatioTemporalTransformer(ch, ch // num_head_channels, num_head_channels, context_dim,
+                                             adm_in_channels, motion_context_dim)
+
+        self.input_blocks = nn.ModuleList([Seq([nn.Conv2d(in_channels, mc, 3, padding=1)])])
+        chans, ch, ds = [mc], mc, 1
+        for level, mult in enumerate(channel_mult):
+            for _ in range(num_res_blocks):
+                layers = [res(ch, mult * mc)]
+                ch = mult * mc
+                if ds in attention_resolutions:
+                    layers.append(attn(ch))
+                self.input_blocks.append(Seq(layers))
+                chans.append(ch)
+            if level != len(channel_mult) - 1:
+                self.input_blocks.append(Seq([Downsample(ch)]))
+                chans.append(ch)
+                ds *= 2
+        self.middle_block = Seq([res(ch, ch), attn(ch), res(ch, ch)])
+        self.output_blocks = nn.ModuleList()
+        for level, mult in list(enumerate(channel_mult))[::-1]:
+            for i in range(num_res_blocks + 1):
+                layers = [res(ch + chans.pop(), mc * mult)]
+                ch = mc * mult
+                if ds in attention_resolutions:
+                    layers.append(attn(ch))
+                if level and i == num_res_blocks:
+                    layers.append(Upsample(ch))
+                    ds //= 2
+                self.output_blocks.append(Seq(layers))
+        self.out = nn.Sequential(unet_norm(ch), nn.SiLU(), nn.Conv2d(mc, out_channels, 3, padding=1))
+        # output channels of every block: the widths of the fusion layers
+        self.block_channels = ([ch_of(b) for b in self.input_blocks], ch_of(self.middle_block),
+                               [ch_of(b) for b in self.output_blocks])
+
+    def embed(self, c_noise: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+        """emb = MLP_t(sinusoidal(c_noise)) + MLP_y(vector)."""
+        dt = self.time_embed[0].weight.dtype
+        return (self.time_embed(timestep_embedding(c_noise, self.model_channels).to(dt))
+                + self.label_emb(vector.to(dt)))
+
+
+def ch_of(block: Seq) -> int:
+    last = block[-1]
+    return last.out_channels if hasattr(last, "out_channels") else last.in_channels
+
+
+class CrossNetworkLayer(nn.Module):
+    """BiDiFuse: f = conv1×1(ReLU(conv1×1([h1, h2]))); both branches get + f."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.fusion_conv = nn.Sequential(nn.Conv2d(2 * ch, ch, 1), nn.ReLU(), nn.Conv2d(ch, ch, 1))
+
+    def forward(self, h1: torch.Tensor, h2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.fusion_conv(torch.cat([h1, h2], dim=1))
+        return h1 + f, h2 + f
+
+
+class DualSpatialTemporalUNet(nn.Module):
+    """RGB branch ``net1`` and part branch ``net2`` fused after every block.
+
+    Input x: (b·T·V, 2·(4 + 4), h, w) = [RGB latent | concat | part latent | concat];
+    output: (b·T·V, 8, h, w) = [RGB | part].
+    """
+
+    def __init__(self, unet_config: dict):
+        super().__init__()
+        self.net1 = SpatialTemporalUNet(**unet_config)
+        self.net2 = SpatialTemporalUNet(**unet_config)
+        chans_in, ch_mid, chans_out = self.net1.block_channels
+        self.input_cross_layers = nn.ModuleList([CrossNetworkLayer(c) for c in chans_in])
+        self.middle_cross = CrossNetworkLayer(ch_mid)
+        self.output_cross_layers = nn.ModuleList([CrossNetworkLayer(c) for c in chans_out])
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, context: torch.Tensor, vector: torch.Tensor,
+                cond_view: torch.Tensor, n_time: int, n_view: int) -> torch.Tensor:
+        h1, h2 = x.chunk(2, dim=1)
+        ctx = UNetContext(self.net1.embed(c_noise, vector), context, cond_view, n_time, n_view)
+        skips = []
+        for b1, b2, fuse in zip(self.net1.input_blocks, self.net2.input_blocks, self.input_cross_layers):
+            h1, h2 = fuse(b1(h1, ctx), b2(h2, ctx))
+            skips.append((h1, h2))
+        h1, h2 = self.middle_cross(self.net1.middle_block(h1, ctx), self.net2.middle_block(h2, ctx))
+        for b1, b2, fuse in zip(self.net1.output_blocks, self.net2.output_blocks, self.output_cross_layers):
+            s1, s2 = skips.pop()
+            h1, h2 = fuse(b1(torch.cat([h1, s1], 1), ctx), b2(torch.cat([h2, s2], 1), ctx))
+        return torch.cat([self.net1.out(h1), self.net2.out(h2)], dim=1)
