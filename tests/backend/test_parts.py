@@ -1,4 +1,3 @@
-import cv2
 import numpy as np
 import pytest
 
@@ -6,6 +5,7 @@ from backend.errors import BackendError
 from backend.jobdir import read_png
 from backend.parts.decode import decode_parts, find_part_colours
 from backend.parts.encoding import part_colours
+from backend.sample.degrade import degrade_part_image
 
 
 def _views(job, frames=(0, 1, 2, 3), views=range(13)):
@@ -37,21 +37,11 @@ def test_decode_clean_oracle_finds_every_part(generated_job, creature):
     assert (labels[parts.min(-1) >= 250] == 0).mean() > 0.99
 
 
-def _degrade(parts, rng):
-    out = []
-    for i, img in enumerate(parts):
-        x = cv2.GaussianBlur(img.astype(np.float32), (7, 7), 2.0)
-        x += rng.normal(0, 6, x.shape) + rng.normal(0, 4, (1, 1, 3))  # noise and colour drift
-        sp = rng.random(x.shape[:2]) < 0.003  # speckles
-        x[sp] = rng.integers(0, 255, (sp.sum(), 3))
-        out.append(np.clip(x, 0, 255).astype(np.uint8))
-    return np.stack(out)
-
-
 def test_decode_degraded_is_consistent_across_views(generated_job, creature):
     parts, rgb = _views(generated_job, frames=(0,))
     clean, _ = decode_parts(parts, rgb)
-    noisy, cols = decode_parts(_degrade(parts, np.random.default_rng(0)), rgb)
+    rng = np.random.default_rng(0)
+    noisy, cols = decode_parts(np.stack([degrade_part_image(p, rng) for p in parts]), rgb)
     assert abs(len(cols) - len(creature.names)) <= 1
     fg = (clean > 0) & (noisy > 0)
     # same labelling up to a renaming: map each noisy label to its majority clean label

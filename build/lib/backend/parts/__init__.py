@@ -1,1 +1,0 @@
-"""Part images: the spatial colour encoding and its decoding into consistent labels."""

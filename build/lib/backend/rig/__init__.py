@@ -1,1 +1,0 @@
-"""From part labels to a rig: lifting to the mesh, skeleton, harmonic skinning weights."""

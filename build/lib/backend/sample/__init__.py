@@ -1,1 +1,0 @@
-"""The bundled procedural sample (a creature with a ground-truth rig) and its parts oracle."""
