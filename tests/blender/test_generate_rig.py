@@ -140,3 +140,38 @@ def test_session_backend_restarts_after_death():
     session.get_backend().start()
     assert session.get_backend().alive
     session.shutdown()
+
+
+def test_cancel_stops_the_job_and_leaves_the_scene_unchanged(creature, tmp_path, scene_snapshot):
+    """What Esc does in the UI: cancel the running job; nothing is built."""
+    before = scene_snapshot()
+    rj = api.start_job(creature, tmp_path / "job", {"part_source": "oracle"})
+    events = []
+
+    def on_event(ev):
+        events.append(ev)
+        if ev.get("event") == "progress" and len(events) == 1:
+            rj.cancel()
+
+    state = rj.wait(timeout=120, on_event=on_event)
+    assert state == "cancelled" and rj.error["code"] == "cancelled"
+    assert scene_snapshot() == before
+    status = json.loads((tmp_path / "job" / "status.json").read_text())
+    assert status["error"]["code"] == "cancelled" and "generate" not in status["stages"]
+
+
+def test_unapplied_transforms_are_respected(creature, tmp_path):
+    """A moved, rotated and scaled object: bones sit on its parts, in its object space."""
+    from mathutils import Euler, Matrix
+
+    creature.matrix_world = (Matrix.Translation((3, -2, 1)) @ Euler((0.3, 0.0, 1.1)).to_matrix().to_4x4()
+                             @ Matrix.Diagonal((2.0, 2.0, 2.0, 1.0)))
+    gt = json.loads(creature["sp4d_gt_rig"])
+    arm = api.generate_rig(creature, job_dir=tmp_path / "job", settings={"part_source": "oracle"})
+    assert np.allclose(np.array(arm.matrix_world), np.array(creature.matrix_world), atol=1e-5)
+    skel = json.loads((tmp_path / "job" / "rig" / "skeleton.json").read_text())
+    est = np.array([j["position"] for j in skel["joints"]])
+    truth = np.array(gt["joints"])[np.array(gt["parents"]) >= 0]
+    diag = np.linalg.norm(np.ptp(np.array([v.co for v in creature.data.vertices]), 0))
+    d = np.linalg.norm(truth[:, None] - est[None], axis=2)
+    assert 0.5 * (d.min(1).mean() + d.min(0).mean()) / diag < 0.03
