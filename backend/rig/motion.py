@@ -141,3 +141,49 @@ def _depth(parent: np.ndarray, k: int) -> int:
         k, d = parent[k], d + 1
     return d
 
+
+
+def stable_joints(vertices: np.ndarray, labels: np.ndarray, parent: np.ndarray, joints: np.ndarray,
+                  boundary: dict[int, np.ndarray], label_images: np.ndarray, present: np.ndarray,
+                  cameras: list[dict], fits: dict, part_ids: list[int], moved: np.ndarray,
+                  power: float = 2.0, min_spread: float = 0.5) -> np.ndarray:
+    """Move each moving child's joint towards the part of its boundary that stays put, for
+    broad contacts (boundary spread ≥ ``min_spread`` × the part's length, as a lid on a box;
+    a limb's small contact ring keeps its centre).
+
+    A rotation leaves its pivot in place: boundary vertices near a hinge keep projecting onto the
+    child's pixels in every frame and view, those far from it leave them. Each boundary vertex
+    scores the fraction of (frame ≥ 1, view) where its rest position still lands on the child;
+    the joint becomes the score^power-weighted mean of the boundary (the plain boundary centre
+    when all score alike, as for a ball joint)."""
+    from ..cameras import project
+
+    out = joints.copy()
+    n_t, n_v = label_images.shape[:2]
+    for c, idx in boundary.items():
+        if parent[c] < 0 or not moved[c] or len(idx) < 3:
+            continue
+        pts = vertices[labels == c]
+        length = np.ptp(pts @ np.linalg.svd(pts - pts.mean(0), full_matrices=False)[2][0])
+        if np.linalg.norm(vertices[idx] - vertices[idx].mean(0), axis=1).max() < min_spread * length:
+            continue
+        score = np.zeros(len(idx))
+        count = 0
+        for t in range(1, n_t):
+            for v in range(n_v):
+                if not present[t, v] or v not in fits:
+                    continue
+                uv, _ = project(vertices[idx], cameras[v])
+                s, c0, c1 = fits[v]
+                uv = c1 + s * (uv - c0) if s != 1.0 or np.any(c0 != c1) else uv
+                px = np.round(uv).astype(int)
+                h, w = label_images.shape[2:]
+                ok = (px[:, 0] >= 0) & (px[:, 0] < w) & (px[:, 1] >= 0) & (px[:, 1] < h)
+                hit = np.zeros(len(idx))
+                hit[ok] = label_images[t, v][px[ok, 1], px[ok, 0]] == part_ids[c]
+                score += hit
+                count += 1
+        if count and score.max() > 0:
+            wts = (score / count) ** power
+            out[c] = (vertices[idx] * wts[:, None]).sum(0) / wts.sum()
+    return out

@@ -12,7 +12,8 @@ from ..generate import STAGES, world_vertices
 from ..jobdir import JobDir, digest, read_png, write_json_atomic, write_npz_atomic
 from ..parts.decode import decode_parts
 from .lift import lift_labels
-from .motion import centroid_tracks, solve_motion
+from .mesh import adjacency
+from .motion import centroid_tracks, solve_motion, stable_joints
 from .skeleton import part_tree, skeleton_from
 from .weights import harmonic_weights
 
@@ -126,7 +127,13 @@ def run_rig(job: JobDir, ctx: StageContext) -> dict:
     if labels.shape[0] > 1:  # the clip moves: refine joints by pivots, per-frame transforms
         ids = [int(u) + 1 for u in used]
         tracks = centroid_tracks(labels, present, cams["views"], fits, ids, tree["centroids"])
-        joints, world = solve_motion(tree["parent"], tree["joints"], tracks, tree["extents"], refine=False)
+        moved = np.nanmax(np.linalg.norm(tracks - tracks[:1], axis=2), axis=0) > 0.02
+        coo = adjacency(len(vn), faces).tocoo()
+        boundary = {c: np.unique(coo.row[(vlab[coo.row] == c) & (vlab[coo.col] == tree["parent"][c])])
+                    for c in range(len(used)) if tree["parent"][c] >= 0}
+        joints = stable_joints(vn, vlab, tree["parent"], tree["joints"], boundary, labels, present,
+                               cams["views"], fits, ids, moved)
+        joints, world = solve_motion(tree["parent"], joints, tracks, tree["extents"], refine=False)
         skel = skeleton_from(vn, vlab, tree, joints)
     else:
         skel = skeleton_from(vn, vlab, tree)
