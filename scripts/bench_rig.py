@@ -154,6 +154,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     cases = QUICK if args.quick else CASES
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-rig-") as d:
         for name, res, sub in cases:
@@ -163,7 +164,6 @@ def main() -> int:
                 print(f"done {name} {rows[-1]['vertices']} {'noisy' if noisy else 'clean'}", file=sys.stderr, flush=True)
     print_table(rows)
     if args.out:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
         args.out.write_text(json.dumps({"commit": commit, "cpu_count": os.cpu_count(), "rows": rows}, indent=1))
     return 0
 
