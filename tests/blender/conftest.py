@@ -70,7 +70,8 @@ def scene_snapshot():
     return snapshot
 
 
-def weight_matrix(obj) -> "np.ndarray":
+def weight_matrix(obj):
+    """Vertex-group weights of ``obj`` as an (N, groups) array."""
     import numpy as np
 
     w = np.zeros((len(obj.data.vertices), len(obj.vertex_groups)))
