@@ -78,6 +78,10 @@ def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | N
     job.invalidate_from(STAGE, STAGES)
     device = resolve_device(s["device"])
     model = get_model(s["weights"], s["model_config"], device, resolve_dtype(s["precision"], device))
+    if s.get("compile") and device == "cuda":  # opt-in: ~30-50 s once per process, then ~30 % faster steps
+        from .sp4d.unet_blocks import compile_blocks
+
+        compile_blocks()
     mult = 8 * 2 ** (sum(1 for b in model.model.diffusion_model.net1.input_blocks
                          if type(b[-1]).__name__ == "Downsample"))
     if s["image_size"] % mult:

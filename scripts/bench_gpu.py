@@ -68,6 +68,7 @@ def main() -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--compile", action="store_true", help="torch.compile the dual UNet (first call timed apart)")
     ap.add_argument("--profile", action="store_true", help="print the top GPU kernels of one denoising step")
+    ap.add_argument("--compile-blocks", action="store_true", help="torch.compile the repeated blocks")
     args = ap.parse_args()
     dev, dt = args.device, DTYPES[args.precision]
     name = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
@@ -107,8 +108,13 @@ def main() -> int:
         with FlopCounterMode(display=False) as fc:
             model.denoise(x2, sigmas[0] * x2.new_ones(len(x2)), cond)
         flops = fc.get_total_flops()
-        if args.compile:
-            model.model.diffusion_model = torch.compile(model.model.diffusion_model, dynamic=False)
+        if args.compile or args.compile_blocks:
+            if args.compile_blocks:
+                from backend.sp4d.unet_blocks import compile_blocks
+
+                compile_blocks()
+            else:
+                model.model.diffusion_model = torch.compile(model.model.diffusion_model, dynamic=False)
             tc = sync()
             model.denoise(x2, sigmas[0] * x2.new_ones(len(x2)), cond)
             rows["compile (1st call)"] = (sync() - tc, peak_bytes())

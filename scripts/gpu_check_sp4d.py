@@ -103,7 +103,12 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=2, help="2 = the CFG batch (uncond + cond)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--compile-blocks", action="store_true", help="check the torch.compile'd blocks")
     args = ap.parse_args()
+    if args.compile_blocks:
+        from backend.sp4d.unet_blocks import compile_blocks
+
+        compile_blocks()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")

@@ -194,3 +194,18 @@ class SpatioTemporalTransformer(nn.Module):
         x = x.reshape(-1, hw, inner)
         x = self.proj_out(x).transpose(1, 2).reshape(-1, c, h, w)
         return x + x_in
+
+
+def compile_blocks() -> None:
+    """torch.compile the repeated blocks (transformer, time-mix, res) once per class: one graph
+    per distinct shape is shared by every instance, so compiling stays short while the
+    elementwise work around norms, GEGLU and residuals is fused. Opt-in (GPU speed)."""
+    import torch._dynamo
+
+    # every UNet level has its own shapes: allow a graph per (block, shape) instead of eager fallbacks
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    for cls in (TransformerBlock, TimeMixBlock, ResBlock):
+        if not getattr(cls.forward, "_sp4d_compiled", False):
+            fn = torch.compile(cls.forward, dynamic=False)
+            fn._sp4d_compiled = True
+            cls.forward = fn
