@@ -146,3 +146,15 @@ def test_cli_run_and_error_exit(job_copy, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "backend", "rig", str(tmp_path / "nope")], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "error [bad_input]" in bad.stderr
+
+
+def test_reweight_request_and_cli_reject_a_broken_skeleton(server, job_copy, tmp_path):
+    server.send(id="w", cmd="reweight", job=str(job_copy.root))  # no rig/skeleton_edited.json yet
+    e = server.until("w")[-1]
+    assert e["event"] == "error" and e["code"] == "bad_input" and "skeleton" in e["message"]
+    bad = tmp_path / "skel.json"
+    bad.write_text('{"bones": [{"name": "a", "deform": true, "head": [0, 0]}]}')
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-m", "backend", "reweight", str(job_copy.root), str(bad)], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "error [bad_input]" in r.stderr and "head and a tail" in r.stderr
