@@ -64,6 +64,7 @@ def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | N
 
     from .sp4d.pipeline import generate_views
     from .sp4d.runtime import get_model, resolve_device, resolve_dtype
+    from .sp4d.unet_blocks import Downsample
 
     frames, warnings = input_frames(job, spec, s)
     for w in warnings:
@@ -78,14 +79,13 @@ def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | N
     job.invalidate_from(STAGE, STAGES)
     device = resolve_device(s["device"])
     model = get_model(s["weights"], s["model_config"], device, resolve_dtype(s["precision"], device))
+    levels = sum(isinstance(b[-1], Downsample) for b in model.model.diffusion_model.net1.input_blocks)
+    if s["image_size"] % (8 * 2 ** levels):
+        raise BackendError("bad_input", f"image_size must be a multiple of {8 * 2 ** levels} for this model")
     if s.get("compile") and device == "cuda":  # opt-in: ~30-50 s once per process, then ~30 % faster steps
         from .sp4d.unet_blocks import compile_blocks
 
         compile_blocks()
-    mult = 8 * 2 ** (sum(1 for b in model.model.diffusion_model.net1.input_blocks
-                         if type(b[-1]).__name__ == "Downsample"))
-    if s["image_size"] % mult:
-        raise BackendError("bad_input", f"image_size must be a multiple of {mult} for this model")
     noise, cond_noise = _load_noise(s["noise_file"])
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255 * 2 - 1
 

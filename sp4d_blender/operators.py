@@ -134,7 +134,7 @@ class SP4D_OT_setup_backend(bpy.types.Operator):
     _timer = None
 
     def execute(self, context):  # blocking (headless)
-        from .prefs import cache_dir, get_prefs
+        from .prefs import cache_dir
         from .setup_backend import setup_backend
 
         try:
@@ -142,6 +142,12 @@ class SP4D_OT_setup_backend(bpy.types.Operator):
         except (RuntimeError, OSError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
+        return self._done(context, py)
+
+    def _done(self, context, py):
+        """Point the preferences at the new interpreter (when the add-on system holds them)."""
+        from .prefs import get_prefs
+
         prefs = get_prefs(context)
         if hasattr(prefs, "bl_idname"):
             prefs.backend_python = str(py)
@@ -180,13 +186,7 @@ class SP4D_OT_setup_backend(bpy.types.Operator):
         if "error" in self._result:
             self.report({"ERROR"}, self._result["error"])
             return {"CANCELLED"}
-        from .prefs import get_prefs
-
-        prefs = get_prefs(context)
-        if hasattr(prefs, "bl_idname"):
-            prefs.backend_python = str(self._result["python"])
-        self.report({"INFO"}, f"SP4D backend ready: {self._result['python']}")
-        return {"FINISHED"}
+        return self._done(context, self._result["python"])
 
 
 def _rigged(context):
