@@ -32,8 +32,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--seed", type=int)
             p.add_argument("--frames", type=int)
             p.add_argument("--image-size", dest="image_size", type=int)
-            p.add_argument("--device")
+            p.add_argument("--device", help="auto, cuda, cpu, cuda:1, or cuda:0,cuda:1 (CFG split over two GPUs)")
             p.add_argument("--precision", choices=["bf16", "fp16", "fp32"])
+            p.add_argument("--compile", choices=["blocks", "layers"], help="torch.compile the UNet (docs/perf.md)")
             p.add_argument("--no-preprocess", dest="preprocess", action="store_false", default=None,
                            help="the frames are already model-ready (square, white background)")
     p = sub.add_parser("reweight", help="recompute rig/weights.npz for an edited skeleton")
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             from .generate import generate
 
             keys = ("weights", "model_config", "steps", "cfg", "seed", "frames", "image_size", "device",
-                    "precision", "preprocess")
+                    "precision", "preprocess", "compile")
             settings = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
             result = generate(args.clip, args.job, settings, on_event=_print_progress)
             print(json.dumps(result, indent=1, default=str))

@@ -59,11 +59,26 @@ def _load_noise(path: str | None):
     return z["sampler.randn"].float(), cond or None
 
 
+def compile_scope(setting) -> str | None:
+    """settings.compile: false/null (eager), true (the default scope) or a scope name."""
+    from .sp4d.unet_blocks import COMPILE_SCOPES, DEFAULT_SCOPE
+
+    if setting in (None, False, "", "off", "false"):
+        return None
+    if setting is True or setting in ("on", "true"):
+        return DEFAULT_SCOPE
+    if setting not in COMPILE_SCOPES:
+        raise BackendError("bad_input", f"settings.compile must be true, false or one of {sorted(COMPILE_SCOPES)}, "
+                           f"got {setting!r}")
+    return setting
+
+
 def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | None) -> dict:
     import torch
+    import torch._dynamo
 
     from .sp4d.pipeline import generate_views
-    from .sp4d.runtime import get_model, resolve_device, resolve_dtype
+    from .sp4d.runtime import get_model, get_split, resolve_devices, resolve_dtype
     from .sp4d.unet_blocks import Downsample
 
     frames, warnings = input_frames(job, spec, s)
@@ -77,26 +92,44 @@ def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | N
     from .generate import STAGES
 
     job.invalidate_from(STAGE, STAGES)
-    device = resolve_device(s["device"])
+    devices = resolve_devices(s["device"])
+    device = devices[0]
     model = get_model(s["weights"], s["model_config"], device, resolve_dtype(s["precision"], device))
     levels = sum(isinstance(b[-1], Downsample) for b in model.model.diffusion_model.net1.input_blocks)
     if s["image_size"] % (8 * 2 ** levels):
         raise BackendError("bad_input", f"image_size must be a multiple of {8 * 2 ** levels} for this model")
-    if s.get("compile") and device == "cuda":  # opt-in: ~30-50 s once per process, then ~30 % faster steps
-        from .sp4d.unet_blocks import compile_blocks
+    split = get_split(model, devices) if len(devices) > 1 else None
+    scope = compile_scope(s.get("compile"))
+    from .sp4d.unet_blocks import compile_blocks, uncompile_blocks
 
-        compile_blocks()
+    if scope:  # opt-in: compiling takes ~30-50 s once per process (kept for later jobs), then faster steps
+        compile_blocks(scope)
+    else:
+        uncompile_blocks()
     noise, cond_noise = _load_noise(s["noise_file"])
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255 * 2 - 1
 
     def on_step(done, total):
         ctx.progress(STAGE, done, total, f"denoising step {done}/{total}")
 
-    try:
+    def run():
         with torch.inference_mode():
-            rgb, parts = generate_views(model, x, steps=int(s["steps"]), cfg=float(s["cfg"]),
-                                        min_cfg=float(s["min_cfg"]), seed=int(s["seed"]), noise=noise,
-                                        cond_noise=cond_noise, on_step=on_step, decode_chunk=int(s["decode_chunk"]))
+            return generate_views(model, x, steps=int(s["steps"]), cfg=float(s["cfg"]), min_cfg=float(s["min_cfg"]),
+                                  seed=int(s["seed"]), noise=noise, cond_noise=cond_noise, on_step=on_step,
+                                  decode_chunk=int(s["decode_chunk"]), split=split)
+
+    try:
+        try:
+            rgb, parts = run()
+        except torch._dynamo.exc.TorchDynamoException as exc:
+            if not scope:
+                raise
+            # no working compiler toolchain (or a compiler bug): the same job, eager
+            uncompile_blocks()
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            warnings.append(f"torch.compile failed ({first[:200]}); generated without it")
+            ctx.progress(STAGE, 0, 1, f"warning: {warnings[-1]}")
+            rgb, parts = run()
     except torch.OutOfMemoryError as exc:
         raise BackendError("out_of_memory", "the GPU ran out of memory while generating: lower decode_chunk, "
                            "use bf16 precision or a smaller image_size") from exc

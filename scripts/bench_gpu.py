@@ -30,19 +30,24 @@ from backend.sp4d.testing import random_init_  # noqa: E402
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12}  # dense bf16 tensor-core peak (SXM)
 
 
+def gpus() -> range:
+    return range(torch.cuda.device_count()) if torch.cuda.is_available() else range(0)
+
+
 def sync() -> float:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    for i in gpus():
+        torch.cuda.synchronize(i)
     return time.perf_counter()
 
 
 def peak_bytes() -> int:
-    return torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0
+    """The largest peak over the GPUs (each GPU of a split holds its own copy)."""
+    return max((torch.cuda.max_memory_allocated(i) for i in gpus()), default=0)
 
 
 def reset_peak() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
+    for i in gpus():
+        torch.cuda.reset_peak_memory_stats(i)
 
 
 def frames_for(size: int, clip: str | None) -> torch.Tensor:
@@ -68,9 +73,15 @@ def main() -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--compile", action="store_true", help="torch.compile the dual UNet (first call timed apart)")
     ap.add_argument("--profile", action="store_true", help="print the top GPU kernels of one denoising step")
-    ap.add_argument("--compile-blocks", action="store_true", help="torch.compile the repeated blocks")
+    ap.add_argument("--devices", help="CFG split over two devices, e.g. cuda:0,cuda:1 (cuda:0,cuda:0 checks "
+                    "the split on one GPU)")
+    ap.add_argument("--compile-blocks", nargs="?", const="blocks", choices=("blocks", "layers"),
+                    help="torch.compile the repeated blocks (scope: blocks or layers)")
     args = ap.parse_args()
     dev, dt = args.device, DTYPES[args.precision]
+    if dt == torch.float32:  # float32 means float32 (agreement checks): no TF32 in matmuls or convolutions
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     name = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
     t0 = sync()
     model = build_model(load_config(args.config) if args.config else load_config(), "meta")
@@ -108,11 +119,21 @@ def main() -> int:
         with FlopCounterMode(display=False) as fc:
             model.denoise(x2, sigmas[0] * x2.new_ones(len(x2)), cond)
         flops = fc.get_total_flops()
+        split, split_err = None, None
+        if args.devices:
+            from backend.sp4d.split import CFGSplit, parse_devices
+
+            split = CFGSplit(model, parse_devices(args.devices))
+            ref = guide(model.denoise(x2, sigmas[0] * x2.new_ones(len(x2)), cond), scale)
+            split_denoise = split.guided(cond, scale)
+            got = split_denoise(x, sigmas[0])
+            split_err = float((got.float() - ref.float()).abs().max() / ref.float().abs().max())
+            print(f"CFG split over {args.devices}: first step vs one-device batch, max rel {split_err:.2e}")
         if args.compile or args.compile_blocks:
             if args.compile_blocks:
                 from backend.sp4d.unet_blocks import compile_blocks
 
-                compile_blocks()
+                compile_blocks(args.compile_blocks)
             else:
                 model.model.diffusion_model = torch.compile(model.model.diffusion_model, dynamic=False)
             tc = sync()
@@ -131,8 +152,11 @@ def main() -> int:
         t0 = sync()
         for i in range(args.steps):
             ts = sync()
-            x2 = torch.cat([x, x])
-            d = guide(model.denoise(x2, sigmas[i] * x2.new_ones(len(x2)), cond), scale)
+            if split is not None:
+                d = split_denoise(x, sigmas[i])
+            else:
+                x2 = torch.cat([x, x])
+                d = guide(model.denoise(x2, sigmas[i] * x2.new_ones(len(x2)), cond), scale)
             x = x + (sigmas[i + 1] - sigmas[i]) * (x - d) / sigmas[i]
             step_times.append(sync() - ts)
         rows["sampling"] = (sync() - t0, peak_bytes())
@@ -155,7 +179,7 @@ def main() -> int:
     if args.out:
         args.out.write_text(json.dumps({"device": name, "torch": torch.__version__, "args": vars(args) | {"out": None},
                                         "stages": {k: {"seconds": s, "peak_bytes": m} for k, (s, m) in rows.items()},
-                                        "total_seconds": total, "step_median_seconds": step, "step_flops": flops,
+                                        "total_seconds": total, "step_median_seconds": step, "step_flops": flops, "split_max_rel": split_err,
                                         "step_times": step_times}, indent=1, default=str))
     return 0
 

@@ -28,10 +28,18 @@ class SP4DPreferences(bpy.types.AddonPreferences):
     weights_path: bpy.props.StringProperty(name="Weights File", subtype="FILE_PATH", default="")
     device: bpy.props.EnumProperty(
         name="Device", default="AUTO",
-        items=[("AUTO", "Auto", "CUDA when present"), ("CUDA", "CUDA", ""), ("CPU", "CPU", "very slow")])
+        items=[("AUTO", "Auto", "CUDA when present"), ("CUDA", "CUDA", ""),
+               ("CUDA2", "Two GPUs", "guided sampling split over cuda:0 and cuda:1 (a UNet copy on each)"),
+               ("CPU", "CPU", "very slow")])
     precision: bpy.props.EnumProperty(
         name="Precision", default="BF16",
         items=[("BF16", "bfloat16", ""), ("FP16", "float16", ""), ("FP32", "float32", "")])
+    compile: bpy.props.EnumProperty(
+        name="Compile", default="OFF",
+        description="torch.compile the UNet: the first compile on a machine takes 2-3 minutes, later "
+                    "ones about 15 s (cached); each denoising step is then 30-40 % faster",
+        items=[("OFF", "Off", "eager PyTorch"), ("BLOCKS", "Blocks", "the repeated blocks (shorter compile)"),
+               ("LAYERS", "Layers", "whole UNet layers (fastest steps)")])
     cache_dir: bpy.props.StringProperty(name="Cache Folder", subtype="DIR_PATH", default="",
                                         description="Where job folders live (empty: the temporary folder)")
 
@@ -48,6 +56,7 @@ class SP4DPreferences(bpy.types.AddonPreferences):
             col.prop(self, "weights_path")
         col.prop(self, "device")
         col.prop(self, "precision")
+        col.prop(self, "compile")
         col.prop(self, "cache_dir")
 
 
@@ -57,6 +66,7 @@ class _Defaults:
     weights_path = ""
     device = "AUTO"
     precision = "BF16"
+    compile = "OFF"
     cache_dir = ""
 
 
@@ -86,6 +96,9 @@ class SP4DSettings(bpy.types.PropertyGroup):
         description="A video, GIF or image folder of the object moving (empty: render the object)")
 
 
+DEVICES = {"CUDA2": "cuda:0,cuda:1"}
+
+
 def job_settings(context=None) -> dict:
     """The settings dict written to job.json (docs/job-folder.md)."""
     context = context or bpy.context
@@ -93,7 +106,8 @@ def job_settings(context=None) -> dict:
     p = get_prefs(context)
     return {"part_source": s.part_source.lower(), "frames": s.frames, "max_influences": s.max_influences,
             "clip": bpy.path.abspath(s.clip_path) if s.clip_path else None,
-            "device": p.device.lower(), "precision": p.precision.lower(),
+            "device": DEVICES.get(p.device, p.device.lower()), "precision": p.precision.lower(),
+            "compile": None if p.compile == "OFF" else p.compile.lower(),
             "weights": bpy.path.abspath(p.weights_path) if p.weights_source == "LOCAL" and p.weights_path else "hub"}
 
 

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .conditioner import build_embedders, conditioning
+from .split import CFGSplit
 from .sampling import edm_sigmas, guide, linear_guidance_scale, sample_euler_edm
 from .unet import DualSpatialTemporalUNet
 from .vae import DualDecoder
@@ -51,15 +52,17 @@ class SP4D(nn.Module):
                    params.get("scale_factor", 0.18215), n_view, open_clip_archs)
 
     # --- the denoiser ------------------------------------------------------------------------
-    def network(self, x: torch.Tensor, c_noise: torch.Tensor, cond: dict) -> torch.Tensor:
-        """The wrapped dual UNet: each branch gets its latent with the concat latent appended."""
+    def network(self, x: torch.Tensor, c_noise: torch.Tensor, cond: dict, unet: nn.Module | None = None
+                ) -> torch.Tensor:
+        """The wrapped dual UNet (``unet``: a replica on another device, by default our own): each
+        branch gets its latent with the concat latent appended."""
         dt = self.dtype
         concat = cond["concat"].to(dt)
         rgb, part = x.to(dt).chunk(2, dim=1)
         xin = torch.cat([rgb, concat, part, concat], dim=1)
         context = cond["crossattn"].to(dt)
         b = context.shape[0]
-        out = self.model.diffusion_model(xin, c_noise, context, cond["vector"], cond["cond_view"].to(dt),
+        out = (unet or self.model.diffusion_model)(xin, c_noise, context, cond["vector"], cond["cond_view"].to(dt),
                                          n_time=context.shape[1], n_view=cond["cond_view"].shape[0] // b)
         return out.to(x.dtype)
 
@@ -67,11 +70,12 @@ class SP4D(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.model.diffusion_model.net1.out[2].weight.dtype
 
-    def denoise(self, x: torch.Tensor, sigma: torch.Tensor, cond: dict) -> torch.Tensor:
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor, cond: dict, unet: nn.Module | None = None
+                ) -> torch.Tensor:
         """D(x; sigma) = net(x·c_in, c_noise, cond)·c_out + x·c_skip; sigma: (N,)."""
         c_skip, c_out, c_in, c_noise = edm_scalings(sigma)
         shape = (-1,) + (1,) * (x.dim() - 1)
-        out = self.network(x * c_in.view(shape), c_noise, cond)
+        out = self.network(x * c_in.view(shape), c_noise, cond, unet)
         return out * c_out.view(shape) + x * c_skip.view(shape)
 
     # --- conditioning, sampling, decoding ----------------------------------------------------
@@ -88,8 +92,9 @@ class SP4D(nn.Module):
 
     def sample(self, c: dict, uc: dict, noise: torch.Tensor, steps: int = 50, cfg: float = 3.0,
                min_cfg: float = 1.0, sigma_max: float = 700.0, sigma_min: float = 0.002,
-               on_step: Callable | None = None) -> torch.Tensor:
-        """Final latents (T·V, 8, h, w) from N(0,1) ``noise`` with linear guidance min_cfg → cfg."""
+               on_step: Callable | None = None, split: CFGSplit | None = None) -> torch.Tensor:
+        """Final latents (T·V, 8, h, w) from N(0,1) ``noise`` with linear guidance min_cfg → cfg;
+        ``split`` runs the unconditional half on a second device."""
         cond = self.batch_cond(c, uc)
         sigmas = edm_sigmas(steps, sigma_min, sigma_max, device=noise.device)
         scale = linear_guidance_scale(noise.shape[0], min_cfg, cfg)
@@ -97,6 +102,9 @@ class SP4D(nn.Module):
         def denoise(x, s):
             x2 = torch.cat([x, x])
             return guide(self.denoise(x2, s * x2.new_ones(x2.shape[0]), cond), scale)
+
+        if split is not None:
+            denoise = split.guided(cond, scale)
 
         return sample_euler_edm(denoise, noise, sigmas, on_step)
 

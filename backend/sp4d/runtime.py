@@ -23,6 +23,41 @@ def resolve_device(spec: str | None) -> str:
     return spec
 
 
+def resolve_devices(spec: str | None) -> list[str]:
+    """One device, or two ('cuda:0,cuda:1') for the CFG split; the first holds the model."""
+    from .split import parse_devices
+
+    names = [resolve_device(d) for d in parse_devices(spec or "auto")]
+    if len(names) > 2:
+        raise BackendError("bad_input", f"at most two devices (the CFG split), got {names}")
+    count = torch.cuda.device_count()
+    for d in names:
+        dev = torch.device(d)
+        if dev.type == "cuda" and (dev.index or 0) >= count:
+            raise BackendError("bad_input", f"device {d!r} was asked for but {count} CUDA GPU(s) are visible")
+    return names
+
+
+_splits: dict[tuple, object] = {}
+
+
+def get_split(model: SP4D, devices: list[str]):
+    """The CFGSplit of this model over these devices (its replica is made once and kept)."""
+    from .split import CFGSplit
+
+    key = (id(model), tuple(devices))
+    if key not in _splits:
+        for old in _splits.values():
+            old.close()
+        _splits.clear()  # one replica at a time
+        try:
+            _splits[key] = CFGSplit(model, devices)
+        except torch.OutOfMemoryError as exc:
+            raise BackendError("out_of_memory", f"the second copy of the UNet does not fit on {devices[1]}: "
+                               "free its memory or run on one device") from exc
+    return _splits[key]
+
+
 def resolve_dtype(precision: str | None, device: str) -> torch.dtype:
     p = (precision or "bf16").lower()
     if p not in DTYPES:

@@ -19,6 +19,7 @@ from backend.generate import generate
 from backend.jobdir import JobDir, read_png
 from backend.sp4d.checkpoint import load_config, load_model
 from backend.sp4d.pipeline import generate_views, match_colours, window_starts
+from backend.sp4d.split import replicate
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = Path(os.environ.get("SP4D_REFERENCE", ROOT.parent / "shared" / "reference"))
@@ -52,6 +53,20 @@ def expected_images(sampling):
     return ((sampling["decode.out"] + 1) / 2).clamp(0, 1).view(4, 12, 3, 48, 96)
 
 
+def assert_fixture_images(job: JobDir, sampling) -> None:
+    """The job's view PNGs are the fixture's decoded images (±1 level of the official truncation)."""
+    ref = (expected_images(sampling) * 255).to(torch.uint8)
+    for t in range(4):
+        assert np.array_equal(read_png(job.input_frame(t)), sampling["input.frames_u8"][t].numpy())
+        assert np.array_equal(read_png(job.view_image("rgb", 0, t)), sampling["input.frames_u8"][t].numpy())
+        assert not job.view_image("parts", 0, t).exists()
+        for v in range(12):
+            rgb = read_png(job.view_image("rgb", v + 1, t)).astype(int)
+            parts = read_png(job.view_image("parts", v + 1, t)).astype(int)
+            assert np.abs(rgb - ref[t, v, :, :, :48].permute(1, 2, 0).numpy()).max() <= 1
+            assert np.abs(parts - ref[t, v, :, :, 48:].permute(1, 2, 0).numpy()).max() <= 1
+
+
 @needs_fixtures
 def test_generate_views_reproduces_the_fixture_images(sampling):
     model = load_model(FIX / "weights.safetensors", load_config(FIX / "config.yaml"))
@@ -71,16 +86,7 @@ def test_generate_writes_the_job_folder_and_resumes(fixture_frames, sampling, tm
                    on_event=events.append)
     assert rec["source"] == "sp4d" and rec["frames"] == 4 and rec["views"] == 13
     job = JobDir(tmp_path / "job")
-    ref = (expected_images(sampling) * 255).to(torch.uint8)  # the official output's truncation
-    for t in range(4):
-        assert np.array_equal(read_png(job.input_frame(t)), sampling["input.frames_u8"][t].numpy())
-        assert np.array_equal(read_png(job.view_image("rgb", 0, t)), sampling["input.frames_u8"][t].numpy())
-        assert not job.view_image("parts", 0, t).exists()
-        for v in range(12):
-            rgb = read_png(job.view_image("rgb", v + 1, t)).astype(int)
-            parts = read_png(job.view_image("parts", v + 1, t)).astype(int)
-            assert np.abs(rgb - ref[t, v, :, :, :48].permute(1, 2, 0).numpy()).max() <= 1
-            assert np.abs(parts - ref[t, v, :, :, 48:].permute(1, 2, 0).numpy()).max() <= 1
+    assert_fixture_images(job, sampling)
     cams = json.loads(job.cameras_json.read_text())
     assert len(cams["views"]) == 13 and cams["part_source"] == "sp4d"
     assert cams["views"][1]["azimuth_deg"] == pytest.approx(360 / 13)
@@ -91,6 +97,53 @@ def test_generate_writes_the_job_folder_and_resumes(fixture_frames, sampling, tm
     before = job.stage_info("generate")["finished"]
     generate(fixture_frames, tmp_path / "job", tiny_settings(noise_file=str(FIX / "sampling.safetensors")))
     assert job.stage_info("generate")["finished"] == before
+
+
+@needs_fixtures
+def test_cfg_batch_split_over_two_devices_reproduces_the_fixture(fixture_frames, sampling, tmp_path):
+    """device 'cpu,cpu': the conditional and unconditional halves run in two threads and meet
+    for the guidance blend (on two GPUs: 'cuda:0,cuda:1'); the result is the one-device one."""
+    noise = str(FIX / "sampling.safetensors")
+    rec = generate(fixture_frames, tmp_path / "job", tiny_settings(device="cpu,cpu", noise_file=noise))
+    assert rec["source"] == "sp4d"
+    assert_fixture_images(JobDir(tmp_path / "job"), sampling)
+
+
+@needs_fixtures
+def test_replica_on_another_device_is_a_separate_equal_copy():
+    unet = load_model(FIX / "weights.safetensors", load_config(FIX / "config.yaml")).model.diffusion_model
+    rep = replicate(unet, "cpu")
+    pairs = list(zip(unet.state_dict().items(), rep.state_dict().items()))
+    assert len(pairs) == len(unet.state_dict()) and all(ka == kb for (ka, _), (kb, _) in pairs)
+    assert all(torch.equal(a, b) and a.data_ptr() != b.data_ptr() for (_, a), (_, b) in pairs)
+
+
+def test_device_lists_are_checked():
+    from backend.sp4d.runtime import resolve_devices
+
+    assert resolve_devices("cpu, cpu") == ["cpu", "cpu"]
+    with pytest.raises(BackendError, match="at most two devices"):
+        resolve_devices("cpu,cpu,cpu")
+    if torch.cuda.device_count() < 2:
+        with pytest.raises(BackendError, match="CUDA GPU"):
+            resolve_devices("cuda:0,cuda:1")
+
+
+@needs_fixtures
+def test_a_failed_compile_falls_back_to_eager_with_a_warning(fixture_frames, sampling, tmp_path):
+    """No working C++ compiler (a real toolchain failure, as on an artist's machine without one):
+    the job still runs, uncompiled, reproduces the fixture and records why."""
+    code = ("import sys, json; from backend.generate import generate; "
+            "print(json.dumps(generate(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]))))")
+    settings = tiny_settings(compile="layers", noise_file=str(FIX / "sampling.safetensors"))
+    r = subprocess.run([sys.executable, "-c", code, str(fixture_frames), str(tmp_path / "job"), json.dumps(settings)],
+                       cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), CXX="/nonexistent/c++"),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    job = JobDir(tmp_path / "job")
+    warnings = job.stage_info("generate")["warnings"]
+    assert any("torch.compile failed" in w and "compiler" in w.lower() for w in warnings), warnings
+    assert_fixture_images(job, sampling)
 
 
 @needs_fixtures

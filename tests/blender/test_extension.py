@@ -47,7 +47,13 @@ def test_install_enable_and_generate_rig_from_the_zip(package, tmp_path, sample_
         mod = "bl_ext.user_default.sp4d_blender"
         assert mod in bpy.context.preferences.addons, list(bpy.context.preferences.addons.keys())
         prefs = bpy.context.preferences.addons[mod].preferences
-        assert prefs.device == "AUTO" and prefs.precision == "BF16"
+        assert prefs.device == "AUTO" and prefs.precision == "BF16" and prefs.compile == "OFF"
+        job_settings = importlib.import_module(mod + ".sp4d_blender.prefs").job_settings
+        prefs.device, prefs.compile = "CUDA2", "LAYERS"
+        s = job_settings()
+        assert s["device"] == "cuda:0,cuda:1" and s["compile"] == "layers", s
+        prefs.device, prefs.compile = "AUTO", "OFF"
+        assert job_settings()["compile"] is None
         sample = importlib.import_module(mod + ".sp4d_blender.sample")
         bpy.ops.wm.read_homefile(use_empty=True)
         obj = sample.import_sample({str(sample_npz)!r})
