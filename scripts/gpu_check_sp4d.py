@@ -103,12 +103,14 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=2, help="2 = the CFG batch (uncond + cond)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--compile-blocks", action="store_true", help="check the torch.compile'd blocks")
+    ap.add_argument("--fixtures-only", action="store_true", help="skip the full-size precision check")
+    ap.add_argument("--compile-blocks", nargs="?", const="blocks", choices=("blocks", "layers"),
+                    help="check the torch.compile'd blocks (scope: blocks or layers)")
     args = ap.parse_args()
     if args.compile_blocks:
         from backend.sp4d.unet_blocks import compile_blocks
 
-        compile_blocks()
+        compile_blocks(args.compile_blocks)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
@@ -117,6 +119,11 @@ def main() -> int:
     for k, v in fx.items():
         print(f"  {k:32s} {v:.2e}")
     torch.cuda.empty_cache()
+    if args.fixtures_only:
+        if args.out:
+            args.out.write_text(json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                                            "compile_blocks": args.compile_blocks, "fixtures": fx}, indent=1))
+        return 0
     try:
         full = full_size_call(args.size, args.batch, args.repeats)
     except torch.OutOfMemoryError:

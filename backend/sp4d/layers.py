@@ -41,6 +41,19 @@ def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d_in, d_hidden), nn.SiLU(), nn.Linear(d_hidden, d_out))
 
 
+def short_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q·kᵀ/√d)·v over a few keys, written as multiply-reduce for compiled graphs.
+
+    q: (..., n, d), k and v: (..., m, d) with n, m small (the camera and motion blocks attend over
+    12 views or 4 frames). Flash kernels tile 64 or more queries per block, so most of each tile
+    would be empty; compiled, these lines become fused reductions that read q, k and v once.
+    Computed in float32 (the softmax at least as exact as the fused kernels')."""
+    dt = q.dtype
+    q, k, v = q.float(), k.float(), v.float()
+    s = (q.unsqueeze(-2) * k.unsqueeze(-3)).sum(-1) * q.shape[-1] ** -0.5  # (..., n, m)
+    return (s.softmax(-1).unsqueeze(-1) * v.unsqueeze(-3)).sum(-2).to(dt)
+
+
 class Attention(nn.Module):
     """Multi-head attention with bias-free q/k/v projections (keys to_q, to_k, to_v, to_out.0)."""
 
@@ -56,6 +69,7 @@ class Attention(nn.Module):
 
     # CUDA attention kernels limit batch·heads per launch (grid size); larger batches go in chunks
     MAX_BATCH_HEADS = 65535
+    SHORT = 16  # sequences up to this length use short_attention inside compiled graphs
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         ctx = x if context is None else context
@@ -66,8 +80,13 @@ class Attention(nn.Module):
         q, k, v = (p(t).view(b, t.shape[1], self.heads, -1).transpose(1, 2)
                    for p, t in ((self.to_q, x), (self.to_k, ctx), (self.to_v, ctx)))
         step = max(1, self.MAX_BATCH_HEADS // self.heads)
-        out = torch.cat([F.scaled_dot_product_attention(q[i:i + step], k[i:i + step], v[i:i + step])
-                         for i in range(0, b, step)]) if b > step else F.scaled_dot_product_attention(q, k, v)
+        if torch.compiler.is_compiling() and max(n, ctx.shape[1]) <= self.SHORT:
+            out = short_attention(q, k, v)
+        elif b > step:
+            out = torch.cat([F.scaled_dot_product_attention(q[i:i + step], k[i:i + step], v[i:i + step])
+                             for i in range(0, b, step)])
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
         return self.to_out(out.transpose(1, 2).reshape(b, n, -1))
 
 

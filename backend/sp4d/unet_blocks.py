@@ -196,16 +196,36 @@ class SpatioTemporalTransformer(nn.Module):
         return x + x_in
 
 
-def compile_blocks() -> None:
-    """torch.compile the repeated blocks (transformer, time-mix, res) once per class: one graph
-    per distinct shape is shared by every instance, so compiling stays short while the
-    elementwise work around norms, GEGLU and residuals is fused. Opt-in (GPU speed)."""
+COMPILE_SCOPES = {
+    # the repeated inner blocks: one graph per shape, shared by every instance
+    "blocks": (TransformerBlock, TimeMixBlock, ResBlock),
+    # whole UNet layers: also fuses the camera/motion regroupings, GroupNorms and blends around them
+    "layers": (SpatioTemporalTransformer, VideoResBlock),
+}
+DEFAULT_SCOPE = "blocks"
+_eager_forward: dict[type, object] = {}
+
+
+def compile_blocks(scope: str = DEFAULT_SCOPE) -> None:
+    """torch.compile the UNet's blocks of ``scope`` (COMPILE_SCOPES) once per class: a graph per
+    distinct shape is shared by every instance, so compiling stays short while the elementwise
+    work between the matrix products is fused. Opt-in (GPU speed); undone by uncompile_blocks."""
     import torch._dynamo
 
+    if scope not in COMPILE_SCOPES:
+        raise ValueError(f"compile scope must be one of {sorted(COMPILE_SCOPES)}, got {scope!r}")
+    if set(_eager_forward) == set(COMPILE_SCOPES[scope]):
+        return  # already compiled: keep the graphs
+    uncompile_blocks()
     # every UNet level has its own shapes: allow a graph per (block, shape) instead of eager fallbacks
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-    for cls in (TransformerBlock, TimeMixBlock, ResBlock):
-        if not getattr(cls.forward, "_sp4d_compiled", False):
-            fn = torch.compile(cls.forward, dynamic=False)
-            fn._sp4d_compiled = True
-            cls.forward = fn
+    for cls in COMPILE_SCOPES[scope]:
+        _eager_forward[cls] = cls.forward
+        cls.forward = torch.compile(cls.forward, dynamic=False)
+
+
+def uncompile_blocks() -> None:
+    """Back to the eager forwards (after a failed compile, or to compare)."""
+    for cls, fn in _eager_forward.items():
+        cls.forward = fn
+    _eager_forward.clear()

@@ -221,3 +221,37 @@ def test_attention_chunking_and_single_key_shortcut_are_exact():
     x = torch.randn(23, 5, 32)
     for c in (torch.randn(23, 3, 8), torch.randn(23, 1, 8)):
         assert torch.equal(a(x, c), reference(x, c))
+
+
+def test_short_attention_equals_fused_attention():
+    import torch.nn.functional as F
+
+    from backend.sp4d.layers import short_attention
+
+    g = torch.Generator().manual_seed(0)
+    for n, m in ((4, 4), (12, 12), (3, 7)):  # the motion block, the camera block, and unequal lengths
+        q, k, v = (torch.randn(6, 2, s, 16, generator=g) * 3 for s in (n, m, m))
+        close(short_attention(q, k, v), F.scaled_dot_product_attention(q, k, v), 1e-5)
+    half = [t.to(torch.bfloat16) for t in (q, k, v)]
+    assert short_attention(*half).dtype == torch.bfloat16
+
+
+@pytest.mark.skipif(not any(map(__import__("shutil").which, ("g++", "c++", "clang++"))), reason="no C++ compiler")
+@pytest.mark.parametrize("scope", ["blocks", "layers"])
+def test_compiled_unet_matches_eager_and_uncompiles(model, scope):
+    """compile_blocks on the CPU (inductor's C++ backend): the compiled graphs, with the short
+    attention of the camera and motion blocks, give the eager network's output."""
+    from backend.sp4d import unet_blocks
+
+    u = load_file(FIX / "unet.safetensors")
+    cond = {k[len("in.c."):]: u[k] for k in u if k.startswith("in.c.")}
+    args = (u["net_in.x_scaled"], u["net_in.c_noise"], cond)
+    eager_fn = unet_blocks.TimeMixBlock.forward
+    try:
+        unet_blocks.compile_blocks(scope)
+        compiled = unet_blocks.SpatioTemporalTransformer if scope == "layers" else unet_blocks.TimeMixBlock
+        assert compiled.forward is not unet_blocks._eager_forward[compiled]
+        close(model.network(*args), u["net_out"])
+    finally:
+        unet_blocks.uncompile_blocks()
+    assert unet_blocks.TimeMixBlock.forward is eager_fn and not unet_blocks._eager_forward
