@@ -4,8 +4,13 @@ Runs beside the project a fetched copy of the official code (GitHub itisitis/gen
 branch sp4d): pass the folder that holds its ``sgm`` package with --official. Nothing of it is in
 this repository. Only the network modules are imported (the package __init__ files, which pull
 in training dependencies, are bypassed). The official model runs as the official script runs it:
-float32 weights under fp16 autocast; ours in bf16 (and fp16). Our random weights are loaded into
-the official model key for key, so the outputs are compared too.
+float32 weights, the dual UNet under fp16 autocast with xformers attention ("softmax-xformers",
+when xformers is installed), the decoder in float32 (its config disables autocast for the first
+stage) 4 frames at a time; ours in bf16, eager and with the compiled blocks. Our random weights
+are loaded into the official modules key for key, so the outputs are compared too.
+
+The end-to-end estimate of one 4-frame generation is conditioning + 50 dual-UNet calls + decoding
+of the 48 latents; the conditioning time is ours on both sides (it is under 1 % of the total).
 
     python scripts/bench_official_ratio.py --official PATH [--config tiny.yaml --device cpu --size 48]
 """
@@ -28,15 +33,53 @@ from backend.sp4d.checkpoint import build_model, load_config  # noqa: E402
 from backend.sp4d.testing import random_init_  # noqa: E402
 
 
-def import_official_unet(path: Path):
-    """DualSpatialUNetWithCrossComm from the fetched copy, without running sgm's __init__ files."""
+def import_official(path: Path):
+    """(DualSpatialUNetWithCrossComm, DecoderDual) from the fetched copy, without running sgm's
+    __init__ files."""
     for name in ("sgm", "sgm.modules", "sgm.modules.diffusionmodules"):
         mod = types.ModuleType(name)
         mod.__path__ = [str(path / name.replace(".", "/"))]
         sys.modules[name] = mod
+    from sgm.modules.diffusionmodules.model import DecoderDual
     from sgm.modules.diffusionmodules.video_model import DualSpatialUNetWithCrossComm
 
-    return DualSpatialUNetWithCrossComm
+    return DualSpatialUNetWithCrossComm, DecoderDual
+
+
+def xformers_works() -> bool:
+    """True when an installed xformers runs attention on this GPU (PyPI wheels may lack CUDA ops)."""
+    try:
+        import xformers.ops
+
+        q = torch.randn(1, 16, 1, 64, device="cuda", dtype=torch.float16)
+        xformers.ops.memory_efficient_attention(q, q, q)
+    except Exception:  # noqa: BLE001 (ImportError, NotImplementedError "not built with CUDA", ...)
+        return False
+    return True
+
+
+def install_xformers_standin() -> None:
+    """A stand-in ``xformers`` module whose memory_efficient_attention calls PyTorch's fused SDPA
+    kernels (flash for fp16): the kernel that xformers' own 'fa2F-pt' operator calls. Used when the
+    real package cannot run here, so that the official code runs its release (xformers) path,
+    with its batch chunking, instead of the SDPA fallback that fails at 576 px."""
+    import torch.nn.functional as F
+
+    def memory_efficient_attention(q, k, v, attn_bias=None, p=0.0, scale=None, op=None):
+        if attn_bias is not None or p:
+            raise NotImplementedError("stand-in: no bias or dropout")
+        flat = q.dim() == 3  # (B, M, K) -> (B, M, 1, K)
+        if flat:
+            q, k, v = (t[:, :, None] for t in (q, k, v))
+        out = F.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q, k, v)), scale=scale).transpose(1, 2)
+        return out[:, :, 0] if flat else out
+
+    xf, ops = types.ModuleType("xformers"), types.ModuleType("xformers.ops")
+    xf.__version__ = "0.0.35"
+    ops.memory_efficient_attention = memory_efficient_attention
+    ops.MemoryEfficientAttentionFlashAttentionOp = None
+    xf.ops = ops
+    sys.modules["xformers"], sys.modules["xformers.ops"] = xf, ops
 
 
 def timed(fn, repeats: int, dev: str) -> tuple[float, torch.Tensor]:
@@ -58,25 +101,44 @@ def main() -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--size", type=int, default=576)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=50, help="denoising steps of the end-to-end estimate")
+    ap.add_argument("--compile-blocks", choices=("off", "blocks", "layers"), default="layers",
+                    help="also time ours with compile_blocks(scope) (CUDA only)")
+    ap.add_argument("--xformers", choices=("auto", "real", "standin", "none"), default="auto",
+                    help="official attention: auto = the installed xformers if it runs, else the stand-in")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     dev = args.device
+    attn = args.xformers if dev == "cuda" or args.xformers == "standin" else "none"
+    if attn == "auto":
+        attn = "real" if xformers_works() else "standin"
+    if attn == "real" and not xformers_works():
+        raise SystemExit("xformers cannot run attention here (try --xformers standin)")
+    if attn == "standin":
+        install_xformers_standin()
     if dev == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     cfg = load_config(args.config) if args.config else load_config()
     ours = build_model(cfg, "meta")
-    ours.model.to_empty(device=dev)
-    random_init_(ours.model)
+    ours.to_empty(device=dev)
+    random_init_(ours)
+    xf = attn != "none"
     unet_cfg = dict(cfg["model"]["params"]["network_config"]["params"]["unet_config"])
-    unet_cfg["spatial_transformer_attn_type"] = "softmax"  # no xformers: same parameters, same function
-    Official = import_official_unet(args.official)
+    # the release config asks for xformers; without it, PyTorch attention (same parameters and function)
+    unet_cfg["spatial_transformer_attn_type"] = "softmax-xformers" if xf else "softmax"
+    dec_cfg = dict(cfg["model"]["params"]["first_stage_config"]["params"]["decoder_config"]["params"])
+    dec_cfg["attn_type"] = "vanilla-xformers" if xf else "vanilla"
+    OfficialUNet, OfficialDecoder = import_official(args.official)
     with torch.device(dev):
-        official = Official(unet_cfg).to(dev)  # its torch.Tensor([...]) mix factors ignore the default device
+        official = OfficialUNet(unet_cfg).to(dev)  # its torch.Tensor([...]) mix factors ignore the default device
+        official_dec = OfficialDecoder(**dec_cfg).to(dev)
     official.load_state_dict({k: v.float() for k, v in ours.model.diffusion_model.state_dict().items()}, strict=True)
+    official_dec.load_state_dict(ours.first_stage_model.decoder.state_dict(), strict=True)
     official.eval()
+    official_dec.eval()
     if dev == "cuda":
-        ours.model.to(torch.bfloat16)  # free the float32 copy before the official call
+        ours.to(torch.bfloat16)  # free the float32 copy before the official call
         torch.cuda.empty_cache()
     g = torch.Generator(device=dev).manual_seed(0)
     h = args.size // 8
@@ -90,11 +152,16 @@ def main() -> int:
     cond_view = torch.zeros(b * V, 4, h, h, device=dev)
     cond_motion = torch.randn(b * T, 4, h, h, device=dev, generator=g)
     indicator = torch.zeros(b, n // b, device=dev)
+    z = torch.randn(n // b, 8, h, h, device=dev, generator=g) / ours.scale_factor
 
     def run_official(autocast: bool):
         with torch.inference_mode(), torch.autocast(dev, dtype=torch.float16, enabled=autocast):
             return official(xin, timesteps=c_noise, context=context, y=vector, cond_view=cond_view,
                             cond_motion=cond_motion, num_video_frames=T * V, image_only_indicator=indicator).float()
+
+    def run_official_decode():
+        with torch.inference_mode():  # float32: the release config disables autocast for the first stage
+            return torch.cat([official_dec(part) for part in z.split(4)]).float()
 
     def run_ours():
         dt = ours.dtype
@@ -102,26 +169,72 @@ def main() -> int:
             return ours.model.diffusion_model(xin.to(dt), c_noise, context.to(dt), vector, cond_view.to(dt),
                                               n_time=T, n_view=V).float()
 
+    def run_ours_decode():
+        with torch.inference_mode():
+            return ours.decode(z * ours.scale_factor, 4).float()
+
+    def run_ours_condition():
+        frames = torch.rand(T, 3, args.size, args.size, device=dev, generator=g) * 2 - 1
+        polar = torch.full((T * V,), torch.pi / 2, dtype=torch.float64)
+        az = torch.linspace(0.5, 6.0, V, dtype=torch.float64).repeat(T)
+        with torch.inference_mode():
+            c, _ = ours.condition(frames.to(ours.dtype), polar, az, generator=torch.Generator().manual_seed(0))
+        return c["concat"].float()
+
     rows, agree = {}, {}
+    mode = "fp16 autocast, " + {"real": "xformers", "standin": "xformers stand-in", "none": "PyTorch SDPA"}[attn]
     if dev != "cuda":  # float32 on the CPU: the equivalence check (full size would not fit twice)
         rows["official float32"], ref = timed(lambda: run_official(False), args.repeats, dev)
+        rows["official decode float32"], ref_dec = timed(run_official_decode, args.repeats, dev)
         rows["ours float32"], out = timed(run_ours, args.repeats, dev)
-        agree["ours float32 vs official float32"] = float((out - ref).abs().max() / ref.abs().max())
+        rows["ours decode float32"], out_dec = timed(run_ours_decode, args.repeats, dev)
+        agree["ours float32 vs official float32 (UNet)"] = float((out - ref).abs().max() / ref.abs().max())
+        agree["ours vs official (decoder)"] = float((out_dec - ref_dec).abs().max() / ref_dec.abs().max())
+        cond_t, _ = timed(run_ours_condition, 1, dev)
+        ends = {"official": (rows["official float32"], rows["official decode float32"]),
+                "ours": (rows["ours float32"], rows["ours decode float32"])}
     else:
-        rows["official fp16 autocast (the script's mode)"], ref = timed(lambda: run_official(True), args.repeats, dev)
-        for name, dt in (("ours bfloat16", torch.bfloat16), ("ours float16", torch.float16)):
-            ours.model.to(dt)
-            rows[name], out = timed(run_ours, args.repeats, dev)
-            agree[f"{name} vs official fp16 autocast"] = float((out - ref).abs().max() / ref.abs().max())
-    print(f"device {torch.cuda.get_device_name() if dev == 'cuda' else 'cpu'}, {n} frames at {args.size}px, "
-          f"one dual-UNet call")
+        rows[f"official UNet ({mode}; the script's mode)"], ref = timed(lambda: run_official(True), args.repeats, dev)
+        rows["official decode (float32, 4 at a time)"], ref_dec = timed(run_official_decode, args.repeats, dev)
+        del official, official_dec
+        torch.cuda.empty_cache()
+        rows["ours UNet bfloat16"], out = timed(run_ours, args.repeats, dev)
+        agree["ours bfloat16 vs official (UNet)"] = float((out - ref).abs().max() / ref.abs().max())
+        rows["ours decode bfloat16 (4 at a time)"], out_dec = timed(run_ours_decode, args.repeats, dev)
+        agree["ours bfloat16 vs official float32 (decoder)"] = float((out_dec - ref_dec).abs().max() / ref_dec.abs().max())
+        cond_t, _ = timed(run_ours_condition, args.repeats, dev)
+        ends = {"official": (rows[f"official UNet ({mode}; the script's mode)"],
+                             rows["official decode (float32, 4 at a time)"]),
+                "ours (eager)": (rows["ours UNet bfloat16"], rows["ours decode bfloat16 (4 at a time)"])}
+        if args.compile_blocks != "off":
+            from backend.sp4d.unet_blocks import compile_blocks
+
+            compile_blocks(args.compile_blocks)
+            t0 = time.perf_counter()
+            run_ours()
+            torch.cuda.synchronize()
+            rows[f"ours compile ({args.compile_blocks}), first call"] = time.perf_counter() - t0
+            key = f"ours UNet bfloat16, compiled {args.compile_blocks}"
+            rows[key], out_c = timed(run_ours, args.repeats, dev)
+            agree[f"ours compiled {args.compile_blocks} vs official (UNet)"] = float(
+                (out_c - ref).abs().max() / ref.abs().max())
+            ends[f"ours (compiled {args.compile_blocks})"] = (rows[key], rows["ours decode bfloat16 (4 at a time)"])
+    print(f"device {torch.cuda.get_device_name() if dev == 'cuda' else 'cpu'}, {n} frames at {args.size}px "
+          f"(CFG batch), one dual-UNet call; official attention: {attn}")
     for k, v in agree.items():
         print(f"  {k}, same weights and inputs: max |a-b| / max |b| = {v:.2e}")
-    base = next(iter(rows.values()))
     for k, v in rows.items():
-        print(f"  {k:45s} {v:8.3f} s   {base / v:5.2f}× the official script's mode")
+        print(f"  {k:58s} {v:8.3f} s")
+    print(f"end to end, one 4-frame generation ({args.steps} steps; conditioning {cond_t:.2f} s on both sides):")
+    totals = {k: cond_t + args.steps * step + dec for k, (step, dec) in ends.items()}
+    base = totals["official"]
+    for k, v in totals.items():
+        print(f"  {k:30s} {v:8.1f} s   {base / v:5.2f}× faster than the official")
     if args.out:
-        args.out.write_text(json.dumps({"rows": rows, "agreement": agree, "size": args.size}, indent=1))
+        args.out.write_text(json.dumps({"rows": rows, "agreement": agree, "size": args.size, "official_attention": attn,
+                                        "conditioning_seconds": cond_t, "end_to_end_seconds": totals,
+                                        "device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
+                                        "torch": torch.__version__}, indent=1))
     return 0
 
 
