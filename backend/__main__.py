@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--device", help="auto, cuda, cpu, cuda:1, or cuda:0,cuda:1 (CFG split over two GPUs)")
             p.add_argument("--precision", choices=["bf16", "fp16", "fp32"])
             p.add_argument("--compile", choices=["blocks", "layers"], help="torch.compile the UNet (docs/perf.md)")
+            p.add_argument("--low-vram", dest="low_vram", action="store_true", default=None,
+                           help="keep the image encoders off the GPU while sampling (under 19 GiB at 576 px)")
             p.add_argument("--no-preprocess", dest="preprocess", action="store_false", default=None,
                            help="the frames are already model-ready (square, white background)")
     p = sub.add_parser("reweight", help="recompute rig/weights.npz for an edited skeleton")
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             from .generate import generate
 
             keys = ("weights", "model_config", "steps", "cfg", "seed", "frames", "image_size", "device",
-                    "precision", "preprocess", "compile")
+                    "precision", "preprocess", "compile", "low_vram")
             settings = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
             result = generate(args.clip, args.job, settings, on_event=_print_progress)
             print(json.dumps(result, indent=1, default=str))

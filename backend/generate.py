@@ -20,7 +20,8 @@ STAGE = "generate"
 STAGES = ("generate", "parts", "rig")
 DEFAULTS = {"frames": 4, "image_size": 576, "part_source": "auto", "seed": 23, "steps": 50, "cfg": 3.0,
             "min_cfg": 1.0, "device": "auto", "precision": "bf16", "weights": "hub", "model_config": None,
-            "preprocess": True, "decode_chunk": 4, "noise_file": None, "compile": False}
+            "preprocess": True, "decode_chunk": 4, "noise_file": None, "compile": False,
+            "low_vram": False}
 
 
 def settings_of(job: dict) -> dict:

@@ -116,7 +116,8 @@ def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | N
         with torch.inference_mode():
             return generate_views(model, x, steps=int(s["steps"]), cfg=float(s["cfg"]), min_cfg=float(s["min_cfg"]),
                                   seed=int(s["seed"]), noise=noise, cond_noise=cond_noise, on_step=on_step,
-                                  decode_chunk=int(s["decode_chunk"]), split=split)
+                                  decode_chunk=int(s["decode_chunk"]), split=split,
+                                  offload="cpu" if s.get("low_vram") else None)
 
     try:
         try:
@@ -131,8 +132,8 @@ def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | N
             ctx.progress(STAGE, 0, 1, f"warning: {warnings[-1]}")
             rgb, parts = run()
     except torch.OutOfMemoryError as exc:
-        raise BackendError("out_of_memory", "the GPU ran out of memory while generating: lower decode_chunk, "
-                           "use bf16 precision or a smaller image_size") from exc
+        raise BackendError("out_of_memory", "the GPU ran out of memory while generating: turn on low_vram, "
+                           "lower decode_chunk, use bf16 precision or a smaller image_size") from exc
     to_u8 = lambda t: (t.permute(1, 2, 0).numpy() * 255).astype(np.uint8)  # noqa: E731 (truncation as official)
     n, v = rgb.shape[:2]
     for t in range(n):

@@ -35,6 +35,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--device", help="auto, cuda, cpu, or cuda:0,cuda:1 (CFG split over two GPUs)")
     ap.add_argument("--compile", choices=["blocks", "layers"],
                     help="torch.compile the UNet once for the whole batch (one backend process)")
+    ap.add_argument("--low-vram", action="store_true", help="image encoders off the GPU while sampling")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per object")
     return ap.parse_args(argv)
 
@@ -58,7 +59,7 @@ def rig_file(blend: str | None, args, out: Path, report: list[dict]) -> None:
         stem = Path(bpy.data.filepath).stem or "untitled"
         names = args.objects or [o.name for o in bpy.data.objects if o.type == "MESH"]
         settings = {"part_source": args.part_source, "frames": 4, "max_influences": args.max_influences,
-                    "device": args.device, "compile": args.compile}
+                    "device": args.device, "compile": args.compile, "low_vram": args.low_vram}
         for name in names:
             item = {"file": bpy.data.filepath or None, "object": name}
             t0 = time.monotonic()

@@ -107,12 +107,8 @@ def main() -> int:
     with torch.inference_mode():
         reset_peak()
         t0 = sync()
-        if args.low_vram:
-            model.conditioner.to(dev)
-        c, uc = model.condition(frames.to(dt), polar_t, az_t, generator=torch.Generator().manual_seed(0))
-        if args.low_vram:
-            model.conditioner.to("cpu")
-            torch.cuda.empty_cache()
+        c, uc = model.condition(frames.to(dt), polar_t, az_t, generator=torch.Generator().manual_seed(0),
+                                offload="cpu" if args.low_vram else None)
         rows["conditioning"] = (sync() - t0, peak_bytes())
         cond = model.batch_cond(c, uc)
         h = args.size // 8

@@ -40,6 +40,9 @@ class SP4DPreferences(bpy.types.AddonPreferences):
                     "ones about 15 s (cached); each denoising step is then 30-40 % faster",
         items=[("OFF", "Off", "eager PyTorch"), ("BLOCKS", "Blocks", "the repeated blocks (shorter compile)"),
                ("LAYERS", "Layers", "whole UNet layers (fastest steps)")])
+    low_vram: bpy.props.BoolProperty(
+        name="Low VRAM", default=False,
+        description="Keep the image encoders off the GPU while sampling (about 18.5 GiB instead of 20 at 576 px)")
     cache_dir: bpy.props.StringProperty(name="Cache Folder", subtype="DIR_PATH", default="",
                                         description="Where job folders live (empty: the temporary folder)")
 
@@ -57,6 +60,7 @@ class SP4DPreferences(bpy.types.AddonPreferences):
         col.prop(self, "device")
         col.prop(self, "precision")
         col.prop(self, "compile")
+        col.prop(self, "low_vram")
         col.prop(self, "cache_dir")
 
 
@@ -67,6 +71,7 @@ class _Defaults:
     device = "AUTO"
     precision = "BF16"
     compile = "OFF"
+    low_vram = False
     cache_dir = ""
 
 
@@ -107,7 +112,7 @@ def job_settings(context=None) -> dict:
     return {"part_source": s.part_source.lower(), "frames": s.frames, "max_influences": s.max_influences,
             "clip": bpy.path.abspath(s.clip_path) if s.clip_path else None,
             "device": DEVICES.get(p.device, p.device.lower()), "precision": p.precision.lower(),
-            "compile": None if p.compile == "OFF" else p.compile.lower(),
+            "compile": None if p.compile == "OFF" else p.compile.lower(), "low_vram": bool(p.low_vram),
             "weights": bpy.path.abspath(p.weights_path) if p.weights_source == "LOCAL" and p.weights_path else "hub"}
 
 

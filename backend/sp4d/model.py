@@ -80,8 +80,20 @@ class SP4D(nn.Module):
 
     # --- conditioning, sampling, decoding ----------------------------------------------------
     def condition(self, frames: torch.Tensor, polar: torch.Tensor, azimuth: torch.Tensor,
-                  noise: dict | None = None, generator: torch.Generator | None = None) -> tuple[dict, dict]:
-        return conditioning(self.conditioner.embedders, frames, polar, azimuth, self.n_view, noise, generator)
+                  noise: dict | None = None, generator: torch.Generator | None = None,
+                  offload: str | torch.device | None = None) -> tuple[dict, dict]:
+        """(cond, uncond) for frames on the UNet's device. ``offload`` (low-VRAM mode): the
+        conditioner (image tower and VAE encoder) is on the GPU only for this call and waits on
+        ``offload`` (e.g. the CPU) while the UNet samples."""
+        home = frames.device
+        self.conditioner.to(home)
+        try:
+            return conditioning(self.conditioner.embedders, frames, polar, azimuth, self.n_view, noise, generator)
+        finally:
+            if offload is not None:
+                self.conditioner.to(offload)
+                if home.type == "cuda":
+                    torch.cuda.empty_cache()
 
     @staticmethod
     def batch_cond(c: dict, uc: dict) -> dict:

@@ -58,14 +58,14 @@ def match_colours(src: torch.Tensor, dst: torch.Tensor, mask: torch.Tensor) -> t
 
 def sample_window(model: SP4D, frames: torch.Tensor, noise: torch.Tensor, *, steps: int = 50, cfg: float = 3.0,
                   min_cfg: float = 1.0, cond_noise: dict | None = None, generator: torch.Generator | None = None,
-                  on_step: Callable | None = None, decode_chunk: int = 4, split: CFGSplit | None = None
-                  ) -> torch.Tensor:
+                  on_step: Callable | None = None, decode_chunk: int = 4, split: CFGSplit | None = None,
+                  offload: str | None = None) -> torch.Tensor:
     """One window: frames (T, 3, H, W) in [-1, 1] -> decoded (T·V, 3, H, 2W) in [0, 1]."""
     polar, az = view_angles(model.n_view)
     t = frames.shape[0]
     polar_t = torch.from_numpy(np.tile(polar, t))
     az_t = torch.from_numpy(np.tile(az, t))
-    c, uc = model.condition(frames, polar_t, az_t, cond_noise, generator)
+    c, uc = model.condition(frames, polar_t, az_t, cond_noise, generator, offload=offload)
     z = model.sample(c, uc, noise, steps=steps, cfg=cfg, min_cfg=min_cfg, on_step=on_step, split=split)
     return ((model.decode(z, decode_chunk).float() + 1.0) / 2.0).clamp(0, 1)
 
@@ -73,11 +73,12 @@ def sample_window(model: SP4D, frames: torch.Tensor, noise: torch.Tensor, *, ste
 def generate_views(model: SP4D, frames: torch.Tensor, *, steps: int = 50, cfg: float = 3.0, min_cfg: float = 1.0,
                    seed: int = 23, noise: torch.Tensor | None = None, cond_noise: dict | None = None,
                    on_step: Callable[[int, int], None] | None = None, decode_chunk: int = 4,
-                   split: CFGSplit | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   split: CFGSplit | None = None, offload: str | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """RGB and part views (N, V, 3, H, W) in [0, 1] for N input frames (N, 3, H, W) in [-1, 1].
 
     ``on_step(done, total)`` after every denoising step (raise there to cancel); ``split``: the
-    CFG batch over two devices.
+    CFG batch over two devices; ``offload``: where the conditioner waits while sampling (low VRAM).
     """
     n, _, h, w = frames.shape
     dev = next(model.parameters()).device
@@ -99,7 +100,7 @@ def generate_views(model: SP4D, frames: torch.Tensor, *, steps: int = 50, cfg: f
 
         out = sample_window(model, frames[t0:t0 + N_TIME].to(dev), noise, steps=steps, cfg=cfg, min_cfg=min_cfg,
                             cond_noise=cond_noise, generator=gen, on_step=step, decode_chunk=decode_chunk,
-                            split=split).cpu()
+                            split=split, offload=offload).cpu()
         out = out.view(N_TIME, model.n_view, 3, h, 2 * w)
         w_rgb, w_parts = out[..., :w], out[..., w:]
         shared = [k for k in range(N_TIME) if done[t0 + k]]

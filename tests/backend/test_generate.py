@@ -100,11 +100,13 @@ def test_generate_writes_the_job_folder_and_resumes(fixture_frames, sampling, tm
 
 
 @needs_fixtures
-def test_cfg_batch_split_over_two_devices_reproduces_the_fixture(fixture_frames, sampling, tmp_path):
+@pytest.mark.parametrize("extra", [{"device": "cpu,cpu"}, {"low_vram": True}], ids=["cfg-split", "low-vram"])
+def test_speed_and_memory_modes_reproduce_the_fixture(fixture_frames, sampling, tmp_path, extra):
     """device 'cpu,cpu': the conditional and unconditional halves run in two threads and meet
-    for the guidance blend (on two GPUs: 'cuda:0,cuda:1'); the result is the one-device one."""
+    for the guidance blend (on two GPUs: 'cuda:0,cuda:1'). low_vram: the conditioner leaves the
+    model's device after conditioning. Both give the one-device result."""
     noise = str(FIX / "sampling.safetensors")
-    rec = generate(fixture_frames, tmp_path / "job", tiny_settings(device="cpu,cpu", noise_file=noise))
+    rec = generate(fixture_frames, tmp_path / "job", tiny_settings(noise_file=noise, **extra))
     assert rec["source"] == "sp4d"
     assert_fixture_images(JobDir(tmp_path / "job"), sampling)
 

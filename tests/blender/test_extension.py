@@ -49,11 +49,12 @@ def test_install_enable_and_generate_rig_from_the_zip(package, tmp_path, sample_
         prefs = bpy.context.preferences.addons[mod].preferences
         assert prefs.device == "AUTO" and prefs.precision == "BF16" and prefs.compile == "OFF"
         job_settings = importlib.import_module(mod + ".sp4d_blender.prefs").job_settings
-        prefs.device, prefs.compile = "CUDA2", "LAYERS"
+        prefs.device, prefs.compile, prefs.low_vram = "CUDA2", "LAYERS", True
         s = job_settings()
-        assert s["device"] == "cuda:0,cuda:1" and s["compile"] == "layers", s
-        prefs.device, prefs.compile = "AUTO", "OFF"
-        assert job_settings()["compile"] is None
+        assert s["device"] == "cuda:0,cuda:1" and s["compile"] == "layers" and s["low_vram"] is True, s
+        prefs.device, prefs.compile, prefs.low_vram = "AUTO", "OFF", False
+        s = job_settings()
+        assert s["device"] == "auto" and s["compile"] is None and s["low_vram"] is False, s
         sample = importlib.import_module(mod + ".sp4d_blender.sample")
         bpy.ops.wm.read_homefile(use_empty=True)
         obj = sample.import_sample({str(sample_npz)!r})
