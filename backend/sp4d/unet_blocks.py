@@ -206,22 +206,24 @@ DEFAULT_SCOPE = "blocks"
 _eager_forward: dict[type, object] = {}
 
 
-def compile_blocks(scope: str = DEFAULT_SCOPE) -> None:
+def compile_blocks(scope: str = DEFAULT_SCOPE) -> bool:
     """torch.compile the UNet's blocks of ``scope`` (COMPILE_SCOPES) once per class: a graph per
     distinct shape is shared by every instance, so compiling stays short while the elementwise
-    work between the matrix products is fused. Opt-in (GPU speed); undone by uncompile_blocks."""
+    work between the matrix products is fused. Opt-in (GPU speed); undone by uncompile_blocks.
+    True when this call wrapped the blocks (the next forward compiles), False when they already were."""
     import torch._dynamo
 
     if scope not in COMPILE_SCOPES:
         raise ValueError(f"compile scope must be one of {sorted(COMPILE_SCOPES)}, got {scope!r}")
     if set(_eager_forward) == set(COMPILE_SCOPES[scope]):
-        return  # already compiled: keep the graphs
+        return False  # already compiled: keep the graphs
     uncompile_blocks()
     # every UNet level has its own shapes: allow a graph per (block, shape) instead of eager fallbacks
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
     for cls in COMPILE_SCOPES[scope]:
         _eager_forward[cls] = cls.forward
         cls.forward = torch.compile(cls.forward, dynamic=False)
+    return True
 
 
 def uncompile_blocks() -> None:

@@ -136,7 +136,7 @@ def test_a_failed_compile_falls_back_to_eager_with_a_warning(fixture_frames, sam
     """No working C++ compiler (a real toolchain failure, as on an artist's machine without one):
     the job still runs, uncompiled, reproduces the fixture and records why."""
     code = ("import sys, json; from backend.generate import generate; "
-            "print(json.dumps(generate(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]))))")
+            "generate(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), on_event=lambda e: print(json.dumps(e)))")
     settings = tiny_settings(compile="layers", noise_file=str(FIX / "sampling.safetensors"))
     r = subprocess.run([sys.executable, "-c", code, str(fixture_frames), str(tmp_path / "job"), json.dumps(settings)],
                        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), CXX="/nonexistent/c++"),
@@ -145,6 +145,8 @@ def test_a_failed_compile_falls_back_to_eager_with_a_warning(fixture_frames, sam
     job = JobDir(tmp_path / "job")
     warnings = job.stage_info("generate")["warnings"]
     assert any("torch.compile failed" in w and "compiler" in w.lower() for w in warnings), warnings
+    messages = [json.loads(line).get("message", "") for line in r.stdout.splitlines() if line.startswith("{")]
+    assert any(m.startswith("compiling the UNet (layers)") for m in messages), messages
     assert_fixture_images(job, sampling)
 
 
