@@ -136,6 +136,28 @@ def build_rig(obj: bpy.types.Object, job_dir: str | Path, name: str | None = Non
         raise
 
 
+def import_hull(job_dir: str | Path, name: str) -> bpy.types.Object:
+    """The mesh the backend made for a clip-only job (mesh.npz, world coordinates) as a new object
+    in the active collection, vertex order kept (the rig's weights index it)."""
+    path = Path(job_dir) / "mesh.npz"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            verts, faces = np.asarray(z["vertices"], np.float32), np.asarray(z["faces"], np.int64)
+            matrix = np.asarray(z["matrix_world"], np.float64) if "matrix_world" in z.files else np.eye(4)
+    except (OSError, KeyError, ValueError) as exc:
+        raise ValueError(f"the job has no readable mesh.npz ({exc})") from exc
+    me = bpy.data.meshes.new(name)
+    me.from_pydata(verts.tolist(), [], faces.tolist())
+    me.validate()
+    if len(me.vertices) != len(verts):
+        bpy.data.meshes.remove(me)
+        raise ValueError("the hull mesh lost vertices on import")
+    obj = bpy.data.objects.new(name, me)
+    obj.matrix_world = [list(r) for r in matrix]
+    bpy.context.collection.objects.link(obj)
+    return obj
+
+
 def pose_bones(arm_obj: bpy.types.Object, rotations: dict[str, tuple[float, float, float]]) -> None:
     """Rotate pose bones (Euler XYZ, radians): used for previews and tests."""
     for bname, rot in rotations.items():

@@ -75,6 +75,20 @@ def write_job(obj: bpy.types.Object, job_dir: str | os.PathLike, settings: dict)
     return job
 
 
+def write_clip_job(clip: str | os.PathLike, job_dir: str | os.PathLike, settings: dict) -> Path:
+    """Create or refresh the job folder for a clip without a mesh: the backend generates the
+    views, rigs the visual hull of their silhouettes and writes it as mesh.npz."""
+    path = Path(bpy.path.abspath(str(clip))).resolve()
+    if not path.exists():
+        raise ValueError(f"the clip {path} does not exist")
+    job = Path(job_dir).resolve()
+    settings = {k: v for k, v in settings.items() if k != "clip"}
+    spec = {"format": 1, "source": {"kind": "clip", "path": str(path)}, "settings": settings,
+            "versions": {"blender": bpy.app.version_string}}
+    _write_atomic(job / "job.json", (json.dumps(spec, indent=1) + "\n").encode())
+    return job
+
+
 def is_animated(obj: bpy.types.Object) -> bool:
     """True when the object, a parent, or its shape keys carry animation."""
     o = obj

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import bpy
 
 from . import api
@@ -13,38 +15,21 @@ def _mesh_poll(context) -> bool:
     return obj is not None and obj.type == "MESH"
 
 
-class SP4D_OT_generate_rig(bpy.types.Operator):
-    """Generate an armature and skinning weights for the active mesh with SP4D"""
-
-    bl_idname = "sp4d.generate_rig"
-    bl_label = "Generate Rig"
-    bl_options = {"REGISTER", "UNDO"}
+class _BackendJobModal:
+    """The modal part shared by the rig operators: start a backend job (``_start``), follow its
+    progress in the status bar (Esc cancels), then build the result (``_build``)."""
 
     _timer = None
     _job = None
-
-    @classmethod
-    def poll(cls, context):
-        return _mesh_poll(context)
-
-    def execute(self, context):  # blocking: headless, scripts, redo
-        try:
-            arm = api.generate_rig(context.active_object)
-        except (api.RigError, ValueError, RuntimeError) as exc:
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        self.report({"INFO"}, f"SP4D: created '{arm.name}' with {len(arm.data.bones) - 1} deform bones")
-        return {"FINISHED"}
 
     def invoke(self, context, event):
         if bpy.app.background:
             return self.execute(context)
         try:
-            self._job = api.start_job(context.active_object)
+            self._job = self._start(context)
         except (ValueError, RuntimeError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        self._obj_name = context.active_object.name
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.1, window=context.window)
         wm.modal_handler_add(self)
@@ -91,14 +76,72 @@ class SP4D_OT_generate_rig(bpy.types.Operator):
             level = {"WARNING"} if job.state == "cancelled" else {"ERROR"}
             self.report(level, f"SP4D: {job.error['message']}")
             return {"CANCELLED"}
-        obj = bpy.data.objects.get(self._obj_name)
         try:
-            arm = build_rig(obj, job.job_dir)
+            message = self._build(job)
         except (ValueError, RuntimeError, KeyError, OSError) as exc:
             self.report({"ERROR"}, f"SP4D: could not build the rig: {exc}")
             return {"CANCELLED"}
-        self.report({"INFO"}, f"SP4D: created '{arm.name}'")
+        self.report({"INFO"}, message)
         return {"FINISHED"}
+
+
+class SP4D_OT_generate_rig(_BackendJobModal, bpy.types.Operator):
+    """Generate an armature and skinning weights for the active mesh with SP4D"""
+
+    bl_idname = "sp4d.generate_rig"
+    bl_label = "Generate Rig"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return _mesh_poll(context)
+
+    def execute(self, context):  # blocking: headless, scripts, redo
+        try:
+            arm = api.generate_rig(context.active_object)
+        except (api.RigError, ValueError, RuntimeError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"SP4D: created '{arm.name}' with {len(arm.data.bones) - 1} deform bones")
+        return {"FINISHED"}
+
+    def _start(self, context):
+        self._obj_name = context.active_object.name
+        return api.start_job(context.active_object)
+
+    def _build(self, job) -> str:
+        arm = build_rig(bpy.data.objects.get(self._obj_name), job.job_dir)
+        return f"SP4D: created '{arm.name}'"
+
+
+class SP4D_OT_rig_clip(_BackendJobModal, bpy.types.Operator):
+    """Rig an object seen only in a clip: SP4D views, the visual hull of their silhouettes as a
+    new mesh, and its armature (no mesh needs to be selected)"""
+
+    bl_idname = "sp4d.rig_clip"
+    bl_label = "Rig Clip"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return bool(context.scene.sp4d.clip_path)
+
+    def execute(self, context):
+        try:
+            obj, arm = api.rig_clip(context.scene.sp4d.clip_path)
+        except (api.RigError, ValueError, RuntimeError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"SP4D: created '{obj.name}' and '{arm.name}'")
+        return {"FINISHED"}
+
+    def _start(self, context):
+        self._clip = context.scene.sp4d.clip_path
+        return api.start_clip_job(self._clip)
+
+    def _build(self, job) -> str:
+        obj, arm = api.build_clip_rig(job.job_dir, Path(bpy.path.abspath(self._clip)).stem)
+        return f"SP4D: created '{obj.name}' and '{arm.name}'"
 
 
 class SP4D_OT_add_sample(bpy.types.Operator):
@@ -301,7 +344,9 @@ class SP4D_PT_panel(bpy.types.Panel):
         col.prop(s, "frames")
         col.prop(s, "max_influences")
         col.prop(s, "clip_path")
-        col.operator(SP4D_OT_generate_rig.bl_idname, icon="ARMATURE_DATA")
+        row = col.row(align=True)
+        row.operator(SP4D_OT_generate_rig.bl_idname, icon="ARMATURE_DATA")
+        row.operator(SP4D_OT_rig_clip.bl_idname, icon="FILE_MOVIE")
         wm = context.window_manager
         if wm.sp4d_status:
             col.label(text=wm.sp4d_status)
@@ -325,5 +370,5 @@ class SP4D_PT_panel(bpy.types.Panel):
         col.operator(SP4D_OT_import_views.bl_idname, icon="CAMERA_DATA")
 
 
-CLASSES = (SP4D_OT_generate_rig, SP4D_OT_add_sample, SP4D_OT_setup_backend, SP4D_OT_merge_parts, SP4D_OT_limit_influences,
+CLASSES = (SP4D_OT_generate_rig, SP4D_OT_rig_clip, SP4D_OT_add_sample, SP4D_OT_setup_backend, SP4D_OT_merge_parts, SP4D_OT_limit_influences,
            SP4D_OT_recompute_weights, SP4D_OT_import_views, SP4D_PT_panel)

@@ -175,3 +175,65 @@ def test_unapplied_transforms_are_respected(creature, tmp_path):
     diag = np.linalg.norm(np.ptp(np.array([v.co for v in creature.data.vertices]), 0))
     d = np.linalg.norm(truth[:, None] - est[None], axis=2)
     assert 0.5 * (d.min(1).mean() + d.min(0).mean()) / diag < 0.03
+
+
+def _clip_job_from_views(creature, tmp_path):
+    """A clip-only job whose views are already generated: the oracle's views of the creature
+    stand in for SP4D's output on a clip of it (no weights here). Returns (clip, job folder)."""
+    import shutil
+
+    api.generate_rig(creature, job_dir=tmp_path / "mesh_job", settings={"part_source": "oracle"})
+    job = tmp_path / "clip_job"
+    shutil.copytree(tmp_path / "mesh_job" / "views", job / "views")
+    status = json.loads((tmp_path / "mesh_job" / "status.json").read_text())
+    status["stages"] = {"generate": status["stages"]["generate"]}
+    (job / "status.json").write_text(json.dumps(status))
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    shutil.copy(job / "views" / "rgb" / "v00_t000.png", clip / "000.png")
+    return clip, job
+
+
+def test_rig_clip_imports_the_hull_mesh_and_rigs_it(creature, tmp_path, weights_of):
+    clip, job = _clip_job_from_views(creature, tmp_path)
+    truth = np.array([creature.matrix_world @ v.co for v in creature.data.vertices])
+    size = np.linalg.norm(truth.max(0) - truth.min(0))
+    bpy.data.objects.remove(creature.parent)  # leave only the clip's result to look at
+    before = set(bpy.data.objects.keys())
+    obj, arm = api.rig_clip(clip, job_dir=job, settings={"part_source": "oracle"}, cmd="rig")
+    assert obj.name not in before and arm.name not in before and obj.name.startswith("clip")
+    spec = json.loads((job / "job.json").read_text())
+    assert spec["source"] == {"kind": "clip", "path": str(clip.resolve())}
+    with np.load(job / "mesh.npz") as z:
+        assert bool(z["from_hull"]) and len(z["vertices"]) == len(obj.data.vertices)
+    hull = np.array([obj.matrix_world @ v.co for v in obj.data.vertices])
+    nearest = np.array([np.linalg.norm(truth - p, axis=1).min() for p in hull])
+    assert nearest.mean() < 0.05 * size  # the hull hugs the creature
+    w = weights_of(obj)
+    assert np.allclose(w.sum(1), 1, atol=1e-3)
+    assert obj.parent == arm and any(m.type == "ARMATURE" and m.object == arm for m in obj.modifiers)
+    assert sum(b.use_deform for b in arm.data.bones) >= 10
+
+
+def test_rig_clip_failures_add_nothing(tmp_path, scene_snapshot):
+    before = scene_snapshot()
+    assert not bpy.ops.sp4d.rig_clip.poll()  # no clip chosen
+    with pytest.raises(ValueError, match="does not exist"):
+        api.rig_clip(tmp_path / "missing.mp4", job_dir=tmp_path / "a")
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    px = np.ones((64, 64, 4), np.float32)
+    px[16:48, 20:44, :3] = (0.8, 0.15, 0.15)
+    img = bpy.data.images.new("frame", 64, 64)
+    img.pixels.foreach_set(px.ravel())
+    img.filepath_raw, img.file_format = str(clip / "000.png"), "PNG"
+    img.save()
+    bpy.data.images.remove(img)
+    with pytest.raises(api.RigError) as e:  # SP4D is needed for a clip and cannot run here
+        api.rig_clip(clip, job_dir=tmp_path / "b", settings={"part_source": "auto"})
+    assert e.value.code == "missing_weights", e.value
+    bpy.context.scene.sp4d.clip_path = str(clip)
+    assert bpy.ops.sp4d.rig_clip.poll()
+    with pytest.raises(RuntimeError, match="missing_weights"):  # the operator reports the same error
+        bpy.ops.sp4d.rig_clip()
+    assert scene_snapshot() == before
