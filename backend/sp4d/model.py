@@ -85,10 +85,11 @@ class SP4D(nn.Module):
         """(cond, uncond) for frames on the UNet's device. ``offload`` (low-VRAM mode): the
         conditioner (image tower and VAE encoder) is on the GPU only for this call and waits on
         ``offload`` (e.g. the CPU) while the UNet samples."""
-        home = frames.device
+        home = self.model.diffusion_model.net1.out[2].weight.device
         self.conditioner.to(home)
         try:
-            return conditioning(self.conditioner.embedders, frames, polar, azimuth, self.n_view, noise, generator)
+            return conditioning(self.conditioner.embedders, frames.to(home), polar, azimuth, self.n_view, noise,
+                                generator)
         finally:
             if offload is not None:
                 self.conditioner.to(offload)
