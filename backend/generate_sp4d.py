@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from .cameras import cameras_record, normalisation, orbit_cameras

@@ -201,7 +201,8 @@ def main() -> int:
         rows["ours UNet bfloat16"], out = timed(run_ours, args.repeats, dev)
         agree["ours bfloat16 vs official (UNet)"] = float((out - ref).abs().max() / ref.abs().max())
         rows["ours decode bfloat16 (4 at a time)"], out_dec = timed(run_ours_decode, args.repeats, dev)
-        agree["ours bfloat16 vs official float32 (decoder)"] = float((out_dec - ref_dec).abs().max() / ref_dec.abs().max())
+        agree["ours bfloat16 vs official float32 (decoder)"] = float(
+            (out_dec - ref_dec).abs().max() / ref_dec.abs().max())
         cond_t, _ = timed(run_ours_condition, args.repeats, dev)
         ends = {"official": (rows[f"official UNet ({mode}; the script's mode)"],
                              rows["official decode (float32, 4 at a time)"]),

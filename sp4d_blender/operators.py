@@ -152,8 +152,8 @@ class SP4D_OT_add_sample(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     def execute(self, context):
-        from .sample import import_sample
         from .prefs import get_prefs
+        from .sample import import_sample
 
         try:
             obj = import_sample(python=get_prefs(context).backend_python or None)
@@ -370,5 +370,5 @@ class SP4D_PT_panel(bpy.types.Panel):
         col.operator(SP4D_OT_import_views.bl_idname, icon="CAMERA_DATA")
 
 
-CLASSES = (SP4D_OT_generate_rig, SP4D_OT_rig_clip, SP4D_OT_add_sample, SP4D_OT_setup_backend, SP4D_OT_merge_parts, SP4D_OT_limit_influences,
-           SP4D_OT_recompute_weights, SP4D_OT_import_views, SP4D_PT_panel)
+CLASSES = (SP4D_OT_generate_rig, SP4D_OT_rig_clip, SP4D_OT_add_sample, SP4D_OT_setup_backend, SP4D_OT_merge_parts,
+           SP4D_OT_limit_influences, SP4D_OT_recompute_weights, SP4D_OT_import_views, SP4D_PT_panel)

@@ -88,8 +88,7 @@ def check_keys(expected: dict[str, tuple], found: dict[str, tuple]) -> None:
 def load_model(weights: str | Path, config: dict | None = None, device: str = "cpu",
                dtype: torch.dtype = torch.float32) -> SP4D:
     """Build SP4D and load ``weights`` strictly, each tensor straight to ``device``/``dtype``."""
-    from safetensors import safe_open
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError, safe_open
 
     config = config or load_config()
     model = build_model(config, "meta")

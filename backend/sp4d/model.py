@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from .conditioner import build_embedders, conditioning
-from .split import CFGSplit
 from .sampling import edm_sigmas, guide, linear_guidance_scale, sample_euler_edm
+from .split import CFGSplit
 from .unet import DualSpatialTemporalUNet
 from .vae import DualDecoder
 
