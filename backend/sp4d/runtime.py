@@ -45,8 +45,8 @@ def get_split(model: SP4D, devices: list[str]):
     """The CFGSplit of this model over these devices (its replica is made once and kept)."""
     from .split import CFGSplit
 
-    key = (id(model), tuple(devices))
-    if key not in _splits:
+    key = tuple(devices)
+    if key not in _splits or _splits[key].model is not model:  # a reloaded model needs a new replica
         for old in _splits.values():
             old.close()
         _splits.clear()  # one replica at a time
