@@ -71,7 +71,10 @@ def get_model(weights: str | None, config: str | None, device: str, dtype: torch
     path = resolve_weights(weights)
     key = (str(path), str(cfg_path), device, dtype)
     if key not in _cache:
-        _cache.clear()  # one model at a time
+        _cache.clear()  # one model at a time (and no replica of the old one)
+        for split in _splits.values():
+            split.close()
+        _splits.clear()
         try:
             _cache[key] = load_model(path, load_config(cfg_path), device=device, dtype=dtype)
         except torch.OutOfMemoryError as exc:
