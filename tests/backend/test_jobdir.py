@@ -87,3 +87,25 @@ def test_digest_changes_with_array_content():
     b = a.copy()
     b[3] += 1e-3
     assert digest(a) != digest(b) and digest(a) == digest(a.copy())
+
+
+def test_time_left_follows_the_recent_pace():
+    """A slow first step (a compile, a model load) must not inflate the estimate for the rest."""
+    from backend.context import StageContext
+
+    clock = [0.0]
+    events = []
+    ctx = StageContext(events.append, clock=lambda: clock[0])
+    ctx.progress("generate", 0, 1, "compiling the UNet")  # a message before the steps, another count
+    for step, t in enumerate([120.0, 121.5, 123.0, 124.5], start=1):  # 120 s, then 1.5 s a step
+        clock[0] = t
+        ctx.progress("generate", step, 50)
+    etas = [e["eta_s"] for e in events]
+    assert etas[0] is None
+    assert etas[1] == 49 * 120.0  # one step: nothing better to go on
+    assert etas[2:] == [48 * 1.5, 47 * 1.5, 46 * 1.5]
+    clock[0] = 130.0
+    ctx.progress("rig", 0, 4)  # stages have their own clocks
+    clock[0] = 132.0
+    ctx.progress("rig", 1, 4)
+    assert events[-1]["eta_s"] == 3 * 2.0
