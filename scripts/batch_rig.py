@@ -60,6 +60,7 @@ def rig_file(blend: str | None, args, out: Path, report: list[dict]) -> None:
         names = args.objects or [o.name for o in bpy.data.objects if o.type == "MESH"]
         settings = {"part_source": args.part_source, "frames": 4, "max_influences": args.max_influences,
                     "device": args.device, "compile": args.compile, "low_vram": args.low_vram}
+        settings = {k: v for k, v in settings.items() if v is not None}  # unset: the backend's defaults
         for name in names:
             item = {"file": bpy.data.filepath or None, "object": name}
             t0 = time.monotonic()

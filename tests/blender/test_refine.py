@@ -128,13 +128,16 @@ def test_batch_script_on_two_files_continues_after_a_failure(sample_npz, tmp_pat
         files.append(path)
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "batch_rig.py"), "--files", *map(str, files),
-                        "--out", str(out), "--part-source", "oracle", "--export", "glb"],
+                        "--out", str(out), "--part-source", "oracle", "--export", "glb", "--low-vram",
+                        "--compile", "blocks"],
                        capture_output=True, text=True, timeout=600, env=dict(os.environ))
     assert r.returncode == 1, r.stdout + r.stderr  # one item failed
     report = json.loads((out / "report.json").read_text())
     got = {x["object"]: x for x in report}
     assert {k: v["ok"] for k, v in got.items()} == {"Creature0": True, "Creature1": True, "Broken": False}
     assert "no faces" in got["Broken"]["error"]
+    settings = json.loads((out / "jobs" / "file0-Creature0" / "job.json").read_text())["settings"]
+    assert settings["low_vram"] is True and settings["compile"] == "blocks" and "device" not in settings
     for i in range(2):
         assert (out / f"file{i}_rigged.blend").exists() and (out / f"file{i}_rigged.glb").stat().st_size > 10_000
 
