@@ -183,7 +183,8 @@ def main() -> int:
     if args.out:
         args.out.write_text(json.dumps({"device": name, "torch": torch.__version__, "args": vars(args) | {"out": None},
                                         "stages": {k: {"seconds": s, "peak_bytes": m} for k, (s, m) in rows.items()},
-                                        "total_seconds": total, "step_median_seconds": step, "step_flops": flops, "split_max_rel": split_err,
+                                        "total_seconds": total, "step_median_seconds": step, "step_flops": flops,
+                                        "split_max_rel": split_err,
                                         "step_times": step_times}, indent=1, default=str))
     return 0
 

@@ -16,11 +16,21 @@ def _mesh_poll(context) -> bool:
 
 
 class _BackendJobModal:
-    """The modal part shared by the rig operators: start a backend job (``_start``), follow its
-    progress in the status bar (Esc cancels), then build the result (``_build``)."""
+    """What the rig operators share: blocking ``execute`` (headless, scripts, redo) around
+    ``_run``; modal ``invoke`` that starts a backend job (``_start``), follows its progress in the
+    status bar (Esc cancels), then builds the result (``_build``)."""
 
     _timer = None
     _job = None
+
+    def execute(self, context):
+        try:
+            message = self._run(context)
+        except (api.RigError, ValueError, RuntimeError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, message)
+        return {"FINISHED"}
 
     def invoke(self, context, event):
         if bpy.app.background:
@@ -96,14 +106,9 @@ class SP4D_OT_generate_rig(_BackendJobModal, bpy.types.Operator):
     def poll(cls, context):
         return _mesh_poll(context)
 
-    def execute(self, context):  # blocking: headless, scripts, redo
-        try:
-            arm = api.generate_rig(context.active_object)
-        except (api.RigError, ValueError, RuntimeError) as exc:
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        self.report({"INFO"}, f"SP4D: created '{arm.name}' with {len(arm.data.bones) - 1} deform bones")
-        return {"FINISHED"}
+    def _run(self, context) -> str:
+        arm = api.generate_rig(context.active_object)
+        return f"SP4D: created '{arm.name}' with {len(arm.data.bones) - 1} deform bones"
 
     def _start(self, context):
         self._obj_name = context.active_object.name
@@ -126,14 +131,9 @@ class SP4D_OT_rig_clip(_BackendJobModal, bpy.types.Operator):
     def poll(cls, context):
         return bool(context.scene.sp4d.clip_path)
 
-    def execute(self, context):
-        try:
-            obj, arm = api.rig_clip(context.scene.sp4d.clip_path)
-        except (api.RigError, ValueError, RuntimeError) as exc:
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        self.report({"INFO"}, f"SP4D: created '{obj.name}' and '{arm.name}'")
-        return {"FINISHED"}
+    def _run(self, context) -> str:
+        obj, arm = api.rig_clip(context.scene.sp4d.clip_path)
+        return f"SP4D: created '{obj.name}' and '{arm.name}'"
 
     def _start(self, context):
         self._clip = context.scene.sp4d.clip_path

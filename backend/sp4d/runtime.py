@@ -41,15 +41,19 @@ def resolve_devices(spec: str | None) -> list[str]:
 _splits: dict[tuple, object] = {}
 
 
+def _drop_splits() -> None:
+    for split in _splits.values():
+        split.close()
+    _splits.clear()
+
+
 def get_split(model: SP4D, devices: list[str]):
     """The CFGSplit of this model over these devices (its replica is made once and kept)."""
     from .split import CFGSplit
 
     key = tuple(devices)
     if key not in _splits or _splits[key].model is not model:  # a reloaded model needs a new replica
-        for old in _splits.values():
-            old.close()
-        _splits.clear()  # one replica at a time
+        _drop_splits()  # one replica at a time
         try:
             _splits[key] = CFGSplit(model, devices)
         except torch.OutOfMemoryError as exc:
@@ -72,9 +76,7 @@ def get_model(weights: str | None, config: str | None, device: str, dtype: torch
     key = (str(path), str(cfg_path), device, dtype)
     if key not in _cache:
         _cache.clear()  # one model at a time (and no replica of the old one)
-        for split in _splits.values():
-            split.close()
-        _splits.clear()
+        _drop_splits()
         try:
             _cache[key] = load_model(path, load_config(cfg_path), device=device, dtype=dtype)
         except torch.OutOfMemoryError as exc:
