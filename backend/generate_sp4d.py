@@ -92,13 +92,13 @@ def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | N
 
     job.invalidate_from(STAGE, STAGES)
     devices = resolve_devices(s["device"])
+    scope = compile_scope(s.get("compile"))  # settings are checked before the model is loaded
     device = devices[0]
     model = get_model(s["weights"], s["model_config"], device, resolve_dtype(s["precision"], device))
     levels = sum(isinstance(b[-1], Downsample) for b in model.model.diffusion_model.net1.input_blocks)
     if s["image_size"] % (8 * 2 ** levels):
         raise BackendError("bad_input", f"image_size must be a multiple of {8 * 2 ** levels} for this model")
     split = get_split(model, devices) if len(devices) > 1 else None
-    scope = compile_scope(s.get("compile"))
     from .sp4d.unet_blocks import compile_blocks, uncompile_blocks
 
     if not scope:

@@ -132,6 +132,14 @@ def test_device_lists_are_checked():
 
 
 @needs_fixtures
+def test_unknown_compile_setting_is_a_clear_error(fixture_frames, tmp_path):
+    with pytest.raises(BackendError, match="settings.compile must be") as e:
+        generate(fixture_frames, tmp_path / "job", tiny_settings(compile="fastest"))
+    assert e.value.code == "bad_input"
+    assert "generate" not in JobDir(tmp_path / "job").read_status()["stages"]
+
+
+@needs_fixtures
 def test_a_failed_compile_falls_back_to_eager_with_a_warning(fixture_frames, sampling, tmp_path):
     """No working C++ compiler (a real toolchain failure, as on an artist's machine without one):
     the job still runs, uncompiled, reproduces the fixture and records why."""

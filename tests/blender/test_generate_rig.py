@@ -232,6 +232,11 @@ def test_rig_clip_failures_add_nothing(tmp_path, scene_snapshot):
     with pytest.raises(api.RigError) as e:  # SP4D is needed for a clip and cannot run here
         api.rig_clip(clip, job_dir=tmp_path / "b", settings={"part_source": "auto"})
     assert e.value.code == "missing_weights", e.value
+    broken = tmp_path / "c"
+    broken.mkdir()
+    (broken / "mesh.npz").write_bytes(b"not a zip")  # a finished job whose hull mesh is unreadable
+    with pytest.raises(ValueError, match="no readable mesh.npz"):
+        api.build_clip_rig(broken, "hull")
     bpy.context.scene.sp4d.clip_path = str(clip)
     assert bpy.ops.sp4d.rig_clip.poll()
     with pytest.raises(RuntimeError, match="missing_weights"):  # the operator reports the same error
