@@ -72,11 +72,12 @@ class Attention(nn.Module):
     SHORT = 16  # sequences up to this length use short_attention inside compiled graphs
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """(b, n, C) -> (b, n, C); with a single context token, (b, 1, C), which broadcasts over
+        the n queries: softmax over one key is 1, so every query gets that key's value."""
         ctx = x if context is None else context
         b, n, _ = x.shape
         if ctx.shape[1] == 1:
-            # softmax over a single key is exactly 1: the output is that key's value for every query
-            return self.to_out(self.to_v(ctx).expand(b, n, -1))
+            return self.to_out(self.to_v(ctx))
         q, k, v = (p(t).view(b, t.shape[1], self.heads, -1).transpose(1, 2)
                    for p, t in ((self.to_q, x), (self.to_k, ctx), (self.to_v, ctx)))
         step = max(1, self.MAX_BATCH_HEADS // self.heads)
@@ -88,6 +89,12 @@ class Attention(nn.Module):
         else:
             out = F.scaled_dot_product_attention(q, k, v)
         return self.to_out(out.transpose(1, 2).reshape(b, n, -1))
+
+    def cross(self, norm: nn.Module, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """x + self(norm(x), context), the pre-norm residual cross-attention. A single context
+        token makes the attention's output independent of x: computed once per row of
+        ``context`` and broadcast, with no norm of x and no projection of every token."""
+        return x + self(x if context.shape[1] == 1 else norm(x), context)
 
 
 class GEGLU(nn.Module):

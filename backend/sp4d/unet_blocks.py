@@ -107,7 +107,7 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         x = self.attn1(self.norm1(x)) + x
-        x = self.attn2(self.norm2(x), context) + x
+        x = self.attn2.cross(self.norm2, x, context)
         return self.ff(self.norm3(x)) + x
 
 
@@ -134,7 +134,7 @@ class TimeMixBlock(nn.Module):
         x = x.view(bn // n, n, s, c).transpose(1, 2).reshape(-1, n, c)  # (B/n · S, n, C)
         x = self.ff_in(self.norm_in(x)) + x
         x = self.attn1(self.norm1(x)) + x
-        x = self.attn2(self.norm2(x), context) + x
+        x = self.attn2.cross(self.norm2, x, context)
         x = self.ff(self.norm3(x)) + x
         return x.view(bn // n, s, n, c).transpose(1, 2).reshape(bn, s, c)
 

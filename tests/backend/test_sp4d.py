@@ -219,8 +219,15 @@ def test_attention_chunking_and_single_key_shortcut_are_exact():
         return a.to_out(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(x.shape[0], x.shape[1], 32))
 
     x = torch.randn(23, 5, 32)
-    for c in (torch.randn(23, 3, 8), torch.randn(23, 1, 8)):
-        assert torch.equal(a(x, c), reference(x, c))
+    c = torch.randn(23, 3, 8)
+    assert torch.equal(a(x, c), reference(x, c))
+    # one context token: the output no longer depends on x; computed once per row, broadcast
+    c1 = torch.randn(23, 1, 8)
+    assert a(x, c1).shape == (23, 1, 32)
+    close(a(x, c1).expand(23, 5, 32), reference(x, c1), 1e-6)
+    norm = torch.nn.LayerNorm(32)
+    for c in (c, c1):
+        close(a.cross(norm, x, c), x + reference(norm(x), c), 1e-6)
 
 
 def test_short_attention_equals_fused_attention():
