@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernels
+
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding [cos | sin] of a 1-D tensor (values cast to float32)."""
@@ -69,7 +71,7 @@ class Attention(nn.Module):
 
     # CUDA attention kernels limit batch·heads per launch (grid size); larger batches go in chunks
     MAX_BATCH_HEADS = 65535
-    SHORT = 16  # sequences up to this length use short_attention inside compiled graphs
+    SHORT = 16  # sequences up to this length: kernels.short_attention, or short_attention when compiled
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """(b, n, C) -> (b, n, C); with a single context token, (b, 1, C), which broadcasts over
@@ -78,8 +80,11 @@ class Attention(nn.Module):
         b, n, _ = x.shape
         if ctx.shape[1] == 1:
             return self.to_out(self.to_v(ctx))
-        q, k, v = (p(t).view(b, t.shape[1], self.heads, -1).transpose(1, 2)
+        q, k, v = (p(t).view(b, t.shape[1], self.heads, -1)
                    for p, t in ((self.to_q, x), (self.to_k, ctx), (self.to_v, ctx)))
+        if max(n, ctx.shape[1]) <= self.SHORT and kernels.attention_usable(q):
+            return self.to_out(kernels.short_attention(q, k, v))
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
         step = max(1, self.MAX_BATCH_HEADS // self.heads)
         if torch.compiler.is_compiling() and max(n, ctx.shape[1]) <= self.SHORT:
             out = short_attention(q, k, v)
@@ -103,6 +108,8 @@ class GEGLU(nn.Module):
         self.proj = nn.Linear(dim_in, dim_out * 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if kernels.usable(x):  # one fused product: the 2×-wide projection never reaches memory
+            return kernels.geglu_linear(x, self.proj.weight, self.proj.bias)
         x, gate = self.proj(x).chunk(2, dim=-1)
         return x * F.gelu(gate)
 

@@ -1,0 +1,184 @@
+"""Triton kernels for the two places where the UNet's time goes to memory traffic, not arithmetic.
+
+* ``geglu_linear``: the GEGLU projection ``a·gelu(g)`` with ``[a | g] = x·Wᵀ + b`` in one matrix
+  product. Unfused, the (tokens, 8·C) product is written, read back by the gating kernel and a
+  (tokens, 4·C) result written again; fused, the gated result is the product's only output.
+* ``short_attention``: softmax attention over a few tokens (the camera block's 12 views, the
+  motion block's 4 frames). Flash kernels tile 64+ queries per block, so these sequences fill a
+  fraction of each tile; here one program takes one sequence (four of the motion block's),
+  head after head, reads q, k and v once and writes the output in the (rows, tokens, heads·d) layout the next projection reads.
+
+Both run on CUDA for bf16/fp16 tensors when Triton is installed (``usable``); everything else
+takes the plain PyTorch path in layers.py. They are registered as torch custom ops, so compiled
+graphs call them as single opaque kernels. The tests run them in Triton's interpreter on the CPU
+(TRITON_INTERPRET=1) against float64 references (in fp16: the interpreter's bf16 matrix
+products are wrong); ``SP4D_KERNELS=0`` switches them off.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU installs: the plain PyTorch paths are used
+    triton = None
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+ENABLED = os.environ.get("SP4D_KERNELS", "1") != "0"
+HALF = (torch.bfloat16, torch.float16)
+
+
+def usable(x: torch.Tensor) -> bool:
+    """Whether the kernels can take ``x``: Triton present, switched on, a half-precision tensor on
+    CUDA (or on the CPU under Triton's interpreter, for the tests)."""
+    return (triton is not None and ENABLED and x.dtype in HALF
+            and (x.is_cuda or (INTERPRET and x.device.type == "cpu")))
+
+
+def attention_usable(q: torch.Tensor) -> bool:
+    """``usable`` for short_attention's q (B, n, heads, d): d must be a power of two, ≥ 16."""
+    d = q.shape[-1]
+    return usable(q) and d >= 16 and d & (d - 1) == 0
+
+
+if triton is not None:
+    _GEMM_CONFIGS = [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8}, num_stages=s, num_warps=w)
+        for bm, bn, bk, s, w in ((128, 128, 64, 3, 8), (128, 128, 64, 4, 8), (128, 64, 64, 4, 4),
+                                 (64, 128, 64, 4, 4), (128, 128, 32, 4, 8), (128, 64, 32, 5, 4),
+                                 (256, 64, 64, 3, 8), (64, 64, 64, 5, 4))
+    ] if not INTERPRET else [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2})]
+
+    @triton.autotune(configs=_GEMM_CONFIGS, key=["M", "N", "K"])
+    @triton.jit
+    def _geglu_kernel(x_ptr, w_ptr, b_ptr, o_ptr, M, N, K, s_xm, s_xk, s_wn, s_wk, s_om, s_on,
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                      GROUP_M: tl.constexpr):
+        # grouped tile order: GROUP_M row tiles share the same weight columns while they are in L2
+        pid = tl.program_id(0)
+        n_m, n_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
+        group = pid // (GROUP_M * n_n)
+        first_m = group * GROUP_M
+        rows_in_group = min(n_m - first_m, GROUP_M)
+        pid_m = first_m + (pid % (GROUP_M * n_n)) % rows_in_group
+        pid_n = (pid % (GROUP_M * n_n)) // rows_in_group
+        rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        rk = tl.arange(0, BLOCK_K)
+        in_m, in_n = rm[:, None] < M, rn[None, :] < N
+        x_ptrs = x_ptr + rm[:, None] * s_xm + rk[None, :] * s_xk
+        wa_ptrs = w_ptr + rn[None, :] * s_wn + rk[:, None] * s_wk  # (BLOCK_K, BLOCK_N) of the value rows
+        wg_ptrs = wa_ptrs + N * s_wn  # ... and of the gate rows, N further down the weight
+        acc_a = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        acc_g = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            in_k = (k0 + rk) < K
+            x = tl.load(x_ptrs, mask=in_m & in_k[None, :], other=0.0)
+            wa = tl.load(wa_ptrs, mask=in_k[:, None] & in_n, other=0.0)
+            wg = tl.load(wg_ptrs, mask=in_k[:, None] & in_n, other=0.0)
+            acc_a = tl.dot(x, wa, acc_a)
+            acc_g = tl.dot(x, wg, acc_g)
+            x_ptrs += BLOCK_K * s_xk
+            wa_ptrs += BLOCK_K * s_wk
+            wg_ptrs += BLOCK_K * s_wk
+        a = acc_a + tl.load(b_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+        g = acc_g + tl.load(b_ptr + N + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+        out = a * (0.5 * g * (1.0 + tl.erf(g * 0.7071067811865476)))  # exact (erf) GELU, as F.gelu
+        tl.store(o_ptr + rm[:, None] * s_om + rn[None, :] * s_on, out.to(o_ptr.dtype.element_ty), mask=in_m & in_n)
+
+    @triton.jit
+    def _short_attention_kernel(q_ptr, k_ptr, v_ptr, o_ptr, B, n, m,
+                                s_qb, s_qn, s_qh, s_kb, s_km, s_kh, s_vb, s_vm, s_vh, s_ob, s_on, s_oh,
+                                scale, H: tl.constexpr, G: tl.constexpr, BLOCK_N: tl.constexpr,
+                                BLOCK_M: tl.constexpr, D: tl.constexpr):
+        # one program: G sequences (a 16-row tile holds four of 4 tokens), all heads in turn;
+        # the scores of different sequences are masked out (block-diagonal). Scores and softmax
+        # in float32, p·v as the flash kernels do it (p rounded to q's type).
+        first = tl.program_id(0) * G
+        rn, rm, rd = tl.arange(0, BLOCK_N), tl.arange(0, BLOCK_M), tl.arange(0, D)
+        bq, bk = first + rn // n, first + rm // m  # the sequence of each query / key row
+        ok_q = (rn < G * n) & (bq < B)
+        ok_k = (rm < G * m) & (bk < B)
+        q_off = bq * s_qb + (rn % n) * s_qn
+        k_off, v_off = bk * s_kb + (rm % m) * s_km, bk * s_vb + (rm % m) * s_vm
+        o_off = bq * s_ob + (rn % n) * s_on
+        same = (rn // n)[:, None] == (rm // m)[None, :]
+        for h in range(H):
+            q = tl.load(q_ptr + q_off[:, None] + h * s_qh + rd[None, :], mask=ok_q[:, None], other=0.0)
+            k = tl.load(k_ptr + k_off[:, None] + h * s_kh + rd[None, :], mask=ok_k[:, None], other=0.0)
+            v = tl.load(v_ptr + v_off[:, None] + h * s_vh + rd[None, :], mask=ok_k[:, None], other=0.0)
+            s = tl.dot(q, tl.trans(k)) * scale  # (BLOCK_N, BLOCK_M)
+            s = tl.where(same & ok_k[None, :], s, float("-inf"))
+            p = tl.exp(s - tl.max(s, axis=1)[:, None])
+            p = p / tl.sum(p, axis=1)[:, None]
+            out = tl.dot(p.to(v.dtype), v)  # (BLOCK_N, D)
+            tl.store(o_ptr + o_off[:, None] + h * s_oh + rd[None, :], out.to(o_ptr.dtype.element_ty),
+                     mask=ok_q[:, None])
+
+
+@torch.library.custom_op("sp4d::geglu_linear", mutates_args=())
+def geglu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``a·gelu(g)`` with ``[a | g] = x·weightᵀ + bias`` (weight (2N, K), bias (2N,)), fused.
+    x: (..., K) -> (..., N). float32 accumulation, one rounding at the end."""
+    K = x.shape[-1]
+    N = weight.shape[0] // 2
+    x2 = x.reshape(-1, K)
+    out = torch.empty(x2.shape[0], N, device=x.device, dtype=x.dtype)
+    M = x2.shape[0]
+
+    def grid(meta):
+        return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
+
+    _geglu_kernel[grid](x2, weight, bias, out, M, N, K, x2.stride(0), x2.stride(1),
+                        weight.stride(0), weight.stride(1), out.stride(0), out.stride(1))
+    return out.view(*x.shape[:-1], N)
+
+
+@geglu_linear.register_fake
+def _(x, weight, bias):
+    return x.new_empty(*x.shape[:-1], weight.shape[0] // 2)
+
+
+@torch.library.custom_op("sp4d::short_attention", mutates_args=())
+def short_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q·kᵀ/√d)·v for q (B, n, heads, d) and k, v (B, m, heads, d), n and m small
+    (a linear layer's output viewed per head, no copy); returns (B, n, heads·d). d a power of 2."""
+    B, n, H, D = q.shape
+    m = k.shape[1]
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    out = torch.empty(B, n, H, D, device=q.device, dtype=q.dtype)
+    G = max(1, 16 // max(n, m))  # sequences per program: fill the 16-row minimum of a matrix product
+    _short_attention_kernel[(triton.cdiv(B, G),)](
+        q, k, v, out, B, n, m, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), D ** -0.5,
+        H=H, G=G, BLOCK_N=max(16, triton.next_power_of_2(G * n)), BLOCK_M=max(16, triton.next_power_of_2(G * m)),
+        D=D, num_warps=4)
+    return out.view(B, n, H * D)
+
+
+@short_attention.register_fake
+def _(q, k, v):
+    return q.new_empty(q.shape[0], q.shape[1], q.shape[2] * q.shape[3])
+
+
+def _register_flop_formulas() -> None:
+    """FLOPs of the custom ops for torch.utils.flop_counter (the benchmarks' FLOP floor): the
+    products they replace, so the counted work does not shrink when the kernels take over."""
+    from torch.utils.flop_counter import register_flop_formula, sdpa_flop_count
+
+    @register_flop_formula(torch.ops.sp4d.geglu_linear)
+    def _(x_shape, w_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+        return 2 * math.prod(x_shape[:-1]) * x_shape[-1] * w_shape[0]
+
+    @register_flop_formula(torch.ops.sp4d.short_attention)
+    def _(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
+        (b, n, h, d), m = q_shape, k_shape[1]
+        return sdpa_flop_count((b, h, n, d), (b, h, m, d), (b, h, m, d))
+
+
+_register_flop_formulas()

@@ -1,0 +1,108 @@
+"""The Triton kernels (backend/sp4d/kernels.py), run by Triton's interpreter on the CPU.
+
+Each check runs in a subprocess with TRITON_INTERPRET=1 (read when triton is imported). On the
+GPU the same kernels are compiled; scripts/gpu_check_sp4d.py repeats these checks there at the
+model's real shapes. The interpreter computes bf16 matrix products wrongly (a Triton interpreter
+limitation: a plain bf16 tl.dot is off there too), so the kernels are checked in fp16 here.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def interpret(code: str) -> str:
+    """Run PRELUDE + code under Triton's interpreter; its standard output."""
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
+    env.pop("SP4D_KERNELS", None)
+    r = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(code)], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+PRELUDE = """
+import torch, torch.nn.functional as F
+from backend.sp4d import kernels
+g = torch.Generator().manual_seed(0)
+def rel(a, b):
+    return float((a.double() - b).norm() / b.norm())
+"""
+
+
+def test_geglu_kernel_equals_linear_then_gelu_gate():
+    out = interpret("""
+    assert kernels.usable(torch.zeros(1, dtype=torch.float16))
+    # rows, inputs and outputs that are no multiple of the tiles; a 3-D input as the blocks pass it
+    x = torch.randn(2, 50, 80, generator=g).half()
+    w = (torch.randn(2 * 72, 80, generator=g) / 80 ** 0.5).half()
+    b = (0.5 * torch.randn(2 * 72, generator=g)).half()
+    got = kernels.geglu_linear(x, w, b)
+    a, gate = F.linear(x.double(), w.double(), b.double()).chunk(2, -1)
+    ref = a * F.gelu(gate)
+    assert got.shape == (2, 50, 72) and got.dtype == torch.float16
+    assert torch.isfinite(got).all()
+    print(rel(got, ref))
+    """)
+    assert float(out) < 2e-3, out
+
+
+def test_short_attention_kernel_equals_softmax_attention():
+    out = interpret("""
+    errs = []
+    for dt in (torch.float16,):
+        for n, m in ((12, 12), (4, 4), (3, 7)):  # camera, motion, unequal lengths
+            # per-head views of linear outputs, as the Attention module makes them (no copies)
+            q = (3 * torch.randn(37, n, 3 * 64, generator=g)).to(dt).view(37, n, 3, 64)
+            kv = (3 * torch.randn(37, m, 2 * 3 * 64, generator=g)).to(dt)
+            k, v = (t.view(37, m, 3, 64) for t in kv.chunk(2, -1))
+            got = kernels.short_attention(q, k, v)
+            ref = F.scaled_dot_product_attention(*(t.double().transpose(1, 2) for t in (q, k, v)))
+            assert got.shape == (37, n, 3 * 64) and got.dtype == dt
+            errs.append(rel(got, ref.transpose(1, 2).reshape(37, n, 3 * 64)))
+    print(max(errs))
+    """)
+    assert float(out) < 2e-3, out  # float32 scores; the weights rounded to fp16 for p·v, as flash kernels do
+
+
+def test_modules_take_the_kernels_and_agree_with_the_plain_path():
+    """GEGLU and Attention switch to the kernels for half-precision inputs and give what the plain
+    PyTorch path gives (both in fp16 on the CPU: the plain path rounds the projection once more)."""
+    out = interpret("""
+    from backend.sp4d.layers import Attention, FeedForward
+    torch.manual_seed(0)
+    ff, attn = FeedForward(64).half(), Attention(64, 2, 32).half()
+    x = torch.randn(30, 12, 64, generator=g).half()
+    calls = []
+    for name in ("geglu_linear", "short_attention"):
+        fn = getattr(kernels, name)
+        setattr(kernels, name, lambda *a, _fn=fn, _n=name: calls.append(_n) or _fn(*a))
+    fused = ff(x).float(), attn(x).float()
+    kernels.ENABLED = False
+    plain = ff(x).float(), attn(x).float()
+    assert sorted(calls) == ["geglu_linear", "short_attention"], calls
+    print(max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(fused, plain)))
+    """)
+    assert float(out) < 5e-3, out
+
+
+def test_triton_is_installed_for_these_tests():
+    import triton  # noqa: F401  (scripts/setup_env.sh installs it; without it the checks above would not run)
+
+
+def test_kernels_are_off_for_float32_and_without_the_interpreter():
+    code = """
+    print(kernels.usable(torch.zeros(1)), kernels.usable(torch.zeros(1, dtype=torch.bfloat16)))
+    """
+    assert interpret(code).split() == ["False", "True"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("TRITON_INTERPRET", None)
+    r = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(code)], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.stdout.split() == ["False", "False"], r.stdout + r.stderr  # no GPU here: the plain paths
