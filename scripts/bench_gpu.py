@@ -21,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from backend.sp4d import kernels  # noqa: E402
 from backend.sp4d.checkpoint import build_model, load_config  # noqa: E402
 from backend.sp4d.pipeline import view_angles  # noqa: E402
 from backend.sp4d.runtime import DTYPES  # noqa: E402
@@ -75,6 +76,7 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true", help="print the top GPU kernels of one denoising step")
     ap.add_argument("--short-attention", help="formulation of compiled short attention "
                     "(scripts/bench_short_attention.py VARIANTS; default: layers.short_attention)")
+    ap.add_argument("--channels-last", action="store_true", help="NHWC activations and convolution weights")
     ap.add_argument("--devices", help="CFG split over two devices, e.g. cuda:0,cuda:1 (cuda:0,cuda:0 checks "
                     "the split on one GPU)")
     ap.add_argument("--compile-blocks", nargs="?", const="blocks", choices=("blocks", "layers"),
@@ -96,6 +98,10 @@ def main() -> int:
     model.to_empty(device=dev)
     random_init_(model)
     model.to(dt)
+    if args.channels_last:
+        from backend.sp4d.unet import use_channels_last
+
+        use_channels_last(model.model.diffusion_model)
     if args.low_vram:
         model.conditioner.to("cpu")
     torch.cuda.empty_cache()
@@ -150,7 +156,10 @@ def main() -> int:
             with profile(activities=[ProfilerActivity.CUDA]) as prof:
                 model.denoise(x2, sigmas[0] * x2.new_ones(len(x2)), cond)
                 sync()
-            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=60))
+            table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=90)
+            print("\n".join(table.splitlines()[:24]))
+            if args.out:
+                args.out.with_suffix(".profile.txt").write_text(table)
         reset_peak()
         step_times = []
         t0 = sync()
@@ -172,7 +181,8 @@ def main() -> int:
     step = float(np.median(step_times))
     peak = PEAK_BF16.get(next((k for k in PEAK_BF16 if k in name), ""), None)
     print(f"device {name}, torch {torch.__version__}, {args.precision}, {args.size}px, {args.steps} steps, "
-          f"{'low-VRAM' if args.low_vram else 'default'} mode; model init {t_load:.1f} s")
+          f"{'low-VRAM' if args.low_vram else 'default'} mode; Triton kernels "
+          f"{'on' if kernels.usable(frames.to(dt)) else 'off'}; model init {t_load:.1f} s")
     print(f"{'stage':14s} {'seconds':>8s} {'peak GiB':>9s}")
     for k, (s, m) in rows.items():
         print(f"{k:14s} {s:8.2f} {m / 2**30:9.2f}")
@@ -182,6 +192,7 @@ def main() -> int:
     print(f"output {tuple(images.shape)}, finite {bool(torch.isfinite(images).all())}")
     if args.out:
         args.out.write_text(json.dumps({"device": name, "torch": torch.__version__, "args": vars(args) | {"out": None},
+                                        "triton_kernels": kernels.usable(frames.to(dt)),
                                         "stages": {k: {"seconds": s, "peak_bytes": m} for k, (s, m) in rows.items()},
                                         "total_seconds": total, "step_median_seconds": step, "step_flops": flops,
                                         "split_max_rel": split_err,

@@ -113,8 +113,12 @@ class DualSpatialTemporalUNet(nn.Module):
         self.middle_cross = CrossNetworkLayer(ch_mid)
         self.output_cross_layers = nn.ModuleList([CrossNetworkLayer(c) for c in chans_out])
 
+    channels_last = False  # set by use_channels_last
+
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, context: torch.Tensor, vector: torch.Tensor,
                 cond_view: torch.Tensor, n_time: int, n_view: int) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         h1, h2 = x.chunk(2, dim=1)
         ctx = UNetContext(self.net1.embed(c_noise, vector), context, cond_view, n_time, n_view)
         skips = []
@@ -126,3 +130,15 @@ class DualSpatialTemporalUNet(nn.Module):
             s1, s2 = skips.pop()
             h1, h2 = fuse(b1(torch.cat([h1, s1], 1), ctx), b2(torch.cat([h2, s2], 1), ctx))
         return torch.cat([self.net1.out(h1), self.net2.out(h2)], dim=1)
+
+
+def use_channels_last(unet: DualSpatialTemporalUNet, on: bool = True) -> None:
+    """Lay the UNet's activations and convolution weights out channels-last (NHWC; NDHWC for the
+    3-D time convolutions). The transformers work on (pixels, channels) rows, so their entry and
+    exit become free views instead of transposing copies, and cuDNN convolves NHWC without
+    converting layouts. Same results up to the order of float sums."""
+    fmt2, fmt3 = (torch.channels_last, torch.channels_last_3d) if on else (torch.contiguous_format,) * 2
+    for m in unet.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+            m.weight.data = m.weight.data.contiguous(memory_format=fmt2 if m.weight.dim() == 4 else fmt3)
+    unet.channels_last = on

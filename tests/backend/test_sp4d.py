@@ -97,6 +97,23 @@ def test_denoiser_call(model):
     close(model.denoise(u["in.x"][48:], u["in.sigma"][48:], half), u["out.denoised"][48:])
 
 
+def test_denoiser_call_channels_last(model):
+    """The NHWC layout (GPU speed) gives the fixture's output too, and can be switched back."""
+    from backend.sp4d.unet import use_channels_last
+
+    u = load_file(FIX / "unet.safetensors")
+    cond = {k[len("in.c."):]: u[k] for k in u if k.startswith("in.c.")}
+    unet = model.model.diffusion_model
+    use_channels_last(unet)
+    try:
+        conv = unet.net1.input_blocks[1][0].in_layers[2]
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+        close(model.network(u["net_in.x_scaled"], u["net_in.c_noise"], cond), u["net_out"])
+    finally:
+        use_channels_last(unet, False)
+    assert conv.weight.is_contiguous() and not unet.channels_last
+
+
 @pytest.fixture(scope="module")
 def sampling():
     return load_file(FIX / "sampling.safetensors")
