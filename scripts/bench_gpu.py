@@ -74,8 +74,6 @@ def main() -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--compile", action="store_true", help="torch.compile the dual UNet (first call timed apart)")
     ap.add_argument("--profile", action="store_true", help="print the top GPU kernels of one denoising step")
-    ap.add_argument("--short-attention", help="formulation of compiled short attention "
-                    "(scripts/bench_short_attention.py VARIANTS; default: layers.short_attention)")
     ap.add_argument("--channels-last", action="store_true", help="NHWC activations and convolution weights")
     ap.add_argument("--devices", help="CFG split over two devices, e.g. cuda:0,cuda:1 (cuda:0,cuda:0 checks "
                     "the split on one GPU)")
@@ -87,12 +85,6 @@ def main() -> int:
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     name = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
-    if args.short_attention:
-        from bench_short_attention import VARIANTS
-
-        from backend.sp4d import layers
-
-        layers.short_attention = VARIANTS[args.short_attention]
     t0 = sync()
     model = build_model(load_config(args.config) if args.config else load_config(), "meta")
     model.to_empty(device=dev)

@@ -2,7 +2,7 @@
 # The GPU measurements of docs/perf.md, in groups that each fit one device call (< 10 min).
 # Results (JSON) go to $OUT (the device tool's output folder) or ./out/gpu.
 #
-#   bash scripts/bench_gpu_all.sh attention   # short-attention forms, then a compiled step with the fastest
+#   bash scripts/bench_gpu_all.sh kernels     # the Triton kernels against the plain paths, then a profiled compiled step
 #   bash scripts/bench_gpu_all.sh split       # the CFG split over cuda:0 and cuda:1 (needs two GPUs)
 #   bash scripts/bench_gpu_all.sh ratio       # the official code beside ours (needs --official: .ref/official)
 #   bash scripts/bench_gpu_all.sh check       # fixtures on CUDA with the compiled layers
@@ -15,20 +15,10 @@ official=${OFFICIAL:-.ref/official}
 quiet() { grep -v -i "warn" || true; }
 nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"
 case "${1:-}" in
-  attention)
-    "$py" scripts/bench_short_attention.py --out "$out/bench_short_attention.json" 2>&1 | quiet
-    best=$("$py" - "$out/bench_short_attention.json" <<'EOF'
-import collections, json, sys
-rows = json.load(open(sys.argv[1]))["rows"]
-total = collections.Counter()
-for key, r in rows.items():
-    total[key.split(" / ")[1]] += r["ms"]
-print(min((ms, name) for name, ms in total.items() if name != "sdpa")[1])
-EOF
-)
-    echo "fastest short attention: $best"
-    "$py" scripts/bench_gpu.py --compile-blocks layers --short-attention "$best" --steps 20 \
-      --out "$out/bench_gpu_layers_$best.json" 2>&1 | quiet | tail -10 ;;
+  kernels)
+    "$py" scripts/bench_kernels.py --out "$out/bench_kernels.json" 2>&1 | quiet
+    "$py" scripts/bench_gpu.py --compile-blocks layers --steps 10 --profile \
+      --out "$out/bench_gpu_layers_kernels.json" 2>&1 | quiet | tail -10 ;;
   split)
     n=$("$py" -c "import torch; print(torch.cuda.device_count())")
     if [ "$n" -lt 2 ]; then echo "the split needs two GPUs, this machine has $n"; exit 2; fi
@@ -43,6 +33,6 @@ EOF
     "$py" scripts/gpu_check_sp4d.py --fixtures .ref/sp4d_tiny --compile-blocks layers --fixtures-only \
       --out "$out/gpu_check_compiled_layers.json" 2>&1 | quiet | tail -12 ;;
   *)
-    echo "usage: bash scripts/bench_gpu_all.sh attention|split|ratio|check" >&2
+    echo "usage: bash scripts/bench_gpu_all.sh kernels|split|ratio|check" >&2
     exit 2 ;;
 esac

@@ -42,7 +42,7 @@ class SP4DPreferences(bpy.types.AddonPreferences):
                ("LAYERS", "Layers", "whole UNet layers (fastest steps)")])
     low_vram: bpy.props.BoolProperty(
         name="Low VRAM", default=False,
-        description="Keep the image encoders off the GPU while sampling (about 18.5 GiB instead of 20 at 576 px)")
+        description="Keep the image encoders off the GPU while sampling (about 15 GiB instead of 17 at 576 px)")
     cache_dir: bpy.props.StringProperty(name="Cache Folder", subtype="DIR_PATH", default="",
                                         description="Where job folders live (empty: the temporary folder)")
 
