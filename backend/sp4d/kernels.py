@@ -1,12 +1,13 @@
 """Triton kernels for the two places where the UNet's time goes to memory traffic, not arithmetic.
 
-* ``geglu_linear``: the GEGLU projection ``a·gelu(g)`` with ``[a | g] = x·Wᵀ + b`` in one matrix
+* ``geglu_linear``: the GEGLU projection ``a·gelu(g)``, ``[a | g] = x·Wᵀ + b``, in one matrix
   product. Unfused, the (tokens, 8·C) product is written, read back by the gating kernel and a
   (tokens, 4·C) result written again; fused, the gated result is the product's only output.
 * ``short_attention``: softmax attention over a few tokens (the camera block's 12 views, the
   motion block's 4 frames). Flash kernels tile 64+ queries per block, so these sequences fill a
   fraction of each tile; here one program takes one sequence (four of the motion block's),
-  head after head, reads q, k and v once and writes the output in the (rows, tokens, heads·d) layout the next projection reads.
+  head after head, reads q, k and v once and writes the output in the (rows, tokens, heads·d)
+  layout the next projection reads.
 
 Both run on CUDA for bf16/fp16 tensors when Triton is installed (``usable``); everything else
 takes the plain PyTorch path in layers.py. They are registered as torch custom ops, so compiled

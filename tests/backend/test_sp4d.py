@@ -243,8 +243,8 @@ def test_attention_chunking_and_single_key_shortcut_are_exact():
     assert a(x, c1).shape == (23, 1, 32)
     close(a(x, c1).expand(23, 5, 32), reference(x, c1), 1e-6)
     norm = torch.nn.LayerNorm(32)
-    for c in (c, c1):
-        close(a.cross(norm, x, c), x + reference(norm(x), c), 1e-6)
+    for ctx in (c, c1):
+        close(a.cross(norm, x, ctx), x + reference(norm(x), ctx), 1e-6)
 
 
 def test_short_attention_equals_fused_attention():
