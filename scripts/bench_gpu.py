@@ -170,11 +170,12 @@ def main() -> int:
         images = ((model.decode(x, 4).float() + 1) / 2).clamp(0, 1)
         rows["decoding"] = (sync() - t0, peak_bytes())
     total = sum(rows[k][0] for k in ("conditioning", "sampling", "decoding"))
+    kernels_on = kernels.usable(frames.to(dt))
     step = float(np.median(step_times))
     peak = PEAK_BF16.get(next((k for k in PEAK_BF16 if k in name), ""), None)
     print(f"device {name}, torch {torch.__version__}, {args.precision}, {args.size}px, {args.steps} steps, "
           f"{'low-VRAM' if args.low_vram else 'default'} mode; Triton kernels "
-          f"{'on' if kernels.usable(frames.to(dt)) else 'off'}; model init {t_load:.1f} s")
+          f"{'on' if kernels_on else 'off'}; model init {t_load:.1f} s")
     print(f"{'stage':14s} {'seconds':>8s} {'peak GiB':>9s}")
     for k, (s, m) in rows.items():
         print(f"{k:14s} {s:8.2f} {m / 2**30:9.2f}")
@@ -184,7 +185,7 @@ def main() -> int:
     print(f"output {tuple(images.shape)}, finite {bool(torch.isfinite(images).all())}")
     if args.out:
         args.out.write_text(json.dumps({"device": name, "torch": torch.__version__, "args": vars(args) | {"out": None},
-                                        "triton_kernels": kernels.usable(frames.to(dt)),
+                                        "triton_kernels": kernels_on,
                                         "stages": {k: {"seconds": s, "peak_bytes": m} for k, (s, m) in rows.items()},
                                         "total_seconds": total, "step_median_seconds": step, "step_flops": flops,
                                         "split_max_rel": split_err,

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.sp4d import kernels  # noqa: E402
-from backend.sp4d.layers import Attention, short_attention  # noqa: E402
+from backend.sp4d.layers import geglu, sdpa_chunked, short_attention  # noqa: E402
 
 LEVELS = [(320, 72), (640, 36), (1280, 18)]  # (width, latent side) of the levels with attention
 B, T, V = 2, 4, 12  # CFG halves, frames, views
@@ -50,17 +50,10 @@ def rel(a: torch.Tensor, ref: torch.Tensor) -> float:
     return float((a.double() - ref).norm() / ref.norm())
 
 
-def geglu_plain(x, w, b):
-    a, g = F.linear(x, w, b).chunk(2, -1)
-    return a * F.gelu(g)
-
-
-def sdpa_chunked(q, k, v):
-    q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-    step = max(1, Attention.MAX_BATCH_HEADS // q.shape[1])
-    out = torch.cat([F.scaled_dot_product_attention(q[i:i + step], k[i:i + step], v[i:i + step])
-                     for i in range(0, q.shape[0], step)])
-    return out.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)
+def sdpa_heads_last(q, k, v):
+    """layers.sdpa_chunked on the (rows, n, heads, d) views, output as (rows, n, heads·d)."""
+    out = sdpa_chunked(*(t.transpose(1, 2) for t in (q, k, v)))
+    return out.transpose(1, 2).reshape(q.shape[0], q.shape[1], -1)
 
 
 def reduce_attention(q, k, v):
@@ -110,8 +103,8 @@ def main() -> int:
         if "geglu" in only:
             x = randn(tokens, c)
             w, b = randn(8 * c, c, scale=c ** -0.5), randn(8 * c, scale=0.1)
-            ref = geglu_plain(x[:4096].double(), w.double(), b.double())
-            for name, fn in (("cublas+eager", geglu_plain), ("cublas+compiled", torch.compile(geglu_plain)),
+            ref = geglu(x[:4096].double(), w.double(), b.double())
+            for name, fn in (("cublas+eager", geglu), ("cublas+compiled", torch.compile(geglu)),
                              ("triton fused", kernels.geglu_linear)):
                 ms = time_ms(fn, x, w, b)
                 record("geglu", level, name, ms, rel(fn(x, w, b)[:4096], ref), flops=2 * tokens * c * 8 * c)
@@ -123,9 +116,9 @@ def main() -> int:
             rows_ = tokens // n
             qkv = randn(rows_, n, 3 * c, scale=3.0)  # q, k, v as the to_q/k/v outputs viewed per head
             q, k, v = (t.view(rows_, n, heads, 64) for t in qkv.split(c, -1))
-            ref = sdpa_chunked(*(t[:2048].double() for t in (q, k, v)))
+            ref = sdpa_heads_last(*(t[:2048].double() for t in (q, k, v)))
             nbytes = 4 * tokens * c * 2
-            for name, fn in (("sdpa chunked", sdpa_chunked), ("compiled reduce", torch.compile(reduce_attention)),
+            for name, fn in (("sdpa chunked", sdpa_heads_last), ("compiled reduce", torch.compile(reduce_attention)),
                              ("triton kernel", kernels.short_attention)):
                 ms = time_ms(fn, q, k, v)
                 record(piece, level, name, ms, rel(fn(q, k, v)[:2048], ref), nbytes=nbytes)

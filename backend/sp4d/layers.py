@@ -56,6 +56,22 @@ def short_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
     return (s.softmax(-1).unsqueeze(-1) * v.unsqueeze(-3)).sum(-2).to(dt)
 
 
+def sdpa_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, max_batch_heads: int = 65535) -> torch.Tensor:
+    """PyTorch's fused attention on (b, heads, n, d); CUDA attention kernels limit batch·heads
+    per launch (grid size), so larger batches go in chunks."""
+    b, step = q.shape[0], max(1, max_batch_heads // q.shape[1])
+    if b <= step:
+        return F.scaled_dot_product_attention(q, k, v)
+    return torch.cat([F.scaled_dot_product_attention(q[i:i + step], k[i:i + step], v[i:i + step])
+                      for i in range(0, b, step)])
+
+
+def geglu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """a·gelu(g) with [a | g] = x·weightᵀ + bias (the plain path of kernels.geglu_linear)."""
+    a, gate = F.linear(x, weight, bias).chunk(2, dim=-1)
+    return a * F.gelu(gate)
+
+
 class Attention(nn.Module):
     """Multi-head attention with bias-free q/k/v projections (keys to_q, to_k, to_v, to_out.0)."""
 
@@ -69,8 +85,7 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(context_dim, inner, bias=False)
         self.to_out = nn.Sequential(nn.Linear(inner, query_dim), nn.Identity())
 
-    # CUDA attention kernels limit batch·heads per launch (grid size); larger batches go in chunks
-    MAX_BATCH_HEADS = 65535
+    MAX_BATCH_HEADS = 65535  # see sdpa_chunked
     SHORT = 16  # sequences up to this length: kernels.short_attention, or short_attention when compiled
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
@@ -82,17 +97,14 @@ class Attention(nn.Module):
             return self.to_out(self.to_v(ctx))
         q, k, v = (p(t).view(b, t.shape[1], self.heads, -1)
                    for p, t in ((self.to_q, x), (self.to_k, ctx), (self.to_v, ctx)))
-        if max(n, ctx.shape[1]) <= self.SHORT and kernels.attention_usable(q):
+        short = max(n, ctx.shape[1]) <= self.SHORT
+        if short and kernels.attention_usable(q):
             return self.to_out(kernels.short_attention(q, k, v))
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-        step = max(1, self.MAX_BATCH_HEADS // self.heads)
-        if torch.compiler.is_compiling() and max(n, ctx.shape[1]) <= self.SHORT:
+        if short and torch.compiler.is_compiling():
             out = short_attention(q, k, v)
-        elif b > step:
-            out = torch.cat([F.scaled_dot_product_attention(q[i:i + step], k[i:i + step], v[i:i + step])
-                             for i in range(0, b, step)])
         else:
-            out = F.scaled_dot_product_attention(q, k, v)
+            out = sdpa_chunked(q, k, v, self.MAX_BATCH_HEADS)
         return self.to_out(out.transpose(1, 2).reshape(b, n, -1))
 
     def cross(self, norm: nn.Module, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -108,10 +120,9 @@ class GEGLU(nn.Module):
         self.proj = nn.Linear(dim_in, dim_out * 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if kernels.usable(x):  # one fused product: the 2×-wide projection never reaches memory
-            return kernels.geglu_linear(x, self.proj.weight, self.proj.bias)
-        x, gate = self.proj(x).chunk(2, dim=-1)
-        return x * F.gelu(gate)
+        # the fused kernel: the 2×-wide projection never reaches memory
+        fn = kernels.geglu_linear if kernels.usable(x) else geglu
+        return fn(x, self.proj.weight, self.proj.bias)
 
 
 class FeedForward(nn.Module):
