@@ -5,6 +5,9 @@ For each UNet level (72², 36², 18² latents; widths 320, 640, 1280):
           compiled) against the fused Triton kernel (backend/sp4d/kernels.py)
   camera  attention over 12 views / motion: over 4 frames: PyTorch SDPA (chunked), the compiled
           multiply-reduce (layers.short_attention) and the Triton kernel
+  timeres the whole compiled time ResBlock (GroupNorm-SiLU-conv3d twice, + embedding, + skip) with
+          the generic GroupNorm decomposition and with layers.group_norm_5d (per-image partial
+          sums), and with channels-last (3-D) conv weights
   conv3d  the time ResBlock's (3,1,1) convolution over the 48 frames: cuDNN on the view the block
           passes, on a contiguous input, channels-last, and as one batched matrix product over
           three consecutive frames (the frames of a (b, n, c, h·w) tensor lie back to back)
@@ -26,7 +29,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.sp4d import kernels  # noqa: E402
-from backend.sp4d.layers import geglu, sdpa_chunked, short_attention  # noqa: E402
+from backend.sp4d.layers import GroupNorm32, geglu, sdpa_chunked, short_attention  # noqa: E402
+from backend.sp4d.unet_blocks import ResBlock  # noqa: E402
 
 LEVELS = [(320, 72), (640, 36), (1280, 18)]  # (width, latent side) of the levels with attention
 B, T, V = 2, 4, 12  # CFG halves, frames, views
@@ -61,6 +65,15 @@ def reduce_attention(q, k, v):
     return out.transpose(1, 2).reshape(q.shape[0], q.shape[1], -1)
 
 
+def launcher(launch):
+    """A kernels.geglu_* launcher (writes into ``out``) as a function returning its output."""
+    def run(x2, weight, bias):
+        out = x2.new_empty(x2.shape[0], weight.shape[0] // 2)
+        launch(x2, weight, bias, out)
+        return out
+    return run
+
+
 def conv3d(x5: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     return F.conv3d(x5, w, bias, padding=(1, 0, 0))
 
@@ -80,7 +93,7 @@ def conv_frames_gemm(x5: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> t
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--only", default="geglu,camera,motion,conv3d")
+    ap.add_argument("--only", default="geglu,camera,motion,timeres,conv3d")
     args = ap.parse_args()
     only = set(args.only.split(","))
     dev = "cuda"
@@ -105,7 +118,8 @@ def main() -> int:
             w, b = randn(8 * c, c, scale=c ** -0.5), randn(8 * c, scale=0.1)
             ref = geglu(x[:4096].double(), w.double(), b.double())
             for name, fn in (("cublas+eager", geglu), ("cublas+compiled", torch.compile(geglu)),
-                             ("triton fused", kernels.geglu_linear)):
+                             ("triton blocked", launcher(kernels.geglu_blocked)),
+                             ("triton tma", launcher(kernels.geglu_tma))):
                 ms = time_ms(fn, x, w, b)
                 record("geglu", level, name, ms, rel(fn(x, w, b)[:4096], ref), flops=2 * tokens * c * 8 * c)
             del x
@@ -123,6 +137,26 @@ def main() -> int:
                 ms = time_ms(fn, q, k, v)
                 record(piece, level, name, ms, rel(fn(q, k, v)[:2048], ref), nbytes=nbytes)
             del qkv, q, k, v
+        if "timeres" in only:
+            n = T * V
+            x5 = randn(B, n, c, side, side).transpose(1, 2)
+            emb = randn(B, n, 1280)
+            block = ResBlock(c, 1280, c, dims=3, kernel=(3, 1, 1), emb_time_major=True).to(dev, DT)
+            ref = None
+            for name, frames_stats, ch_last in (("generic norm", False, False), ("norm 5d", True, False),
+                                                ("norm 5d ch-last", True, True)):
+                GroupNorm32.FRAMES_STATS = frames_stats
+                for conv in (block.in_layers[2], block.out_layers[3]):
+                    conv.weight.data = conv.weight.data.contiguous(
+                        memory_format=torch.channels_last_3d if ch_last else torch.contiguous_format)
+                torch._dynamo.reset()
+                fn = torch.compile(block)
+                out = fn(x5, emb)
+                ref = out.double() if ref is None else ref  # the first variant is the reference here
+                ms = time_ms(fn, x5, emb)
+                record("timeres", level, name, ms, rel(out, ref), nbytes=6 * x5.numel() * 2)
+            GroupNorm32.FRAMES_STATS = True
+            del x5, block
         if "conv3d" in only:
             n = T * V
             xb = randn(B, n, c, side, side)

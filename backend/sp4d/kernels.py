@@ -26,6 +26,7 @@ import torch
 try:
     import triton
     import triton.language as tl
+    from triton.tools.tensor_descriptor import TensorDescriptor
 except ImportError:  # CPU installs: the plain PyTorch paths are used
     triton = None
 
@@ -92,6 +93,58 @@ if triton is not None:
         out = a * (0.5 * g * (1.0 + tl.erf(g * 0.7071067811865476)))  # exact (erf) GELU, as F.gelu
         tl.store(o_ptr + rm[:, None] * s_om + rn[None, :] * s_on, out.to(o_ptr.dtype.element_ty), mask=in_m & in_n)
 
+    def _set_blocks(nargs: dict) -> None:
+        """Autotuner pre-hook: the TMA descriptors' box shapes follow the config's tile."""
+        bm, bn, bk = nargs["BLOCK_M"], nargs["BLOCK_N"], nargs["BLOCK_K"]
+        nargs["x_desc"].block_shape = [bm, bk]
+        nargs["w_desc"].block_shape = [bn, bk]
+        nargs["o_desc"].block_shape = [bm, bn]
+
+    _TMA_CONFIGS = [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8}, num_stages=s, num_warps=w,
+                      pre_hook=_set_blocks)
+        for bm, bn, bk, s, w in ((128, 128, 64, 3, 8), (128, 128, 64, 4, 8), (128, 64, 64, 4, 4),
+                                 (128, 64, 64, 5, 8), (64, 128, 64, 4, 4), (128, 128, 32, 5, 8))
+    ] if not INTERPRET else [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2},
+                                           pre_hook=_set_blocks)]
+
+    @triton.jit
+    def _tile_of(t, n_m, n_n, GROUP_M: tl.constexpr):
+        # the grouped order of _geglu_kernel: GROUP_M row tiles walk the weight columns together
+        group = t // (GROUP_M * n_n)
+        first_m = group * GROUP_M
+        rows_in_group = min(n_m - first_m, GROUP_M)
+        return first_m + (t % (GROUP_M * n_n)) % rows_in_group, (t % (GROUP_M * n_n)) // rows_in_group
+
+    @triton.autotune(configs=_TMA_CONFIGS, key=["M", "N", "K"])
+    @triton.jit
+    def _geglu_tma_kernel(x_desc, w_desc, b_ptr, o_desc, M, N, K, PROGRAMS: tl.constexpr,
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                          GROUP_M: tl.constexpr):
+        # Persistent: PROGRAMS programs (one per SM) walk the output tiles. With K of 320-1280 a
+        # tile has only 5-20 products, so loading the first operands and the gated store weigh on
+        # every tile; the flattened loop lets the pipeliner fetch the next tile's operands (TMA)
+        # while this tile's epilogue runs.
+        n_m, n_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
+        k_steps = tl.cdiv(K, BLOCK_K)
+        done = tl.program_id(0) - PROGRAMS  # a second tile counter for the epilogue (keeps the loop's
+        for t in tl.range(tl.program_id(0), n_m * n_n, PROGRAMS, flatten=True):  # stages independent)
+            pid_m, pid_n = _tile_of(t, n_m, n_n, GROUP_M)
+            off_m, off_n = pid_m * BLOCK_M, pid_n * BLOCK_N
+            acc_a = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            acc_g = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            for ks in range(k_steps):
+                x = x_desc.load([off_m, ks * BLOCK_K])
+                acc_a = tl.dot(x, w_desc.load([off_n, ks * BLOCK_K]).T, acc_a)  # value rows
+                acc_g = tl.dot(x, w_desc.load([N + off_n, ks * BLOCK_K]).T, acc_g)  # gate rows, N further
+            done += PROGRAMS
+            pid_m, pid_n = _tile_of(done, n_m, n_n, GROUP_M)
+            rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+            a = acc_a + tl.load(b_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+            g = acc_g + tl.load(b_ptr + N + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+            out = a * (0.5 * g * (1.0 + tl.erf(g * 0.7071067811865476)))
+            o_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N], out.to(o_desc.dtype))
+
     @triton.jit
     def _short_attention_kernel(q_ptr, k_ptr, v_ptr, o_ptr, B, n, m,
                                 s_qb, s_qn, s_qh, s_kb, s_km, s_kh, s_vb, s_vm, s_vh, s_ob, s_on, s_oh,
@@ -130,14 +183,43 @@ def geglu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> t
     N = weight.shape[0] // 2
     x2 = x.reshape(-1, K)
     out = torch.empty(x2.shape[0], N, device=x.device, dtype=x.dtype)
-    M = x2.shape[0]
+    (geglu_tma if tma_usable(x2, weight) else geglu_blocked)(x2, weight, bias, out)
+    return out.view(*x.shape[:-1], N)
+
+
+def tma_usable(x2: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether geglu_tma can take these operands: a Hopper-or-newer GPU (or the interpreter) and
+    TMA's layout rules (unit inner strides, 16-byte aligned rows and bases); ``SP4D_GEGLU_TMA=0``
+    keeps the blocked kernel."""
+    if os.environ.get("SP4D_GEGLU_TMA", "1") == "0":
+        return False
+    if x2.is_cuda and torch.cuda.get_device_capability(x2.device)[0] < 9:
+        return False
+    return all(t.stride(-1) == 1 and (t.stride(0) * t.element_size()) % 16 == 0 and t.data_ptr() % 16 == 0
+               for t in (x2, weight))
+
+
+def geglu_blocked(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out: torch.Tensor) -> None:
+    """The GEGLU product into ``out`` (M, N), one program per output tile (any strides)."""
+    (M, K), N = x2.shape, out.shape[1]
 
     def grid(meta):
         return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
 
     _geglu_kernel[grid](x2, weight, bias, out, M, N, K, x2.stride(0), x2.stride(1),
                         weight.stride(0), weight.stride(1), out.stride(0), out.stride(1))
-    return out.view(*x.shape[:-1], N)
+
+
+def geglu_tma(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out: torch.Tensor) -> None:
+    """The GEGLU product into ``out`` (M, N): persistent programs, TMA loads and stores."""
+    (M, K), N = x2.shape, out.shape[1]
+    programs = (torch.cuda.get_device_properties(x2.device).multi_processor_count if x2.is_cuda else 4)
+    descs = [TensorDescriptor(t, list(t.shape), list(t.stride()), [16, 16]) for t in (x2, weight, out)]
+
+    def grid(meta):  # the boxes ([16, 16] above) are set per config by _set_blocks
+        return (min(programs, triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"])),)
+
+    _geglu_tma_kernel[grid](descs[0], descs[1], bias, descs[2], M, N, K, PROGRAMS=programs)
 
 
 @geglu_linear.register_fake

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .layers import mlp, timestep_embedding, unet_norm
-from .unet_blocks import Downsample, SpatioTemporalTransformer, UNetContext, Upsample, VideoResBlock
+from .unet_blocks import CrossNetworkLayer, Downsample, SpatioTemporalTransformer, UNetContext, Upsample, VideoResBlock
 
 
 class Seq(nn.ModuleList):
@@ -83,18 +83,6 @@ class SpatialTemporalUNet(nn.Module):
 def ch_of(block: Seq) -> int:
     last = block[-1]
     return last.out_channels if hasattr(last, "out_channels") else last.in_channels
-
-
-class CrossNetworkLayer(nn.Module):
-    """BiDiFuse: f = conv1×1(ReLU(conv1×1([h1, h2]))); both branches get + f."""
-
-    def __init__(self, ch: int):
-        super().__init__()
-        self.fusion_conv = nn.Sequential(nn.Conv2d(2 * ch, ch, 1), nn.ReLU(), nn.Conv2d(ch, ch, 1))
-
-    def forward(self, h1: torch.Tensor, h2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f = self.fusion_conv(torch.cat([h1, h2], dim=1))
-        return h1 + f, h2 + f
 
 
 class DualSpatialTemporalUNet(nn.Module):

@@ -196,11 +196,24 @@ class SpatioTemporalTransformer(nn.Module):
         return x + x_in
 
 
+class CrossNetworkLayer(nn.Module):
+    """BiDiFuse: f = conv1×1(ReLU(conv1×1([h1, h2]))); both branches get + f."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.fusion_conv = nn.Sequential(nn.Conv2d(2 * ch, ch, 1), nn.ReLU(), nn.Conv2d(ch, ch, 1))
+
+    def forward(self, h1: torch.Tensor, h2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.fusion_conv(torch.cat([h1, h2], dim=1))
+        return h1 + f, h2 + f
+
+
 COMPILE_SCOPES = {
     # the repeated inner blocks: one graph per shape, shared by every instance
     "blocks": (TransformerBlock, TimeMixBlock, ResBlock),
-    # whole UNet layers: also fuses the camera/motion regroupings, GroupNorms and blends around them
-    "layers": (SpatioTemporalTransformer, VideoResBlock),
+    # whole UNet layers: also fuses the camera/motion regroupings, GroupNorms and blends around them,
+    # and the branches' fusion (concatenation, 1×1 convolutions, ReLU, the two sums)
+    "layers": (SpatioTemporalTransformer, VideoResBlock, CrossNetworkLayer),
 }
 DEFAULT_SCOPE = "blocks"
 _eager_forward: dict[type, object] = {}

@@ -48,7 +48,20 @@ def test_geglu_kernel_equals_linear_then_gelu_gate():
     ref = a * F.gelu(gate)
     assert got.shape == (2, 50, 72) and got.dtype == torch.float16
     assert torch.isfinite(got).all()
-    print(rel(got, ref))
+    errs = [rel(got, ref)]
+    # both launchers directly: the persistent TMA kernel (taken above) and the blocked one
+    x2 = x.reshape(-1, 80)
+    assert kernels.tma_usable(x2, w)
+    for launch in (kernels.geglu_tma, kernels.geglu_blocked):
+        o = torch.full((100, 72), float("nan"), dtype=torch.float16)
+        launch(x2, w, b, o)
+        errs.append(rel(o, ref.reshape(100, 72)))
+    # an input TMA cannot take (rows 81 values apart: not 16-byte aligned) goes to the blocked kernel
+    xs = torch.randn(100, 81, generator=g).half()[:, :80]
+    assert not kernels.tma_usable(xs, w)
+    a, gate = F.linear(xs.double(), w.double(), b.double()).chunk(2, -1)
+    errs.append(rel(kernels.geglu_linear(xs, w, b), a * F.gelu(gate)))
+    print(max(errs))
     """)
     assert float(out) < 2e-3, out
 

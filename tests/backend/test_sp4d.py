@@ -260,6 +260,26 @@ def test_short_attention_equals_fused_attention():
     assert short_attention(*half).dtype == torch.bfloat16
 
 
+def test_group_norm_5d_equals_group_norm_on_both_layouts():
+    """The compiled graphs' GroupNorm of the time ResBlocks (per-image partial sums, two passes)
+    against PyTorch's, on the transposed frames view they get and on a contiguous tensor."""
+    import torch.nn.functional as F
+
+    from backend.sp4d.layers import group_norm_5d
+
+    g = torch.Generator().manual_seed(0)
+    w, b = torch.randn(12, generator=g, dtype=torch.float64), torch.randn(12, generator=g, dtype=torch.float64)
+    mem = torch.randn(2, 5, 12, 3, 4, generator=g, dtype=torch.float64) * 2 + 7  # (b, frames, c, h, w), offset mean
+    for x in (mem.transpose(1, 2), mem.transpose(1, 2).contiguous()):
+        ref = F.group_norm(x, 4, w, b, 1e-6)
+        out = group_norm_5d(x, 4, w, b, 1e-6)
+        assert out.dtype == torch.float64 and out.shape == x.shape
+        torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    half = group_norm_5d(mem.transpose(1, 2).bfloat16(), 4, w.float(), b.float(), 1e-6)
+    assert half.dtype == torch.bfloat16
+    close(half.double(), F.group_norm(mem.transpose(1, 2), 4, w, b, 1e-6), 1e-2)
+
+
 @pytest.mark.skipif(not any(map(__import__("shutil").which, ("g++", "c++", "clang++"))), reason="no C++ compiler")
 @pytest.mark.parametrize("scope", ["blocks", "layers"])
 def test_compiled_unet_matches_eager_and_uncompiles(model, scope):
