@@ -21,10 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -96,6 +98,10 @@ def main() -> int:
     ap.add_argument("--only", default="geglu,camera,motion,timeres,conv3d")
     args = ap.parse_args()
     only = set(args.only.split(","))
+    # the persistent GEGLU kernel with warp-specialised loads (Triton's Hopper support, experimental)
+    ws_kernel = triton.autotune(configs=[kernels._tma_config(128, 128, 64, s, 8, split, True)
+                                         for s in (3, 4) for split in (False, True)],
+                                key=["M", "N", "K"])(kernels._geglu_tma_kernel.fn)
     dev = "cuda"
     g = torch.Generator(device=dev).manual_seed(0)
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, bf16; kernels usable: "
@@ -119,8 +125,13 @@ def main() -> int:
             ref = geglu(x[:4096].double(), w.double(), b.double())
             for name, fn in (("cublas+eager", geglu), ("cublas+compiled", torch.compile(geglu)),
                              ("triton blocked", launcher(kernels.geglu_blocked)),
-                             ("triton tma", launcher(kernels.geglu_tma))):
-                ms = time_ms(fn, x, w, b)
+                             ("triton tma", launcher(kernels.geglu_tma)),
+                             ("triton tma ws", launcher(partial(kernels.geglu_tma, kernel=ws_kernel)))):
+                try:
+                    ms = time_ms(fn, x, w, b)
+                except Exception as e:  # noqa: BLE001 - an experimental variant that does not compile here
+                    print(f"geglu   {level:12s} {name:16s} failed: {type(e).__name__}: {str(e)[:200]}")
+                    continue
                 record("geglu", level, name, ms, rel(fn(x, w, b)[:4096], ref), flops=2 * tokens * c * 8 * c)
             del x
         for piece, n in (("camera", V), ("motion", T)):

@@ -98,15 +98,17 @@ if triton is not None:
         bm, bn, bk = nargs["BLOCK_M"], nargs["BLOCK_N"], nargs["BLOCK_K"]
         nargs["x_desc"].block_shape = [bm, bk]
         nargs["w_desc"].block_shape = [bn, bk]
-        nargs["o_desc"].block_shape = [bm, bn]
+        nargs["o_desc"].block_shape = [bm, bn // 2 if nargs["SPLIT"] else bn]
+
+    def _tma_config(bm, bn, bk, stages, warps, split=False, ws=False):
+        return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "SPLIT": split, "WS": ws},
+                             num_stages=stages, num_warps=warps, pre_hook=_set_blocks)
 
     _TMA_CONFIGS = [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8}, num_stages=s, num_warps=w,
-                      pre_hook=_set_blocks)
-        for bm, bn, bk, s, w in ((128, 128, 64, 3, 8), (128, 128, 64, 4, 8), (128, 64, 64, 4, 4),
-                                 (128, 64, 64, 5, 8), (64, 128, 64, 4, 4), (128, 128, 32, 5, 8))
-    ] if not INTERPRET else [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2},
-                                           pre_hook=_set_blocks)]
+        _tma_config(*c) for c in ((128, 128, 64, 3, 8), (128, 128, 64, 4, 8), (128, 64, 64, 4, 4),
+                                  (128, 64, 64, 5, 8), (64, 128, 64, 4, 4), (128, 128, 32, 5, 8),
+                                  (128, 128, 64, 4, 8, True), (128, 128, 64, 5, 8, True))
+    ] if not INTERPRET else [_tma_config(32, 32, 32, 1, 4)]  # one config: the interpreter cannot time them
 
     @triton.jit
     def _tile_of(t, n_m, n_n, GROUP_M: tl.constexpr):
@@ -120,15 +122,17 @@ if triton is not None:
     @triton.jit
     def _geglu_tma_kernel(x_desc, w_desc, b_ptr, o_desc, M, N, K, PROGRAMS: tl.constexpr,
                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                          GROUP_M: tl.constexpr):
+                          GROUP_M: tl.constexpr, SPLIT: tl.constexpr, WS: tl.constexpr):
         # Persistent: PROGRAMS programs (one per SM) walk the output tiles. With K of 320-1280 a
         # tile has only 5-20 products, so loading the first operands and the gated store weigh on
         # every tile; the flattened loop lets the pipeliner fetch the next tile's operands (TMA)
-        # while this tile's epilogue runs.
+        # while this tile's epilogue runs. SPLIT: the epilogue in two column halves (half the
+        # registers and store buffer); WS: warp-specialised loads (Triton's Hopper support; needs
+        # the loop unflattened).
         n_m, n_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
         k_steps = tl.cdiv(K, BLOCK_K)
-        done = tl.program_id(0) - PROGRAMS  # a second tile counter for the epilogue (keeps the loop's
-        for t in tl.range(tl.program_id(0), n_m * n_n, PROGRAMS, flatten=True):  # stages independent)
+        done = tl.program_id(0) - PROGRAMS  # the epilogue's own tile counter: keeps the stages independent
+        for t in tl.range(tl.program_id(0), n_m * n_n, PROGRAMS, flatten=not WS, warp_specialize=WS):
             pid_m, pid_n = _tile_of(t, n_m, n_n, GROUP_M)
             off_m, off_n = pid_m * BLOCK_M, pid_n * BLOCK_N
             acc_a = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -139,11 +143,22 @@ if triton is not None:
                 acc_g = tl.dot(x, w_desc.load([N + off_n, ks * BLOCK_K]).T, acc_g)  # gate rows, N further
             done += PROGRAMS
             pid_m, pid_n = _tile_of(done, n_m, n_n, GROUP_M)
-            rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-            a = acc_a + tl.load(b_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
-            g = acc_g + tl.load(b_ptr + N + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
-            out = a * (0.5 * g * (1.0 + tl.erf(g * 0.7071067811865476)))
-            o_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N], out.to(o_desc.dtype))
+            if SPLIT:
+                a0, a1 = tl.split(tl.permute(tl.reshape(acc_a, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
+                g0, g1 = tl.split(tl.permute(tl.reshape(acc_g, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
+                _gate_store(a0, g0, b_ptr, o_desc, N, pid_m * BLOCK_M, pid_n * BLOCK_N, BLOCK_N // 2)
+                _gate_store(a1, g1, b_ptr, o_desc, N, pid_m * BLOCK_M, pid_n * BLOCK_N + BLOCK_N // 2, BLOCK_N // 2)
+            else:
+                _gate_store(acc_a, acc_g, b_ptr, o_desc, N, pid_m * BLOCK_M, pid_n * BLOCK_N, BLOCK_N)
+
+    @triton.jit
+    def _gate_store(acc_a, acc_g, b_ptr, o_desc, N, off_m, off_n, WIDTH: tl.constexpr):
+        # bias, exact (erf) GELU of the gate, product, one rounding, TMA store of the (rows, WIDTH) block
+        rn = off_n + tl.arange(0, WIDTH)
+        a = acc_a + tl.load(b_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+        g = acc_g + tl.load(b_ptr + N + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+        out = a * (0.5 * g * (1.0 + tl.erf(g * 0.7071067811865476)))
+        o_desc.store([off_m, off_n], out.to(o_desc.dtype))
 
     @triton.jit
     def _short_attention_kernel(q_ptr, k_ptr, v_ptr, o_ptr, B, n, m,
@@ -210,8 +225,10 @@ def geglu_blocked(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, ou
                         weight.stride(0), weight.stride(1), out.stride(0), out.stride(1))
 
 
-def geglu_tma(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out: torch.Tensor) -> None:
-    """The GEGLU product into ``out`` (M, N): persistent programs, TMA loads and stores."""
+def geglu_tma(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out: torch.Tensor,
+              kernel=None) -> None:
+    """The GEGLU product into ``out`` (M, N): persistent programs, TMA loads and stores.
+    ``kernel``: another autotuned variant of _geglu_tma_kernel (other configs, for benchmarks)."""
     (M, K), N = x2.shape, out.shape[1]
     programs = (torch.cuda.get_device_properties(x2.device).multi_processor_count if x2.is_cuda else 4)
     descs = [TensorDescriptor(t, list(t.shape), list(t.stride()), [16, 16]) for t in (x2, weight, out)]
@@ -219,7 +236,7 @@ def geglu_tma(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out: t
     def grid(meta):  # the boxes ([16, 16] above) are set per config by _set_blocks
         return (min(programs, triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"])),)
 
-    _geglu_tma_kernel[grid](descs[0], descs[1], bias, descs[2], M, N, K, PROGRAMS=programs)
+    (kernel or _geglu_tma_kernel)[grid](descs[0], descs[1], bias, descs[2], M, N, K, PROGRAMS=programs)
 
 
 @geglu_linear.register_fake

@@ -65,7 +65,11 @@ class VideoResBlock(ResBlock):
         self.time_mix_blocks = ResBlock(out, emb_ch, out, dims=3, kernel=tuple(time_kernel), emb_time_major=True)
         self.time_mixer = AlphaBlender()
 
-    def forward(self, x: torch.Tensor, ctx: UNetContext) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ctx: UNetContext, skip: torch.Tensor | None = None) -> torch.Tensor:
+        """``skip``: the decoder's skip connection, concatenated to x along channels here, so that
+        compiled, the concatenation fuses into the norm and convolutions that read it."""
+        if skip is not None:
+            x = torch.cat([x, skip], 1)
         x = super().forward(x, ctx.emb)
         n = ctx.n_frames
         bt, c, h, w = x.shape
@@ -212,8 +216,8 @@ COMPILE_SCOPES = {
     # the repeated inner blocks: one graph per shape, shared by every instance
     "blocks": (TransformerBlock, TimeMixBlock, ResBlock),
     # whole UNet layers: also fuses the camera/motion regroupings, GroupNorms and blends around them,
-    # and the branches' fusion (concatenation, 1×1 convolutions, ReLU, the two sums)
-    "layers": (SpatioTemporalTransformer, VideoResBlock, CrossNetworkLayer),
+    # the branches' fusion (concatenation, 1×1 convolutions, ReLU, the two sums) and the upsampling
+    "layers": (SpatioTemporalTransformer, VideoResBlock, CrossNetworkLayer, Upsample),
 }
 DEFAULT_SCOPE = "blocks"
 _eager_forward: dict[type, object] = {}

@@ -49,10 +49,17 @@ def test_geglu_kernel_equals_linear_then_gelu_gate():
     assert got.shape == (2, 50, 72) and got.dtype == torch.float16
     assert torch.isfinite(got).all()
     errs = [rel(got, ref)]
-    # both launchers directly: the persistent TMA kernel (taken above) and the blocked one
+    # both launchers directly: the persistent TMA kernel (taken above; each of its epilogues) and
+    # the blocked one
     x2 = x.reshape(-1, 80)
     assert kernels.tma_usable(x2, w)
-    for launch in (kernels.geglu_tma, kernels.geglu_blocked):
+    import triton
+    launches = [kernels.geglu_blocked]
+    for split in (False, True):
+        one = triton.autotune(configs=[kernels._tma_config(32, 32, 32, 1, 4, split)],
+                              key=["M", "N", "K"])(kernels._geglu_tma_kernel.fn)
+        launches.append(lambda *a, one=one: kernels.geglu_tma(*a, kernel=one))
+    for launch in launches:
         o = torch.full((100, 72), float("nan"), dtype=torch.float16)
         launch(x2, w, b, o)
         errs.append(rel(o, ref.reshape(100, 72)))
