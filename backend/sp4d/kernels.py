@@ -108,6 +108,8 @@ if triton is not None:
         _tma_config(*c) for c in ((128, 128, 64, 3, 8), (128, 128, 64, 4, 8), (128, 64, 64, 4, 4),
                                   (128, 64, 64, 5, 8), (64, 128, 64, 4, 4), (128, 128, 32, 5, 8),
                                   (128, 128, 64, 4, 8, True), (128, 128, 64, 5, 8, True))
+    ] + [  # warp-specialised: 7-18 % faster on the H100 at all three widths (docs/perf.md, row 17)
+        _tma_config(128, 128, 64, s, 8, split, True) for s in (3, 4) for split in (False, True)
     ] if not INTERPRET else [_tma_config(32, 32, 32, 1, 4)]  # one config: the interpreter cannot time them
 
     @triton.jit

@@ -148,16 +148,10 @@ class GEGLU(nn.Module):
         super().__init__()
         self.proj = nn.Linear(dim_in, dim_out * 2)
 
-    # Compiled graphs with inputs this wide take cuBLAS and a fused gate instead of the kernel:
-    # with K = 1280 the long product runs at ~580 TFLOP/s in cuBLAS, ~480 in the Triton kernel
-    # (H100, scripts/bench_kernels.py); narrower inputs are faster fused.
-    PLAIN_WHEN_COMPILED_FROM = 1280
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # the fused kernel: the 2×-wide projection never reaches memory
-        plain = not kernels.usable(x) or (torch.compiler.is_compiling()
-                                          and x.shape[-1] >= self.PLAIN_WHEN_COMPILED_FROM)
-        return (geglu if plain else kernels.geglu_linear)(x, self.proj.weight, self.proj.bias)
+        fn = kernels.geglu_linear if kernels.usable(x) else geglu
+        return fn(x, self.proj.weight, self.proj.bias)
 
 
 class FeedForward(nn.Module):

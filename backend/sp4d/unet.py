@@ -10,13 +10,10 @@ from .unet_blocks import CrossNetworkLayer, Downsample, SpatioTemporalTransforme
 
 
 class Seq(nn.ModuleList):
-    """Runs its children in order, giving ``ctx`` to the blocks that take it. An output block's
-    ``skip`` goes to its first child (a VideoResBlock), which concatenates it to ``h``."""
+    """Runs its children in order, giving ``ctx`` to the blocks that take it."""
 
-    def forward(self, h: torch.Tensor, ctx: UNetContext, skip: torch.Tensor | None = None) -> torch.Tensor:
-        if skip is not None:
-            h = self[0](h, ctx, skip)
-        for m in self[1:] if skip is not None else self:
+    def forward(self, h: torch.Tensor, ctx: UNetContext) -> torch.Tensor:
+        for m in self:
             h = m(h, ctx) if isinstance(m, (VideoResBlock, SpatioTemporalTransformer)) else m(h)
         return h
 
@@ -119,7 +116,7 @@ class DualSpatialTemporalUNet(nn.Module):
         h1, h2 = self.middle_cross(self.net1.middle_block(h1, ctx), self.net2.middle_block(h2, ctx))
         for b1, b2, fuse in zip(self.net1.output_blocks, self.net2.output_blocks, self.output_cross_layers):
             s1, s2 = skips.pop()
-            h1, h2 = fuse(b1(h1, ctx, s1), b2(h2, ctx, s2))
+            h1, h2 = fuse(b1(torch.cat([h1, s1], 1), ctx), b2(torch.cat([h2, s2], 1), ctx))
         return torch.cat([self.net1.out(h1), self.net2.out(h2)], dim=1)
 
 

@@ -65,11 +65,7 @@ class VideoResBlock(ResBlock):
         self.time_mix_blocks = ResBlock(out, emb_ch, out, dims=3, kernel=tuple(time_kernel), emb_time_major=True)
         self.time_mixer = AlphaBlender()
 
-    def forward(self, x: torch.Tensor, ctx: UNetContext, skip: torch.Tensor | None = None) -> torch.Tensor:
-        """``skip``: the decoder's skip connection, concatenated to x along channels here, so that
-        compiled, the concatenation fuses into the norm and convolutions that read it."""
-        if skip is not None:
-            x = torch.cat([x, skip], 1)
+    def forward(self, x: torch.Tensor, ctx: UNetContext) -> torch.Tensor:
         x = super().forward(x, ctx.emb)
         n = ctx.n_frames
         bt, c, h, w = x.shape
