@@ -79,8 +79,14 @@ def main() -> int:
                     "the split on one GPU)")
     ap.add_argument("--compile-blocks", nargs="?", const="blocks", choices=("blocks", "layers"),
                     help="torch.compile the repeated blocks (scope: blocks or layers)")
+    ap.add_argument("--tune-inductor", action="store_true",
+                    help="inductor's coordinate-descent tuning of its generated kernels (longer compile)")
     args = ap.parse_args()
     dev, dt = args.device, DTYPES[args.precision]
+    if args.tune_inductor:
+        import torch._inductor.config
+
+        torch._inductor.config.coordinate_descent_tuning = True
     if dt == torch.float32:  # float32 means float32 (agreement checks): no TF32 in matmuls or convolutions
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
