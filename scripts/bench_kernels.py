@@ -2,7 +2,8 @@
 
 For each UNet level (72², 36², 18² latents; widths 320, 640, 1280):
   geglu   the feed-forward's GEGLU projection: cuBLAS product + gating kernel (eager and
-          compiled) against the fused Triton kernel (backend/sp4d/kernels.py)
+          compiled) against the fused Triton kernels (backend/sp4d/kernels.py): blocked, the
+          persistent TMA kernel (all its configs), and its warp-specialised configs alone
   camera  attention over 12 views / motion: over 4 frames: PyTorch SDPA (chunked), the compiled
           multiply-reduce (layers.short_attention) and the Triton kernel
   timeres the whole compiled time ResBlock (GroupNorm-SiLU-conv3d twice, + embedding, + skip) with

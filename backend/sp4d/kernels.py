@@ -2,7 +2,9 @@
 
 * ``geglu_linear``: the GEGLU projection ``a·gelu(g)``, ``[a | g] = x·Wᵀ + b``, in one matrix
   product. Unfused, the (tokens, 8·C) product is written, read back by the gating kernel and a
-  (tokens, 4·C) result written again; fused, the gated result is the product's only output.
+  (tokens, 4·C) result written again; fused, the gated result is the product's only output. On
+  Hopper and newer GPUs a persistent kernel with TMA loads/stores (``geglu_tma``; its tile and
+  warp specialisation autotuned), elsewhere one program per output tile (``geglu_blocked``).
 * ``short_attention``: softmax attention over a few tokens (the camera block's 12 views, the
   motion block's 4 frames). Flash kernels tile 64+ queries per block, so these sequences fill a
   fraction of each tile; here one program takes one sequence (four of the motion block's),
