@@ -22,15 +22,21 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import torch
 
 try:
     import triton
     import triton.language as tl
-    from triton.tools.tensor_descriptor import TensorDescriptor
 except ImportError:  # CPU installs: the plain PyTorch paths are used
     triton = None
+try:  # host-side TMA descriptors and Hopper warp specialisation: Triton 3.6 (as measured) or newer
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    TMA_TRITON = tuple(int(p) for p in triton.__version__.split(".")[:2]) >= (3, 6)
+except (ImportError, AttributeError, ValueError):
+    TMA_TRITON = False
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 ENABLED = os.environ.get("SP4D_KERNELS", "1") != "0"
@@ -202,15 +208,33 @@ def geglu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> t
     N = weight.shape[0] // 2
     x2 = x.reshape(-1, K)
     out = torch.empty(x2.shape[0], N, device=x.device, dtype=x.dtype)
-    (geglu_tma if tma_usable(x2, weight) else geglu_blocked)(x2, weight, bias, out)
+    if tma_usable(x2, weight):
+        try:
+            geglu_tma(x2, weight, bias, out)
+            return out.view(*x.shape[:-1], N)
+        except Exception as e:  # noqa: BLE001 - a Triton/GPU pair that cannot build it: blocked from now on
+            if isinstance(e, torch.OutOfMemoryError):
+                raise
+            _tma_fallback(e)
+    geglu_blocked(x2, weight, bias, out)
     return out.view(*x.shape[:-1], N)
+
+
+_tma_failed = False
+
+
+def _tma_fallback(error: Exception) -> None:
+    global _tma_failed
+    _tma_failed = True
+    warnings.warn(f"the persistent GEGLU kernel did not compile here ({type(error).__name__}: {str(error)[:300]}); "
+                  "using the blocked kernel", RuntimeWarning, stacklevel=3)
 
 
 def tma_usable(x2: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether geglu_tma can take these operands: a Hopper-or-newer GPU (or the interpreter) and
     TMA's layout rules (unit inner strides, 16-byte aligned rows and bases); ``SP4D_GEGLU_TMA=0``
     keeps the blocked kernel."""
-    if os.environ.get("SP4D_GEGLU_TMA", "1") == "0":
+    if not TMA_TRITON or _tma_failed or os.environ.get("SP4D_GEGLU_TMA", "1") == "0":
         return False
     if x2.is_cuda and torch.cuda.get_device_capability(x2.device)[0] < 9:
         return False

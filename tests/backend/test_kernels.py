@@ -73,6 +73,30 @@ def test_geglu_kernel_equals_linear_then_gelu_gate():
     assert float(out) < 2e-3, out
 
 
+def test_geglu_falls_back_to_the_blocked_kernel_when_the_tma_kernel_cannot_build():
+    """A Triton/GPU pair that cannot compile the persistent kernel (e.g. its warp specialisation):
+    one warning, the blocked kernel's (correct) result, and the blocked kernel from then on."""
+    out = interpret("""
+    import warnings
+    x = torch.randn(64, 80, generator=g).half()
+    w = (torch.randn(2 * 48, 80, generator=g) / 80 ** 0.5).half()
+    b = (0.5 * torch.randn(2 * 48, generator=g)).half()
+    assert kernels.tma_usable(x, w)
+    def broken(*args, **kwargs):
+        raise RuntimeError("PassManager::run failed")  # what an MLIR pass failure raises
+    kernels.geglu_tma = broken
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = kernels.geglu_linear(x, w, b)
+        again = kernels.geglu_linear(x, w, b)
+    assert [str(c.message).startswith("the persistent GEGLU kernel did not compile") for c in caught] == [True]
+    assert not kernels.tma_usable(x, w) and torch.equal(got, again)
+    a, gate = F.linear(x.double(), w.double(), b.double()).chunk(2, -1)
+    print(rel(got, a * F.gelu(gate)))
+    """)
+    assert float(out) < 2e-3, out
+
+
 def test_short_attention_kernel_equals_softmax_attention():
     out = interpret("""
     errs = []
