@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import warnings
 
 import torch
@@ -38,6 +39,11 @@ try:  # host-side TMA descriptors and Hopper warp specialisation: Triton 3.6 (as
 except (ImportError, AttributeError, ValueError):
     TMA_TRITON = False
 
+# Triton's autotuner keeps the arguments of the launch in progress on the kernel object (and the
+# TMA pre-hook sets the descriptors' boxes from them): launches from two threads at once, as the
+# CFG split over two GPUs makes them, would mix them up. Launching is host work of microseconds.
+# (The attention kernel has no autotuner: nothing per launch is kept on it.)
+_LAUNCH = threading.Lock()
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 ENABLED = os.environ.get("SP4D_KERNELS", "1") != "0"
 HALF = (torch.bfloat16, torch.float16)
@@ -116,7 +122,7 @@ if triton is not None:
         _tma_config(*c) for c in ((128, 128, 64, 3, 8), (128, 128, 64, 4, 8), (128, 64, 64, 4, 4),
                                   (128, 64, 64, 5, 8), (64, 128, 64, 4, 4), (128, 128, 32, 5, 8),
                                   (128, 128, 64, 4, 8, True), (128, 128, 64, 5, 8, True))
-    ] + [  # warp-specialised: 7-18 % faster on the H100 at all three widths (docs/perf.md, row 17)
+    ] + [  # warp-specialised: 7-18 % faster on the H100 at all three widths (docs/perf.md, row 19)
         _tma_config(128, 128, 64, s, 8, split, True) for s in (3, 4) for split in (False, True)
     ] if not INTERPRET else [_tma_config(32, 32, 32, 1, 4)]  # one config: the interpreter cannot time them
 
@@ -249,8 +255,9 @@ def geglu_blocked(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, ou
     def grid(meta):
         return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
 
-    _geglu_kernel[grid](x2, weight, bias, out, M, N, K, x2.stride(0), x2.stride(1),
-                        weight.stride(0), weight.stride(1), out.stride(0), out.stride(1))
+    with _LAUNCH:
+        _geglu_kernel[grid](x2, weight, bias, out, M, N, K, x2.stride(0), x2.stride(1),
+                            weight.stride(0), weight.stride(1), out.stride(0), out.stride(1))
 
 
 def geglu_tma(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out: torch.Tensor,
@@ -264,7 +271,8 @@ def geglu_tma(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out: t
     def grid(meta):  # the boxes ([16, 16] above) are set per config by _set_blocks
         return (min(programs, triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"])),)
 
-    (kernel or _geglu_tma_kernel)[grid](descs[0], descs[1], bias, descs[2], M, N, K, PROGRAMS=programs)
+    with _LAUNCH:
+        (kernel or _geglu_tma_kernel)[grid](descs[0], descs[1], bias, descs[2], M, N, K, PROGRAMS=programs)
 
 
 @geglu_linear.register_fake

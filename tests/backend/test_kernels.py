@@ -97,6 +97,35 @@ def test_geglu_falls_back_to_the_blocked_kernel_when_the_tma_kernel_cannot_build
     assert float(out) < 2e-3, out
 
 
+def test_geglu_launches_from_two_threads_at_once():
+    """The CFG split launches the kernels from two threads. Triton's autotuner keeps the launch in
+    progress on the kernel object; unserialised, the launches mixed up (wrong results here)."""
+    out = interpret("""
+    import sys, threading
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    x = torch.randn(64, 80, generator=g).half()
+    w = (torch.randn(2 * 48, 80, generator=g) / 80 ** 0.5).half()
+    b = (0.5 * torch.randn(2 * 48, generator=g)).half()
+    a, gate = F.linear(x.double(), w.double(), b.double()).chunk(2, -1)
+    ref = a * F.gelu(gate)
+    kernels.geglu_linear(x, w, b)  # the first call alone, as the split makes it
+    errs, failures = [], []
+    def work():
+        try:
+            errs.extend(rel(kernels.geglu_linear(x, w, b), ref) for _ in range(6))
+        except Exception as e:
+            failures.append(repr(e))
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures and len(errs) == 12 and not kernels._tma_failed, failures
+    print(max(errs))
+    """)
+    assert float(out) < 2e-3, out
+
+
 def test_short_attention_kernel_equals_softmax_attention():
     out = interpret("""
     errs = []
