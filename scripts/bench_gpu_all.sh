@@ -6,6 +6,8 @@
 #   bash scripts/bench_gpu_all.sh split       # the CFG split over cuda:0 and cuda:1 (needs two GPUs)
 #   bash scripts/bench_gpu_all.sh ratio       # the official code beside ours (needs --official: .ref/official)
 #   bash scripts/bench_gpu_all.sh check       # fixtures on CUDA with the compiled layers
+#   bash scripts/bench_gpu_all.sh compiled    # a 50-step generation with the compiled layers, then check
+#   bash scripts/bench_gpu_all.sh eager       # 50-step eager (the default), low-VRAM peak, bf16/fp16 vs float32
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-out/gpu}"
@@ -32,7 +34,15 @@ case "${1:-}" in
   check)
     "$py" scripts/gpu_check_sp4d.py --fixtures .ref/sp4d_tiny --compile-blocks layers --fixtures-only \
       --out "$out/gpu_check_compiled_layers.json" 2>&1 | quiet | tail -12 ;;
+  compiled)
+    "$py" scripts/bench_gpu.py --compile-blocks layers --out "$out/bench_gpu_layers_50.json" 2>&1 | quiet | tail -9
+    "$py" scripts/gpu_check_sp4d.py --fixtures .ref/sp4d_tiny --compile-blocks layers --fixtures-only \
+      --out "$out/gpu_check_compiled_layers.json" 2>&1 | quiet | tail -12 ;;
+  eager)
+    "$py" scripts/bench_gpu.py --out "$out/bench_gpu_eager_50.json" 2>&1 | quiet | tail -8
+    "$py" scripts/bench_gpu.py --low-vram --steps 10 --out "$out/bench_gpu_lowvram.json" 2>&1 | quiet | tail -8
+    "$py" scripts/gpu_check_sp4d.py --fixtures .ref/sp4d_tiny --out "$out/gpu_check.json" 2>&1 | quiet | tail -8 ;;
   *)
-    echo "usage: bash scripts/bench_gpu_all.sh kernels|split|ratio|check" >&2
+    echo "usage: bash scripts/bench_gpu_all.sh kernels|split|ratio|check|compiled|eager" >&2
     exit 2 ;;
 esac
