@@ -212,6 +212,12 @@ def geglu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> t
     x: (..., K) -> (..., N). float32 accumulation, one rounding at the end."""
     K = x.shape[-1]
     N = weight.shape[0] // 2
+    if weight.dim() != 2 or weight.shape != (2 * N, K) or bias.shape != (2 * N,) or not N:
+        raise ValueError(f"geglu_linear: weight must be (2N, {K}) and bias (2N,) for inputs (..., {K}); got "
+                         f"weight {tuple(weight.shape)}, bias {tuple(bias.shape)}")
+    if weight.dtype != x.dtype or bias.dtype != x.dtype:
+        raise ValueError(f"geglu_linear: x, weight and bias must share one dtype; got {x.dtype}, {weight.dtype}, "
+                         f"{bias.dtype}")
     x2 = x.reshape(-1, K)
     out = torch.empty(x2.shape[0], N, device=x.device, dtype=x.dtype)
     if tma_usable(x2, weight):

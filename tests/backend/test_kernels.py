@@ -126,6 +126,24 @@ def test_geglu_launches_from_two_threads_at_once():
     assert float(out) < 2e-3, out
 
 
+def test_geglu_rejects_mismatched_weights_with_the_shapes():
+    out = interpret("""
+    x = torch.randn(8, 16, generator=g).half()
+    w, b = torch.randn(2 * 12, 16, generator=g).half(), torch.randn(2 * 12, generator=g).half()
+    cases = [(w[:23], b[:23]), (w[:, :15], b), (w, b[:20]), (w.float(), b), (w[:0], b[:0])]
+    for wi, bi in cases:
+        try:
+            kernels.geglu_linear(x, wi, bi)
+        except ValueError as e:
+            print(str(e).split(";")[0])
+        else:
+            raise AssertionError(f"accepted weight {tuple(wi.shape)} bias {tuple(bi.shape)} {wi.dtype}")
+    """)
+    lines = out.splitlines()
+    assert len(lines) == 5 and lines[0].startswith("geglu_linear: weight must be (2N, 16)"), out
+    assert "share one dtype" in lines[3], out
+
+
 def test_short_attention_kernel_equals_softmax_attention():
     out = interpret("""
     errs = []
