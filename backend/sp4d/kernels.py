@@ -292,6 +292,9 @@ def short_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
     (a linear layer's output viewed per head, no copy); returns (B, n, heads·d). d a power of 2."""
     B, n, H, D = q.shape
     m = k.shape[1]
+    if k.shape != (B, m, H, D) or v.shape != k.shape or D < 16 or D & (D - 1):
+        raise ValueError(f"short_attention: q (B, n, heads, d) and k, v (B, m, heads, d) with d a power of 2 "
+                         f"≥ 16; got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     out = torch.empty(B, n, H, D, device=q.device, dtype=q.dtype)
     G = max(1, 16 // max(n, m))  # sequences per program: fill the 16-row minimum of a matrix product

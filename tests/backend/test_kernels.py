@@ -144,6 +144,22 @@ def test_geglu_rejects_mismatched_weights_with_the_shapes():
     assert "share one dtype" in lines[3], out
 
 
+def test_short_attention_rejects_mismatched_shapes():
+    out = interpret("""
+    q = torch.randn(3, 4, 2, 16, generator=g).half()
+    k = torch.randn(3, 5, 2, 16, generator=g).half()
+    for qi, ki, vi in ((q, k, k[:, :4]), (q, k[:2], k[:2]), (q, k[..., :1, :], k[..., :1, :]),
+                       (q[..., :12], k[..., :12], k[..., :12])):
+        try:
+            kernels.short_attention(qi, ki, vi)
+        except ValueError as e:
+            print(str(e).split(";")[0])
+        else:
+            raise AssertionError(f"accepted q {tuple(qi.shape)} k {tuple(ki.shape)} v {tuple(vi.shape)}")
+    """)
+    assert out.count("short_attention: q (B, n, heads, d)") == 4, out
+
+
 def test_short_attention_kernel_equals_softmax_attention():
     out = interpret("""
     errs = []
