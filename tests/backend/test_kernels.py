@@ -33,6 +33,13 @@ from backend.sp4d import kernels
 g = torch.Generator().manual_seed(0)
 def rel(a, b):
     return float((a.double() - b).norm() / b.norm())
+def refused(fn, *args):  # print the first clause of the ValueError fn(*args) raises; fail if none
+    try:
+        fn(*args)
+    except ValueError as e:
+        print(str(e).split(";")[0])
+    else:
+        raise AssertionError(f"accepted {[(tuple(a.shape), a.dtype) for a in args]}")
 """
 
 
@@ -132,12 +139,7 @@ def test_geglu_rejects_mismatched_weights_with_the_shapes():
     w, b = torch.randn(2 * 12, 16, generator=g).half(), torch.randn(2 * 12, generator=g).half()
     cases = [(w[:23], b[:23]), (w[:, :15], b), (w, b[:20]), (w.float(), b), (w[:0], b[:0])]
     for wi, bi in cases:
-        try:
-            kernels.geglu_linear(x, wi, bi)
-        except ValueError as e:
-            print(str(e).split(";")[0])
-        else:
-            raise AssertionError(f"accepted weight {tuple(wi.shape)} bias {tuple(bi.shape)} {wi.dtype}")
+        refused(kernels.geglu_linear, x, wi, bi)
     """)
     lines = out.splitlines()
     assert len(lines) == 5 and lines[0].startswith("geglu_linear: weight must be (2N, 16)"), out
@@ -150,12 +152,7 @@ def test_short_attention_rejects_mismatched_shapes():
     k = torch.randn(3, 5, 2, 16, generator=g).half()
     for qi, ki, vi in ((q, k, k[:, :4]), (q, k[:2], k[:2]), (q, k[..., :1, :], k[..., :1, :]),
                        (q[..., :12], k[..., :12], k[..., :12])):
-        try:
-            kernels.short_attention(qi, ki, vi)
-        except ValueError as e:
-            print(str(e).split(";")[0])
-        else:
-            raise AssertionError(f"accepted q {tuple(qi.shape)} k {tuple(ki.shape)} v {tuple(vi.shape)}")
+        refused(kernels.short_attention, qi, ki, vi)
     """)
     assert out.count("short_attention: q (B, n, heads, d)") == 4, out
 
