@@ -100,8 +100,7 @@ def main() -> int:
     args = ap.parse_args()
     only = set(args.only.split(","))
     # the persistent GEGLU kernel with warp-specialised loads (Triton's Hopper support, experimental)
-    ws_kernel = triton.autotune(configs=[kernels._tma_config(128, 128, 64, s, 8, split, True)
-                                         for s in (3, 4) for split in (False, True)],
+    ws_kernel = triton.autotune(configs=[c for c in kernels._TMA_CONFIGS if c.kwargs["WS"]],
                                 key=["M", "N", "K"])(kernels._geglu_tma_kernel.fn)
     dev = "cuda"
     g = torch.Generator(device=dev).manual_seed(0)

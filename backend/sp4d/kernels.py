@@ -46,6 +46,7 @@ except (ImportError, AttributeError, ValueError):
 _LAUNCH = threading.Lock()
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 ENABLED = os.environ.get("SP4D_KERNELS", "1") != "0"
+TMA_ENABLED = os.environ.get("SP4D_GEGLU_TMA", "1") != "0"
 HALF = (torch.bfloat16, torch.float16)
 
 
@@ -58,8 +59,11 @@ def usable(x: torch.Tensor) -> bool:
 
 def attention_usable(q: torch.Tensor) -> bool:
     """``usable`` for short_attention's q (B, n, heads, d): d must be a power of two, ≥ 16."""
-    d = q.shape[-1]
-    return usable(q) and d >= 16 and d & (d - 1) == 0
+    return usable(q) and _head_dim_ok(q.shape[-1])
+
+
+def _head_dim_ok(d: int) -> bool:
+    return d >= 16 and d & (d - 1) == 0
 
 
 if triton is not None:
@@ -246,7 +250,7 @@ def tma_usable(x2: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether geglu_tma can take these operands: a Hopper-or-newer GPU (or the interpreter) and
     TMA's layout rules (unit inner strides, 16-byte aligned rows and bases); ``SP4D_GEGLU_TMA=0``
     keeps the blocked kernel."""
-    if not TMA_TRITON or _tma_failed or os.environ.get("SP4D_GEGLU_TMA", "1") == "0":
+    if not (TMA_TRITON and TMA_ENABLED) or _tma_failed:
         return False
     if x2.is_cuda and torch.cuda.get_device_capability(x2.device)[0] < 9:
         return False
@@ -292,7 +296,7 @@ def short_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
     (a linear layer's output viewed per head, no copy); returns (B, n, heads·d). d a power of 2."""
     B, n, H, D = q.shape
     m = k.shape[1]
-    if k.shape != (B, m, H, D) or v.shape != k.shape or D < 16 or D & (D - 1):
+    if k.shape != (B, m, H, D) or v.shape != k.shape or not _head_dim_ok(D):
         raise ValueError(f"short_attention: q (B, n, heads, d) and k, v (B, m, heads, d) with d a power of 2 "
                          f"≥ 16; got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
