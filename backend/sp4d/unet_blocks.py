@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import AlphaBlender, Attention, FeedForward, mlp, timestep_embedding, unet_norm
+from .layers import AlphaBlender, Attention, FeedForward, FrameConv, mlp, timestep_embedding, unet_norm
 
 
 @dataclass
@@ -36,8 +36,9 @@ class ResBlock(nn.Module):
         super().__init__()
         out_ch = out_ch or ch
         self.out_channels = out_ch
-        conv = nn.Conv2d if dims == 2 else nn.Conv3d
-        k = kernel if isinstance(kernel, (tuple, list)) else (kernel,) * dims
+        k = tuple(kernel) if isinstance(kernel, (tuple, list)) else (kernel,) * dims
+        # along the frames only: a batched product over frame windows (layers.frame_conv)
+        conv = nn.Conv2d if dims == 2 else FrameConv if k[1:] == (1, 1) and k[0] % 2 else nn.Conv3d
         pad = tuple(x // 2 for x in k)
         self.in_layers = nn.Sequential(unet_norm(ch), nn.SiLU(), conv(ch, out_ch, k, padding=pad))
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_ch, out_ch))
