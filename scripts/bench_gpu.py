@@ -151,13 +151,20 @@ def main() -> int:
             from torch.profiler import ProfilerActivity, profile
 
             model.denoise(x2, sigmas[0] * x2.new_ones(len(x2)), cond)
-            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
                 model.denoise(x2, sigmas[0] * x2.new_ones(len(x2)), cond)
                 sync()
-            table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=90)
-            print("\n".join(table.splitlines()[:24]))
+            kernels_table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=40,
+                                                      max_name_column_width=90)
+            # the matrix products and convolutions by shape: which of them run far from the peak
+            products = [e for e in prof.key_averages(group_by_input_shape=True)
+                        if e.key in ("aten::mm", "aten::addmm", "aten::bmm", "aten::convolution")]
+            products.sort(key=lambda e: -e.device_time_total)
+            shapes_table = "\n".join(f"{e.key:18s} {e.count:4d} calls {e.device_time_total / 1e3:9.2f} ms  "
+                                     f"{str(e.input_shapes)[:150]}" for e in products[:30])
+            print("\n".join(kernels_table.splitlines()[:24]) + "\n" + shapes_table)
             if args.out:
-                args.out.with_suffix(".profile.txt").write_text(table)
+                args.out.with_suffix(".profile.txt").write_text(kernels_table + "\n" + shapes_table + "\n")
         reset_peak()
         step_times = []
         t0 = sync()
@@ -186,8 +193,9 @@ def main() -> int:
     for k, (s, m) in rows.items():
         print(f"{k:14s} {s:8.2f} {m / 2**30:9.2f}")
     print(f"{'total':14s} {total:8.2f} {max(m for _, m in rows.values()) / 2**30:9.2f}")
+    floor = f", floor {flops / peak:.3f} s ({step / (flops / peak):.2f}× the floor)" if peak else ""
     print(f"denoising step (CFG batch 96): median {step:.3f} s; {flops / 1e12:.1f} TFLOP counted -> "
-          f"{flops / step / 1e12:.0f} TFLOP/s achieved" + (f", floor {flops / peak:.3f} s ({step / (flops / peak):.2f}× the floor)" if peak else ""))
+          f"{flops / step / 1e12:.0f} TFLOP/s achieved" + floor)
     print(f"output {tuple(images.shape)}, finite {bool(torch.isfinite(images).all())}")
     if args.out:
         args.out.write_text(json.dumps({"device": name, "torch": torch.__version__, "args": vars(args) | {"out": None},

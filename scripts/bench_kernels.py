@@ -6,15 +6,20 @@ For each UNet level (72², 36², 18² latents; widths 320, 640, 1280):
           persistent TMA kernel (all its configs), and its warp-specialised configs alone
   camera  attention over 12 views / motion: over 4 frames: PyTorch SDPA (chunked), the compiled
           multiply-reduce (layers.short_attention) and the Triton kernel
-  timeres the whole compiled time ResBlock (GroupNorm-SiLU-conv3d twice, + embedding, + skip) with
-          the generic GroupNorm decomposition and with layers.group_norm_5d (per-image partial
-          sums), and with channels-last (3-D) conv weights
+  timeres the whole compiled time ResBlock (GroupNorm-SiLU-conv3d twice, + embedding, + skip):
+          the generic GroupNorm decomposition against layers.group_norm_5d (per-image partial
+          sums), each with cuDNN's conv3d; with channels-last (3-D) conv weights; with
+          layers.frame_conv (a batched product over frame windows); and as the block runs by
+          default (FrameConv: one of these three by frame size)
   conv3d  the time ResBlock's (3,1,1) convolution over the 48 frames: cuDNN on the view the block
-          passes, on a contiguous input, channels-last, and as one batched matrix product over
-          three consecutive frames (the frames of a (b, n, c, h·w) tensor lie back to back)
+          passes, on a contiguous input, channels-last, and layers.frame_conv (eager, compiled)
+  qkv     the self-attention projections at 72²... : three products against one product of the
+          concatenated weights (what Attention does)
+  spatial the spatial self-attention (all tokens of a frame) through each SDPA backend, on the
+          fused projection's strided q, k, v views and on contiguous copies
 Errors: ‖a − ref‖/‖ref‖ against float64 on a slice of the rows.
 
-    python scripts/bench_kernels.py [--out results.json] [--only geglu,camera,motion,conv3d]
+    python scripts/bench_kernels.py [--out results.json] [--only geglu,camera,motion,timeres,conv3d,qkv,spatial]
 """
 
 from __future__ import annotations
@@ -28,16 +33,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import triton
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.sp4d import kernels  # noqa: E402
-from backend.sp4d.layers import GroupNorm32, geglu, sdpa_chunked, short_attention  # noqa: E402
+from backend.sp4d.layers import FrameConv, GroupNorm32, frame_conv, geglu, sdpa_chunked, short_attention  # noqa: E402
 from backend.sp4d.unet_blocks import ResBlock  # noqa: E402
 
 LEVELS = [(320, 72), (640, 36), (1280, 18)]  # (width, latent side) of the levels with attention
 B, T, V = 2, 4, 12  # CFG halves, frames, views
 DT = torch.bfloat16
+PIECES = ("geglu", "camera", "motion", "timeres", "conv3d", "qkv", "spatial")
 
 
 def time_ms(fn, *args, reps: int = 20) -> float:
@@ -81,24 +88,16 @@ def conv3d(x5: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Tenso
     return F.conv3d(x5, w, bias, padding=(1, 0, 0))
 
 
-def conv_frames_gemm(x5: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """(3,1,1) convolution over the frame axis of x5 = (b, n, c, h, w) memory (any (b, c, n, h, w)
-    view of it), padding 1: out[b, t] = Σ_k W_k · x[b, t+k−1], as one strided batched product."""
-    b, c, n, h, wd = x5.shape
-    xb = x5.transpose(1, 2)  # (b, n, c, h, w), contiguous
-    xp = F.pad(xb.reshape(b, n, c * h * wd), (0, 0, 1, 1))  # a zero frame at each end
-    win = xp.as_strided((b, n, 3 * c, h * wd), (xp.stride(0), c * h * wd, h * wd, 1))
-    wk = w[:, :, :, 0, 0].permute(0, 2, 1).reshape(w.shape[0], 3 * c)  # (c_out, [k, c_in])
-    out = torch.matmul(wk, win) + bias[:, None]  # (b, n, c_out, hw)
-    return out.view(b, n, -1, h, wd).transpose(1, 2)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--only", default="geglu,camera,motion,timeres,conv3d")
+    ap.add_argument("--only", default=",".join(PIECES))
     args = ap.parse_args()
     only = set(args.only.split(","))
+    if only - set(PIECES):
+        ap.error(f"unknown --only piece(s) {sorted(only - set(PIECES))}; choose from {','.join(PIECES)}")
+    if not torch.cuda.is_available():
+        ap.error("needs a CUDA GPU (run it on the device machine)")
     # the persistent GEGLU kernel with warp-specialised loads (Triton's Hopper support, experimental)
     ws_kernel = triton.autotune(configs=[c for c in kernels._TMA_CONFIGS if c.kwargs["WS"]],
                                 key=["M", "N", "K"])(kernels._geglu_tma_kernel.fn)
@@ -154,10 +153,17 @@ def main() -> int:
             emb = randn(B, n, 1280)
             block = ResBlock(c, 1280, c, dims=3, kernel=(3, 1, 1), emb_time_major=True).to(dev, DT)
             ref = None
-            for name, frames_stats, ch_last in (("generic norm", False, False), ("norm 5d", True, False),
-                                                ("norm 5d ch-last", True, True)):
+            convs = (block.in_layers[2], block.out_layers[3])
+            default_min = FrameConv.FRAME_MIN
+            for name, frames_stats, ch_last, cls, frame_min in (
+                    ("generic norm", False, False, nn.Conv3d, None), ("norm 5d", True, False, nn.Conv3d, None),
+                    ("norm 5d ch-last", True, True, nn.Conv3d, None),
+                    ("norm 5d frame_conv", True, False, FrameConv, 0),
+                    ("FrameConv default", True, False, FrameConv, default_min)):
                 GroupNorm32.FRAMES_STATS = frames_stats
-                for conv in (block.in_layers[2], block.out_layers[3]):
+                FrameConv.FRAME_MIN = default_min if frame_min is None else frame_min
+                for conv in convs:
+                    conv.__class__ = cls
                     conv.weight.data = conv.weight.data.contiguous(
                         memory_format=torch.channels_last_3d if ch_last else torch.contiguous_format)
                 torch._dynamo.reset()
@@ -166,7 +172,7 @@ def main() -> int:
                 ref = out.double() if ref is None else ref  # the first variant is the reference here
                 ms = time_ms(fn, x5, emb)
                 record("timeres", level, name, ms, rel(out, ref), nbytes=6 * x5.numel() * 2)
-            GroupNorm32.FRAMES_STATS = True
+            GroupNorm32.FRAMES_STATS, FrameConv.FRAME_MIN = True, default_min
             del x5, block
         if "conv3d" in only:
             n = T * V
@@ -180,11 +186,46 @@ def main() -> int:
             x5l = x5.contiguous(memory_format=torch.channels_last_3d)
             wl = w.to(memory_format=torch.channels_last_3d)
             variants = (("cudnn view", conv3d, (x5, w, b)), ("cudnn contig", conv3d, (x5c, w, b)),
-                        ("cudnn ch-last", conv3d, (x5l, wl, b)), ("frames gemm", conv_frames_gemm, (x5, w, b)))
+                        ("cudnn ch-last", conv3d, (x5l, wl, b)), ("frame_conv", frame_conv, (x5, w, b)),
+                        ("frame_conv compiled", torch.compile(frame_conv), (x5, w, b)))
             for name, fn, fargs in variants:
                 ms = time_ms(fn, *fargs)
                 record("conv3d", level, name, ms, rel(fn(*fargs)[:1, :, :7], ref), flops=flops)
             del xb, x5, x5c, x5l
+        if "qkv" in only:
+            x = randn(B * T * V, side * side, c)
+            ws = [randn(c, c, scale=c ** -0.5) for _ in range(3)]
+            ref = torch.cat([F.linear(x[:1, :2048].double(), wi.double()) for wi in ws], -1)
+            flops = 2 * x.numel() * 3 * c
+            for name, fn in (("three products", lambda x, *ws: torch.cat([F.linear(x, wi) for wi in ws], -1)),
+                             ("one product", lambda x, *ws: F.linear(x, torch.cat(ws)))):
+                # the separate variant's cat is not part of the layer: time the three products alone
+                timed = (lambda x, *ws: [F.linear(x, wi) for wi in ws]) if name == "three products" else fn
+                ms = time_ms(timed, x, *ws)
+                record("qkv", level, name, ms, rel(fn(x, *ws)[:1, :2048], ref), flops=flops)
+            del x
+        if "spatial" in only:
+            heads, n = c // 64, side * side
+            qkv = randn(B * T * V, n, 3 * c, scale=1.0)
+            q, k, v = (t.transpose(1, 2) for t in qkv.view(B * T * V, n, 3, heads, 64).unbind(2))
+            qc, kc, vc = (t.contiguous() for t in (q, k, v))
+            ref = F.scaled_dot_product_attention(*(t[:1, :2].double() for t in (q, k, v)))
+            flops = 4 * B * T * V * n * n * c
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+            for backend in (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION):
+                for layout, args_ in (("strided", (q, k, v)), ("contig", (qc, kc, vc))):
+                    name = f"{backend.name.split('_')[0].lower()} {layout}"
+
+                    def run(q, k, v, backend=backend):
+                        with sdpa_kernel(backend):
+                            return sdpa_chunked(q, k, v)
+                    try:
+                        ms = time_ms(run, *args_, reps=5)
+                    except Exception as e:  # noqa: BLE001 - a backend that does not take these inputs
+                        print(f"spatial {level:12s} {name:16s} failed: {type(e).__name__}: {str(e)[:200]}")
+                        continue
+                    record("spatial", level, name, ms, rel(run(*args_)[:1, :2], ref), flops=flops)
+            del qkv, q, k, v, qc, kc, vc
         torch.cuda.empty_cache()
     if args.out:
         args.out.write_text(json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
