@@ -84,9 +84,9 @@ def main() -> int:
     args = ap.parse_args()
     dev, dt = args.device, DTYPES[args.precision]
     if args.tune_inductor:
-        import torch._inductor.config
+        import torch._inductor.config as inductor_config  # (a bare `import torch.…` would make torch local here)
 
-        torch._inductor.config.coordinate_descent_tuning = True
+        inductor_config.coordinate_descent_tuning = True
     if dt == torch.float32:  # float32 means float32 (agreement checks): no TF32 in matmuls or convolutions
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False

@@ -107,6 +107,8 @@ def main() -> int:
     ap.add_argument("--compile-blocks", nargs="?", const="blocks", choices=("blocks", "layers"),
                     help="check the torch.compile'd blocks (scope: blocks or layers)")
     args = ap.parse_args()
+    if not torch.cuda.is_available():
+        ap.error("needs a CUDA GPU (run it on the device machine)")
     if args.compile_blocks:
         from backend.sp4d.unet_blocks import compile_blocks
 

@@ -1,0 +1,52 @@
+"""The benchmark scripts run on the device machine; here they run on the CPU with the tiny
+fixture model (bench_gpu) or refuse cleanly (the CUDA-only ones), so a broken script is caught
+before a device call is spent on it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+REFERENCE = Path(os.environ.get("SP4D_REFERENCE", ROOT.parent / "shared" / "reference"))
+FIX = REFERENCE / "fixtures" / "sp4d_tiny"
+needs_fixtures = pytest.mark.skipif(not FIX.is_dir() and not os.environ.get("CI"), reason="no SP4D fixtures")
+CPU_ONLY = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT))
+
+
+def script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args], cwd=ROOT, env=CPU_ONLY,
+                          capture_output=True, text=True, timeout=600)
+
+
+@needs_fixtures
+def test_bench_gpu_runs_a_generation_and_the_cfg_split_on_the_cpu(tmp_path):
+    out = tmp_path / "bench.json"
+    r = script("bench_gpu.py", "--device", "cpu", "--config", str(FIX / "config.yaml"), "--precision", "fp32",
+               "--size", "48", "--steps", "2", "--devices", "cpu,cpu", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert set(res["stages"]) == {"conditioning", "sampling", "decoding"}
+    assert len(res["step_times"]) == 2 and res["step_median_seconds"] > 0
+    assert res["step_flops"] > 0
+    assert res["split_max_rel"] < 1e-5  # the two CFG halves on two "devices" equal the one batch
+    assert "finite True" in r.stdout
+
+
+def test_bench_gpu_names_a_missing_config(tmp_path):
+    r = script("bench_gpu.py", "--device", "cpu", "--config", str(tmp_path / "nope.yaml"), "--steps", "1")
+    assert r.returncode != 0 and "nope.yaml" in r.stderr
+
+
+@pytest.mark.parametrize("name, args", [("bench_kernels.py", []), ("gpu_check_sp4d.py", ["--fixtures", "x"])])
+def test_cuda_only_scripts_refuse_without_a_gpu(name, args):
+    r = script(name, *args)
+    assert r.returncode == 2 and "needs a CUDA GPU" in r.stderr
+
+
+def test_bench_kernels_names_an_unknown_piece():
+    r = script("bench_kernels.py", "--only", "geglu,convv")
+    assert r.returncode == 2 and "convv" in r.stderr
