@@ -9,11 +9,8 @@ For each UNet level (72², 36², 18² latents; widths 320, 640, 1280):
   timeres the whole compiled time ResBlock (GroupNorm-SiLU-conv3d twice, + embedding, + skip):
           the generic GroupNorm decomposition against layers.group_norm_5d (per-image partial
           sums), each with cuDNN's conv3d; with channels-last (3-D) conv weights; with
-          layers.frame_conv (a batched product over frame windows); with layers.frame_conv_rows
-          (one product over all pixels); and as the block runs by default (FrameConv, by frame
-          size); also at 9² (no attention there)
-  edge    the UNet's first and last convolutions (8 in / 4 out channels at 72²): cuDNN NCHW
-          against channels-last (layers.NHWCConv2d)
+          layers.frame_conv (a batched product over frame windows); and as the block runs by
+          default (FrameConv: one of these three by frame size)
   conv3d  the time ResBlock's (3,1,1) convolution over the 48 frames: cuDNN on the view the block
           passes, on a contiguous input, channels-last, and layers.frame_conv (eager, compiled)
   qkv     the self-attention projections at 72²... : three products against one product of the
@@ -22,7 +19,7 @@ For each UNet level (72², 36², 18² latents; widths 320, 640, 1280):
           fused projection's strided q, k, v views and on contiguous copies
 Errors: ‖a − ref‖/‖ref‖ against float64 on a slice of the rows.
 
-    python scripts/bench_kernels.py [--out results.json] [--only geglu,camera,...: the pieces above]
+    python scripts/bench_kernels.py [--out results.json] [--only geglu,camera,motion,timeres,conv3d,qkv,spatial]
 """
 
 from __future__ import annotations
@@ -41,21 +38,13 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.sp4d import kernels  # noqa: E402
-from backend.sp4d.layers import (  # noqa: E402
-    FrameConv,
-    GroupNorm32,
-    NHWCConv2d,
-    frame_conv,
-    geglu,
-    sdpa_chunked,
-    short_attention,
-)
+from backend.sp4d.layers import FrameConv, GroupNorm32, frame_conv, geglu, sdpa_chunked, short_attention  # noqa: E402
 from backend.sp4d.unet_blocks import ResBlock  # noqa: E402
 
 LEVELS = [(320, 72), (640, 36), (1280, 18)]  # (width, latent side) of the levels with attention
 B, T, V = 2, 4, 12  # CFG halves, frames, views
 DT = torch.bfloat16
-PIECES = ("geglu", "camera", "motion", "timeres", "conv3d", "qkv", "spatial", "edge")
+PIECES = ("geglu", "camera", "motion", "timeres", "conv3d", "qkv", "spatial")
 
 
 def time_ms(fn, *args, reps: int = 20) -> float:
@@ -126,49 +115,6 @@ def main() -> int:
     def randn(*shape, scale=1.0):
         return (scale * torch.randn(*shape, device=dev, generator=g)).to(DT)
 
-    def timeres(c: int, side: int, level: str) -> None:
-        n = T * V
-        x5 = randn(B, n, c, side, side).transpose(1, 2)
-        emb = randn(B, n, 1280)
-        block = ResBlock(c, 1280, c, dims=3, kernel=(3, 1, 1), emb_time_major=True).to(dev, DT)
-        ref = None
-        convs = (block.in_layers[2], block.out_layers[3])
-        default = (FrameConv.FRAME_MIN, FrameConv.ROWS_MIN)
-        never = 1 << 30
-        for name, frames_stats, ch_last, cls, mins in (
-                ("generic norm", False, False, nn.Conv3d, default), ("norm 5d", True, False, nn.Conv3d, default),
-                ("norm 5d ch-last", True, True, nn.Conv3d, default),
-                ("norm 5d frame_conv", True, False, FrameConv, (0, never)),
-                ("norm 5d rows", True, False, FrameConv, (never, 0)),
-                ("FrameConv default", True, False, FrameConv, default)):
-            GroupNorm32.FRAMES_STATS = frames_stats
-            FrameConv.FRAME_MIN, FrameConv.ROWS_MIN = mins
-            for conv in convs:
-                conv.__class__ = cls
-                conv.weight.data = conv.weight.data.contiguous(
-                    memory_format=torch.channels_last_3d if ch_last else torch.contiguous_format)
-            torch._dynamo.reset()
-            fn = torch.compile(block)
-            out = fn(x5, emb)
-            ref = out.double() if ref is None else ref  # the first variant is the reference here
-            ms = time_ms(fn, x5, emb)
-            record("timeres", level, name, ms, rel(out, ref), nbytes=6 * x5.numel() * 2)
-        GroupNorm32.FRAMES_STATS = True
-        FrameConv.FRAME_MIN, FrameConv.ROWS_MIN = default
-
-    if "edge" in only:  # the UNet's first (8 -> 320) and last (320 -> 4) convolutions at 72²
-        for name, (ci, co) in (("conv_in", (8, 320)), ("conv_out", (320, 4))):
-            conv = nn.Conv2d(ci, co, 3, padding=1).to(dev, DT)
-            x = randn(B * T * V, ci, 72, 72)
-            ref = conv.double()(x[:2].double())
-            conv.to(DT)
-            flops = 2 * B * T * V * 72 * 72 * ci * co * 9
-            for variant, cls in (("cudnn nchw", nn.Conv2d), ("nhwc", NHWCConv2d)):
-                conv.__class__ = cls
-                record("edge", name, variant, time_ms(conv, x), rel(conv(x)[:2], ref), flops=flops)
-            del x
-    if "timeres" in only:
-        timeres(1280, 9, "1280@9²")  # no attention at 9², but time ResBlocks
     for c, side in LEVELS:
         level = f"{c}@{side}²"
         tokens = B * T * V * side * side
@@ -202,7 +148,32 @@ def main() -> int:
                 record(piece, level, name, ms, rel(fn(q, k, v)[:2048], ref), nbytes=nbytes)
             del qkv, q, k, v
         if "timeres" in only:
-            timeres(c, side, level)
+            n = T * V
+            x5 = randn(B, n, c, side, side).transpose(1, 2)
+            emb = randn(B, n, 1280)
+            block = ResBlock(c, 1280, c, dims=3, kernel=(3, 1, 1), emb_time_major=True).to(dev, DT)
+            ref = None
+            convs = (block.in_layers[2], block.out_layers[3])
+            default_min = FrameConv.FRAME_MIN
+            for name, frames_stats, ch_last, cls, frame_min in (
+                    ("generic norm", False, False, nn.Conv3d, None), ("norm 5d", True, False, nn.Conv3d, None),
+                    ("norm 5d ch-last", True, True, nn.Conv3d, None),
+                    ("norm 5d frame_conv", True, False, FrameConv, 0),
+                    ("FrameConv default", True, False, FrameConv, default_min)):
+                GroupNorm32.FRAMES_STATS = frames_stats
+                FrameConv.FRAME_MIN = default_min if frame_min is None else frame_min
+                for conv in convs:
+                    conv.__class__ = cls
+                    conv.weight.data = conv.weight.data.contiguous(
+                        memory_format=torch.channels_last_3d if ch_last else torch.contiguous_format)
+                torch._dynamo.reset()
+                fn = torch.compile(block)
+                out = fn(x5, emb)
+                ref = out.double() if ref is None else ref  # the first variant is the reference here
+                ms = time_ms(fn, x5, emb)
+                record("timeres", level, name, ms, rel(out, ref), nbytes=6 * x5.numel() * 2)
+            GroupNorm32.FRAMES_STATS, FrameConv.FRAME_MIN = True, default_min
+            del x5, block
         if "conv3d" in only:
             n = T * V
             xb = randn(B, n, c, side, side)

@@ -75,66 +75,37 @@ def frame_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None)
     work at 48 frames). cuDNN instead converts the transposed view (or NCDHW) to its own layout
     first. The output is a (b, c_out, frames, h, w) view of frames-major memory."""
     b, c, n, h, w = x.shape
-    wk = _frame_weight(weight, x)
     co, k = weight.shape[0], weight.shape[2]
+    if weight.shape[1:] != (c, k, 1, 1) or k % 2 == 0:
+        raise ValueError(f"frame_conv: weight (c_out, {c}, k odd, 1, 1) expected, got {tuple(weight.shape)}")
     p = k // 2
     frames = x.transpose(1, 2).reshape(b, n, c * h * w)
     padded = F.pad(F.pad(frames, (0, 0, 0, p)).reshape(b * (n + p), c * h * w), (0, 0, p, p))
     windows = padded.as_strided((b * (n + p), k * c, h * w), (c * h * w, h * w, 1))
-    out = torch.bmm(wk[None].expand(b * (n + p), co, k * c), windows)
+    wk = weight[:, :, :, 0, 0].permute(0, 2, 1).reshape(1, co, k * c).to(x.dtype)  # (1, c_out, [j, c])
+    out = torch.bmm(wk.expand(b * (n + p), co, k * c), windows)
     out = out.view(b, n + p, co, h, w)[:, :n].transpose(1, 2)
     return out if bias is None else out + bias.to(x.dtype).view(co, 1, 1, 1)
-
-
-def frame_conv_rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """frame_conv for small frames: per pixel, the k frames around it side by side (channels
-    last), then one (pixels, k·c) × (k·c, c_out) product. frame_conv's products would be only
-    h·w wide (81 at 9²); here the product is as long as all pixels of all frames, and the
-    gathering of the k·c columns (k copies of a small tensor) fuses into the producing kernel
-    when compiled. The output is a (b, c_out, frames, h, w) view of (b, frames, h, w, c_out)."""
-    n = x.shape[2]
-    wk = _frame_weight(weight, x)
-    p = weight.shape[2] // 2
-    xt = F.pad(x.permute(0, 2, 3, 4, 1), (0, 0, 0, 0, 0, 0, p, p))  # (b, frames + 2p, h, w, c)
-    cols = torch.cat([xt[:, j:j + n] for j in range(weight.shape[2])], dim=-1)  # (b, frames, h, w, k·c)
-    return F.linear(cols, wk, None if bias is None else bias.to(x.dtype)).permute(0, 4, 1, 2, 3)
-
-
-def _frame_weight(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """(c_out, c, k, 1, 1) -> (c_out, k·c) in x's dtype, column j·c + i for frame offset j, channel i."""
-    if weight.dim() != 5 or weight.shape[1] != x.shape[1] or weight.shape[3:] != (1, 1) or weight.shape[2] % 2 == 0:
-        raise ValueError(f"frame_conv: weight (c_out, {x.shape[1]}, k odd, 1, 1) expected, got {tuple(weight.shape)}")
-    co, c, k = weight.shape[:3]
-    return weight[:, :, :, 0, 0].permute(0, 2, 1).reshape(co, k * c).to(x.dtype)
 
 
 class FrameConv(nn.Conv3d):
     """nn.Conv3d with a (k, 1, 1) kernel (keys weight, bias) for the time ResBlocks, computed the
     way that measured fastest on an H100 for the frame size (scripts/bench_kernels.py, timeres):
-    frame_conv for large frames (72² latents: whole compiled block 3.75 -> 2.87 ms); in compiled
-    graphs, frame_conv_rows for smaller ones (cuDNN's kernels for these run at 60-300 TFLOP/s);
-    cuDNN otherwise."""
+    frame_conv for large frames (72² latents: whole compiled block 3.75 -> 2.87 ms); cuDNN with
+    channels-last weights for mid-size frames in compiled graphs (36²: 2.30 -> 1.65 ms); cuDNN
+    as is below (18²: both alternatives slower)."""
 
     FRAME_MIN = 4096  # h·w from which frame_conv is used
-    ROWS_MIN = 0  # h·w from which compiled graphs use frame_conv_rows (below FRAME_MIN)
+    CHANNELS_LAST_MIN = 1024  # h·w from which compiled graphs give cuDNN channels-last weights
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hw = x.shape[-2] * x.shape[-1]
         if hw >= self.FRAME_MIN:
             return frame_conv(x, self.weight, self.bias)
-        if hw >= self.ROWS_MIN and torch.compiler.is_compiling():
-            return frame_conv_rows(x, self.weight, self.bias)
-        return F.conv3d(x, self.weight, self.bias, padding=self.padding)
-
-
-class NHWCConv2d(nn.Conv2d):
-    """nn.Conv2d run channels-last, returning a contiguous (NCHW) output: the UNet's first and
-    last convolutions (8 input, 4 output channels), for which cuDNN's NCHW kernels are slow."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-            return super().forward(x)  # a channels-last network (unet.use_channels_last): stay so
-        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
+        w = self.weight
+        if hw >= self.CHANNELS_LAST_MIN and torch.compiler.is_compiling():
+            w = w.contiguous(memory_format=torch.channels_last_3d)
+        return F.conv3d(x, w, self.bias, padding=self.padding)
 
 
 def unet_norm(ch: int) -> GroupNorm32:

@@ -281,12 +281,11 @@ def test_group_norm_5d_equals_group_norm_on_both_layouts():
 
 
 def test_frame_conv_equals_conv3d_on_both_layouts_and_rejects_other_kernels():
-    """The time ResBlocks' (k, 1, 1) convolution as a batched product over frame windows and as
-    one product over all pixels, against PyTorch's conv3d: several videos (windows must not cross
-    between them), k = 1, 3, 5."""
+    """The time ResBlocks' (k, 1, 1) convolution as a batched product over frame windows, against
+    PyTorch's conv3d: several videos (windows must not cross between them), k = 1, 3, 5."""
     import torch.nn.functional as F
 
-    from backend.sp4d.layers import frame_conv, frame_conv_rows
+    from backend.sp4d.layers import frame_conv
 
     g = torch.Generator().manual_seed(0)
     for k in (1, 3, 5):
@@ -297,26 +296,9 @@ def test_frame_conv_equals_conv3d_on_both_layouts_and_rejects_other_kernels():
             torch.testing.assert_close(frame_conv(x, w, b), F.conv3d(x, w, b, padding=(k // 2, 0, 0)),
                                        rtol=1e-12, atol=1e-12)
     assert frame_conv(mem.transpose(1, 2), w, None).shape == (3, 8, 7, 4, 5)
-    for k in (1, 3):  # the small-frame form, channels last
-        w = torch.randn(8, 6, k, 1, 1, generator=g, dtype=torch.float64)
-        out = frame_conv_rows(mem.transpose(1, 2), w, b)
-        torch.testing.assert_close(out, F.conv3d(mem.transpose(1, 2), w, b, padding=(k // 2, 0, 0)),
-                                   rtol=1e-12, atol=1e-12)
-    for bad in (torch.zeros(8, 6, 3, 3, 1), torch.zeros(8, 6, 2, 1, 1), torch.zeros(8, 5, 3, 1, 1), torch.zeros(8, 6)):
-        for fn in (frame_conv, frame_conv_rows):
-            with pytest.raises(ValueError, match="frame_conv"):
-                fn(mem.transpose(1, 2), bad, None)
-
-
-def test_nhwc_conv2d_equals_conv2d_and_keeps_the_input_layout():
-    from backend.sp4d.layers import NHWCConv2d
-
-    conv = NHWCConv2d(8, 4, 3, padding=1).double()
-    x = torch.randn(2, 8, 5, 6, dtype=torch.float64)
-    for inp in (x, x.contiguous(memory_format=torch.channels_last)):
-        out = conv(inp)
-        torch.testing.assert_close(out, torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1))
-        assert out.is_contiguous(memory_format=torch.channels_last if inp is not x else torch.contiguous_format)
+    for bad in (torch.zeros(8, 6, 3, 3, 1), torch.zeros(8, 6, 2, 1, 1), torch.zeros(8, 5, 3, 1, 1)):
+        with pytest.raises(ValueError, match="frame_conv"):
+            frame_conv(mem.transpose(1, 2), bad, None)
 
 
 @pytest.mark.parametrize("frame_min", [0, 1 << 30])
@@ -332,7 +314,7 @@ def test_time_resblocks_match_the_fixtures_through_frame_conv_and_cudnn(model, m
 
 
 @pytest.mark.skipif(not any(map(__import__("shutil").which, ("g++", "c++", "clang++"))), reason="no C++ compiler")
-@pytest.mark.parametrize("scope, conv", [("blocks", "cudnn"), ("layers", "frame_conv"), ("layers", "rows")])
+@pytest.mark.parametrize("scope, conv", [("blocks", "cudnn"), ("layers", "frame_conv"), ("layers", "channels_last")])
 def test_compiled_unet_matches_eager_and_uncompiles(model, monkeypatch, scope, conv):
     """compile_blocks on the CPU (inductor's C++ backend): the compiled graphs, with the short
     attention of the camera and motion blocks and each way of the time ResBlocks' convolution
@@ -342,7 +324,7 @@ def test_compiled_unet_matches_eager_and_uncompiles(model, monkeypatch, scope, c
     from backend.sp4d.layers import FrameConv
 
     monkeypatch.setattr(FrameConv, "FRAME_MIN", 0 if conv == "frame_conv" else 1 << 30)
-    monkeypatch.setattr(FrameConv, "ROWS_MIN", 0 if conv == "rows" else 1 << 30)
+    monkeypatch.setattr(FrameConv, "CHANNELS_LAST_MIN", 0 if conv == "channels_last" else 1 << 30)
 
     u = load_file(FIX / "unet.safetensors")
     cond = {k[len("in.c."):]: u[k] for k in u if k.startswith("in.c.")}
