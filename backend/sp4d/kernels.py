@@ -202,7 +202,8 @@ if triton is not None:
             k = tl.load(k_ptr + k_off[:, None] + h * s_kh + rd[None, :], mask=ok_k[:, None], other=0.0)
             v = tl.load(v_ptr + v_off[:, None] + h * s_vh + rd[None, :], mask=ok_k[:, None], other=0.0)
             s = tl.dot(q, tl.trans(k)) * scale  # (BLOCK_N, BLOCK_M)
-            s = tl.where(same & ok_k[None, :], s, float("-inf"))
+            # masked scores: a finite floor, not -inf, so that padding rows (no keys) stay finite
+            s = tl.where(same & ok_k[None, :], s, -1.0e30)
             p = tl.exp(s - tl.max(s, axis=1)[:, None])
             p = p / tl.sum(p, axis=1)[:, None]
             out = tl.dot(p.to(v.dtype), v)  # (BLOCK_N, D)
