@@ -132,7 +132,7 @@ def prepare_frames(frames: list[np.ndarray], n_frames: int = 4, size: int = 576,
     m = np.array([[s, 0, size / 2 - s * cx], [0, s, size / 2 - s * cy]], np.float32)
     interp = cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC
     out_f, out_m = [], []
-    for f, mk in zip(chosen, masks):
+    for f, mk in zip(chosen, masks, strict=True):
         rgb = f[:, :, :3].astype(np.float32)
         a = mk.astype(np.float32) if (f[:, :, 3] == 255).all() else f[:, :, 3].astype(np.float32) / 255
         comp = rgb * a[..., None] + 255 * (1 - a[..., None])

@@ -31,7 +31,7 @@ def settings_of(job: dict) -> dict:
         s["frames"] = int(s["frames"])
         s["image_size"] = int(s["image_size"])
     except (TypeError, ValueError):
-        raise BackendError("bad_input", "settings.frames and settings.image_size must be integers")
+        raise BackendError("bad_input", "settings.frames and settings.image_size must be integers") from None
     if not 1 <= s["frames"] <= 64:
         raise BackendError("bad_input", f"settings.frames must be 1..64, got {s['frames']}")
     if s["image_size"] < 16 or s["image_size"] % 8:

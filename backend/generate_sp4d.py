@@ -34,7 +34,7 @@ def input_frames(job: JobDir, spec: dict, s: dict) -> tuple[np.ndarray, list[str
             a = np.stack([f[:, :, 3:] for f in chosen]).astype(np.float32) / 255
             out = np.round(np.stack([f[:, :, :3] for f in chosen]) * a + 255 * (1 - a)).astype(np.uint8)
             masks = a[..., 0] > 0.5
-        for i, (f, m) in enumerate(zip(out, masks)):
+        for i, (f, m) in enumerate(zip(out, masks, strict=True)):
             write_png_atomic(job.input_frame(i), f)
             write_png_atomic(job.root / "input" / f"mask_{i:03d}.png", (m * 255).astype(np.uint8))
         return out, warnings

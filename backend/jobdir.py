@@ -156,7 +156,7 @@ class JobDir:
         try:
             job = json.loads(self.job_json.read_text())
         except (OSError, ValueError) as exc:
-            raise BackendError("bad_input", f"job.json in {self.root} is not valid JSON: {exc}")
+            raise BackendError("bad_input", f"job.json in {self.root} is not valid JSON: {exc}") from exc
         if not isinstance(job, dict):
             raise BackendError("bad_input", f"job.json in {self.root} is not an object")
         job.setdefault("source", {})
@@ -181,7 +181,7 @@ class JobDir:
             with np.load(self.mesh_npz, allow_pickle=False) as z:
                 mesh = {k: z[k] for k in z.files}
         except Exception as exc:  # zip or format errors
-            raise BackendError("bad_input", f"mesh.npz is unreadable: {exc}")
+            raise BackendError("bad_input", f"mesh.npz is unreadable: {exc}") from exc
         from .rig.mesh import validate_mesh
 
         mesh["vertices"], mesh["faces"] = validate_mesh(mesh.get("vertices"), mesh.get("faces"))

@@ -31,7 +31,7 @@ def face_index_buffer(uv: np.ndarray, depth: np.ndarray, faces: np.ndarray,
     lo, hi = pts.min(1), pts.max(1)
     inside = (hi[:, 0] >= 0) & (hi[:, 1] >= 0) & (lo[:, 0] < w << _SHIFT) & (lo[:, 1] < h << _SHIFT)
     fill = cv2.fillConvexPoly
-    for fi, p in zip(order[inside].tolist(), pts[inside]):
+    for fi, p in zip(order[inside].tolist(), pts[inside], strict=True):
         fill(buf, p, fi, cv2.LINE_8, _SHIFT)
     return buf
 

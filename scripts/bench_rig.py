@@ -143,9 +143,10 @@ def print_table(rows: list[dict]) -> None:
     print(head)
     print("-" * len(head))
     for r in rows:
-        g = lambda k, f="{:.2f}": f.format(r[k]) if k in r else "-"  # noqa: E731
+        g = lambda k, f="{:.2f}", r=r: f.format(r[k]) if k in r else "-"  # noqa: E731
         print(f"{r['asset']:11s} {r['vertices']:7d} {r['parts']:5d} {r['parts_images']:6s} {r['miou']:5.3f} "
-              f"{r['joint_err_pct']:6.2f} {r['bone_count_err']:5d} {r['weights_l1']:5.3f} {g('heat_weights_l1', '{:.3f}'):>6s} "
+              f"{r['joint_err_pct']:6.2f} {r['bone_count_err']:5d} {r['weights_l1']:5.3f} "
+              f"{g('heat_weights_l1', '{:.3f}'):>6s} "
               f"{r['deform_err_pct']:5.2f} {g('heat_deform_err_pct'):>8s} {g('heat_unweighted_vertices', '{:d}'):>8s} "
               f"{r['t_render']:6.1f} {r['t_parts']:6.1f} {r['t_lift_skeleton']:6.1f} {r['t_weights']:7.2f} "
               f"{g('t_bone_heat', '{:.1f}'):>6s}")
@@ -158,13 +159,15 @@ def main() -> int:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     cases = QUICK if args.quick else CASES
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-rig-") as d:
         for name, res, sub in cases:
             for noisy in ((False, True) if sub == 0 else (False,)):
                 rows.append(run_case(name, res, sub, noisy, not args.no_bone_heat, Path(d)))
-                print(f"done {name} {rows[-1]['vertices']} {'noisy' if noisy else 'clean'}", file=sys.stderr, flush=True)
+                print(f"done {name} {rows[-1]['vertices']} {'noisy' if noisy else 'clean'}", file=sys.stderr,
+                      flush=True)
     print_table(rows)
     if args.out:
         args.out.write_text(json.dumps({"commit": commit, "cpu_count": os.cpu_count(), "rows": rows}, indent=1))

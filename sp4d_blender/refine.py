@@ -40,7 +40,7 @@ def parts_summary(obj: bpy.types.Object, arm: bpy.types.Object) -> list[dict]:
     skel = Path(job) / "rig" / "skeleton.json" if job else None
     if skel is not None and skel.exists():
         colours = {p["bone"]: p.get("colour") for p in json.loads(skel.read_text()).get("parts", [])}
-    return [{"bone": n, "vertices": int(c), "colour": colours.get(n)} for n, c in zip(names, counts)]
+    return [{"bone": n, "vertices": int(c), "colour": colours.get(n)} for n, c in zip(names, counts, strict=True)]
 
 
 def merge_parts(obj: bpy.types.Object, arm: bpy.types.Object, keep: str, remove: str) -> None:

@@ -32,7 +32,8 @@ def _interior(parts: np.ndarray, mask: np.ndarray, edge: float) -> np.ndarray:
     g = np.zeros(mask.shape, np.float32)
     for c in range(3):
         ch = parts[..., c].astype(np.float32)
-        g = np.maximum(g, np.abs(cv2.Sobel(ch, cv2.CV_32F, 1, 0, ksize=3)) + np.abs(cv2.Sobel(ch, cv2.CV_32F, 0, 1, ksize=3)))
+        dx, dy = cv2.Sobel(ch, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(ch, cv2.CV_32F, 0, 1, ksize=3)
+        g = np.maximum(g, np.abs(dx) + np.abs(dy))
     return er & (g < edge)
 
 

@@ -25,7 +25,7 @@ def read_cameras(job: JobDir) -> dict:
         return cams
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BackendError("bad_input", f"views/cameras.json is missing or invalid ({exc}); "
-                           "run the generate stage first")
+                           "run the generate stage first") from exc
 
 
 def run_parts(job: JobDir, ctx: StageContext) -> dict:
@@ -70,7 +70,7 @@ def _load_labels(job: JobDir) -> dict:
         with np.load(job.labels_npz, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except (OSError, ValueError) as exc:
-        raise BackendError("bad_input", f"parts/labels.npz is unreadable: {exc}")
+        raise BackendError("bad_input", f"parts/labels.npz is unreadable: {exc}") from exc
 
 
 def _hull_mesh(job: JobDir, ctx: StageContext) -> dict:

@@ -39,7 +39,7 @@ def reweight(job: JobDir, skeleton: dict, max_influences: int = 4) -> dict:
         heads = np.array([b["head"] for b in bones], float).reshape(-1, 3)
         tails = np.array([b["tail"] for b in bones], float).reshape(-1, 3)
     except (KeyError, ValueError) as exc:
-        raise BackendError("bad_input", f"every bone needs a head and a tail (x, y, z): {exc}")
+        raise BackendError("bad_input", f"every bone needs a head and a tail (x, y, z): {exc}") from exc
     v, f = mesh["vertices"], mesh["faces"]
     labels = nearest_bone(v, heads, tails)
     labels = clean_labels(adjacency(len(v), f), labels, len(bones))
@@ -54,5 +54,5 @@ def reweight_from_file(job_dir: str | Path, skeleton_path: str | Path, max_influ
     try:
         skel = json.loads(Path(skeleton_path).read_text())
     except (OSError, ValueError) as exc:
-        raise BackendError("bad_input", f"cannot read the skeleton {skeleton_path}: {exc}")
+        raise BackendError("bad_input", f"cannot read the skeleton {skeleton_path}: {exc}") from exc
     return reweight(JobDir(job_dir), skel, max_influences)

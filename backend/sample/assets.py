@@ -16,9 +16,11 @@ import numpy as np
 # or ("box", centre, half_extents, rounding). An optional fifth item is the part's hinge axis
 # (the oracle rotates it about this axis through its joint; otherwise about alternating axes).
 QUADRUPED = [  # body along +X (head at +X, tail at -X), legs down -Z: the front view shows its profile
-    ("body", None, [("capsule", (-0.55, 0, 0.75), (0.45, 0, 0.78), 0.27), ("capsule", (-0.75, 0, 0.8), (-0.55, 0, 0.76), 0.12)], (0.0, 0, 0.76)),
+    ("body", None, [("capsule", (-0.55, 0, 0.75), (0.45, 0, 0.78), 0.27),
+                    ("capsule", (-0.75, 0, 0.8), (-0.55, 0, 0.76), 0.12)], (0.0, 0, 0.76)),
     ("neck", "body", [("capsule", (0.5, 0, 0.86), (0.86, 0, 1.18), 0.11)], (0.55, 0, 0.9)),
-    ("head", "neck", [("capsule", (0.95, 0, 1.28), (0.95, 0, 1.28), 0.17), ("capsule", (1.0, 0, 1.24), (1.22, 0, 1.16), 0.08)], (0.86, 0, 1.18)),
+    ("head", "neck", [("capsule", (0.95, 0, 1.28), (0.95, 0, 1.28), 0.17),
+                      ("capsule", (1.0, 0, 1.24), (1.22, 0, 1.16), 0.08)], (0.86, 0, 1.18)),
     ("leg_front.L", "body", [("capsule", (0.32, 0.17, 0.62), (0.36, 0.2, 0.36), 0.09)], (0.32, 0.17, 0.62)),
     ("shin_front.L", "leg_front.L", [("capsule", (0.36, 0.2, 0.36), (0.36, 0.2, 0.05), 0.07)], (0.36, 0.2, 0.36)),
     ("leg_front.R", "body", [("capsule", (0.32, -0.17, 0.62), (0.36, -0.2, 0.36), 0.09)], (0.32, -0.17, 0.62)),

@@ -42,7 +42,8 @@ def part_motion(parents: np.ndarray, joints: np.ndarray, t: int, n_frames: int,
         if axes is not None and np.linalg.norm(axes[p]) > 0:
             axis = np.asarray(axes[p], float)
         # a sweep from the rest pose, direction and size varying by part, distinct in every frame
-        ang = amplitude * (1.0 if p % 2 else -1.0) * (0.6 + 0.4 * math.cos(1.3 * p)) * math.sin(0.5 * math.pi * t / max(n_frames - 1, 1))
+        sweep = math.sin(0.5 * math.pi * t / max(n_frames - 1, 1))
+        ang = amplitude * (1.0 if p % 2 else -1.0) * (0.6 + 0.4 * math.cos(1.3 * p)) * sweep
         r = _rot(axis, ang)
         local[p, :3, :3] = r
         local[p, :3, 3] = joints[p] - r @ joints[p]

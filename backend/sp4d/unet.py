@@ -110,11 +110,13 @@ class DualSpatialTemporalUNet(nn.Module):
         h1, h2 = x.chunk(2, dim=1)
         ctx = UNetContext(self.net1.embed(c_noise, vector), context, cond_view, n_time, n_view)
         skips = []
-        for b1, b2, fuse in zip(self.net1.input_blocks, self.net2.input_blocks, self.input_cross_layers):
+        for b1, b2, fuse in zip(self.net1.input_blocks, self.net2.input_blocks, self.input_cross_layers,
+                                strict=True):
             h1, h2 = fuse(b1(h1, ctx), b2(h2, ctx))
             skips.append((h1, h2))
         h1, h2 = self.middle_cross(self.net1.middle_block(h1, ctx), self.net2.middle_block(h2, ctx))
-        for b1, b2, fuse in zip(self.net1.output_blocks, self.net2.output_blocks, self.output_cross_layers):
+        for b1, b2, fuse in zip(self.net1.output_blocks, self.net2.output_blocks, self.output_cross_layers,
+                                strict=True):
             s1, s2 = skips.pop()
             h1, h2 = fuse(b1(torch.cat([h1, s1], 1), ctx), b2(torch.cat([h2, s2], 1), ctx))
         return torch.cat([self.net1.out(h1), self.net2.out(h2)], dim=1)

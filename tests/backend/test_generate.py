@@ -115,7 +115,7 @@ def test_speed_and_memory_modes_reproduce_the_fixture(fixture_frames, sampling, 
 def test_replica_on_another_device_is_a_separate_equal_copy():
     unet = load_model(FIX / "weights.safetensors", load_config(FIX / "config.yaml")).model.diffusion_model
     rep = replicate(unet, "cpu")
-    pairs = list(zip(unet.state_dict().items(), rep.state_dict().items()))
+    pairs = list(zip(unet.state_dict().items(), rep.state_dict().items(), strict=True))
     assert len(pairs) == len(unet.state_dict()) and all(ka == kb for (ka, _), (kb, _) in pairs)
     assert all(torch.equal(a, b) and a.data_ptr() != b.data_ptr() for (_, a), (_, b) in pairs)
 

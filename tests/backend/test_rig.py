@@ -45,7 +45,8 @@ def test_skeleton_matches_ground_truth_joints(rigged, creature):
     assert chamfer < 0.03
     # mirrored legs are named .L/.R in pairs
     sided = [n for n in names if n.endswith((".L", ".R"))]
-    assert len(sided) == 8 and {n[:-2] for n in sided if n.endswith(".L")} == {n[:-2] for n in sided if n.endswith(".R")}
+    assert len(sided) == 8
+    assert {n[:-2] for n in sided if n.endswith(".L")} == {n[:-2] for n in sided if n.endswith(".R")}
 
 
 def test_weights_are_a_partition_of_unity(rigged, creature):
@@ -80,7 +81,8 @@ def _bar(n=12):
         for k in range(4):
             a, b, c, d = 4 * i + k, 4 * i + (k + 1) % 4, 4 * (i + 1) + (k + 1) % 4, 4 * (i + 1) + k
             f += [[a, b, c], [a, c, d]]
-    f += [[0, 2, 1], [0, 3, 2], [4 * (n - 1), 4 * (n - 1) + 1, 4 * (n - 1) + 2], [4 * (n - 1), 4 * (n - 1) + 2, 4 * (n - 1) + 3]]
+    e = 4 * (n - 1)  # the last ring
+    f += [[0, 2, 1], [0, 3, 2], [e, e + 1, e + 2], [e, e + 2, e + 3]]
     labels = (v[:, 0] > 1.5).astype(int)
     return v, np.array(f), labels
 
@@ -198,7 +200,8 @@ def test_reweight_an_edited_skeleton(rigged, tmp_path):
     shutil.copytree(rigged.root, job.root)
     skel = json.loads(job.skeleton_json.read_text())
     # the animator deletes the tail tip and renames the torso
-    tip = next(b for b in skel["bones"] if b["parent"] and b["deform"] and not any(c["parent"] == b["name"] for c in skel["bones"]) and b["head"][0] < -0.9)
+    leaves = [b for b in skel["bones"] if not any(c["parent"] == b["name"] for c in skel["bones"])]
+    tip = next(b for b in leaves if b["parent"] and b["deform"] and b["head"][0] < -0.9)
     skel["bones"] = [b for b in skel["bones"] if b is not tip]
     for b in skel["bones"]:
         if b["name"] == "torso":
@@ -231,7 +234,8 @@ def test_clip_without_mesh_is_rigged_on_its_visual_hull(job_copy, creature, miou
     with np.load(job_copy.weights_npz) as z:
         vp, w = z["vertex_part"], z["weights"]
     assert w.shape[0] == len(mesh["vertices"]) and np.allclose(w.sum(1), 1, atol=1e-5)
-    assert miou(vp, creature.labels[d[1]]) > 0.6  # parts roughly agree with the nearest creature parts (a hull is coarse)
+    # parts roughly agree with the nearest creature parts (a hull is coarse)
+    assert miou(vp, creature.labels[d[1]]) > 0.6
     skel = json.loads(job_copy.skeleton_json.read_text())
     assert abs(sum(b["deform"] for b in skel["bones"]) - len(creature.names)) <= 2
 
