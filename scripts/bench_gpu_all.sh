@@ -3,6 +3,7 @@
 # Results (JSON) go to $OUT (the device tool's output folder) or ./out/gpu.
 #
 #   bash scripts/bench_gpu_all.sh kernels     # the Triton kernels against the plain paths, then a profiled compiled step
+#   bash scripts/bench_gpu_all.sh convs       # the time convolutions: alone, in the time ResBlock, in the whole VideoResBlock
 #   bash scripts/bench_gpu_all.sh split       # the CFG split over cuda:0 and cuda:1 (needs two GPUs)
 #   bash scripts/bench_gpu_all.sh ratio       # the official code beside ours (needs --official: .ref/official)
 #   bash scripts/bench_gpu_all.sh check       # fixtures on CUDA with the compiled layers
@@ -18,9 +19,11 @@ quiet() { grep -v -i "warn" || true; }
 nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"
 case "${1:-}" in
   kernels)
-    "$py" scripts/bench_kernels.py --out "$out/bench_kernels.json" 2>&1 | quiet
+    "$py" scripts/bench_kernels.py --only geglu,camera,motion,qkv,spatial --out "$out/bench_kernels.json" 2>&1 | quiet
     "$py" scripts/bench_gpu.py --compile-blocks layers --steps 10 --profile \
       --out "$out/bench_gpu_layers_kernels.json" 2>&1 | quiet | tail -10 ;;
+  convs)
+    "$py" scripts/bench_kernels.py --only conv3d,timeres,videores --out "$out/bench_kernels_convs.json" 2>&1 | quiet ;;
   split)
     n=$("$py" -c "import torch; print(torch.cuda.device_count())")
     if [ "$n" -lt 2 ]; then echo "the split needs two GPUs, this machine has $n"; exit 2; fi
@@ -43,6 +46,6 @@ case "${1:-}" in
     "$py" scripts/bench_gpu.py --low-vram --steps 10 --out "$out/bench_gpu_lowvram.json" 2>&1 | quiet | tail -8
     "$py" scripts/gpu_check_sp4d.py --fixtures .ref/sp4d_tiny --out "$out/gpu_check.json" 2>&1 | quiet | tail -8 ;;
   *)
-    echo "usage: bash scripts/bench_gpu_all.sh kernels|split|ratio|check|compiled|eager" >&2
+    echo "usage: bash scripts/bench_gpu_all.sh kernels|convs|split|ratio|check|compiled|eager" >&2
     exit 2 ;;
 esac

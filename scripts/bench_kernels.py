@@ -13,11 +13,16 @@ For each UNet level (72², 36², 18² latents; widths 320, 640, 1280):
           default (FrameConv: one of these three by frame size)
   conv3d  the time ResBlock's (3,1,1) convolution over the 48 frames: cuDNN on the view the block
           passes, on a contiguous input, channels-last, and layers.frame_conv (eager, compiled)
+  videores the whole compiled VideoResBlock (2-D ResBlock, time ResBlock, blend; what the
+          `layers` compile scope compiles), also at 9²: the time convolutions through cuDNN only
+          against FrameConv's choice by frame size
   qkv     the self-attention projections at 72²... : three products against one product of the
           concatenated weights (what Attention does)
   spatial the spatial self-attention (all tokens of a frame) through each SDPA backend, on the
           fused projection's strided q, k, v views and on contiguous copies
-Errors: ‖a − ref‖/‖ref‖ against float64 on a slice of the rows.
+Errors: ‖a − ref‖/‖ref‖ against float64 on a slice of the rows. --smoke runs the pieces that need
+no GPU (timeres, conv3d, qkv, spatial, videores) on the CPU at one tiny level, once, in float32:
+a check that the script runs (the tests do this), not a measurement.
 
     python scripts/bench_kernels.py [--out results.json] [--only geglu,camera,motion,timeres,conv3d,qkv,spatial]
 """
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from functools import partial
 from pathlib import Path
 
@@ -39,16 +45,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.sp4d import kernels  # noqa: E402
 from backend.sp4d.layers import FrameConv, GroupNorm32, frame_conv, geglu, sdpa_chunked, short_attention  # noqa: E402
-from backend.sp4d.unet_blocks import ResBlock  # noqa: E402
+from backend.sp4d.unet_blocks import ResBlock, UNetContext, VideoResBlock  # noqa: E402
 
 LEVELS = [(320, 72), (640, 36), (1280, 18)]  # (width, latent side) of the levels with attention
 B, T, V = 2, 4, 12  # CFG halves, frames, views
 DT = torch.bfloat16
-PIECES = ("geglu", "camera", "motion", "timeres", "conv3d", "qkv", "spatial")
+PIECES = ("geglu", "camera", "motion", "timeres", "conv3d", "qkv", "spatial", "videores")
+CPU_PIECES = ("timeres", "conv3d", "qkv", "spatial", "videores")  # no Triton kernels: --smoke runs them
+SMOKE_LEVELS = [(64, 8)]
 
 
 def time_ms(fn, *args, reps: int = 20) -> float:
     fn(*args)
+    if not torch.cuda.is_available():  # --smoke: one timed call, for the table's shape only
+        t0 = time.perf_counter()
+        fn(*args)
+        return (time.perf_counter() - t0) * 1e3
     fn(*args)
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -92,19 +104,25 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path)
     ap.add_argument("--only", default=",".join(PIECES))
+    ap.add_argument("--smoke", action="store_true", help="CPU, one tiny level, float32: does the script run")
     args = ap.parse_args()
-    only = set(args.only.split(","))
+    only = set(args.only.split(",")) & set(CPU_PIECES) if args.smoke and args.only == ap.get_default("only") \
+        else set(args.only.split(","))
     if only - set(PIECES):
         ap.error(f"unknown --only piece(s) {sorted(only - set(PIECES))}; choose from {','.join(PIECES)}")
-    if not torch.cuda.is_available():
-        ap.error("needs a CUDA GPU (run it on the device machine)")
-    # the persistent GEGLU kernel with warp-specialised loads (Triton's Hopper support, experimental)
-    ws_kernel = triton.autotune(configs=[c for c in kernels._TMA_CONFIGS if c.kwargs["WS"]],
-                                key=["M", "N", "K"])(kernels._geglu_tma_kernel.fn)
-    dev = "cuda"
+    if args.smoke:
+        if only - set(CPU_PIECES):
+            ap.error(f"--smoke runs only {','.join(CPU_PIECES)} (the others need the GPU kernels)")
+    elif not torch.cuda.is_available():
+        ap.error("needs a CUDA GPU (run it on the device machine), or --smoke")
+    dt = torch.float32 if args.smoke else DT
+    torch.set_grad_enabled(False)
+    dev = "cpu" if args.smoke else "cuda"
+    levels = SMOKE_LEVELS if args.smoke else LEVELS
     g = torch.Generator(device=dev).manual_seed(0)
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, bf16; kernels usable: "
-          f"{kernels.usable(torch.zeros(1, device=dev, dtype=DT))}")
+    device_name = "cpu (smoke run)" if args.smoke else torch.cuda.get_device_name()
+    print(f"{device_name}, torch {torch.__version__}, {str(dt)[6:]}; kernels usable: "
+          f"{kernels.usable(torch.zeros(1, device=dev, dtype=dt))}")
     rows = {}
 
     def record(piece, level, variant, ms, err, nbytes=None, flops=None):
@@ -113,12 +131,33 @@ def main() -> int:
         print(f"{piece:7s} {level:12s} {variant:16s} {ms:8.3f} ms {err:9.2e} {extra}")
 
     def randn(*shape, scale=1.0):
-        return (scale * torch.randn(*shape, device=dev, generator=g)).to(DT)
+        return (scale * torch.randn(*shape, device=dev, generator=g)).to(dt)
 
-    for c, side in LEVELS:
+    def videores(c: int, side: int, level: str) -> None:
+        x = randn(B * T * V, c, side, side)
+        ctx = UNetContext(randn(B * T * V, 1280), None, None, T, V)
+        block = VideoResBlock(c, 1280, c).to(dev, dt)
+        default, never = (FrameConv.FRAME_MIN, FrameConv.CHANNELS_LAST_MIN), 1 << 30
+        ref = None
+        for name, mins in (("cudnn conv3d", (never, never)), ("FrameConv default", default)):
+            FrameConv.FRAME_MIN, FrameConv.CHANNELS_LAST_MIN = mins
+            torch._dynamo.reset()
+            fn = torch.compile(block)
+            out = fn(x, ctx)
+            ref = out.double() if ref is None else ref  # the first variant is the reference here
+            record("videores", level, name, time_ms(fn, x, ctx), rel(out, ref), nbytes=12 * x.numel() * 2)
+        FrameConv.FRAME_MIN, FrameConv.CHANNELS_LAST_MIN = default
+
+    if "videores" in only:
+        for c, side in levels + ([] if args.smoke else [(1280, 9)]):
+            videores(c, side, f"{c}@{side}²")
+    for c, side in levels:
         level = f"{c}@{side}²"
         tokens = B * T * V * side * side
         if "geglu" in only:
+            # the persistent GEGLU kernel with warp-specialised loads alone (Triton's Hopper support)
+            ws_kernel = triton.autotune(configs=[c for c in kernels._TMA_CONFIGS if c.kwargs["WS"]],
+                                        key=["M", "N", "K"])(kernels._geglu_tma_kernel.fn)
             x = randn(tokens, c)
             w, b = randn(8 * c, c, scale=c ** -0.5), randn(8 * c, scale=0.1)
             ref = geglu(x[:4096].double(), w.double(), b.double())
@@ -151,7 +190,7 @@ def main() -> int:
             n = T * V
             x5 = randn(B, n, c, side, side).transpose(1, 2)
             emb = randn(B, n, 1280)
-            block = ResBlock(c, 1280, c, dims=3, kernel=(3, 1, 1), emb_time_major=True).to(dev, DT)
+            block = ResBlock(c, 1280, c, dims=3, kernel=(3, 1, 1), emb_time_major=True).to(dev, dt)
             ref = None
             convs = (block.in_layers[2], block.out_layers[3])
             default_min = FrameConv.FRAME_MIN
@@ -226,9 +265,10 @@ def main() -> int:
                         continue
                     record("spatial", level, name, ms, rel(run(*args_)[:1, :2], ref), flops=flops)
             del qkv, q, k, v, qc, kc, vc
-        torch.cuda.empty_cache()
+        if not args.smoke:
+            torch.cuda.empty_cache()
     if args.out:
-        args.out.write_text(json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+        args.out.write_text(json.dumps({"device": device_name, "torch": torch.__version__,
                                         "rows": rows}, indent=1))
     return 0
 

@@ -50,3 +50,17 @@ def test_cuda_only_scripts_refuse_without_a_gpu(name, args):
 def test_bench_kernels_names_an_unknown_piece():
     r = script("bench_kernels.py", "--only", "geglu,convv")
     assert r.returncode == 2 and "convv" in r.stderr
+
+
+def test_bench_kernels_smoke_run_on_the_cpu(tmp_path):
+    """The GPU-free pieces at one tiny level: every row is produced, the frame-window convolution
+    agrees with the float64 conv3d reference, the compiled blocks with the eager ones."""
+    out = tmp_path / "kernels.json"
+    r = script("bench_kernels.py", "--smoke", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())["rows"]
+    pieces = {k.split(" / ")[0] for k in rows}
+    assert {"videores", "timeres", "conv3d", "qkv", "spatial"} <= pieces
+    assert rows["conv3d / 64@8² / frame_conv"]["rel_err"] < 1e-6
+    assert max(v["rel_err"] for k, v in rows.items() if k.startswith(("timeres", "videores"))) < 1e-5
+    assert script("bench_kernels.py", "--smoke", "--only", "geglu").returncode == 2  # needs the GPU kernels
