@@ -106,8 +106,9 @@ def main() -> int:
     ap.add_argument("--only", default=",".join(PIECES))
     ap.add_argument("--smoke", action="store_true", help="CPU, one tiny level, float32: does the script run")
     args = ap.parse_args()
-    only = set(args.only.split(",")) & set(CPU_PIECES) if args.smoke and args.only == ap.get_default("only") \
-        else set(args.only.split(","))
+    only = set(args.only.split(","))
+    if args.smoke and args.only == ap.get_default("only"):
+        only &= set(CPU_PIECES)
     if only - set(PIECES):
         ap.error(f"unknown --only piece(s) {sorted(only - set(PIECES))}; choose from {','.join(PIECES)}")
     if args.smoke:
@@ -133,31 +134,44 @@ def main() -> int:
     def randn(*shape, scale=1.0):
         return (scale * torch.randn(*shape, device=dev, generator=g)).to(dt)
 
+    def compiled_variants(piece, level, block, args, nbytes, variants) -> None:
+        """For each (name, setup): setup() configures the block, which is then compiled afresh, run
+        and timed; the first variant's output is the reference of the others."""
+        ref = None
+        for name, setup in variants:
+            setup()
+            torch._dynamo.reset()
+            fn = torch.compile(block)
+            out = fn(*args)
+            ref = out.double() if ref is None else ref
+            record(piece, level, name, time_ms(fn, *args), rel(out, ref), nbytes=nbytes)
+
+    def frame_mins(frame_min: int, channels_last_min: int):
+        def setup():
+            FrameConv.FRAME_MIN, FrameConv.CHANNELS_LAST_MIN = frame_min, channels_last_min
+        return setup
+
+    default_mins, never = (FrameConv.FRAME_MIN, FrameConv.CHANNELS_LAST_MIN), 1 << 30
+
     def videores(c: int, side: int, level: str) -> None:
         x = randn(B * T * V, c, side, side)
         ctx = UNetContext(randn(B * T * V, 1280), None, None, T, V)
         block = VideoResBlock(c, 1280, c).to(dev, dt)
-        default, never = (FrameConv.FRAME_MIN, FrameConv.CHANNELS_LAST_MIN), 1 << 30
-        ref = None
-        for name, mins in (("cudnn conv3d", (never, never)), ("FrameConv default", default)):
-            FrameConv.FRAME_MIN, FrameConv.CHANNELS_LAST_MIN = mins
-            torch._dynamo.reset()
-            fn = torch.compile(block)
-            out = fn(x, ctx)
-            ref = out.double() if ref is None else ref  # the first variant is the reference here
-            record("videores", level, name, time_ms(fn, x, ctx), rel(out, ref), nbytes=12 * x.numel() * 2)
-        FrameConv.FRAME_MIN, FrameConv.CHANNELS_LAST_MIN = default
+        compiled_variants("videores", level, block, (x, ctx), 12 * x.numel() * 2,
+                          (("cudnn conv3d", frame_mins(never, never)),
+                           ("FrameConv default", frame_mins(*default_mins))))
+        frame_mins(*default_mins)()
 
     if "videores" in only:
         for c, side in levels + ([] if args.smoke else [(1280, 9)]):
             videores(c, side, f"{c}@{side}²")
+    if "geglu" in only:  # the persistent GEGLU kernel with warp-specialised loads alone (Hopper)
+        ws_kernel = triton.autotune(configs=[c for c in kernels._TMA_CONFIGS if c.kwargs["WS"]],
+                                    key=["M", "N", "K"])(kernels._geglu_tma_kernel.fn)
     for c, side in levels:
         level = f"{c}@{side}²"
         tokens = B * T * V * side * side
         if "geglu" in only:
-            # the persistent GEGLU kernel with warp-specialised loads alone (Triton's Hopper support)
-            ws_kernel = triton.autotune(configs=[c for c in kernels._TMA_CONFIGS if c.kwargs["WS"]],
-                                        key=["M", "N", "K"])(kernels._geglu_tma_kernel.fn)
             x = randn(tokens, c)
             w, b = randn(8 * c, c, scale=c ** -0.5), randn(8 * c, scale=0.1)
             ref = geglu(x[:4096].double(), w.double(), b.double())
@@ -191,27 +205,24 @@ def main() -> int:
             x5 = randn(B, n, c, side, side).transpose(1, 2)
             emb = randn(B, n, 1280)
             block = ResBlock(c, 1280, c, dims=3, kernel=(3, 1, 1), emb_time_major=True).to(dev, dt)
-            ref = None
-            convs = (block.in_layers[2], block.out_layers[3])
-            default_min = FrameConv.FRAME_MIN
-            for name, frames_stats, ch_last, cls, frame_min in (
-                    ("generic norm", False, False, nn.Conv3d, None), ("norm 5d", True, False, nn.Conv3d, None),
-                    ("norm 5d ch-last", True, True, nn.Conv3d, None),
-                    ("norm 5d frame_conv", True, False, FrameConv, 0),
-                    ("FrameConv default", True, False, FrameConv, default_min)):
-                GroupNorm32.FRAMES_STATS = frames_stats
-                FrameConv.FRAME_MIN = default_min if frame_min is None else frame_min
-                for conv in convs:
-                    conv.__class__ = cls
-                    conv.weight.data = conv.weight.data.contiguous(
-                        memory_format=torch.channels_last_3d if ch_last else torch.contiguous_format)
-                torch._dynamo.reset()
-                fn = torch.compile(block)
-                out = fn(x5, emb)
-                ref = out.double() if ref is None else ref  # the first variant is the reference here
-                ms = time_ms(fn, x5, emb)
-                record("timeres", level, name, ms, rel(out, ref), nbytes=6 * x5.numel() * 2)
-            GroupNorm32.FRAMES_STATS, FrameConv.FRAME_MIN = True, default_min
+
+            def variant(frames_stats, ch_last, cls, frame_min, block=block):
+                def setup():
+                    GroupNorm32.FRAMES_STATS, FrameConv.FRAME_MIN = frames_stats, frame_min
+                    for conv in (block.in_layers[2], block.out_layers[3]):
+                        conv.__class__ = cls
+                        conv.weight.data = conv.weight.data.contiguous(
+                            memory_format=torch.channels_last_3d if ch_last else torch.contiguous_format)
+                return setup
+
+            frame_min = default_mins[0]
+            compiled_variants("timeres", level, block, (x5, emb), 6 * x5.numel() * 2, (
+                ("generic norm", variant(False, False, nn.Conv3d, frame_min)),
+                ("norm 5d", variant(True, False, nn.Conv3d, frame_min)),
+                ("norm 5d ch-last", variant(True, True, nn.Conv3d, frame_min)),
+                ("norm 5d frame_conv", variant(True, False, FrameConv, 0)),
+                ("FrameConv default", variant(True, False, FrameConv, frame_min))))
+            GroupNorm32.FRAMES_STATS, FrameConv.FRAME_MIN = True, frame_min
             del x5, block
         if "conv3d" in only:
             n = T * V
