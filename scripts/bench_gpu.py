@@ -82,6 +82,8 @@ def main() -> int:
     ap.add_argument("--tune-inductor", action="store_true",
                     help="inductor's coordinate-descent tuning of its generated kernels (longer compile)")
     args = ap.parse_args()
+    if args.compile and args.devices:
+        ap.error("--compile (the whole UNet) cannot be combined with --devices: use --compile-blocks")
     dev, dt = args.device, DTYPES[args.precision]
     if args.tune_inductor:
         import torch._inductor.config as inductor_config  # (a bare `import torch.…` would make torch local here)
@@ -145,7 +147,10 @@ def main() -> int:
             else:
                 model.model.diffusion_model = torch.compile(model.model.diffusion_model, dynamic=False)
             tc = sync()
-            model.denoise(x2, sigmas[0] * x2.new_ones(len(x2)), cond)
+            if split is not None:  # the halves' own graphs (half the batch), one device after the other
+                split_denoise(x, sigmas[0])
+            else:
+                model.denoise(x2, sigmas[0] * x2.new_ones(len(x2)), cond)
             rows["compile (1st call)"] = (sync() - tc, peak_bytes())
         if args.profile:
             from torch.profiler import ProfilerActivity, profile

@@ -4,7 +4,9 @@
 #
 #   bash scripts/bench_gpu_all.sh kernels     # the Triton kernels against the plain paths, then a profiled compiled step
 #   bash scripts/bench_gpu_all.sh convs       # the time convolutions: alone, in the time ResBlock, in the whole VideoResBlock
-#   bash scripts/bench_gpu_all.sh split       # the CFG split over cuda:0 and cuda:1 (needs two GPUs)
+#   bash scripts/bench_gpu_all.sh split       # the CFG split over cuda:0 and cuda:1 (needs two GPUs): fixtures,
+#                                             # one GPU eager, split eager, split compiled
+#   bash scripts/bench_gpu_all.sh split-one   # one GPU compiled on the same machine (the split's baseline)
 #   bash scripts/bench_gpu_all.sh ratio       # the official code beside ours (needs --official: .ref/official)
 #   bash scripts/bench_gpu_all.sh check       # fixtures on CUDA with the compiled layers
 #   bash scripts/bench_gpu_all.sh compiled    # a 50-step generation with the compiled layers, then check
@@ -27,10 +29,16 @@ case "${1:-}" in
   split)
     n=$("$py" -c "import torch; print(torch.cuda.device_count())")
     if [ "$n" -lt 2 ]; then echo "the split needs two GPUs, this machine has $n"; exit 2; fi
+    "$py" scripts/gpu_check_sp4d.py --fixtures .ref/sp4d_tiny --fixtures-only --devices cuda:0,cuda:1 \
+      --out "$out/gpu_check_split.json" 2>&1 | quiet | tail -12
+    "$py" scripts/bench_gpu.py --steps 10 --out "$out/bench_gpu_one_eager.json" 2>&1 | quiet | tail -8
     "$py" scripts/bench_gpu.py --devices cuda:0,cuda:1 --steps 10 --out "$out/bench_gpu_split_eager.json" 2>&1 \
       | quiet | tail -10
     "$py" scripts/bench_gpu.py --devices cuda:0,cuda:1 --compile-blocks layers --steps 20 \
       --out "$out/bench_gpu_split_layers.json" 2>&1 | quiet | tail -10 ;;
+  split-one)  # the compiled one-GPU baseline for the split, on the same two-GPU machine
+    "$py" scripts/bench_gpu.py --compile-blocks layers --steps 20 --out "$out/bench_gpu_one_layers.json" 2>&1 \
+      | quiet | tail -9 ;;
   ratio)
     "$py" scripts/bench_official_ratio.py --official "$official" --compile-blocks layers \
       --out "$out/official_ratio.json" 2>&1 | quiet | tail -20 ;;
@@ -46,6 +54,6 @@ case "${1:-}" in
     "$py" scripts/bench_gpu.py --low-vram --steps 10 --out "$out/bench_gpu_lowvram.json" 2>&1 | quiet | tail -8
     "$py" scripts/gpu_check_sp4d.py --fixtures .ref/sp4d_tiny --out "$out/gpu_check.json" 2>&1 | quiet | tail -8 ;;
   *)
-    echo "usage: bash scripts/bench_gpu_all.sh kernels|convs|split|ratio|check|compiled|eager" >&2
+    echo "usage: bash scripts/bench_gpu_all.sh kernels|convs|split|split-one|ratio|check|compiled|eager" >&2
     exit 2 ;;
 esac

@@ -29,7 +29,9 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max() / b.float().abs().max())
 
 
-def fixture_check(fix: Path, dev: str) -> dict:
+def fixture_check(fix: Path, dev: str, devices: list[str] | None = None) -> dict:
+    """Worst relative error per fixture tensor; with ``devices`` the 3-step sampling also runs
+    with the CFG split over them."""
     from safetensors.torch import load_file
 
     cfg = load_config(fix / "config.yaml")
@@ -49,6 +51,15 @@ def fixture_check(fix: Path, dev: str) -> dict:
     z = m.sample(c, uc, s["sampler.randn"], steps=3)
     res["sampling.step2.x_out"] = rel(z, s["step2.x_out"])
     res["sampling.decode.out"] = rel(m.decode(z), s["decode.out"])
+    if devices:
+        from backend.sp4d.split import CFGSplit
+
+        split = CFGSplit(m, devices)
+        try:
+            res[f"sampling.step2.x_out split {','.join(devices)}"] = rel(
+                m.sample(c, uc, s["sampler.randn"], steps=3, split=split), s["step2.x_out"])
+        finally:
+            split.close()
     return res
 
 
@@ -106,6 +117,8 @@ def main() -> int:
     ap.add_argument("--fixtures-only", action="store_true", help="skip the full-size precision check")
     ap.add_argument("--compile-blocks", nargs="?", const="blocks", choices=("blocks", "layers"),
                     help="check the torch.compile'd blocks (scope: blocks or layers)")
+    ap.add_argument("--devices", help="also sample the fixture with the CFG split over these two devices, "
+                    "e.g. cuda:0,cuda:1")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         ap.error("needs a CUDA GPU (run it on the device machine)")
@@ -116,10 +129,15 @@ def main() -> int:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
-    fx = fixture_check(args.fixtures, "cuda")
+    devices = None
+    if args.devices:
+        from backend.sp4d.split import parse_devices
+
+        devices = parse_devices(args.devices)
+    fx = fixture_check(args.fixtures, devices[0] if devices else "cuda", devices)
     print("\nfixtures on CUDA, float32, TF32 off (max|a-b| / max|b|, limit 1e-4)")
     for k, v in fx.items():
-        print(f"  {k:32s} {v:.2e}")
+        print(f"  {k:48s} {v:.2e}")
     torch.cuda.empty_cache()
     if args.fixtures_only:
         if args.out:

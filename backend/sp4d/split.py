@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .sampling import guide
+from .unet_blocks import compiled_classes
 
 
 def parse_devices(spec: str | Sequence[str]) -> list[str]:
@@ -66,7 +67,7 @@ class CFGSplit:
         unet = model.model.diffusion_model
         self.unets = [unet, unet if self.devices[1] == home else replicate(unet, self.devices[1])]
         self.pool = ThreadPoolExecutor(2, thread_name_prefix="sp4d-cfg")
-        self.warm = False
+        self.warmed: set[tuple] = set()  # (shape, dtype, compiled classes) run once one half after the other
 
     def guided(self, cond: dict, scale: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """denoise(x, sigma) -> guided D for a CFG-batched ``cond`` ([uncond ‖ cond] along dim 0)."""
@@ -85,9 +86,10 @@ class CFGSplit:
                 return d.to(self.devices[0])
 
         def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            if not self.warm:  # first call one after the other: compiling is not thread-safe
+            key = (tuple(x.shape), x.dtype, compiled_classes())
+            if key not in self.warmed:  # a first call compiles: one half after the other (not thread-safe)
                 d_c, d_u = half(0, x, sigma), half(1, x, sigma)
-                self.warm = True
+                self.warmed.add(key)
             else:
                 d_c, d_u = self.pool.map(lambda i: half(i, x, sigma), (0, 1))
             return guide(torch.cat([d_u, d_c]), scale)

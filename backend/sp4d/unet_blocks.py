@@ -240,6 +240,11 @@ def compile_blocks(scope: str = DEFAULT_SCOPE) -> bool:
     return True
 
 
+def compiled_classes() -> tuple[str, ...]:
+    """The block classes whose forwards are compiled now (empty: eager)."""
+    return tuple(sorted(cls.__name__ for cls in _eager_forward))
+
+
 def uncompile_blocks() -> None:
     """Back to the eager forwards (after a failed compile, or to compare)."""
     for cls, fn in _eager_forward.items():

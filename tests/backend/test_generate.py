@@ -18,8 +18,9 @@ from backend.errors import BackendError, Cancelled
 from backend.generate import generate
 from backend.jobdir import JobDir, read_png
 from backend.sp4d.checkpoint import load_config, load_model
-from backend.sp4d.pipeline import generate_views, match_colours, window_starts
-from backend.sp4d.split import replicate
+from backend.sp4d.pipeline import generate_views, match_colours, view_angles, window_starts
+from backend.sp4d.split import CFGSplit, replicate
+from backend.sp4d.unet_blocks import compile_blocks, compiled_classes, uncompile_blocks
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = Path(os.environ.get("SP4D_REFERENCE", ROOT.parent / "shared" / "reference"))
@@ -118,6 +119,52 @@ def test_replica_on_another_device_is_a_separate_equal_copy():
     pairs = list(zip(unet.state_dict().items(), rep.state_dict().items(), strict=True))
     assert len(pairs) == len(unet.state_dict()) and all(ka == kb for (ka, _), (kb, _) in pairs)
     assert all(torch.equal(a, b) and a.data_ptr() != b.data_ptr() for (_, a), (_, b) in pairs)
+
+
+@needs_fixtures
+def test_cfg_split_runs_each_new_shape_and_compile_state_one_half_after_the_other(sampling):
+    """Compiling is not thread-safe: the first call of a shape, and the first after the compiled
+    blocks change, run both halves in the calling thread; later calls in the split's two threads."""
+    model = load_model(FIX / "weights.safetensors", load_config(FIX / "config.yaml"))
+    frames = sampling["input.frames_u8"].permute(0, 3, 1, 2).float() / 255 * 2 - 1
+    polar, az = view_angles(model.n_view)
+    threads = []
+    plain = model.denoise
+
+    def recording(*args, **kw):
+        threads.append(threading.current_thread().name)
+        return plain(*args, **kw)
+
+    model.denoise = recording
+    split = CFGSplit(model, ["cpu", "cpu"])
+    try:
+        with torch.inference_mode():
+            seen = []
+
+            def guided(size: int):
+                angles = torch.from_numpy(np.tile(polar, 4)), torch.from_numpy(np.tile(az, 4))
+                c, uc = model.condition(torch.nn.functional.interpolate(frames, size=size), *angles)
+                denoise = split.guided(model.batch_cond(c, uc), torch.full((48,), 2.0))
+                x = torch.randn(48, 8, size // 8, size // 8)
+
+                def call() -> None:
+                    threads.clear()
+                    denoise(x, torch.tensor(5.0))
+                    seen.append(sorted(set(threads)))
+
+                return call
+
+            call = guided(48)
+            call(), call()
+            assert compile_blocks("blocks") and compiled_classes()
+            call(), call()  # compiles, then runs the compiled blocks from two threads
+            guided(32)()  # a new shape
+    finally:
+        uncompile_blocks()
+        split.close()
+    one, two = ["MainThread"], [t for t in seen[1] if t.startswith("sp4d-cfg")]
+    assert seen[0] == one and len(two) == 2 == len(seen[1])
+    assert seen[2:] == [one, two, one]
 
 
 def test_device_lists_are_checked():
