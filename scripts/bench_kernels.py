@@ -9,15 +9,13 @@ For each UNet level (72², 36², 18² latents; widths 320, 640, 1280):
   timeres the whole compiled time ResBlock (GroupNorm-SiLU-conv3d twice, + embedding, + skip):
           the generic GroupNorm decomposition against layers.group_norm_5d (per-image partial
           sums), each with cuDNN's conv3d; with channels-last (3-D) conv weights; with
-          layers.frame_conv (a batched product over frame windows); with layers.frame_conv_pixels
-          (one product over all pixels); and as the block runs by default (FrameConv: one of
-          these by frame size); also at 9²
+          layers.frame_conv (a batched product over frame windows); and as the block runs by
+          default (FrameConv: one of these three by frame size)
   conv3d  the time ResBlock's (3,1,1) convolution over the 48 frames: cuDNN on the view the block
-          passes, on a contiguous input, channels-last, layers.frame_conv (eager, compiled) and
-          layers.frame_conv_pixels; also at 9²
+          passes, on a contiguous input, channels-last, and layers.frame_conv (eager, compiled)
   videores the whole compiled VideoResBlock (2-D ResBlock, time ResBlock, blend; what the
-          `layers` compile scope compiles), also at 9²: the time convolutions through cuDNN only,
-          FrameConv's choice by frame size without frame_conv_pixels, and FrameConv's default
+          `layers` compile scope compiles), also at 9²: the time convolutions through cuDNN only
+          against FrameConv's choice by frame size
   qkv     the self-attention projections at 72²... : three products against one product of the
           concatenated weights (what Attention does)
   spatial the spatial self-attention (all tokens of a frame) through each SDPA backend, on the
@@ -46,15 +44,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.sp4d import kernels  # noqa: E402
-from backend.sp4d.layers import (  # noqa: E402
-    FrameConv,
-    GroupNorm32,
-    frame_conv,
-    frame_conv_pixels,
-    geglu,
-    sdpa_chunked,
-    short_attention,
-)
+from backend.sp4d.layers import FrameConv, GroupNorm32, frame_conv, geglu, sdpa_chunked, short_attention  # noqa: E402
 from backend.sp4d.unet_blocks import ResBlock, UNetContext, VideoResBlock  # noqa: E402
 
 LEVELS = [(320, 72), (640, 36), (1280, 18)]  # (width, latent side) of the levels with attention
@@ -156,23 +146,21 @@ def main() -> int:
             ref = out.double() if ref is None else ref
             record(piece, level, name, time_ms(fn, *args), rel(out, ref), nbytes=nbytes)
 
-    def frame_paths(frame_min: int, channels_last_min: int, pixels_max: int):
+    def frame_mins(frame_min: int, channels_last_min: int):
         def setup():
-            FrameConv.FRAME_MIN, FrameConv.CHANNELS_LAST_MIN, FrameConv.PIXELS_MAX = (
-                frame_min, channels_last_min, pixels_max)
+            FrameConv.FRAME_MIN, FrameConv.CHANNELS_LAST_MIN = frame_min, channels_last_min
         return setup
 
-    default_paths, never = (FrameConv.FRAME_MIN, FrameConv.CHANNELS_LAST_MIN, FrameConv.PIXELS_MAX), 1 << 30
+    default_mins, never = (FrameConv.FRAME_MIN, FrameConv.CHANNELS_LAST_MIN), 1 << 30
 
     def videores(c: int, side: int, level: str) -> None:
         x = randn(B * T * V, c, side, side)
         ctx = UNetContext(randn(B * T * V, 1280), None, None, T, V)
         block = VideoResBlock(c, 1280, c).to(dev, dt)
         compiled_variants("videores", level, block, (x, ctx), 12 * x.numel() * 2,
-                          (("cudnn conv3d", frame_paths(never, never, -1)),
-                           ("FrameConv no pixels", frame_paths(*default_paths[:2], -1)),
-                           ("FrameConv default", frame_paths(*default_paths))))
-        frame_paths(*default_paths)()
+                          (("cudnn conv3d", frame_mins(never, never)),
+                           ("FrameConv default", frame_mins(*default_mins))))
+        frame_mins(*default_mins)()
 
     if "videores" in only:
         for c, side in levels + ([] if args.smoke else [(1280, 9)]):
@@ -180,11 +168,9 @@ def main() -> int:
     if "geglu" in only:  # the persistent GEGLU kernel with warp-specialised loads alone (Hopper)
         ws_kernel = triton.autotune(configs=[c for c in kernels._TMA_CONFIGS if c.kwargs["WS"]],
                                     key=["M", "N", "K"])(kernels._geglu_tma_kernel.fn)
-    for c, side in levels + ([] if args.smoke else [(1280, 9)]):  # 9²: no attention there, convolutions only
+    for c, side in levels:
         level = f"{c}@{side}²"
         tokens = B * T * V * side * side
-        if side == 9:
-            only -= {"geglu", "camera", "motion", "qkv", "spatial"}
         if "geglu" in only:
             x = randn(tokens, c)
             w, b = randn(8 * c, c, scale=c ** -0.5), randn(8 * c, scale=0.1)
@@ -220,25 +206,23 @@ def main() -> int:
             emb = randn(B, n, 1280)
             block = ResBlock(c, 1280, c, dims=3, kernel=(3, 1, 1), emb_time_major=True).to(dev, dt)
 
-            def variant(frames_stats, ch_last, cls, paths, block=block):
+            def variant(frames_stats, ch_last, cls, frame_min, block=block):
                 def setup():
-                    GroupNorm32.FRAMES_STATS = frames_stats
-                    frame_paths(*paths)()
+                    GroupNorm32.FRAMES_STATS, FrameConv.FRAME_MIN = frames_stats, frame_min
                     for conv in (block.in_layers[2], block.out_layers[3]):
                         conv.__class__ = cls
                         conv.weight.data = conv.weight.data.contiguous(
                             memory_format=torch.channels_last_3d if ch_last else torch.contiguous_format)
                 return setup
 
+            frame_min = default_mins[0]
             compiled_variants("timeres", level, block, (x5, emb), 6 * x5.numel() * 2, (
-                ("generic norm", variant(False, False, nn.Conv3d, default_paths)),
-                ("norm 5d", variant(True, False, nn.Conv3d, default_paths)),
-                ("norm 5d ch-last", variant(True, True, nn.Conv3d, default_paths)),
-                ("norm 5d frame_conv", variant(True, False, FrameConv, (0, never, -1))),
-                ("norm 5d pixels", variant(True, False, FrameConv, (never, never, never))),
-                ("FrameConv default", variant(True, False, FrameConv, default_paths))))
-            GroupNorm32.FRAMES_STATS = True
-            frame_paths(*default_paths)()
+                ("generic norm", variant(False, False, nn.Conv3d, frame_min)),
+                ("norm 5d", variant(True, False, nn.Conv3d, frame_min)),
+                ("norm 5d ch-last", variant(True, True, nn.Conv3d, frame_min)),
+                ("norm 5d frame_conv", variant(True, False, FrameConv, 0)),
+                ("FrameConv default", variant(True, False, FrameConv, frame_min))))
+            GroupNorm32.FRAMES_STATS, FrameConv.FRAME_MIN = True, frame_min
             del x5, block
         if "conv3d" in only:
             n = T * V
@@ -253,8 +237,7 @@ def main() -> int:
             wl = w.to(memory_format=torch.channels_last_3d)
             variants = (("cudnn view", conv3d, (x5, w, b)), ("cudnn contig", conv3d, (x5c, w, b)),
                         ("cudnn ch-last", conv3d, (x5l, wl, b)), ("frame_conv", frame_conv, (x5, w, b)),
-                        ("frame_conv compiled", torch.compile(frame_conv), (x5, w, b)),
-                        ("frame_conv_pixels", frame_conv_pixels, (x5, w, b)))
+                        ("frame_conv compiled", torch.compile(frame_conv), (x5, w, b)))
             for name, fn, fargs in variants:
                 ms = time_ms(fn, *fargs)
                 record("conv3d", level, name, ms, rel(fn(*fargs)[:1, :, :7], ref), flops=flops)

@@ -88,54 +88,20 @@ def frame_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None)
     return out if bias is None else out + bias.to(x.dtype).view(co, 1, 1, 1)
 
 
-@torch.library.custom_op("sp4d::frame_conv_pixels", mutates_args=())
-def frame_conv_pixels(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """frame_conv for small frames, as one product over all pixels of all frames.
-
-    frame_conv's products are only h·w wide (81 at 9², far too narrow for the tensor cores), and
-    cuDNN's kernels run these at 60-250 TFLOP/s. Here each pixel's k frames are laid side by side
-    ((b, frames, h, w, k·c): one transposing copy, one concatenation), one (pixels, k·c) ×
-    (k·c, c_out) product follows, and its output is copied back to frames-major memory. A custom
-    op, so that compiled graphs keep the copies (row 22 of docs/perf.md: left to inductor, the
-    channels-last output made the GroupNorms after it slower). Same input and output layouts as
-    frame_conv: (b, c, frames, h, w) in, a view of (b, frames, c_out, h, w) memory out."""
-    b, c, n, h, w = x.shape
-    co, k = weight.shape[0], weight.shape[2]
-    if weight.shape[1:] != (c, k, 1, 1) or k % 2 == 0:
-        raise ValueError(f"frame_conv_pixels: weight (c_out, {c}, k odd, 1, 1) expected, got {tuple(weight.shape)}")
-    p = k // 2
-    xt = F.pad(x.permute(0, 2, 3, 4, 1), (0, 0, 0, 0, 0, 0, p, p))  # (b, frames + 2p, h, w, c), contiguous
-    cols = torch.cat([xt[:, j:j + n] for j in range(k)], dim=-1).view(-1, k * c)  # column j·c + i
-    wk = weight[:, :, :, 0, 0].permute(0, 2, 1).reshape(co, k * c).to(x.dtype)
-    y = F.linear(cols, wk, None if bias is None else bias.to(x.dtype))  # (b·frames·h·w, c_out)
-    out = torch.empty(b, n, co, h, w, device=x.device, dtype=x.dtype)
-    out.copy_(y.view(b, n, h, w, co).permute(0, 1, 4, 2, 3))
-    return out.transpose(1, 2)
-
-
-@frame_conv_pixels.register_fake
-def _(x, weight, bias):
-    b, _, n, h, w = x.shape
-    return x.new_empty(b, n, weight.shape[0], h, w).transpose(1, 2)
-
-
 class FrameConv(nn.Conv3d):
     """nn.Conv3d with a (k, 1, 1) kernel (keys weight, bias) for the time ResBlocks, computed the
     way that measured fastest on an H100 for the frame size (scripts/bench_kernels.py, timeres):
     frame_conv for large frames (72² latents: whole compiled block 3.75 -> 2.87 ms); cuDNN with
-    channels-last weights for mid-size frames in compiled graphs (36²: 2.30 -> 1.65 ms);
-    frame_conv_pixels for small frames; cuDNN as is otherwise."""
+    channels-last weights for mid-size frames in compiled graphs (36²: 2.30 -> 1.65 ms); cuDNN
+    as is below (18²: both alternatives slower)."""
 
     FRAME_MIN = 4096  # h·w from which frame_conv is used
     CHANNELS_LAST_MIN = 1024  # h·w from which compiled graphs give cuDNN channels-last weights
-    PIXELS_MAX = 324  # h·w up to which frame_conv_pixels is used
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hw = x.shape[-2] * x.shape[-1]
         if hw >= self.FRAME_MIN:
             return frame_conv(x, self.weight, self.bias)
-        if hw <= self.PIXELS_MAX:
-            return frame_conv_pixels(x, self.weight, self.bias)
         w = self.weight
         if hw >= self.CHANNELS_LAST_MIN and torch.compiler.is_compiling():
             w = w.contiguous(memory_format=torch.channels_last_3d)

@@ -280,65 +280,51 @@ def test_group_norm_5d_equals_group_norm_on_both_layouts():
     close(half.double(), F.group_norm(mem.transpose(1, 2), 4, w, b, 1e-6), 1e-2)
 
 
-@pytest.mark.parametrize("name", ["frame_conv", "frame_conv_pixels"])
-def test_frame_conv_equals_conv3d_on_both_layouts_and_rejects_other_kernels(name):
-    """The time ResBlocks' (k, 1, 1) convolution as a batched product over frame windows
-    (frame_conv) or as one product over all pixels (frame_conv_pixels), against PyTorch's conv3d:
-    several videos (windows must not cross between them), k = 1, 3, 5; the output is a view of
-    frames-major memory, as the time ResBlocks' inputs are."""
+def test_frame_conv_equals_conv3d_on_both_layouts_and_rejects_other_kernels():
+    """The time ResBlocks' (k, 1, 1) convolution as a batched product over frame windows, against
+    PyTorch's conv3d: several videos (windows must not cross between them), k = 1, 3, 5."""
     import torch.nn.functional as F
 
-    from backend.sp4d import layers
+    from backend.sp4d.layers import frame_conv
 
-    conv = getattr(layers, name)
     g = torch.Generator().manual_seed(0)
     for k in (1, 3, 5):
         mem = torch.randn(3, 7, 6, 4, 5, generator=g, dtype=torch.float64)  # (b, frames, c, h, w)
         w = torch.randn(8, 6, k, 1, 1, generator=g, dtype=torch.float64)
         b = torch.randn(8, generator=g, dtype=torch.float64)
         for x in (mem.transpose(1, 2), mem.transpose(1, 2).contiguous()):
-            out = conv(x, w, b)
-            torch.testing.assert_close(out, F.conv3d(x, w, b, padding=(k // 2, 0, 0)), rtol=1e-12, atol=1e-12)
-            assert out.transpose(1, 2).is_contiguous()
-    torch.testing.assert_close(conv(mem.transpose(1, 2), w, None),
-                               F.conv3d(mem.transpose(1, 2), w, None, padding=(2, 0, 0)), rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(frame_conv(x, w, b), F.conv3d(x, w, b, padding=(k // 2, 0, 0)),
+                                       rtol=1e-12, atol=1e-12)
+    assert frame_conv(mem.transpose(1, 2), w, None).shape == (3, 8, 7, 4, 5)
     for bad in (torch.zeros(8, 6, 3, 3, 1), torch.zeros(8, 6, 2, 1, 1), torch.zeros(8, 5, 3, 1, 1)):
         with pytest.raises(ValueError, match="frame_conv"):
-            conv(mem.transpose(1, 2), bad, None)
+            frame_conv(mem.transpose(1, 2), bad, None)
 
 
-def force_frame_conv_path(monkeypatch, path: str) -> None:
-    """Make FrameConv take one path whatever the frame size: frame_conv, pixels
-    (frame_conv_pixels), channels_last (cuDNN, channels-last weights when compiling) or cudnn."""
+@pytest.mark.parametrize("frame_min", [0, 1 << 30])
+def test_time_resblocks_match_the_fixtures_through_frame_conv_and_cudnn(model, monkeypatch, frame_min):
+    """FrameConv picks frame_conv or conv3d by frame size; the fixtures' frames are small, so both
+    paths are forced here and must give the official output."""
     from backend.sp4d.layers import FrameConv
 
-    never = 1 << 30
-    monkeypatch.setattr(FrameConv, "FRAME_MIN", 0 if path == "frame_conv" else never)
-    monkeypatch.setattr(FrameConv, "PIXELS_MAX", never if path == "pixels" else -1)
-    monkeypatch.setattr(FrameConv, "CHANNELS_LAST_MIN", 0 if path == "channels_last" else never)
-
-
-@pytest.mark.parametrize("path", ["frame_conv", "pixels", "cudnn"])
-def test_time_resblocks_match_the_fixtures_through_each_convolution_path(model, monkeypatch, path):
-    """FrameConv picks frame_conv, frame_conv_pixels or conv3d by frame size; each path is forced
-    here and must give the official output."""
-    force_frame_conv_path(monkeypatch, path)
+    monkeypatch.setattr(FrameConv, "FRAME_MIN", frame_min)
     u = load_file(FIX / "unet.safetensors")
     cond = {k[len("in.c."):]: u[k] for k in u if k.startswith("in.c.")}
     close(model.network(u["net_in.x_scaled"], u["net_in.c_noise"], cond), u["net_out"])
 
 
 @pytest.mark.skipif(not any(map(__import__("shutil").which, ("g++", "c++", "clang++"))), reason="no C++ compiler")
-@pytest.mark.parametrize("scope, conv", [("blocks", "cudnn"), ("layers", "frame_conv"), ("layers", "channels_last"),
-                                         ("layers", "pixels")])
+@pytest.mark.parametrize("scope, conv", [("blocks", "cudnn"), ("layers", "frame_conv"), ("layers", "channels_last")])
 def test_compiled_unet_matches_eager_and_uncompiles(model, monkeypatch, scope, conv):
     """compile_blocks on the CPU (inductor's C++ backend): the compiled graphs, with the short
     attention of the camera and motion blocks and each way of the time ResBlocks' convolution
-    (FrameConv, each path forced),
+    (FrameConv; the fixtures' small frames take none of the large-frame paths unless forced),
     give the eager network's output."""
     from backend.sp4d import unet_blocks
+    from backend.sp4d.layers import FrameConv
 
-    force_frame_conv_path(monkeypatch, conv)
+    monkeypatch.setattr(FrameConv, "FRAME_MIN", 0 if conv == "frame_conv" else 1 << 30)
+    monkeypatch.setattr(FrameConv, "CHANNELS_LAST_MIN", 0 if conv == "channels_last" else 1 << 30)
 
     u = load_file(FIX / "unet.safetensors")
     cond = {k[len("in.c."):]: u[k] for k in u if k.startswith("in.c.")}
