@@ -29,7 +29,7 @@ class SP4DPreferences(bpy.types.AddonPreferences):
     device: bpy.props.EnumProperty(
         name="Device", default="AUTO",
         items=[("AUTO", "Auto", "CUDA when present"), ("CUDA", "CUDA", ""),
-               ("CUDA2", "Two GPUs", "guided sampling split over cuda:0 and cuda:1 (a UNet copy on each; ~1.9x faster)"),
+               ("CUDA2", "Two GPUs", "guided steps split over cuda:0 and cuda:1 (a UNet copy on each, ~1.9x faster)"),
                ("CPU", "CPU", "very slow")])
     precision: bpy.props.EnumProperty(
         name="Precision", default="BF16",
