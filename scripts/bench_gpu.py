@@ -79,6 +79,8 @@ def main() -> int:
                     "the split on one GPU)")
     ap.add_argument("--compile-blocks", nargs="?", const="blocks", choices=("blocks", "layers"),
                     help="torch.compile the repeated blocks (scope: blocks or layers)")
+    ap.add_argument("--cudnn-benchmark", action="store_true",
+                    help="cuDNN times its algorithms for each convolution shape on first use and keeps the fastest")
     ap.add_argument("--tune-inductor", action="store_true",
                     help="inductor's coordinate-descent tuning of its generated kernels (longer compile)")
     args = ap.parse_args()
@@ -89,6 +91,7 @@ def main() -> int:
         import torch._inductor.config as inductor_config  # (a bare `import torch.…` would make torch local here)
 
         inductor_config.coordinate_descent_tuning = True
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     if dt == torch.float32:  # float32 means float32 (agreement checks): no TF32 in matmuls or convolutions
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
@@ -192,7 +195,8 @@ def main() -> int:
     step = float(np.median(step_times))
     peak = PEAK_BF16.get(next((k for k in PEAK_BF16 if k in name), ""), None)
     print(f"device {name}, torch {torch.__version__}, {args.precision}, {args.size}px, {args.steps} steps, "
-          f"{'low-VRAM' if args.low_vram else 'default'} mode; Triton kernels "
+          f"{'low-VRAM' if args.low_vram else 'default'} mode{'; cuDNN benchmark' if args.cudnn_benchmark else ''}; "
+          f"Triton kernels "
           f"{'on' if kernels_on else 'off'}; model init {t_load:.1f} s")
     print(f"{'stage':14s} {'seconds':>8s} {'peak GiB':>9s}")
     for k, (s, m) in rows.items():
