@@ -178,7 +178,12 @@ def main() -> int:
             for name, fn in (("cublas+eager", geglu), ("cublas+compiled", torch.compile(geglu)),
                              ("triton blocked", launcher(kernels.geglu_blocked)),
                              ("triton tma", launcher(kernels.geglu_tma)),
-                             ("triton tma ws", launcher(partial(kernels.geglu_tma, kernel=ws_kernel)))):
+                             ("triton tma ws", launcher(partial(kernels.geglu_tma, kernel=ws_kernel))),
+                             # what the epilogue's GELU costs (not the layer's result: errors are large)
+                             ("tma ws no gelu", launcher(partial(kernels.geglu_tma, kernel=ws_kernel, gate="none"))),
+                             ("tma ws tanh", launcher(partial(kernels.geglu_tma, kernel=ws_kernel, gate="tanh"))),
+                             ("tma ws poly", launcher(partial(kernels.geglu_tma, kernel=ws_kernel, gate="poly"))),
+                             ("tma poly", launcher(partial(kernels.geglu_tma, gate="poly")))):
                 try:
                     ms = time_ms(fn, x, w, b)
                 except Exception as e:  # noqa: BLE001 - an experimental variant that does not compile here

@@ -140,7 +140,7 @@ if triton is not None:
 
     @triton.autotune(configs=_TMA_CONFIGS, key=["M", "N", "K"])
     @triton.jit
-    def _geglu_tma_kernel(x_desc, w_desc, b_ptr, o_desc, M, N, K, PROGRAMS: tl.constexpr,
+    def _geglu_tma_kernel(x_desc, w_desc, b_ptr, o_desc, M, N, K, PROGRAMS: tl.constexpr, GATE: tl.constexpr,
                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                           GROUP_M: tl.constexpr, SPLIT: tl.constexpr, WS: tl.constexpr):
         # Persistent: PROGRAMS programs (one per SM) walk the output tiles. With K of 320-1280 a
@@ -148,7 +148,7 @@ if triton is not None:
         # every tile; the flattened loop lets the pipeliner fetch the next tile's operands (TMA)
         # while this tile's epilogue runs. SPLIT: the epilogue in two column halves (half the
         # registers and store buffer); WS: warp-specialised loads (Triton's Hopper support; needs
-        # the loop unflattened).
+        # the loop unflattened). GATE: the epilogue's gate, GATES[GATE].
         n_m, n_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
         k_steps = tl.cdiv(K, BLOCK_K)
         done = tl.program_id(0) - PROGRAMS  # the epilogue's own tile counter: keeps the stages independent
@@ -166,18 +166,38 @@ if triton is not None:
             if SPLIT:
                 a0, a1 = tl.split(tl.permute(tl.reshape(acc_a, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
                 g0, g1 = tl.split(tl.permute(tl.reshape(acc_g, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
-                _gate_store(a0, g0, b_ptr, o_desc, N, pid_m * BLOCK_M, pid_n * BLOCK_N, BLOCK_N // 2)
-                _gate_store(a1, g1, b_ptr, o_desc, N, pid_m * BLOCK_M, pid_n * BLOCK_N + BLOCK_N // 2, BLOCK_N // 2)
+                _gate_store(a0, g0, b_ptr, o_desc, N, pid_m * BLOCK_M, pid_n * BLOCK_N, BLOCK_N // 2, GATE)
+                _gate_store(a1, g1, b_ptr, o_desc, N, pid_m * BLOCK_M, pid_n * BLOCK_N + BLOCK_N // 2, BLOCK_N // 2,
+                            GATE)
             else:
-                _gate_store(acc_a, acc_g, b_ptr, o_desc, N, pid_m * BLOCK_M, pid_n * BLOCK_N, BLOCK_N)
+                _gate_store(acc_a, acc_g, b_ptr, o_desc, N, pid_m * BLOCK_M, pid_n * BLOCK_N, BLOCK_N, GATE)
 
     @triton.jit
-    def _gate_store(acc_a, acc_g, b_ptr, o_desc, N, off_m, off_n, WIDTH: tl.constexpr):
-        # bias, exact (erf) GELU of the gate, product, one rounding, TMA store of the (rows, WIDTH) block
+    def _gate_store(acc_a, acc_g, b_ptr, o_desc, N, off_m, off_n, WIDTH: tl.constexpr, GATE: tl.constexpr):
+        # bias, GELU of the gate (GATE 0: exact, erf), product, one rounding, TMA store of the (rows, WIDTH) block
         rn = off_n + tl.arange(0, WIDTH)
         a = acc_a + tl.load(b_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
         g = acc_g + tl.load(b_ptr + N + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
-        out = a * (0.5 * g * (1.0 + tl.erf(g * 0.7071067811865476)))
+        if GATE == 0:
+            out = a * (0.5 * g * (1.0 + tl.erf(g * 0.7071067811865476)))
+        elif GATE == 1:  # no GELU (a·g): what the epilogue's arithmetic costs, for benchmarks only
+            out = a * g
+        elif GATE == 2:  # tanh-form GELU with the hardware tanh (4.7e-4 from exact), for benchmarks only
+            u = g * (0.7978845608028654 + 0.035677408136300125 * g * g)
+            t = tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [u], dtype=tl.float32,
+                                          is_pure=True, pack=1)
+            out = a * (0.5 * g * (1.0 + t))
+        else:  # exact GELU through Abramowitz & Stegun 7.1.28: erf(z) = 1 - (1 + Σ a_i z^i)^-16, z ≥ 0,
+            # |error| < 3e-7 (GELU within 5e-7): one division and 14 multiply-adds instead of libdevice's erf
+            z = tl.abs(g) * 0.7071067811865476
+            q = 1.0 + z * (0.0705230784 + z * (0.0422820123 + z * (0.0092705272 + z * (
+                0.0001520143 + z * (0.0002765672 + z * 0.0000430638)))))
+            r = 1.0 / q
+            r = r * r
+            r = r * r
+            r = r * r
+            h = 0.5 * g * (r * r)  # g·(1 - erf(|g|/√2))/2
+            out = a * tl.where(g >= 0, g - h, h)
         o_desc.store([off_m, off_n], out.to(o_desc.dtype))
 
     @triton.jit
@@ -271,10 +291,15 @@ def geglu_blocked(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, ou
                             weight.stride(0), weight.stride(1), out.stride(0), out.stride(1))
 
 
+GATES = ("erf", "none", "tanh", "poly")  # the TMA kernel's epilogues: exact GELU through libdevice's erf; for
+# benchmarks: none, the tanh form; exact GELU through a polynomial (Abramowitz & Stegun 7.1.28)
+
+
 def geglu_tma(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out: torch.Tensor,
-              kernel=None) -> None:
+              kernel=None, gate: str = "erf") -> None:
     """The GEGLU product into ``out`` (M, N): persistent programs, TMA loads and stores.
-    ``kernel``: another autotuned variant of _geglu_tma_kernel (other configs, for benchmarks)."""
+    ``kernel``: another autotuned variant of _geglu_tma_kernel (other configs, for benchmarks);
+    ``gate``: one of GATES (anything but "erf" is for benchmarks: it changes the result)."""
     (M, K), N = x2.shape, out.shape[1]
     programs = (torch.cuda.get_device_properties(x2.device).multi_processor_count if x2.is_cuda else 4)
     descs = [TensorDescriptor(t, list(t.shape), list(t.stride()), [16, 16]) for t in (x2, weight, out)]
@@ -283,7 +308,8 @@ def geglu_tma(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out: t
         return (min(programs, triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"])),)
 
     with _LAUNCH:
-        (kernel or _geglu_tma_kernel)[grid](descs[0], descs[1], bias, descs[2], M, N, K, PROGRAMS=programs)
+        (kernel or _geglu_tma_kernel)[grid](descs[0], descs[1], bias, descs[2], M, N, K, PROGRAMS=programs,
+                                            GATE=GATES.index(gate))
 
 
 @geglu_linear.register_fake
