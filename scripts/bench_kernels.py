@@ -177,13 +177,11 @@ def main() -> int:
             ref = geglu(x[:4096].double(), w.double(), b.double())
             for name, fn in (("cublas+eager", geglu), ("cublas+compiled", torch.compile(geglu)),
                              ("triton blocked", launcher(kernels.geglu_blocked)),
-                             ("triton tma", launcher(kernels.geglu_tma)),
-                             ("triton tma ws", launcher(partial(kernels.geglu_tma, kernel=ws_kernel))),
-                             # what the epilogue's GELU costs (not the layer's result: errors are large)
-                             ("tma ws no gelu", launcher(partial(kernels.geglu_tma, kernel=ws_kernel, gate="none"))),
-                             ("tma ws tanh", launcher(partial(kernels.geglu_tma, kernel=ws_kernel, gate="tanh"))),
-                             ("tma ws poly", launcher(partial(kernels.geglu_tma, kernel=ws_kernel, gate="poly"))),
-                             ("tma poly", launcher(partial(kernels.geglu_tma, gate="poly")))):
+                             *((f"tma{ws} {gate}", launcher(partial(kernels.geglu_tma, kernel=kern, gate=gate)))
+                               for ws, kern in (("", None), (" ws", ws_kernel))
+                               # exact GELU both ways; what the epilogue's GELU costs (none: not the layer's
+                               # result, errors are large) and the tanh form
+                               for gate in (("erf", "poly") if not ws else kernels.GATES))):
                 try:
                     ms = time_ms(fn, x, w, b)
                 except Exception as e:  # noqa: BLE001 - an experimental variant that does not compile here
