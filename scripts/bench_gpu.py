@@ -83,6 +83,9 @@ def main() -> int:
                     help="cuDNN times its algorithms for each convolution shape on first use and keeps the fastest")
     ap.add_argument("--tune-inductor", action="store_true",
                     help="inductor's coordinate-descent tuning of its generated kernels (longer compile)")
+    ap.add_argument("--max-autotune-gemm", action="store_true",
+                    help="inductor times Triton templates (persistent TMA among them) against cuBLAS for every "
+                    "matrix product in the compiled graphs, with their bias/residual epilogues fused (longer compile)")
     args = ap.parse_args()
     if args.compile and args.devices:
         ap.error("--compile (the whole UNet) cannot be combined with --devices: use --compile-blocks")
@@ -91,6 +94,12 @@ def main() -> int:
         import torch._inductor.config as inductor_config  # (a bare `import torch.…` would make torch local here)
 
         inductor_config.coordinate_descent_tuning = True
+    if args.max_autotune_gemm:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.max_autotune_gemm = True
+        inductor_config.max_autotune_gemm_backends = "ATEN,TRITON"
+        inductor_config.triton.enable_persistent_tma_matmul = True
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     if dt == torch.float32:  # float32 means float32 (agreement checks): no TF32 in matmuls or convolutions
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -208,7 +217,7 @@ def main() -> int:
     print(f"output {tuple(images.shape)}, finite {bool(torch.isfinite(images).all())}")
     if args.out:
         args.out.write_text(json.dumps({"device": name, "torch": torch.__version__, "args": vars(args) | {"out": None},
-                                        "triton_kernels": kernels_on,
+                                        "triton_kernels": kernels_on, "geglu_gate": kernels.GATE,
                                         "stages": {k: {"seconds": s, "peak_bytes": m} for k, (s, m) in rows.items()},
                                         "total_seconds": total, "step_median_seconds": step, "step_flops": flops,
                                         "split_max_rel": split_err,
