@@ -90,13 +90,11 @@ def main() -> int:
     if args.compile and args.devices:
         ap.error("--compile (the whole UNet) cannot be combined with --devices: use --compile-blocks")
     dev, dt = args.device, DTYPES[args.precision]
-    if args.tune_inductor:
+    if args.tune_inductor or args.max_autotune_gemm:
         import torch._inductor.config as inductor_config  # (a bare `import torch.…` would make torch local here)
 
-        inductor_config.coordinate_descent_tuning = True
+        inductor_config.coordinate_descent_tuning = args.tune_inductor
     if args.max_autotune_gemm:
-        import torch._inductor.config as inductor_config
-
         inductor_config.max_autotune_gemm = True
         inductor_config.max_autotune_gemm_backends = "ATEN,TRITON"
         inductor_config.triton.enable_persistent_tma_matmul = True
