@@ -62,6 +62,67 @@ def frames_for(size: int, clip: str | None) -> torch.Tensor:
     return torch.from_numpy(f).permute(0, 3, 1, 2).float() / 255 * 2 - 1
 
 
+def like(t: torch.Tensor) -> torch.Tensor:
+    """A random tensor with t's shape, strides and data-pointer alignment (mod 256 bytes)."""
+    span = 1 + sum((n - 1) * st for n, st in zip(t.shape, t.stride(), strict=True))
+    shift = t.data_ptr() % 256 // t.element_size()
+    buf = torch.randn(span + shift, device=t.device).to(t.dtype)
+    return buf.as_strided(t.shape, t.stride(), shift)
+
+
+def trace_convolutions(step) -> list[dict]:
+    """Run step() with inductor's extern convolution wrapped: per call the input and weight
+    layouts (shape, strides, pointer alignment) and its GPU time in the step, grouped; then each
+    group's call replayed alone on fresh tensors of the same layouts. Shows whether a convolution
+    that is slow in the step is slow because of what the step hands cuDNN (docs/perf.md row 27)."""
+    from torch._inductor.select_algorithm import extern_kernels
+
+    orig, calls = extern_kernels.convolution, []
+
+    def traced(*args, **kw):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        out = orig(*args, **kw)
+        end.record()
+        tensors = [a for a in (*args, *kw.values()) if isinstance(a, torch.Tensor)]
+        key = str([(tuple(t.shape), t.stride(), t.data_ptr() % 256) for t in tensors]
+                  + [a for a in args if not isinstance(a, torch.Tensor)]
+                  + [(k, v) for k, v in kw.items() if not isinstance(v, torch.Tensor)]) + f" -> {out.stride()}"
+        calls.append((key, start, end, args, kw))
+        return out
+
+    extern_kernels.convolution = traced
+    try:
+        step()
+    finally:
+        extern_kernels.convolution = orig
+    sync()
+    groups: dict[str, dict] = {}
+    for key, start, end, args, kw in calls:
+        g = groups.setdefault(key, {"layout": key, "calls": 0, "step_ms": 0.0, "example": (args, kw)})
+        g["calls"] += 1
+        g["step_ms"] += start.elapsed_time(end)
+    rows = []
+    for g in sorted(groups.values(), key=lambda g: -g["step_ms"]):
+        args, kw = g.pop("example")
+        args = [like(a) if isinstance(a, torch.Tensor) else a for a in args]
+        kw = {k: like(v) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+        for _ in range(3):
+            orig(*args, **kw)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(10):
+            orig(*args, **kw)
+        end.record()
+        sync()
+        g["step_ms_per_call"] = g["step_ms"] / g["calls"]
+        g["alone_ms_per_call"] = start.elapsed_time(end) / 10
+        rows.append(g)
+        print(f"conv {g['calls']:3d} calls {g['step_ms_per_call']:7.3f} ms/call in the step, "
+              f"{g['alone_ms_per_call']:7.3f} alone  {g['layout'][:260]}")
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=50)
@@ -83,6 +144,11 @@ def main() -> int:
                     help="cuDNN times its algorithms for each convolution shape on first use and keeps the fastest")
     ap.add_argument("--tune-inductor", action="store_true",
                     help="inductor's coordinate-descent tuning of its generated kernels (longer compile)")
+    ap.add_argument("--cudnn-edges", action="store_true",
+                    help="the UNet's first and last convolutions through cuDNN (layers.EdgeConv's products off)")
+    ap.add_argument("--trace-convs", action="store_true",
+                    help="with --compile-blocks: time each convolution of one compiled step by input layout, "
+                    "and again alone on tensors of the same layouts")
     ap.add_argument("--max-autotune-gemm", action="store_true",
                     help="inductor times Triton templates (persistent TMA among them) against cuBLAS for every "
                     "matrix product in the compiled graphs, with their bias/residual epilogues fused (longer compile)")
@@ -99,6 +165,10 @@ def main() -> int:
         inductor_config.max_autotune_gemm_backends = "ATEN,TRITON"
         inductor_config.triton.enable_persistent_tma_matmul = True
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    if args.cudnn_edges:
+        from backend.sp4d.layers import EdgeConv
+
+        EdgeConv.MIN_PIXELS = 1 << 30
     if dt == torch.float32:  # float32 means float32 (agreement checks): no TF32 in matmuls or convolutions
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
@@ -180,6 +250,9 @@ def main() -> int:
             print("\n".join(kernels_table.splitlines()[:24]) + "\n" + shapes_table)
             if args.out:
                 args.out.with_suffix(".profile.txt").write_text(kernels_table + "\n" + shapes_table + "\n")
+        conv_trace = None
+        if args.trace_convs:
+            conv_trace = trace_convolutions(lambda: model.denoise(x2, sigmas[0] * x2.new_ones(len(x2)), cond))
         reset_peak()
         step_times = []
         t0 = sync()
@@ -218,7 +291,7 @@ def main() -> int:
                                         "triton_kernels": kernels_on, "geglu_gate": kernels.GATE,
                                         "stages": {k: {"seconds": s, "peak_bytes": m} for k, (s, m) in rows.items()},
                                         "total_seconds": total, "step_median_seconds": step, "step_flops": flops,
-                                        "split_max_rel": split_err,
+                                        "split_max_rel": split_err, "conv_trace": conv_trace,
                                         "step_times": step_times}, indent=1, default=str))
     return 0
 

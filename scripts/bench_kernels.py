@@ -16,6 +16,8 @@ For each UNet level (72², 36², 18² latents; widths 320, 640, 1280):
   videores the whole compiled VideoResBlock (2-D ResBlock, time ResBlock, blend; what the
           `layers` compile scope compiles), also at 9²: the time convolutions through cuDNN only
           against FrameConv's choice by frame size
+  edge    the UNet's first (8 -> 320 channels) and last (320 -> 4) 3×3 convolutions at 72² and
+          36²: cuDNN against the products of layers.conv_few_in / conv_few_out (EdgeConv)
   qkv     the self-attention projections at 72²... : three products against one product of the
           concatenated weights (what Attention does)
   spatial the spatial self-attention (all tokens of a frame) through each SDPA backend, on the
@@ -24,7 +26,7 @@ Errors: ‖a − ref‖/‖ref‖ against float64 on a slice of the rows. --smok
 no GPU (timeres, conv3d, qkv, spatial, videores) on the CPU at one tiny level, once, in float32:
 a check that the script runs (the tests do this), not a measurement.
 
-    python scripts/bench_kernels.py [--out results.json] [--only geglu,camera,motion,timeres,conv3d,qkv,spatial]
+    python scripts/bench_kernels.py [--out results.json] [--only geglu,camera,motion,timeres,conv3d,edge,qkv,spatial]
 """
 
 from __future__ import annotations
@@ -44,14 +46,23 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.sp4d import kernels  # noqa: E402
-from backend.sp4d.layers import FrameConv, GroupNorm32, frame_conv, geglu, sdpa_chunked, short_attention  # noqa: E402
+from backend.sp4d.layers import (  # noqa: E402
+    FrameConv,
+    GroupNorm32,
+    conv_few_in,
+    conv_few_out,
+    frame_conv,
+    geglu,
+    sdpa_chunked,
+    short_attention,
+)
 from backend.sp4d.unet_blocks import ResBlock, UNetContext, VideoResBlock  # noqa: E402
 
 LEVELS = [(320, 72), (640, 36), (1280, 18)]  # (width, latent side) of the levels with attention
 B, T, V = 2, 4, 12  # CFG halves, frames, views
 DT = torch.bfloat16
-PIECES = ("geglu", "camera", "motion", "timeres", "conv3d", "qkv", "spatial", "videores")
-CPU_PIECES = ("timeres", "conv3d", "qkv", "spatial", "videores")  # no Triton kernels: --smoke runs them
+PIECES = ("geglu", "camera", "motion", "timeres", "conv3d", "edge", "qkv", "spatial", "videores")
+CPU_PIECES = ("timeres", "conv3d", "edge", "qkv", "spatial", "videores")  # no Triton kernels: --smoke runs them
 SMOKE_LEVELS = [(64, 8)]
 
 
@@ -162,6 +173,19 @@ def main() -> int:
                            ("FrameConv default", frame_mins(*default_mins))))
         frame_mins(*default_mins)()
 
+    if "edge" in only:
+        for side in [s for _, s in levels[:2]]:
+            x_in = randn(B * T * V, 16, side, side)[:, :8]  # the RGB half of the network input (a view)
+            x_out = randn(B * T * V, 320, side, side)
+            for name, cin, cout, x in (("in 8->320", 8, 320, x_in), ("out 320->4", 320, 4, x_out)):
+                w, b = randn(cout, cin, 3, 3, scale=(9 * cin) ** -0.5), randn(cout, scale=0.1)
+                ref = F.conv2d(x[:1].double().cpu(), w.double().cpu(), b.double().cpu(), padding=1).to(dev)
+                nbytes = (x.numel() // x.shape[1] * cin + x.numel() // x.shape[1] * cout) * x.element_size()
+                product = conv_few_in if cin < cout else conv_few_out
+                for variant, fn in (("cudnn", partial(F.conv2d, padding=1)), ("product", product)):
+                    ms = time_ms(fn, x, w, b)
+                    record("edge", f"{side}²", f"{name} {variant}", ms, rel(fn(x[:1], w, b), ref), nbytes=nbytes)
+            del x_in, x_out
     if "videores" in only:
         for c, side in levels + ([] if args.smoke else [(1280, 9)]):
             videores(c, side, f"{c}@{side}²")

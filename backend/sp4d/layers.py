@@ -108,6 +108,70 @@ class FrameConv(nn.Conv3d):
         return F.conv3d(x, w, self.bias, padding=self.padding)
 
 
+def conv_few_in(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Stride-1, same-size 2-D convolution for few input channels (the UNet's first layer: 8 in,
+    320 out) as one product: the k·k shifted copies of x stacked as c·k·k rows (im2col, with a row
+    of ones for the bias, padded to a multiple of 8 rows for the tensor cores) times the weight.
+    The output is NCHW as the product writes it. cuDNN's kernels for 8 input channels run far from
+    the memory bound this has (docs/perf.md row 27)."""
+    n, c, h, w = x.shape
+    co, _, kh, kw = weight.shape
+    kk = c * kh * kw
+    rows = -(-(kk + 1) // 8) * 8
+    xp = F.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2))
+    s0, s1, s2, s3 = xp.stride()
+    cols = x.new_empty(n, rows, h, w)
+    cols[:, :kk].view(n, c, kh, kw, h, w).copy_(xp.as_strided((n, c, kh, kw, h, w), (s0, s1, s2, s3, s2, s3)))
+    cols[:, kk] = 1
+    cols[:, kk + 1:] = 0
+    wk = torch.zeros(co, rows, dtype=x.dtype, device=x.device)
+    wk[:, :kk] = weight.reshape(co, kk)
+    if bias is not None:
+        wk[:, kk] = bias
+    return torch.bmm(wk.expand(n, co, rows), cols.view(n, rows, h * w)).view(n, co, h, w)
+
+
+def conv_few_out(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Stride-1, same-size 2-D convolution for few output channels (the UNet's last layer: 320 in,
+    4 out) as one product and a shifted sum: Y = W (c_out·k·k, c) · x (c, h·w) gives every tap's
+    contribution at every pixel, and out[y, x] = Σ_ij Y_ij[y + i − k//2, x + j − k//2]. Reads x once;
+    the taps are summed in float32. cuDNN's kernels for 4 output channels take ~30× this one's
+    memory bound (docs/perf.md row 27)."""
+    n, c, h, w = x.shape
+    co, _, kh, kw = weight.shape
+    wk = weight.permute(0, 2, 3, 1).reshape(co * kh * kw, c).to(x.dtype)
+    y = torch.bmm(wk.expand(n, -1, c), x.reshape(n, c, h * w)).view(n, co, kh, kw, h, w)
+    yp = F.pad(y, (kw // 2, kw // 2, kh // 2, kh // 2))
+    out = yp[:, :, 0, 0, :h, :w].to(torch.promote_types(x.dtype, torch.float32))
+    for i in range(kh):
+        for j in range(kw):
+            if i or j:
+                out += yp[:, :, i, j, i:i + h, j:j + w]
+    if bias is not None:
+        out += bias.view(co, 1, 1)
+    return out.to(x.dtype)
+
+
+class EdgeConv(nn.Conv2d):
+    """nn.Conv2d (keys weight, bias) for the UNet's first and last layers, whose few input or
+    output channels leave cuDNN's kernels far from their memory bound on large latents: there one
+    matrix product (conv_few_in, conv_few_out), elsewhere cuDNN."""
+
+    MIN_PIXELS = 1024  # h·w from which the product is used
+    FEW = 16  # input or output channels counted as few
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.kernel_size
+        plain = (self.stride != (1, 1) or self.dilation != (1, 1) or self.groups != 1 or k[0] % 2 == 0
+                 or k[1] % 2 == 0 or self.padding != (k[0] // 2, k[1] // 2) or self.padding_mode != "zeros"
+                 or x.shape[-2] * x.shape[-1] < self.MIN_PIXELS)
+        if not plain and self.in_channels <= self.FEW:
+            return conv_few_in(x, self.weight, self.bias)
+        if not plain and self.out_channels <= self.FEW:
+            return conv_few_out(x, self.weight, self.bias)
+        return super().forward(x)
+
+
 def unet_norm(ch: int) -> GroupNorm32:
     return GroupNorm32(32, ch)
 

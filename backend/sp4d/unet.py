@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import mlp, timestep_embedding, unet_norm
+from .layers import EdgeConv, mlp, timestep_embedding, unet_norm
 from .unet_blocks import CrossNetworkLayer, Downsample, SpatioTemporalTransformer, UNetContext, Upsample, VideoResBlock
 
 
@@ -42,7 +42,7 @@ class SpatialTemporalUNet(nn.Module):
             return SpatioTemporalTransformer(ch, ch // num_head_channels, num_head_channels, context_dim,
                                              adm_in_channels, motion_context_dim)
 
-        self.input_blocks = nn.ModuleList([Seq([nn.Conv2d(in_channels, mc, 3, padding=1)])])
+        self.input_blocks = nn.ModuleList([Seq([EdgeConv(in_channels, mc, 3, padding=1)])])
         chans, ch, ds = [mc], mc, 1
         for level, mult in enumerate(channel_mult):
             for _ in range(num_res_blocks):
@@ -68,7 +68,7 @@ class SpatialTemporalUNet(nn.Module):
                     layers.append(Upsample(ch))
                     ds //= 2
                 self.output_blocks.append(Seq(layers))
-        self.out = nn.Sequential(unet_norm(ch), nn.SiLU(), nn.Conv2d(mc, out_channels, 3, padding=1))
+        self.out = nn.Sequential(unet_norm(ch), nn.SiLU(), EdgeConv(mc, out_channels, 3, padding=1))
         # output channels of every block: the widths of the fusion layers
         self.block_channels = ([ch_of(b) for b in self.input_blocks], ch_of(self.middle_block),
                                [ch_of(b) for b in self.output_blocks])

@@ -54,13 +54,15 @@ def test_bench_kernels_names_an_unknown_piece():
 
 def test_bench_kernels_smoke_run_on_the_cpu(tmp_path):
     """The GPU-free pieces at one tiny level: every row is produced, the frame-window convolution
-    agrees with the float64 conv3d reference, the compiled blocks with the eager ones."""
+    and the edge convolutions' products agree with float64 references, the compiled blocks with the eager ones."""
     out = tmp_path / "kernels.json"
     r = script("bench_kernels.py", "--smoke", "--out", str(out))
     assert r.returncode == 0, r.stderr
     rows = json.loads(out.read_text())["rows"]
     pieces = {k.split(" / ")[0] for k in rows}
-    assert {"videores", "timeres", "conv3d", "qkv", "spatial"} <= pieces
+    assert {"videores", "timeres", "conv3d", "edge", "qkv", "spatial"} <= pieces
     assert rows["conv3d / 64@8² / frame_conv"]["rel_err"] < 1e-6
+    assert rows["edge / 8² / in 8->320 product"]["rel_err"] < 1e-6
+    assert rows["edge / 8² / out 320->4 product"]["rel_err"] < 1e-6
     assert max(v["rel_err"] for k, v in rows.items() if k.startswith(("timeres", "videores"))) < 1e-5
     assert script("bench_kernels.py", "--smoke", "--only", "geglu").returncode == 2  # needs the GPU kernels

@@ -301,6 +301,45 @@ def test_frame_conv_equals_conv3d_on_both_layouts_and_rejects_other_kernels():
             frame_conv(mem.transpose(1, 2), bad, None)
 
 
+def test_edge_convolutions_equal_conv2d():
+    """The first and last UNet layers' convolutions as products (conv_few_in: im2col with the bias
+    as a row of ones; conv_few_out: one product, then the shifted taps summed), against PyTorch's
+    conv2d: odd kernels, non-contiguous input, with and without bias; EdgeConv keeps cuDNN for
+    other strides and for small frames."""
+    import torch.nn.functional as F
+
+    from backend.sp4d.layers import EdgeConv, conv_few_in, conv_few_out
+
+    g = torch.Generator().manual_seed(0)
+    for k in (1, 3, 5):
+        x = torch.randn(2, 14, 9, 11, generator=g, dtype=torch.float64)[:, ::2]  # 7 channels, strided
+        for c_out, fn in ((20, conv_few_in), (3, conv_few_out)):
+            w = torch.randn(c_out, 7, k, k, generator=g, dtype=torch.float64)
+            for b in (torch.randn(c_out, generator=g, dtype=torch.float64), None):
+                got = fn(x, w, b)
+                assert got.dtype == x.dtype and got.shape == (2, c_out, 9, 11)
+                torch.testing.assert_close(got, F.conv2d(x, w, b, padding=k // 2), rtol=1e-12, atol=1e-12)
+    conv = EdgeConv(8, 4, 3, padding=1).double()
+    for x in (torch.randn(1, 8, 40, 40, generator=g, dtype=torch.float64),
+              torch.randn(1, 8, 8, 8, generator=g, dtype=torch.float64)):
+        torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1), rtol=1e-12, atol=1e-12)
+    strided = EdgeConv(8, 4, 3, stride=2, padding=1).double()
+    x = torch.randn(1, 8, 40, 40, generator=g, dtype=torch.float64)
+    assert strided(x).shape == (1, 4, 20, 20)
+
+
+@pytest.mark.parametrize("edge_min", [0, 1 << 30])
+def test_edge_convolutions_match_the_fixtures_both_ways(model, monkeypatch, edge_min):
+    """EdgeConv forced onto the products (the fixtures' latents are below MIN_PIXELS) and kept on
+    cuDNN: both give the official output."""
+    from backend.sp4d.layers import EdgeConv
+
+    monkeypatch.setattr(EdgeConv, "MIN_PIXELS", edge_min)
+    u = load_file(FIX / "unet.safetensors")
+    cond = {k[len("in.c."):]: u[k] for k in u if k.startswith("in.c.")}
+    close(model.network(u["net_in.x_scaled"], u["net_in.c_noise"], cond), u["net_out"])
+
+
 @pytest.mark.parametrize("frame_min", [0, 1 << 30])
 def test_time_resblocks_match_the_fixtures_through_frame_conv_and_cudnn(model, monkeypatch, frame_min):
     """FrameConv picks frame_conv or conv3d by frame size; the fixtures' frames are small, so both
