@@ -70,36 +70,42 @@ def like(t: torch.Tensor) -> torch.Tensor:
     return buf.as_strided(t.shape, t.stride(), shift)
 
 
-def trace_convolutions(step) -> list[dict]:
-    """Run step() with inductor's extern convolution wrapped: per call the input and weight
-    layouts (shape, strides, pointer alignment) and its GPU time in the step, grouped; then each
-    group's call replayed alone on fresh tensors of the same layouts. Shows whether a convolution
-    that is slow in the step is slow because of what the step hands cuDNN (docs/perf.md row 27)."""
+def trace_externs(step, names: tuple[str, ...] = ("convolution", "mm", "addmm", "bmm")) -> list[dict]:
+    """Run step() with inductor's extern kernels (convolutions and cuBLAS products of the compiled
+    graphs) wrapped: per call the operands' layouts (shape, strides, pointer alignment) and its GPU
+    time in the step (CUDA events), grouped; then each group's call replayed alone on fresh tensors
+    of the same layouts. The profiler's table by input shape attributes kernels to the wrong
+    operators inside compiled graphs (it showed 1.2 ms for a 0.33 ms convolution: docs/perf.md
+    row 27); these events time exactly the call."""
     from torch._inductor.select_algorithm import extern_kernels
 
-    orig, calls = extern_kernels.convolution, []
+    origs, calls = {n: getattr(extern_kernels, n) for n in names}, []
 
-    def traced(*args, **kw):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        out = orig(*args, **kw)
-        end.record()
-        tensors = [a for a in (*args, *kw.values()) if isinstance(a, torch.Tensor)]
-        key = str([(tuple(t.shape), t.stride(), t.data_ptr() % 256) for t in tensors]
-                  + [a for a in args if not isinstance(a, torch.Tensor)]
-                  + [(k, v) for k, v in kw.items() if not isinstance(v, torch.Tensor)]) + f" -> {out.stride()}"
-        calls.append((key, start, end, args, kw))
-        return out
+    def traced(name):
+        def call(*args, **kw):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            out = origs[name](*args, **kw)
+            end.record()
+            tensors = [a for a in (*args, *kw.values()) if isinstance(a, torch.Tensor)]
+            key = name + " " + str([(tuple(t.shape), t.stride(), t.data_ptr() % 256) for t in tensors]
+                                   + [a for a in args if not isinstance(a, torch.Tensor)]
+                                   + [(k, v) for k, v in kw.items() if not isinstance(v, torch.Tensor)])
+            calls.append((name, key, start, end, args, kw))
+            return out
+        return call
 
-    extern_kernels.convolution = traced
+    for n in names:
+        setattr(extern_kernels, n, traced(n))
     try:
         step()
     finally:
-        extern_kernels.convolution = orig
+        for n, f in origs.items():
+            setattr(extern_kernels, n, f)
     sync()
     groups: dict[str, dict] = {}
-    for key, start, end, args, kw in calls:
-        g = groups.setdefault(key, {"layout": key, "calls": 0, "step_ms": 0.0, "example": (args, kw)})
+    for name, key, start, end, args, kw in calls:
+        g = groups.setdefault(key, {"op": name, "layout": key, "calls": 0, "step_ms": 0.0, "example": (args, kw)})
         g["calls"] += 1
         g["step_ms"] += start.elapsed_time(end)
     rows = []
@@ -108,19 +114,56 @@ def trace_convolutions(step) -> list[dict]:
         args = [like(a) if isinstance(a, torch.Tensor) else a for a in args]
         kw = {k: like(v) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
         for _ in range(3):
-            orig(*args, **kw)
+            origs[g["op"]](*args, **kw)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         for _ in range(10):
-            orig(*args, **kw)
+            origs[g["op"]](*args, **kw)
         end.record()
         sync()
         g["step_ms_per_call"] = g["step_ms"] / g["calls"]
         g["alone_ms_per_call"] = start.elapsed_time(end) / 10
         rows.append(g)
-        print(f"conv {g['calls']:3d} calls {g['step_ms_per_call']:7.3f} ms/call in the step, "
-              f"{g['alone_ms_per_call']:7.3f} alone  {g['layout'][:260]}")
+    by_op = {}
+    for g in rows:
+        by_op[g["op"]] = by_op.get(g["op"], 0.0) + g["step_ms"]
+    print("extern kernels in one compiled step (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in by_op.items()))
+    for g in rows[:40]:
+        print(f"{g['calls']:3d} calls {g['step_ms_per_call']:7.3f} ms/call in the step, "
+              f"{g['alone_ms_per_call']:7.3f} alone  {g['layout'][:240]}")
     return rows
+
+
+KERNEL_KINDS = (("GEGLU kernel", ("geglu",)), ("short attention kernel", ("short_attention",)),
+                ("attention (SDPA)", ("sdpa", "flash", "fmha", "attention")),
+                ("cuDNN convolution",
+                 ("fprop", "implicit_gemm", "convolve", "nchwToNhwc", "nhwcToNchw", "im2col", "cudnn::")),
+                ("cuBLAS product", ("nvjet", "gemm", "cutlass", "sm90_xmma")),
+                ("inductor reduction", ("triton_red", "triton_per")), ("inductor pointwise", ("triton_poi",)),
+                ("other Triton", ("triton",)))
+
+
+def kernel_kind(name: str) -> str:
+    low = name.lower()
+    return next((kind for kind, keys in KERNEL_KINDS if any(k.lower() in low for k in keys)), "other (eager ATen)")
+
+
+def kernel_tables(prof) -> tuple[str, str]:
+    """Every GPU kernel of the profiled step by total time, and the sums by kind: kernel rows
+    are exact, unlike the operator rows' attribution inside compiled graphs."""
+    kernels_: dict[str, list] = {}
+    for e in prof.key_averages():  # kernels: GPU time, no CPU time (annotations of graphs start with ##)
+        if e.self_device_time_total > 0 and e.self_cpu_time_total == 0 and not e.key.startswith("##"):
+            kernels_[e.key] = [e.count, e.self_device_time_total / 1e3]
+    total = sum(ms for _, ms in kernels_.values())
+    kinds: dict[str, float] = {}
+    for name, (_, ms) in kernels_.items():
+        kinds[kernel_kind(name)] = kinds.get(kernel_kind(name), 0.0) + ms
+    summary = "\n".join(f"{k:24s} {ms:8.1f} ms {100 * ms / total:5.1f} %" for k, ms in
+                        sorted(kinds.items(), key=lambda kv: -kv[1])) + f"\n{'all kernels':24s} {total:8.1f} ms"
+    full = "\n".join(f"{ms:9.3f} ms {n:5d} calls {ms / n:8.3f} ms/call  {kernel_kind(k):22s} {k[:200]}"
+                     for k, (n, ms) in sorted(kernels_.items(), key=lambda kv: -kv[1][1]))
+    return summary, full
 
 
 def main() -> int:
@@ -146,9 +189,9 @@ def main() -> int:
                     help="inductor's coordinate-descent tuning of its generated kernels (longer compile)")
     ap.add_argument("--cudnn-edges", action="store_true",
                     help="the UNet's first and last convolutions through cuDNN (layers.EdgeConv's products off)")
-    ap.add_argument("--trace-convs", action="store_true",
-                    help="with --compile-blocks: time each convolution of one compiled step by input layout, "
-                    "and again alone on tensors of the same layouts")
+    ap.add_argument("--trace-externs", action="store_true",
+                    help="with --compile-blocks: time each convolution and cuBLAS product of one compiled step by "
+                    "operand layout, and again alone on tensors of the same layouts")
     ap.add_argument("--max-autotune-gemm", action="store_true",
                     help="inductor times Triton templates (persistent TMA among them) against cuBLAS for every "
                     "matrix product in the compiled graphs, with their bias/residual epilogues fused (longer compile)")
@@ -247,12 +290,16 @@ def main() -> int:
             products.sort(key=lambda e: -e.device_time_total)
             shapes_table = "\n".join(f"{e.key:18s} {e.count:4d} calls {e.device_time_total / 1e3:9.2f} ms  "
                                      f"{str(e.input_shapes)[:150]}" for e in products[:30])
-            print("\n".join(kernels_table.splitlines()[:24]) + "\n" + shapes_table)
+            kinds_table, all_kernels = kernel_tables(prof)
+            print("\n".join(kernels_table.splitlines()[:24]) + "\n" + kinds_table)
             if args.out:
-                args.out.with_suffix(".profile.txt").write_text(kernels_table + "\n" + shapes_table + "\n")
-        conv_trace = None
-        if args.trace_convs:
-            conv_trace = trace_convolutions(lambda: model.denoise(x2, sigmas[0] * x2.new_ones(len(x2)), cond))
+                args.out.with_suffix(".profile.txt").write_text(
+                    kernels_table + "\n" + kinds_table + "\n\nevery kernel:\n" + all_kernels
+                    + "\n\noperators by input shape (inside compiled graphs these rows also count kernels of "
+                    "neighbouring operators: use --trace-externs):\n" + shapes_table + "\n")
+        extern_trace = None
+        if args.trace_externs:
+            extern_trace = trace_externs(lambda: model.denoise(x2, sigmas[0] * x2.new_ones(len(x2)), cond))
         reset_peak()
         step_times = []
         t0 = sync()
@@ -291,7 +338,7 @@ def main() -> int:
                                         "triton_kernels": kernels_on, "geglu_gate": kernels.GATE,
                                         "stages": {k: {"seconds": s, "peak_bytes": m} for k, (s, m) in rows.items()},
                                         "total_seconds": total, "step_median_seconds": step, "step_flops": flops,
-                                        "split_max_rel": split_err, "conv_trace": conv_trace,
+                                        "split_max_rel": split_err, "extern_trace": extern_trace,
                                         "step_times": step_times}, indent=1, default=str))
     return 0
 
