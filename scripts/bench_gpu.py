@@ -62,12 +62,17 @@ def frames_for(size: int, clip: str | None) -> torch.Tensor:
     return torch.from_numpy(f).permute(0, 3, 1, 2).float() / 255 * 2 - 1
 
 
-def like(t: torch.Tensor) -> torch.Tensor:
-    """A random tensor with t's shape, strides and data-pointer alignment (mod 256 bytes)."""
-    span = 1 + sum((n - 1) * st for n, st in zip(t.shape, t.stride(), strict=True))
-    shift = t.data_ptr() % 256 // t.element_size()
-    buf = torch.randn(span + shift, device=t.device).to(t.dtype)
-    return buf.as_strided(t.shape, t.stride(), shift)
+def layout(t: torch.Tensor) -> tuple:
+    """What a kernel sees of a tensor: shape, strides, data-pointer alignment (mod 256 bytes), dtype."""
+    return tuple(t.shape), t.stride(), t.data_ptr() % 256, t.dtype
+
+
+def like(spec: tuple, device: str = "cuda") -> torch.Tensor:
+    """A random tensor of layout(t)'s shape, strides, alignment and dtype."""
+    shape, stride, align, dtype = spec
+    span = 1 + sum((n - 1) * st for n, st in zip(shape, stride, strict=True))
+    shift = align // dtype.itemsize
+    return torch.randn(span + shift, device=device).to(dtype).as_strided(shape, stride, shift)
 
 
 def trace_externs(step, names: tuple[str, ...] = ("convolution", "mm", "addmm", "bmm")) -> list[dict]:
@@ -87,11 +92,10 @@ def trace_externs(step, names: tuple[str, ...] = ("convolution", "mm", "addmm", 
             start.record()
             out = origs[name](*args, **kw)
             end.record()
-            tensors = [a for a in (*args, *kw.values()) if isinstance(a, torch.Tensor)]
-            key = name + " " + str([(tuple(t.shape), t.stride(), t.data_ptr() % 256) for t in tensors]
-                                   + [a for a in args if not isinstance(a, torch.Tensor)]
-                                   + [(k, v) for k, v in kw.items() if not isinstance(v, torch.Tensor)])
-            calls.append((name, key, start, end, args, kw))
+            # layouts only: holding the tensors would keep every activation of the step alive
+            args = [layout(a) if isinstance(a, torch.Tensor) else a for a in args]
+            kw = {k: layout(v) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+            calls.append((name, f"{name} {args} {kw}", start, end, args, kw))
             return out
         return call
 
@@ -111,8 +115,10 @@ def trace_externs(step, names: tuple[str, ...] = ("convolution", "mm", "addmm", 
     rows = []
     for g in sorted(groups.values(), key=lambda g: -g["step_ms"]):
         args, kw = g.pop("example")
-        args = [like(a) if isinstance(a, torch.Tensor) else a for a in args]
-        kw = {k: like(v) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+        args = [like(a) if isinstance(a, tuple) and len(a) == 4 and isinstance(a[3], torch.dtype) else a
+                for a in args]
+        kw = {k: like(v) if isinstance(v, tuple) and len(v) == 4 and isinstance(v[3], torch.dtype) else v
+              for k, v in kw.items()}
         for _ in range(3):
             origs[g["op"]](*args, **kw)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -134,12 +140,12 @@ def trace_externs(step, names: tuple[str, ...] = ("convolution", "mm", "addmm", 
     return rows
 
 
-KERNEL_KINDS = (("GEGLU kernel", ("geglu",)), ("short attention kernel", ("short_attention",)),
+KERNEL_KINDS = (("inductor reduction", ("triton_red", "triton_per")), ("inductor pointwise", ("triton_poi",)),
+                ("GEGLU kernel", ("geglu",)), ("short attention kernel", ("short_attention",)),
                 ("attention (SDPA)", ("sdpa", "flash", "fmha", "attention")),
                 ("cuDNN convolution",
                  ("fprop", "implicit_gemm", "convolve", "nchwToNhwc", "nhwcToNchw", "im2col", "cudnn::")),
                 ("cuBLAS product", ("nvjet", "gemm", "cutlass", "sm90_xmma")),
-                ("inductor reduction", ("triton_red", "triton_per")), ("inductor pointwise", ("triton_poi",)),
                 ("other Triton", ("triton",)))
 
 
