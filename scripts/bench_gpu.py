@@ -154,7 +154,45 @@ def kernel_kind(name: str) -> str:
     return next((kind for kind, keys in KERNEL_KINDS if any(k.lower() in low for k in keys)), "other (eager ATen)")
 
 
-def kernel_tables(prof) -> tuple[str, str]:
+def inductor_kernel_rates(calls_per_step: dict[str, list], save: Path | None) -> list[dict]:
+    """Every Triton kernel inductor generated in this process (needs config.benchmark_kernel before
+    the compile), timed alone on its own arguments: bytes moved (inductor's count), GB/s, and its
+    share of the profiled step; the sources of the 40 largest are copied to ``save`` for reading."""
+    import shutil
+
+    import triton.testing
+    from torch._inductor.codecache import PyCodeCache
+    from torch._inductor.runtime.runtime_utils import get_num_bytes
+    from torch._inductor.wrapper_benchmark import get_triton_kernel
+
+    rows = []
+    for mod in list(PyCodeCache.modules):
+        if not (hasattr(mod, "get_args") and hasattr(mod, "call")):
+            continue
+        try:
+            kernel = get_triton_kernel(mod)
+        except AssertionError:  # a graph's module (several kernels), not one kernel's
+            continue
+        args = mod.get_args()
+        n_io = sum(a.startswith("in_out_ptr") for a in kernel.fn.arg_names)
+        gb = kernel.inductor_meta.get("kernel_num_gb") or get_num_bytes(*args, num_in_out_args=n_io) / 1e9
+        ms = triton.testing.do_bench(lambda mod=mod, args=args: mod.call(args), warmup=10, rep=40)
+        n, step_ms = calls_per_step.get(kernel.fn.__name__, (0, 0.0))
+        rows.append({"name": kernel.fn.__name__, "ms": ms, "gb": gb, "gb_per_s": gb / ms * 1e3,
+                     "calls_in_step": n, "step_ms": step_ms, "file": mod.__file__})
+    rows.sort(key=lambda r: -r["step_ms"])
+    print(f"{len(rows)} inductor kernels; the largest in the step (a name may stand for kernels of several graphs):")
+    for r in rows[:40]:
+        print(f"{r['step_ms']:7.2f} ms in step ({r['calls_in_step']:3d} calls)  alone {r['ms']:6.3f} ms "
+              f"{r['gb']:6.3f} GB {r['gb_per_s']:6.0f} GB/s  {r['name'][:110]}")
+    if save:
+        save.mkdir(parents=True, exist_ok=True)
+        for r in rows[:40]:
+            shutil.copy(r["file"], save / f"{r['name'][:80]}_{Path(r['file']).stem[:8]}.py")
+    return rows
+
+
+def kernel_tables(prof) -> tuple[str, str, dict[str, list]]:
     """Every GPU kernel of the profiled step by total time, and the sums by kind: kernel rows
     are exact, unlike the operator rows' attribution inside compiled graphs."""
     kernels_: dict[str, list] = {}
@@ -169,7 +207,7 @@ def kernel_tables(prof) -> tuple[str, str]:
                         sorted(kinds.items(), key=lambda kv: -kv[1])) + f"\n{'all kernels':24s} {total:8.1f} ms"
     full = "\n".join(f"{ms:9.3f} ms {n:5d} calls {ms / n:8.3f} ms/call  {kernel_kind(k):22s} {k[:200]}"
                      for k, (n, ms) in sorted(kernels_.items(), key=lambda kv: -kv[1][1]))
-    return summary, full
+    return summary, full, kernels_
 
 
 def main() -> int:
@@ -195,6 +233,12 @@ def main() -> int:
                     help="inductor's coordinate-descent tuning of its generated kernels (longer compile)")
     ap.add_argument("--cudnn-edges", action="store_true",
                     help="the UNet's first and last convolutions through cuDNN (layers.EdgeConv's products off)")
+    ap.add_argument("--unfuse-addmm", action="store_true",
+                    help="inductor may split a bf16 product with bias into the product and a bias add fused into "
+                    "the consumers (keep_addmm_fused_for_half_dtypes off): cuBLAS's bias kernels are slower")
+    ap.add_argument("--inductor-kernels", type=Path, metavar="DIR",
+                    help="with --compile-blocks and --profile: time every Triton kernel inductor generated alone "
+                    "(GB/s against the step's share) and copy the largest ones' sources to DIR")
     ap.add_argument("--trace-externs", action="store_true",
                     help="with --compile-blocks: time each convolution and cuBLAS product of one compiled step by "
                     "operand layout, and again alone on tensors of the same layouts")
@@ -209,6 +253,16 @@ def main() -> int:
         import torch._inductor.config as inductor_config  # (a bare `import torch.…` would make torch local here)
 
         inductor_config.coordinate_descent_tuning = args.tune_inductor
+    if args.inductor_kernels:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.benchmark_kernel = True  # the kernels' modules get their own arguments (get_args)
+    if args.unfuse_addmm:
+        import torch._inductor.config as inductor_config
+
+        if not hasattr(inductor_config, "keep_addmm_fused_for_half_dtypes"):
+            ap.error(f"--unfuse-addmm: this torch {torch.__version__} has no keep_addmm_fused_for_half_dtypes")
+        inductor_config.keep_addmm_fused_for_half_dtypes = False
     if args.max_autotune_gemm:
         inductor_config.max_autotune_gemm = True
         inductor_config.max_autotune_gemm_backends = "ATEN,TRITON"
@@ -296,13 +350,18 @@ def main() -> int:
             products.sort(key=lambda e: -e.device_time_total)
             shapes_table = "\n".join(f"{e.key:18s} {e.count:4d} calls {e.device_time_total / 1e3:9.2f} ms  "
                                      f"{str(e.input_shapes)[:150]}" for e in products[:30])
-            kinds_table, all_kernels = kernel_tables(prof)
+            kinds_table, all_kernels, step_kernels = kernel_tables(prof)
             print("\n".join(kernels_table.splitlines()[:24]) + "\n" + kinds_table)
             if args.out:
                 args.out.with_suffix(".profile.txt").write_text(
                     kernels_table + "\n" + kinds_table + "\n\nevery kernel:\n" + all_kernels
                     + "\n\noperators by input shape (inside compiled graphs these rows also count kernels of "
                     "neighbouring operators: use --trace-externs):\n" + shapes_table + "\n")
+        kernel_rates = None
+        if args.inductor_kernels:
+            if not args.profile:
+                ap.error("--inductor-kernels needs --profile (the kernels' calls in a step)")
+            kernel_rates = inductor_kernel_rates(step_kernels, args.inductor_kernels)
         extern_trace = None
         if args.trace_externs:
             extern_trace = trace_externs(lambda: model.denoise(x2, sigmas[0] * x2.new_ones(len(x2)), cond))
@@ -345,6 +404,7 @@ def main() -> int:
                                         "stages": {k: {"seconds": s, "peak_bytes": m} for k, (s, m) in rows.items()},
                                         "total_seconds": total, "step_median_seconds": step, "step_flops": flops,
                                         "split_max_rel": split_err, "extern_trace": extern_trace,
+                                        "inductor_kernels": kernel_rates,
                                         "step_times": step_times}, indent=1, default=str))
     return 0
 
