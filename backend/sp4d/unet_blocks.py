@@ -218,6 +218,11 @@ COMPILE_SCOPES = {
 }
 DEFAULT_SCOPE = "blocks"
 _eager_forward: dict[type, object] = {}
+# inductor's multi-kernel: each reduction compiled both persistent and looped, the faster picked on
+# the first call. Its heuristic otherwise loops the LayerNorms over 320-1280 channels (fused with
+# the residual sums and regroupings) at ~1.5-2 TB/s; picking by time gave -38 ms a step on an H200
+# (0.992 -> 0.954 s, docs/perf.md row 28) for ~30 s more compile.
+INDUCTOR_OPTIONS = {"triton.multi_kernel": 1}
 
 
 def compile_blocks(scope: str = DEFAULT_SCOPE) -> bool:
@@ -236,7 +241,7 @@ def compile_blocks(scope: str = DEFAULT_SCOPE) -> bool:
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
     for cls in COMPILE_SCOPES[scope]:
         _eager_forward[cls] = cls.forward
-        cls.forward = torch.compile(cls.forward, dynamic=False)
+        cls.forward = torch.compile(cls.forward, dynamic=False, options=INDUCTOR_OPTIONS)
     return True
 
 
