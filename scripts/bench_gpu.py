@@ -239,6 +239,8 @@ def main() -> int:
     ap.add_argument("--inductor-kernels", type=Path, metavar="DIR",
                     help="with --compile-blocks and --profile: time every Triton kernel inductor generated alone "
                     "(GB/s against the step's share) and copy the largest ones' sources to DIR")
+    ap.add_argument("--fused-bias", action="store_true",
+                    help="output projections through cuBLAS's bias epilogue also when compiled (layers.OutLinear off)")
     ap.add_argument("--trace-externs", action="store_true",
                     help="with --compile-blocks: time each convolution and cuBLAS product of one compiled step by "
                     "operand layout, and again alone on tensors of the same layouts")
@@ -268,6 +270,10 @@ def main() -> int:
         inductor_config.max_autotune_gemm_backends = "ATEN,TRITON"
         inductor_config.triton.enable_persistent_tma_matmul = True
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    if args.fused_bias:
+        from backend.sp4d.layers import OutLinear
+
+        OutLinear.UNFUSED = False
     if args.cudnn_edges:
         from backend.sp4d.layers import EdgeConv
 

@@ -210,6 +210,23 @@ def geglu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Te
     return a * F.gelu(gate)
 
 
+class OutLinear(nn.Linear):
+    """nn.Linear (keys weight, bias) for the output projections (attention's to_out, the
+    feed-forward's second layer, the transformer's proj_out). In compiled half-precision graphs the
+    bias is added after the product, in float32, so that inductor fuses it into the consumers (the
+    residual sums and LayerNorms) instead of passing it to cuBLAS, whose bias-epilogue kernels for
+    (497664 × 320)·(320 × 320) took 0.34 ms against 0.18 ms without (docs/perf.md row 29). The
+    product is rounded once more before the bias: within half precision's own rounding."""
+
+    UNFUSED = True  # off: the plain linear (bench_gpu --fused-bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.UNFUSED and self.bias is not None and x.dtype in (torch.bfloat16, torch.float16)
+                and torch.compiler.is_compiling()):
+            return (F.linear(x, self.weight).float() + self.bias.float()).to(x.dtype)
+        return super().forward(x)
+
+
 class Attention(nn.Module):
     """Multi-head attention with bias-free q/k/v projections (keys to_q, to_k, to_v, to_out.0)."""
 
@@ -221,7 +238,7 @@ class Attention(nn.Module):
         self.to_q = nn.Linear(query_dim, inner, bias=False)
         self.to_k = nn.Linear(context_dim, inner, bias=False)
         self.to_v = nn.Linear(context_dim, inner, bias=False)
-        self.to_out = nn.Sequential(nn.Linear(inner, query_dim), nn.Identity())
+        self.to_out = nn.Sequential(OutLinear(inner, query_dim), nn.Identity())
 
     MAX_BATCH_HEADS = 65535  # see sdpa_chunked
     SHORT = 16  # sequences up to this length: kernels.short_attention, or short_attention when compiled
@@ -273,7 +290,7 @@ class FeedForward(nn.Module):
     def __init__(self, dim: int, dim_out: int | None = None, mult: int = 4):
         super().__init__()
         inner = dim * mult
-        self.net = nn.Sequential(GEGLU(dim, inner), nn.Identity(), nn.Linear(inner, dim_out or dim))
+        self.net = nn.Sequential(GEGLU(dim, inner), nn.Identity(), OutLinear(inner, dim_out or dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

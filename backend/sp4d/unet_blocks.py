@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import AlphaBlender, Attention, FeedForward, FrameConv, mlp, timestep_embedding, unet_norm
+from .layers import AlphaBlender, Attention, FeedForward, FrameConv, OutLinear, mlp, timestep_embedding, unet_norm
 
 
 @dataclass
@@ -164,7 +164,7 @@ class SpatioTemporalTransformer(nn.Module):
         self.time_mix_motion_embed = mlp(ch, 4 * ch, ch)
         self.time_mixer = AlphaBlender()
         self.time_mixer_motion = AlphaBlender()
-        self.proj_out = nn.Linear(inner, ch)
+        self.proj_out = OutLinear(inner, ch)
 
     def forward(self, x: torch.Tensor, ctx: UNetContext) -> torch.Tensor:
         context, T, V = ctx.context, ctx.n_time, ctx.n_view

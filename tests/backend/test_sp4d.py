@@ -328,6 +328,28 @@ def test_edge_convolutions_equal_conv2d():
     assert strided(x).shape == (1, 4, 20, 20)
 
 
+@pytest.mark.skipif(not any(map(__import__("shutil").which, ("g++", "c++", "clang++"))), reason="no C++ compiler")
+def test_out_linear_adds_the_bias_apart_only_in_compiled_half_precision():
+    """OutLinear is nn.Linear eagerly (any dtype) and in compiled float32; compiled in bf16 it adds
+    the bias after the product, which may differ by the product's extra rounding, nothing more."""
+    import torch.nn.functional as F
+
+    from backend.sp4d.layers import OutLinear
+
+    g = torch.Generator().manual_seed(0)
+    lin = OutLinear(64, 32)
+    x = torch.randn(4, 50, 64, generator=g)
+    assert torch.equal(lin(x), F.linear(x, lin.weight, lin.bias))
+    compiled = torch.compile(lin.forward, dynamic=False)
+    torch.testing.assert_close(compiled(x), F.linear(x, lin.weight, lin.bias), rtol=1e-5, atol=1e-5)
+    lin16, x16 = lin.bfloat16(), x.bfloat16()
+    assert torch.equal(lin16(x16), F.linear(x16, lin16.weight, lin16.bias))
+    got = compiled(x16)
+    ref = F.linear(x16.double(), lin16.weight.double(), lin16.bias.double())
+    assert got.dtype == torch.bfloat16
+    assert float((got.double() - ref).abs().max() / ref.abs().max()) < 2e-2
+
+
 @pytest.mark.parametrize("edge_min", [0, 1 << 30])
 def test_edge_convolutions_match_the_fixtures_both_ways(model, monkeypatch, edge_min):
     """EdgeConv forced onto the products (the fixtures' latents are below MIN_PIXELS) and kept on
