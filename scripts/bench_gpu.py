@@ -155,8 +155,9 @@ def kernel_kind(name: str) -> str:
 
 
 def inductor_kernel_rates(calls_per_step: dict[str, list], save: Path | None) -> list[dict]:
-    """Every Triton kernel inductor generated in this process (needs config.benchmark_kernel before
-    the compile), timed alone on its own arguments: bytes moved (inductor's count), GB/s, and its
+    """The Triton kernels inductor loaded in this process (needs config.benchmark_kernel before the
+    compile; kernels built by its parallel compile workers may be missing: 32 of the step's in
+    row 29), each timed alone on its own arguments: bytes moved (inductor's count), GB/s, and its
     share of the profiled step; the sources of the 40 largest are copied to ``save`` for reading."""
     import shutil
 
@@ -277,7 +278,7 @@ def main() -> int:
     if args.cudnn_edges:
         from backend.sp4d.layers import EdgeConv
 
-        EdgeConv.MIN_PIXELS = 1 << 30
+        EdgeConv.MIN_PIXELS_IN = EdgeConv.MIN_PIXELS_OUT = 1 << 30
     if dt == torch.float32:  # float32 means float32 (agreement checks): no TF32 in matmuls or convolutions
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False

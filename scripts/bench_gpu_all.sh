@@ -3,6 +3,8 @@
 # Results (JSON) go to $OUT (the device tool's output folder) or ./out/gpu.
 #
 #   bash scripts/bench_gpu_all.sh kernels     # the Triton kernels against the plain paths, then a profiled compiled step
+#   bash scripts/bench_gpu_all.sh profile     # one compiled step: every kernel by kind, each extern call timed in the step
+#                                             # and alone, inductor's kernels timed alone (sources in one .tgz)
 #   bash scripts/bench_gpu_all.sh convs       # the time convolutions: alone, in the time ResBlock, in the whole VideoResBlock
 #   bash scripts/bench_gpu_all.sh split       # the CFG split over cuda:0 and cuda:1 (needs two GPUs): fixtures,
 #                                             # one GPU eager, split eager, split compiled
@@ -24,6 +26,12 @@ case "${1:-}" in
     "$py" scripts/bench_kernels.py --only geglu,camera,motion,qkv,spatial --out "$out/bench_kernels.json" 2>&1 | quiet
     "$py" scripts/bench_gpu.py --compile-blocks layers --steps 10 --profile \
       --out "$out/bench_gpu_layers_kernels.json" 2>&1 | quiet | tail -10 ;;
+  profile)
+    "$py" scripts/bench_gpu.py --compile-blocks layers --steps 3 --profile --trace-externs \
+      --inductor-kernels /tmp/inductor_kernels --out "$out/bench_gpu_layers_profile.json" > "$out/profile.log" 2>&1 \
+      || { tail -20 "$out/profile.log"; exit 1; }
+    tar czf "$out/inductor_kernels.tgz" -C /tmp inductor_kernels
+    grep -v -i warn "$out/profile.log" | grep -B2 -A60 "^all kernels" | cut -c1-220 ;;
   convs)
     "$py" scripts/bench_kernels.py --only conv3d,timeres,videores --out "$out/bench_kernels_convs.json" 2>&1 | quiet ;;
   split)
@@ -54,6 +62,6 @@ case "${1:-}" in
     "$py" scripts/bench_gpu.py --low-vram --steps 10 --out "$out/bench_gpu_lowvram.json" 2>&1 | quiet | tail -8
     "$py" scripts/gpu_check_sp4d.py --fixtures .ref/sp4d_tiny --out "$out/gpu_check.json" 2>&1 | quiet | tail -8 ;;
   *)
-    echo "usage: bash scripts/bench_gpu_all.sh kernels|convs|split|split-one|ratio|check|compiled|eager" >&2
+    echo "usage: bash scripts/bench_gpu_all.sh kernels|profile|convs|split|split-one|ratio|check|compiled|eager" >&2
     exit 2 ;;
 esac

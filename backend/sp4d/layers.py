@@ -157,17 +157,18 @@ class EdgeConv(nn.Conv2d):
     output channels leave cuDNN's kernels far from their memory bound on large latents: there one
     matrix product (conv_few_in, conv_few_out), elsewhere cuDNN."""
 
-    MIN_PIXELS = 1024  # h·w from which the product is used
+    # h·w from which the products are used (scripts/bench_kernels.py edge, H100: the input product
+    # wins at 36² and 72², the output product only at 72²)
+    MIN_PIXELS_IN, MIN_PIXELS_OUT = 1024, 4096
     FEW = 16  # input or output channels counted as few
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = self.kernel_size
+        k, pixels = self.kernel_size, x.shape[-2] * x.shape[-1]
         plain = (self.stride != (1, 1) or self.dilation != (1, 1) or self.groups != 1 or k[0] % 2 == 0
-                 or k[1] % 2 == 0 or self.padding != (k[0] // 2, k[1] // 2) or self.padding_mode != "zeros"
-                 or x.shape[-2] * x.shape[-1] < self.MIN_PIXELS)
-        if not plain and self.in_channels <= self.FEW:
+                 or k[1] % 2 == 0 or self.padding != (k[0] // 2, k[1] // 2) or self.padding_mode != "zeros")
+        if not plain and self.in_channels <= self.FEW and pixels >= self.MIN_PIXELS_IN:
             return conv_few_in(x, self.weight, self.bias)
-        if not plain and self.out_channels <= self.FEW:
+        if not plain and self.out_channels <= self.FEW and pixels >= self.MIN_PIXELS_OUT:
             return conv_few_out(x, self.weight, self.bias)
         return super().forward(x)
 

@@ -352,11 +352,12 @@ def test_out_linear_adds_the_bias_apart_only_in_compiled_half_precision():
 
 @pytest.mark.parametrize("edge_min", [0, 1 << 30])
 def test_edge_convolutions_match_the_fixtures_both_ways(model, monkeypatch, edge_min):
-    """EdgeConv forced onto the products (the fixtures' latents are below MIN_PIXELS) and kept on
+    """EdgeConv forced onto the products (the fixtures' latents are below its MIN_PIXELS_*) and kept on
     cuDNN: both give the official output."""
     from backend.sp4d.layers import EdgeConv
 
-    monkeypatch.setattr(EdgeConv, "MIN_PIXELS", edge_min)
+    monkeypatch.setattr(EdgeConv, "MIN_PIXELS_IN", edge_min)
+    monkeypatch.setattr(EdgeConv, "MIN_PIXELS_OUT", edge_min)
     u = load_file(FIX / "unet.safetensors")
     cond = {k[len("in.c."):]: u[k] for k in u if k.startswith("in.c.")}
     close(model.network(u["net_in.x_scaled"], u["net_in.c_noise"], cond), u["net_out"])
