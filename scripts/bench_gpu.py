@@ -15,6 +15,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -62,17 +63,32 @@ def frames_for(size: int, clip: str | None) -> torch.Tensor:
     return torch.from_numpy(f).permute(0, 3, 1, 2).float() / 255 * 2 - 1
 
 
-def layout(t: torch.Tensor) -> tuple:
+class Layout(NamedTuple):
     """What a kernel sees of a tensor: shape, strides, data-pointer alignment (mod 256 bytes), dtype."""
-    return tuple(t.shape), t.stride(), t.data_ptr() % 256, t.dtype
+
+    shape: tuple
+    stride: tuple
+    align: int
+    dtype: torch.dtype
+
+    @classmethod
+    def of(cls, t: torch.Tensor) -> Layout:
+        return cls(tuple(t.shape), t.stride(), t.data_ptr() % 256, t.dtype)
+
+    def __repr__(self) -> str:  # short, for the printed groups
+        return repr(tuple(self))
+
+    def like(self, device: str = "cuda") -> torch.Tensor:
+        """A random tensor of this layout."""
+        span = 1 + sum((n - 1) * st for n, st in zip(self.shape, self.stride, strict=True))
+        shift = self.align // self.dtype.itemsize
+        return torch.randn(span + shift, device=device).to(self.dtype).as_strided(self.shape, self.stride, shift)
 
 
-def like(spec: tuple, device: str = "cuda") -> torch.Tensor:
-    """A random tensor of layout(t)'s shape, strides, alignment and dtype."""
-    shape, stride, align, dtype = spec
-    span = 1 + sum((n - 1) * st for n, st in zip(shape, stride, strict=True))
-    shift = align // dtype.itemsize
-    return torch.randn(span + shift, device=device).to(dtype).as_strided(shape, stride, shift)
+def swap(values: list, kw: dict, fn, kind: type) -> tuple[list, dict]:
+    """fn applied to the positional and keyword arguments that are instances of kind."""
+    return ([fn(a) if isinstance(a, kind) else a for a in values],
+            {k: fn(v) if isinstance(v, kind) else v for k, v in kw.items()})
 
 
 def trace_externs(step, names: tuple[str, ...] = ("convolution", "mm", "addmm", "bmm")) -> list[dict]:
@@ -93,8 +109,7 @@ def trace_externs(step, names: tuple[str, ...] = ("convolution", "mm", "addmm", 
             out = origs[name](*args, **kw)
             end.record()
             # layouts only: holding the tensors would keep every activation of the step alive
-            args = [layout(a) if isinstance(a, torch.Tensor) else a for a in args]
-            kw = {k: layout(v) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+            args, kw = swap(args, kw, Layout.of, torch.Tensor)
             calls.append((name, f"{name} {args} {kw}", start, end, args, kw))
             return out
         return call
@@ -114,11 +129,7 @@ def trace_externs(step, names: tuple[str, ...] = ("convolution", "mm", "addmm", 
         g["step_ms"] += start.elapsed_time(end)
     rows = []
     for g in sorted(groups.values(), key=lambda g: -g["step_ms"]):
-        args, kw = g.pop("example")
-        args = [like(a) if isinstance(a, tuple) and len(a) == 4 and isinstance(a[3], torch.dtype) else a
-                for a in args]
-        kw = {k: like(v) if isinstance(v, tuple) and len(v) == 4 and isinstance(v[3], torch.dtype) else v
-              for k, v in kw.items()}
+        args, kw = swap(*g.pop("example"), Layout.like, Layout)
         for _ in range(3):
             origs[g["op"]](*args, **kw)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -234,9 +245,6 @@ def main() -> int:
                     help="inductor's coordinate-descent tuning of its generated kernels (longer compile)")
     ap.add_argument("--cudnn-edges", action="store_true",
                     help="the UNet's first and last convolutions through cuDNN (layers.EdgeConv's products off)")
-    ap.add_argument("--unfuse-addmm", action="store_true",
-                    help="inductor may split a bf16 product with bias into the product and a bias add fused into "
-                    "the consumers (keep_addmm_fused_for_half_dtypes off): cuBLAS's bias kernels are slower")
     ap.add_argument("--inductor-kernels", type=Path, metavar="DIR",
                     help="with --compile-blocks and --profile: time every Triton kernel inductor generated alone "
                     "(GB/s against the step's share) and copy the largest ones' sources to DIR")
@@ -252,24 +260,16 @@ def main() -> int:
     if args.compile and args.devices:
         ap.error("--compile (the whole UNet) cannot be combined with --devices: use --compile-blocks")
     dev, dt = args.device, DTYPES[args.precision]
-    if args.tune_inductor or args.max_autotune_gemm:
+    if args.tune_inductor or args.max_autotune_gemm or args.inductor_kernels:
         import torch._inductor.config as inductor_config  # (a bare `import torch.…` would make torch local here)
 
         inductor_config.coordinate_descent_tuning = args.tune_inductor
-    if args.inductor_kernels:
-        import torch._inductor.config as inductor_config
-
-        inductor_config.benchmark_kernel = True  # the kernels' modules get their own arguments (get_args)
-    if args.unfuse_addmm:
-        import torch._inductor.config as inductor_config
-
-        if not hasattr(inductor_config, "keep_addmm_fused_for_half_dtypes"):
-            ap.error(f"--unfuse-addmm: this torch {torch.__version__} has no keep_addmm_fused_for_half_dtypes")
-        inductor_config.keep_addmm_fused_for_half_dtypes = False
-    if args.max_autotune_gemm:
-        inductor_config.max_autotune_gemm = True
-        inductor_config.max_autotune_gemm_backends = "ATEN,TRITON"
-        inductor_config.triton.enable_persistent_tma_matmul = True
+        # the kernels' modules get their own arguments (get_args) for --inductor-kernels
+        inductor_config.benchmark_kernel = bool(args.inductor_kernels)
+        if args.max_autotune_gemm:
+            inductor_config.max_autotune_gemm = True
+            inductor_config.max_autotune_gemm_backends = "ATEN,TRITON"
+            inductor_config.triton.enable_persistent_tma_matmul = True
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     if args.fused_bias:
         from backend.sp4d.layers import OutLinear

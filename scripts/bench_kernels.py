@@ -23,7 +23,7 @@ For each UNet level (72², 36², 18² latents; widths 320, 640, 1280):
   spatial the spatial self-attention (all tokens of a frame) through each SDPA backend, on the
           fused projection's strided q, k, v views and on contiguous copies
 Errors: ‖a − ref‖/‖ref‖ against float64 on a slice of the rows. --smoke runs the pieces that need
-no GPU (timeres, conv3d, qkv, spatial, videores) on the CPU at one tiny level, once, in float32:
+no GPU (timeres, conv3d, edge, qkv, spatial, videores) on the CPU at one tiny level, once, in float32:
 a check that the script runs (the tests do this), not a measurement.
 
     python scripts/bench_kernels.py [--out results.json] [--only geglu,camera,motion,timeres,conv3d,edge,qkv,spatial]

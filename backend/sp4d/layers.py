@@ -113,7 +113,7 @@ def conv_few_in(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     320 out) as one product: the k·k shifted copies of x stacked as c·k·k rows (im2col, with a row
     of ones for the bias, padded to a multiple of 8 rows for the tensor cores) times the weight.
     The output is NCHW as the product writes it. cuDNN's kernels for 8 input channels run far from
-    the memory bound this has (docs/perf.md row 27)."""
+    the memory bound this has (docs/perf.md row 28)."""
     n, c, h, w = x.shape
     co, _, kh, kw = weight.shape
     kk = c * kh * kw
@@ -136,7 +136,7 @@ def conv_few_out(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     4 out) as one product and a shifted sum: Y = W (c_out·k·k, c) · x (c, h·w) gives every tap's
     contribution at every pixel, and out[y, x] = Σ_ij Y_ij[y + i − k//2, x + j − k//2]. Reads x once;
     the taps are summed in float32. cuDNN's kernels for 4 output channels take ~30× this one's
-    memory bound (docs/perf.md row 27)."""
+    memory bound (docs/perf.md row 28)."""
     n, c, h, w = x.shape
     co, _, kh, kw = weight.shape
     wk = weight.permute(0, 2, 3, 1).reshape(co * kh * kw, c).to(x.dtype)
@@ -216,7 +216,7 @@ class OutLinear(nn.Linear):
     feed-forward's second layer, the transformer's proj_out). In compiled half-precision graphs the
     bias is added after the product, in float32, so that inductor fuses it into the consumers (the
     residual sums and LayerNorms) instead of passing it to cuBLAS, whose bias-epilogue kernels for
-    (497664 × 320)·(320 × 320) took 0.34 ms against 0.18 ms without (docs/perf.md row 29). The
+    (497664 × 320)·(320 × 320) took 0.34 ms against 0.18 ms without (docs/perf.md row 30). The
     product is rounded once more before the bias: within half precision's own rounding."""
 
     UNFUSED = True  # off: the plain linear (bench_gpu --fused-bias)

@@ -221,7 +221,7 @@ _eager_forward: dict[type, object] = {}
 # inductor's multi-kernel: each reduction compiled both persistent and looped, the faster picked on
 # the first call. Its heuristic otherwise loops the LayerNorms over 320-1280 channels (fused with
 # the residual sums and regroupings) at ~1.5-2 TB/s; picking by time gave -38 ms a step on an H200
-# (0.992 -> 0.954 s, docs/perf.md row 28) for ~30 s more compile. Inductor's on-disk graph cache
+# (0.992 -> 0.954 s, docs/perf.md row 29) for ~30 s more compile. Inductor's on-disk graph cache
 # is off with it: in torch 2.11 / Triton 3.6 a cached multi-kernel graph fails to load in a second
 # process (MultiKernelCall hashes a deserialised Triton function: "'NoneType' object does not
 # support the context manager protocol"), so each process compiles its graphs afresh.
