@@ -104,8 +104,8 @@ def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | N
     if not scope:
         uncompile_blocks()
     elif compile_blocks(scope):  # opt-in; the graphs are kept for the process's later jobs
-        ctx.progress(STAGE, 0, 1, f"compiling the UNet ({scope}) during the first step: 1.5-3 minutes, once per "
-                     "backend process (its later jobs reuse the graphs)")
+        ctx.progress(STAGE, 0, 1, f"compiling the UNet ({scope}) during the first step (1.5-3 minutes) and the "
+                     "decoder when decoding (~30 s), once per backend process (its later jobs reuse the graphs)")
     noise, cond_noise = _load_noise(s["noise_file"])
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255 * 2 - 1
 

@@ -7,7 +7,7 @@ For each UNet level (72², 36², 18² latents; widths 320, 640, 1280):
   camera  attention over 12 views / motion: over 4 frames: PyTorch SDPA (chunked), the compiled
           multiply-reduce (layers.short_attention) and the Triton kernel
   timeres the whole compiled time ResBlock (GroupNorm-SiLU-conv3d twice, + embedding, + skip):
-          the generic GroupNorm decomposition against layers.group_norm_5d (per-image partial
+          the generic GroupNorm decomposition against layers.group_norm_by_image (per-image partial
           sums), each with cuDNN's conv3d; with channels-last (3-D) conv weights; with
           layers.frame_conv (a batched product over frame windows); and as the block runs by
           default (FrameConv: one of these three by frame size)
@@ -96,6 +96,12 @@ def sdpa_heads_last(q, k, v):
 def reduce_attention(q, k, v):
     out = short_attention(*(t.transpose(1, 2) for t in (q, k, v)))
     return out.transpose(1, 2).reshape(q.shape[0], q.shape[1], -1)
+
+
+# (BLOCK_M, BLOCK_N, BLOCK_K, stages, warps, split, warp-specialised): tiles for two programs per SM
+# (warp-specialised 4-warp configs fail in Triton 3.6's NVGPUWarpSpecialization pass, H100)
+OCC2_CONFIGS = ((128, 64, 64, 2, 4), (128, 64, 64, 3, 4), (64, 128, 64, 2, 4), (64, 128, 32, 3, 4),
+                (128, 64, 32, 4, 4), (64, 128, 32, 4, 4, True))
 
 
 def launcher(launch):
@@ -192,6 +198,10 @@ def main() -> int:
     if "geglu" in only:  # the persistent GEGLU kernel with warp-specialised loads alone (Hopper)
         ws_kernel = triton.autotune(configs=[c for c in kernels._TMA_CONFIGS if c.kwargs["WS"]],
                                     key=["M", "N", "K"])(kernels._geglu_tma_kernel.fn)
+        # two persistent programs per SM (one warpgroup each, ≤ ~100 KB of shared memory): while one
+        # runs its epilogue the other's products keep the tensor cores busy
+        occ2_kernel = triton.autotune(configs=[kernels._tma_config(*c) for c in OCC2_CONFIGS],
+                                      key=["M", "N", "K"])(kernels._geglu_tma_kernel.fn)
     for c, side in levels:
         level = f"{c}@{side}²"
         tokens = B * T * V * side * side
@@ -205,7 +215,9 @@ def main() -> int:
                                for ws, kern in (("", None), (" ws", ws_kernel))
                                # exact GELU both ways; what the epilogue's GELU costs (none: not the layer's
                                # result, errors are large) and the tanh form
-                               for gate in (("erf", "poly") if not ws else kernels.GATES))):
+                               for gate in (("erf", "poly", "exp") if not ws else kernels.GATES)),
+                             ("tma occ2 poly", launcher(partial(kernels.geglu_tma, kernel=occ2_kernel, gate="poly",
+                                                                per_sm=2)))):
                 try:
                     ms = time_ms(fn, x, w, b)
                 except Exception as e:  # noqa: BLE001 - an experimental variant that does not compile here

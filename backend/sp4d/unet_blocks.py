@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import AlphaBlender, Attention, FeedForward, FrameConv, OutLinear, mlp, timestep_embedding, unet_norm
+from .vae import Decoder
 
 
 @dataclass
@@ -211,11 +212,14 @@ class CrossNetworkLayer(nn.Module):
 
 COMPILE_SCOPES = {
     # the repeated inner blocks: one graph per shape, shared by every instance
-    "blocks": (TransformerBlock, TimeMixBlock, ResBlock),
+    "blocks": (TransformerBlock, TimeMixBlock, ResBlock, Decoder),
     # whole UNet layers: also fuses the camera/motion regroupings, GroupNorms and blends around them,
     # the branches' fusion (concatenation, 1×1 convolutions, ReLU, the two sums) and the upsampling
-    "layers": (SpatioTemporalTransformer, VideoResBlock, CrossNetworkLayer, Upsample),
+    "layers": (SpatioTemporalTransformer, VideoResBlock, CrossNetworkLayer, Upsample, Decoder),
 }
+# both scopes also compile the VAE decoder whole (one graph per chunk shape, ~30 s): its GroupNorms
+# and SiLUs fuse and inductor lays its convolutions out channels-last (decode 1.69 -> ~1.1 s at 576²,
+# docs/perf.md row 31)
 DEFAULT_SCOPE = "blocks"
 _eager_forward: dict[type, object] = {}
 # inductor's multi-kernel: each reduction compiled both persistent and looped, the faster picked on

@@ -6,9 +6,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import group_norm_by_image
+
+
+class VAEGroupNorm(nn.GroupNorm):
+    """nn.GroupNorm; in compiled graphs from per-image partial sums (layers.group_norm_by_image):
+    inductor's generic decomposition reduced each of the 32 groups of an image in one long pass,
+    40 % of a compiled decode (docs/perf.md row 31)."""
+
+    BY_IMAGE = True  # False: the generic decomposition when compiled, to compare
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.BY_IMAGE and torch.compiler.is_compiling():
+            return group_norm_by_image(x, self.num_groups, self.weight, self.bias, self.eps)
+        return super().forward(x)
+
 
 def vae_norm(ch: int) -> nn.GroupNorm:
-    return nn.GroupNorm(32, ch, eps=1e-6)
+    return VAEGroupNorm(32, ch, eps=1e-6)
 
 
 class ResnetBlock(nn.Module):

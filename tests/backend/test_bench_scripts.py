@@ -66,3 +66,16 @@ def test_bench_kernels_smoke_run_on_the_cpu(tmp_path):
     assert rows["edge / 8² / out 320->4 product"]["rel_err"] < 1e-6
     assert max(v["rel_err"] for k, v in rows.items() if k.startswith(("timeres", "videores"))) < 1e-5
     assert script("bench_kernels.py", "--smoke", "--only", "geglu").returncode == 2  # needs the GPU kernels
+
+
+@pytest.mark.skipif(not any(map(__import__("shutil").which, ("g++", "c++", "clang++"))), reason="no C++ compiler")
+def test_bench_decode_smoke_run_on_the_cpu(tmp_path):
+    """A tiny decoder eager and compiled (as the compile scopes compile it, GroupNorms by image), NCHW
+    and channels-last: every row, and all agree with float32 eager."""
+    out = tmp_path / "decode.json"
+    r = script("bench_decode.py", "--smoke", "--chunks", "2", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())["results"]
+    assert [x["variant"] for x in rows] == ["eager", "eager-cl", "compiled", "compiled-cl"]
+    assert max(x["max_rel_float32"] for x in rows) < 1e-5
+    assert script("bench_decode.py", "--smoke", "--variants", "eager,fastest").returncode == 2

@@ -260,22 +260,25 @@ def test_short_attention_equals_fused_attention():
     assert short_attention(*half).dtype == torch.bfloat16
 
 
-def test_group_norm_5d_equals_group_norm_on_both_layouts():
-    """The compiled graphs' GroupNorm of the time ResBlocks (per-image partial sums, two passes)
-    against PyTorch's, on the transposed frames view they get and on a contiguous tensor."""
+def test_group_norm_by_image_equals_group_norm_on_both_layouts():
+    """The compiled graphs' GroupNorm (per-image partial sums, two passes) against PyTorch's: the
+    time ResBlocks' 5-D transposed frames view and a contiguous tensor, the VAE's 4-D images in
+    NCHW and channels-last memory."""
     import torch.nn.functional as F
 
-    from backend.sp4d.layers import group_norm_5d
+    from backend.sp4d.layers import group_norm_by_image
 
     g = torch.Generator().manual_seed(0)
     w, b = torch.randn(12, generator=g, dtype=torch.float64), torch.randn(12, generator=g, dtype=torch.float64)
     mem = torch.randn(2, 5, 12, 3, 4, generator=g, dtype=torch.float64) * 2 + 7  # (b, frames, c, h, w), offset mean
-    for x in (mem.transpose(1, 2), mem.transpose(1, 2).contiguous()):
+    img = torch.randn(3, 12, 5, 6, generator=g, dtype=torch.float64) * 2 - 5
+    for x in (mem.transpose(1, 2), mem.transpose(1, 2).contiguous(), img,
+              img.contiguous(memory_format=torch.channels_last)):
         ref = F.group_norm(x, 4, w, b, 1e-6)
-        out = group_norm_5d(x, 4, w, b, 1e-6)
+        out = group_norm_by_image(x, 4, w, b, 1e-6)
         assert out.dtype == torch.float64 and out.shape == x.shape
         torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
-    half = group_norm_5d(mem.transpose(1, 2).bfloat16(), 4, w.float(), b.float(), 1e-6)
+    half = group_norm_by_image(mem.transpose(1, 2).bfloat16(), 4, w.float(), b.float(), 1e-6)
     assert half.dtype == torch.bfloat16
     close(half.double(), F.group_norm(mem.transpose(1, 2), 4, w, b, 1e-6), 1e-2)
 
@@ -326,6 +329,21 @@ def test_edge_convolutions_equal_conv2d():
     strided = EdgeConv(8, 4, 3, stride=2, padding=1).double()
     x = torch.randn(1, 8, 40, 40, generator=g, dtype=torch.float64)
     assert strided(x).shape == (1, 4, 20, 20)
+
+
+@pytest.mark.skipif(not any(map(__import__("shutil").which, ("g++", "c++", "clang++"))), reason="no C++ compiler")
+def test_compiled_decoder_matches_the_fixture_with_its_group_norm_by_image(model):
+    """Both compile scopes compile the VAE decoder whole; its GroupNorms then take the per-image
+    partial sums (VAEGroupNorm), which must still give the official decode."""
+    from backend.sp4d.unet_blocks import compile_blocks, compiled_classes, uncompile_blocks
+
+    v = load_file(FIX / "vae.safetensors")
+    try:
+        compile_blocks("layers")
+        assert "Decoder" in compiled_classes()
+        close(model.decode(v["dec.z"]), v["dec.out"])
+    finally:
+        uncompile_blocks()
 
 
 @pytest.mark.skipif(not any(map(__import__("shutil").which, ("g++", "c++", "clang++"))), reason="no C++ compiler")

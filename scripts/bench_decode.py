@@ -1,0 +1,145 @@
+"""Decoding benchmark: the dual VAE decoder on one window's latents (48 = 4 frames × 12 views,
+RGB and part halves: 96 images of 576²), eager and compiled, NCHW and channels-last, by chunk size.
+
+Random weights (backend/sp4d/testing.py), random latents. Prints a table: seconds for the whole
+decode (median of the timed runs), the first call's seconds (the compile, where compiled), peak
+GPU memory, achieved TFLOP/s of the counted convolutions, the largest difference from the first
+variant's result and from a float32 decode of the first 4 latents (relative to the largest value).
+
+    python scripts/bench_decode.py [--out results.json] [--variants eager,compiled] [--chunks 4,8]
+    python scripts/bench_decode.py --smoke     # CPU, tiny decoder, float32: does the script run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_gpu's kernel tables
+
+from backend.sp4d import vae  # noqa: E402
+from backend.sp4d.checkpoint import build_model, load_config  # noqa: E402
+from backend.sp4d.testing import random_init_  # noqa: E402
+from backend.sp4d.unet_blocks import compile_blocks, uncompile_blocks  # noqa: E402
+
+VARIANTS = ("eager", "eager-cl", "compiled", "compiled-cl")
+SMOKE_DECODER = dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, out_ch=3, z_channels=4)
+
+
+def sync() -> float:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def decode_flops(dec: torch.nn.Module, z: torch.Tensor) -> int:
+    """FLOPs of one decode of ``z`` as torch's counter counts them (convolutions and products)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        dec(z[:1])
+    return counter.get_total_flops() * z.shape[0]
+
+
+def rel(a: torch.Tensor, ref: torch.Tensor) -> float:
+    """max|a - ref| / max|ref|"""
+    return ((a.float() - ref.float()).abs().max() / ref.float().abs().max()).item()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--chunks", default="4,8", help="latents decoded per call (the pipeline's decode_chunk)")
+    ap.add_argument("--size", type=int, default=576)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--cudnn-benchmark", action="store_true", help="cuDNN times its algorithms per shape")
+    ap.add_argument("--generic-norm", action="store_true",
+                    help="compiled GroupNorms through inductor's generic decomposition (VAEGroupNorm.BY_IMAGE off)")
+    ap.add_argument("--profile", action="store_true", help="every GPU kernel of one more decode with the last "
+                    "variant, by kind and by total time")
+    ap.add_argument("--smoke", action="store_true", help="CPU, a tiny decoder, float32, 4 latents of 16²")
+    args = ap.parse_args()
+    variants = args.variants.split(",")
+    if set(variants) - set(VARIANTS):
+        ap.error(f"unknown variant(s) {sorted(set(variants) - set(VARIANTS))}; choose from {','.join(VARIANTS)}")
+    if not args.smoke and not torch.cuda.is_available():
+        ap.error("needs a CUDA GPU (run it on the device machine), or --smoke")
+    torch.set_grad_enabled(False)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    dev, dt = ("cpu", torch.float32) if args.smoke else ("cuda", torch.bfloat16)
+    if args.smoke:
+        dec = vae.DualDecoder(**SMOKE_DECODER)
+        n, side = 4, 16
+    else:
+        model = build_model(load_config(), "meta")
+        dec = model.first_stage_model.decoder
+        dec.to_empty(device=dev)
+        n, side = 48, args.size // 8
+    random_init_(dec)
+    dec.to(dt)
+    g = torch.Generator(device=dev).manual_seed(0)
+    z = torch.randn(n, 2 * dec.z_channels, side, side, generator=g, device=dev).to(dt)
+    flops = decode_flops(dec, z)
+    dec.float()  # the first 4 latents in float32 (TF32 off): each variant's precision
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    ref32 = dec(z[:4].float())
+    torch.backends.cudnn.allow_tf32 = True
+    dec.to(dt)
+    results, ref = [], None
+    vae.VAEGroupNorm.BY_IMAGE = not args.generic_norm
+    for variant in variants:
+        for chunk in (int(c) for c in args.chunks.split(",")):
+            dec.to(memory_format=torch.channels_last if variant.endswith("-cl") else torch.contiguous_format)
+            uncompile_blocks()
+            torch._dynamo.reset()
+            if variant.startswith("compiled"):  # as the backend compiles it: the whole Decoder.forward
+                compile_blocks("layers")
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+            t0 = sync()
+            out = torch.cat([dec(part) for part in z.split(chunk)])
+            first = sync() - t0
+            times = []
+            for _ in range(args.reps):
+                t0 = sync()
+                out = torch.cat([dec(part) for part in z.split(chunk)])
+                times.append(sync() - t0)
+            seconds = sorted(times)[len(times) // 2]
+            if ref is None:
+                ref = out.float()
+            err, err32 = rel(out, ref), rel(out[:len(ref32)], ref32)
+            peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
+            results.append(dict(variant=variant, chunk=chunk, seconds=seconds, first_call=first, peak_gib=peak,
+                                tflops=flops / seconds / 1e12, max_rel=err, max_rel_float32=err32))
+            print(f"{variant:12s} chunk {chunk:2d}: {seconds:7.3f} s (first call {first:6.1f} s), "
+                  f"peak {peak:6.2f} GiB, {flops / seconds / 1e12:6.1f} TFLOP/s, max diff {err:.2e}, "
+                  f"vs float32 {err32:.2e}", flush=True)
+    if args.profile:
+        from bench_gpu import kernel_tables
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            torch.cat([dec(part) for part in z.split(chunk)])
+            sync()
+        summary, full, _ = kernel_tables(prof)
+        print(f"kernels of one decode ({variant}, chunk {chunk}):\n{summary}\n" + "\n".join(full.splitlines()[:30]))
+    uncompile_blocks()
+    name = "cpu (smoke run)" if args.smoke else torch.cuda.get_device_name()
+    print(f"device {name}, torch {torch.__version__}, {n} latents of {side}² -> {2 * n} images, "
+          f"{flops / 1e12:.1f} TFLOP counted")
+    if args.out:
+        args.out.write_text(json.dumps({"device": name, "torch": torch.__version__, "latents": n, "side": side,
+                                        "flops": flops, "generic_norm": args.generic_norm,
+                                        "cudnn_benchmark": args.cudnn_benchmark, "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
