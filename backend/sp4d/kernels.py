@@ -187,7 +187,7 @@ if triton is not None:
             t = tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [u], dtype=tl.float32,
                                           is_pure=True, pack=1)
             out = a * (0.5 * g * (1.0 + t))
-        else:  # exact GELU through Abramowitz & Stegun 7.1.28: erf(z) = 1 - (1 + Σ a_i z^i)^-16, z ≥ 0,
+        elif GATE == 3:  # exact GELU through Abramowitz & Stegun 7.1.28: erf(z) = 1 - (1 + Σ a_i z^i)^-16, z ≥ 0,
             # |error| < 3e-7 (GELU within 5e-7), with gelu(g) = max(g, 0) - |g|/2 · (1 - erf(|g|/√2)):
             # 15 multiply-adds and one fast division instead of libdevice's erf and its branches
             z = tl.abs(g) * 0.7071067811865476
@@ -198,6 +198,13 @@ if triton is not None:
             r = r * r
             r = r * r
             out = a * (tl.maximum(g, 0.0) - (z * 0.7071067811865476) * (r * r))
+        else:  # exact GELU through Abramowitz & Stegun 7.1.26: erf(z) = 1 - t·P(t)·exp(-z²), t = 1 / (1 + p·z),
+            # |error| < 1.5e-7: 5 multiply-adds, a fast division and the hardware exp2
+            z = tl.abs(g) * 0.7071067811865476
+            t = tl.math.fdiv(tl.full(z.shape, 1.0, tl.float32), 1.0 + 0.3275911 * z)
+            p = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+            e = tl.math.exp2(z * z * -1.4426950408889634)
+            out = a * (tl.maximum(g, 0.0) - (z * 0.7071067811865476) * (p * e))
         o_desc.store([off_m, off_n], out.to(o_desc.dtype))
 
     @triton.jit
@@ -291,21 +298,24 @@ def geglu_blocked(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, ou
                             weight.stride(0), weight.stride(1), out.stride(0), out.stride(1))
 
 
-GATES = ("erf", "none", "tanh", "poly")  # the TMA kernel's epilogues: exact GELU through libdevice's erf; for
-# benchmarks: none, the tanh form; exact GELU through a polynomial (Abramowitz & Stegun 7.1.28)
-EXACT_GATES = ("poly", "erf")
+GATES = ("erf", "none", "tanh", "poly", "exp")  # the TMA kernel's epilogues: exact GELU through libdevice's erf;
+# for benchmarks: none, the tanh form; exact GELU through a polynomial (Abramowitz & Stegun 7.1.28), through
+# a polynomial in 1/(1 + p·z) times exp(-z²) (7.1.26)
+EXACT_GATES = ("exp", "poly", "erf")  # the first is the default: the fastest (docs/perf.md row 32)
 GATE = os.environ.get("SP4D_GEGLU_GATE", EXACT_GATES[0])  # the layer's epilogue (SP4D_GEGLU_GATE: to compare)
 if GATE not in EXACT_GATES:
     raise ValueError(f"SP4D_GEGLU_GATE must be one of {EXACT_GATES}, got {GATE!r}")
 
 
 def geglu_tma(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out: torch.Tensor,
-              kernel=None, gate: str | None = None) -> None:
+              kernel=None, gate: str | None = None, per_sm: int = 1) -> None:
     """The GEGLU product into ``out`` (M, N): persistent programs, TMA loads and stores.
     ``kernel``: another autotuned variant of _geglu_tma_kernel (other configs, for benchmarks);
-    ``gate``: one of GATES (default GATE; "none" and "tanh" are for benchmarks: they change the result)."""
+    ``gate``: one of GATES (default GATE; "none" and "tanh" are for benchmarks: they change the result);
+    ``per_sm``: persistent programs per SM (2, with configs small enough for two on an SM, lets one
+    program's epilogue overlap the other's products; for benchmarks)."""
     (M, K), N = x2.shape, out.shape[1]
-    programs = (torch.cuda.get_device_properties(x2.device).multi_processor_count if x2.is_cuda else 4)
+    programs = per_sm * (torch.cuda.get_device_properties(x2.device).multi_processor_count if x2.is_cuda else 4)
     descs = [TensorDescriptor(t, list(t.shape), list(t.stride()), [16, 16]) for t in (x2, weight, out)]
 
     def grid(meta):  # the boxes ([16, 16] above) are set per config by _set_blocks

@@ -65,7 +65,7 @@ def test_geglu_kernel_equals_linear_then_gelu_gate():
     for split in (False, True):
         one = triton.autotune(configs=[kernels._tma_config(32, 32, 32, 1, 4, split)],
                               key=["M", "N", "K"])(kernels._geglu_tma_kernel.fn)
-        for gate in ("erf", "poly"):  # the exact GELU both ways
+        for gate in kernels.EXACT_GATES:  # the exact GELU every way
             launches.append(lambda *a, one=one, gate=gate: kernels.geglu_tma(*a, kernel=one, gate=gate))
     for launch in launches:
         o = torch.full((100, 72), float("nan"), dtype=torch.float16)
