@@ -13,6 +13,8 @@
 #   bash scripts/bench_gpu_all.sh check       # fixtures on CUDA with the compiled layers
 #   bash scripts/bench_gpu_all.sh compiled    # a 50-step generation with the compiled layers, then check
 #   bash scripts/bench_gpu_all.sh eager       # 50-step eager (the default), low-VRAM peak, bf16/fp16 vs float32
+#   bash scripts/bench_gpu_all.sh decode      # the VAE decoder: eager and compiled, NCHW and channels-last, with a
+#                                             # float32 reference, then the compiled decode's kernels
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-out/gpu}"
@@ -61,7 +63,10 @@ case "${1:-}" in
     "$py" scripts/bench_gpu.py --out "$out/bench_gpu_eager_50.json" 2>&1 | quiet | tail -8
     "$py" scripts/bench_gpu.py --low-vram --steps 10 --out "$out/bench_gpu_lowvram.json" 2>&1 | quiet | tail -8
     "$py" scripts/gpu_check_sp4d.py --fixtures .ref/sp4d_tiny --out "$out/gpu_check.json" 2>&1 | quiet | tail -8 ;;
+  decode)
+    "$py" scripts/bench_decode.py --chunks 4 --out "$out/bench_decode.json" 2>&1 | quiet | grep -v USDT
+    "$py" scripts/bench_decode.py --variants compiled-cl --chunks 4 --profile 2>&1 | quiet | grep -v USDT | tail -40 ;;
   *)
-    echo "usage: bash scripts/bench_gpu_all.sh kernels|profile|convs|split|split-one|ratio|check|compiled|eager" >&2
+    echo "usage: bash scripts/bench_gpu_all.sh kernels|profile|convs|split|split-one|ratio|check|compiled|eager|decode" >&2
     exit 2 ;;
 esac
