@@ -62,6 +62,8 @@ def main() -> int:
     ap.add_argument("--cudnn-benchmark", action="store_true", help="cuDNN times its algorithms per shape")
     ap.add_argument("--generic-norm", action="store_true",
                     help="compiled GroupNorms through inductor's generic decomposition (VAEGroupNorm.BY_IMAGE off)")
+    ap.add_argument("--sdpa", action="store_true",
+                    help="compiled mid-block attention through SDPA (vae.AttnBlock.PRODUCTS off)")
     ap.add_argument("--profile", action="store_true", help="every GPU kernel of one more decode with the last "
                     "variant, by kind and by total time")
     ap.add_argument("--smoke", action="store_true", help="CPU, a tiny decoder, float32, 4 latents of 16²")
@@ -94,6 +96,7 @@ def main() -> int:
     dec.to(dt)
     results, ref = [], None
     vae.VAEGroupNorm.BY_IMAGE = not args.generic_norm
+    vae.AttnBlock.PRODUCTS = not args.sdpa
     for variant in variants:
         for chunk in (int(c) for c in args.chunks.split(",")):
             dec.to(memory_format=torch.channels_last if variant.endswith("-cl") else torch.contiguous_format)
@@ -136,7 +139,7 @@ def main() -> int:
           f"{flops / 1e12:.1f} TFLOP counted")
     if args.out:
         args.out.write_text(json.dumps({"device": name, "torch": torch.__version__, "latents": n, "side": side,
-                                        "flops": flops, "generic_norm": args.generic_norm,
+                                        "flops": flops, "generic_norm": args.generic_norm, "sdpa": args.sdpa,
                                         "cudnn_benchmark": args.cudnn_benchmark, "results": results}, indent=1))
     return 0
 

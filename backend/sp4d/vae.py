@@ -50,12 +50,31 @@ class AttnBlock(nn.Module):
         self.norm = vae_norm(ch)
         self.q, self.k, self.v, self.proj_out = (nn.Conv2d(ch, ch, 1) for _ in range(4))
 
+    PRODUCTS = True  # compiled half precision on CUDA: attention as two products (False: SDPA, to compare)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm(x)
         b, c, hh, ww = x.shape
-        q, k, v = (p(h).flatten(2).transpose(1, 2)[:, None] for p in (self.q, self.k, self.v))
-        a = F.scaled_dot_product_attention(q, k, v)[:, 0].transpose(1, 2).reshape(b, c, hh, ww)
-        return x + self.proj_out(a)
+        q, k, v = (p(h).flatten(2).transpose(1, 2) for p in (self.q, self.k, self.v))
+        if self.PRODUCTS and x.is_cuda and x.dtype in (torch.bfloat16, torch.float16) and torch.compiler.is_compiling():
+            a = product_attention(q, k, v)
+        else:
+            a = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]
+        return x + self.proj_out(a.transpose(1, 2).reshape(b, c, hh, ww))
+
+
+def product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q·kᵀ/√d)·v for one wide head (b, n, d) as two batched products: the scores in
+    float32 (cuBLAS's float32 output of half-precision products), the softmax in float32, its
+    result rounded to v's type for the second product, as flash kernels do. Flash kernels take
+    heads up to 256 wide; PyTorch's memory-efficient kernel ran the decoder's 512-wide head at
+    92 TFLOP/s (docs/perf.md row 34). (On the CPU, which lacks bmm's out_dtype: float32 operands.)"""
+    if q.is_cuda:
+        s = torch.bmm(q, k.transpose(1, 2), out_dtype=torch.float32)
+    else:
+        s = torch.bmm(q.float(), k.float().transpose(1, 2))
+    s = s * q.shape[-1] ** -0.5
+    return torch.bmm(s.softmax(-1).to(v.dtype), v)
 
 
 class Downsample(nn.Module):

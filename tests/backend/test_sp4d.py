@@ -331,6 +331,23 @@ def test_edge_convolutions_equal_conv2d():
     assert strided(x).shape == (1, 4, 20, 20)
 
 
+def test_product_attention_equals_sdpa_for_one_wide_head():
+    """The compiled decoder's mid-block attention on CUDA (one 512-wide head as two products, float32
+    scores) against PyTorch's attention in float64: float32 exact, bf16 within its rounding."""
+    import torch.nn.functional as F
+
+    from backend.sp4d.vae import product_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 50, 64, generator=g, dtype=torch.float64) * 2 for _ in range(3))
+    ref = F.scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close(product_attention(*(t.float() for t in (q, k, v))).double(), ref,
+                               rtol=1e-5, atol=1e-5)
+    half = product_attention(*(t.bfloat16() for t in (q, k, v)))
+    assert half.dtype == torch.bfloat16
+    close(half, ref, 2e-2)
+
+
 @pytest.mark.skipif(not any(map(__import__("shutil").which, ("g++", "c++", "clang++"))), reason="no C++ compiler")
 def test_compiled_decoder_matches_the_fixture_with_its_group_norm_by_image(model):
     """Both compile scopes compile the VAE decoder whole; its GroupNorms then take the per-image
