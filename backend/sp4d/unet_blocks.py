@@ -218,8 +218,8 @@ COMPILE_SCOPES = {
     "layers": (SpatioTemporalTransformer, VideoResBlock, CrossNetworkLayer, Upsample, Decoder),
 }
 # both scopes also compile the VAE decoder whole (one graph per chunk shape, ~30 s): its GroupNorms
-# and SiLUs fuse and inductor lays its convolutions out channels-last (decode 1.69 -> ~1.1 s at 576²,
-# docs/perf.md row 31)
+# and SiLUs fuse, its 512-wide attention runs as products (decode 1.69 -> 0.83 s at 576², docs/perf.md
+# rows 31 and 34)
 DEFAULT_SCOPE = "blocks"
 _eager_forward: dict[type, object] = {}
 # inductor's multi-kernel: each reduction compiled both persistent and looped, the faster picked on

@@ -45,12 +45,12 @@ class ResnetBlock(nn.Module):
 class AttnBlock(nn.Module):
     """Single-head self-attention over all pixels (1×1 conv projections)."""
 
+    PRODUCTS = True  # compiled half precision on CUDA: attention as two products (False: SDPA, to compare)
+
     def __init__(self, ch: int):
         super().__init__()
         self.norm = vae_norm(ch)
         self.q, self.k, self.v, self.proj_out = (nn.Conv2d(ch, ch, 1) for _ in range(4))
-
-    PRODUCTS = True  # compiled half precision on CUDA: attention as two products (False: SDPA, to compare)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm(x)
