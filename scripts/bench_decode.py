@@ -15,13 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_gpu's kernel tables
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other benchmarks' helpers
+
+from bench_gpu import kernel_tables, peak_bytes, reset_peak, sync  # noqa: E402
+from gpu_check_sp4d import rel  # noqa: E402
 
 from backend.sp4d import vae  # noqa: E402
 from backend.sp4d.checkpoint import build_model, load_config  # noqa: E402
@@ -32,12 +34,6 @@ VARIANTS = ("eager", "eager-cl", "compiled", "compiled-cl")
 SMOKE_DECODER = dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, out_ch=3, z_channels=4)
 
 
-def sync() -> float:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter()
-
-
 def decode_flops(dec: torch.nn.Module, z: torch.Tensor) -> int:
     """FLOPs of one decode of ``z`` as torch's counter counts them (convolutions and products)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -45,11 +41,6 @@ def decode_flops(dec: torch.nn.Module, z: torch.Tensor) -> int:
     with FlopCounterMode(display=False) as counter:
         dec(z[:1])
     return counter.get_total_flops() * z.shape[0]
-
-
-def rel(a: torch.Tensor, ref: torch.Tensor) -> float:
-    """max|a - ref| / max|ref|"""
-    return ((a.float() - ref.float()).abs().max() / ref.float().abs().max()).item()
 
 
 def main() -> int:
@@ -104,8 +95,7 @@ def main() -> int:
             torch._dynamo.reset()
             if variant.startswith("compiled"):  # as the backend compiles it: the whole Decoder.forward
                 compile_blocks("layers")
-            if torch.cuda.is_available():
-                torch.cuda.reset_peak_memory_stats()
+            reset_peak()
             t0 = sync()
             out = torch.cat([dec(part) for part in z.split(chunk)])
             first = sync() - t0
@@ -118,14 +108,13 @@ def main() -> int:
             if ref is None:
                 ref = out.float()
             err, err32 = rel(out, ref), rel(out[:len(ref32)], ref32)
-            peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
+            peak = peak_bytes() / 2**30
             results.append(dict(variant=variant, chunk=chunk, seconds=seconds, first_call=first, peak_gib=peak,
                                 tflops=flops / seconds / 1e12, max_rel=err, max_rel_float32=err32))
             print(f"{variant:12s} chunk {chunk:2d}: {seconds:7.3f} s (first call {first:6.1f} s), "
                   f"peak {peak:6.2f} GiB, {flops / seconds / 1e12:6.1f} TFLOP/s, max diff {err:.2e}, "
                   f"vs float32 {err32:.2e}", flush=True)
     if args.profile:
-        from bench_gpu import kernel_tables
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
