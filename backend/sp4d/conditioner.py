@@ -9,6 +9,15 @@
 5 cond_motion  -> cond_motion (T, 4, h, w): VAE mean of the frames (never read by the network)
 The VAE inputs get images + 1e-5·N(0, 1) (the official ZeroSampler's level). Unconditional:
 every image-derived output is zero, the cond_aug part of vector too; the angles stay.
+
+The official conditioner encodes 64 images per call (each frame 12 times, each copy with its own
+1e-5 draw; 12 grey images; the frames again), and runs twice (cond and uncond). Only
+``concat`` reaches the network: ``cond_view`` is multiplied by 0 and ``cond_motion`` is never read
+(reference README §1). Without given noise draws, ``conditioning`` therefore encodes each frame
+once (one draw per frame, shared by its copies: a 1e-5 perturbation, far below bf16 resolution)
+and returns ``cond_view`` and ``cond_motion`` as the zeros the network sees: 4 encodes instead of
+64 (docs/perf.md row 36). With given draws (fixtures, noise files) it reproduces the official
+per-copy computation.
 """
 
 from __future__ import annotations
@@ -76,16 +85,17 @@ def build_embedders(emb_models: list[dict], open_clip_archs: dict) -> nn.ModuleL
 
 def conditioning(embedders: nn.ModuleList, frames: torch.Tensor, polar: torch.Tensor, azimuth: torch.Tensor,
                  n_view: int, noise: dict[str, torch.Tensor] | None = None,
-                 generator: torch.Generator | None = None) -> tuple[dict, dict]:
+                 generator: torch.Generator | None = None, per_copy: bool | None = None) -> tuple[dict, dict]:
     """(cond, uncond) dicts with crossattn, concat, vector, cond_view, cond_motion.
 
     frames: (T, 3, H, W) in [-1, 1]; polar, azimuth: (T·V,) radians (float64 as the script has
     them); noise: optional fixed N(0,1) draws for 'cond_frames', 'cond_view', 'cond_motion'.
+    per_copy: the official 64 encodes (default: when ``noise`` is given), else one encode per
+    frame and zeros for the two outputs the network never sees (module docstring).
     """
     clip, vae_frames, polar_e, azim_e, vae_view, vae_motion = embedders
     T = frames.shape[0]
-    cond_frames = frames.repeat_interleave(n_view, dim=0)
-    grey = torch.zeros((n_view,) + frames.shape[1:], dtype=frames.dtype, device=frames.device)
+    per_copy = noise is not None if per_copy is None else per_copy
 
     def draw(name, like):
         if noise is not None and name in noise:
@@ -93,9 +103,21 @@ def conditioning(embedders: nn.ModuleList, frames: torch.Tensor, polar: torch.Te
         return torch.randn(like.shape, generator=generator, dtype=like.dtype, device="cpu").to(like.device)
 
     crossattn = clip(frames)[None]  # (1, T, D)
-    concat = vae_frames(cond_frames, draw("cond_frames", cond_frames))
-    cond_view = vae_view(grey, draw("cond_view", grey))
-    cond_motion = vae_motion(frames, draw("cond_motion", frames))
+    if per_copy:
+        cond_frames = frames.repeat_interleave(n_view, dim=0)
+        grey = torch.zeros((n_view,) + frames.shape[1:], dtype=frames.dtype, device=frames.device)
+        concat = vae_frames(cond_frames, draw("cond_frames", cond_frames))
+        cond_view = vae_view(grey, draw("cond_view", grey))
+        cond_motion = vae_motion(frames, draw("cond_motion", frames))
+    else:
+        if noise is not None and "cond_frames" in noise:  # per-copy draws given: each frame's first copy's
+            once = noise["cond_frames"][::n_view].to(frames.device)
+        else:
+            once = draw("frames", frames)
+        latents = vae_frames(frames, once)
+        concat = latents.repeat_interleave(n_view, dim=0)
+        cond_view = latents.new_zeros((n_view,) + latents.shape[1:])
+        cond_motion = torch.zeros_like(latents)
     level = torch.full((T * n_view,), COND_NOISE, dtype=torch.float64, device=frames.device)
     aug = timestep_embedding(level, vae_frames.sigma_outdim).to(crossattn.dtype)
     angles = torch.cat([polar_e(polar.to(frames.device)), azim_e(azimuth.to(frames.device))], 1).to(aug.dtype)

@@ -82,15 +82,15 @@ class SP4D(nn.Module):
     # --- conditioning, sampling, decoding ----------------------------------------------------
     def condition(self, frames: torch.Tensor, polar: torch.Tensor, azimuth: torch.Tensor,
                   noise: dict | None = None, generator: torch.Generator | None = None,
-                  offload: str | torch.device | None = None) -> tuple[dict, dict]:
+                  offload: str | torch.device | None = None, per_copy: bool | None = None) -> tuple[dict, dict]:
         """(cond, uncond) for frames on the UNet's device. ``offload`` (low-VRAM mode): the
         conditioner (image tower and VAE encoder) is on the GPU only for this call and waits on
-        ``offload`` (e.g. the CPU) while the UNet samples."""
+        ``offload`` (e.g. the CPU) while the UNet samples. ``per_copy``: conditioner.conditioning."""
         home = self.model.diffusion_model.net1.out[2].weight.device
         self.conditioner.to(home)
         try:
             return conditioning(self.conditioner.embedders, frames.to(home), polar, azimuth, self.n_view, noise,
-                                generator)
+                                generator, per_copy)
         finally:
             if offload is not None:
                 self.conditioner.to(offload)

@@ -136,6 +136,44 @@ def test_conditioner_outputs_and_unconditional_forms(conditioned, sampling, mode
         close(batched[k], sampling[f"denoiser_in.c.{k}"])
 
 
+def test_encode_once_conditioning_is_the_per_copy_one_within_its_noise(model, sampling):
+    """Without noise draws, each frame is encoded once (4 images, not 64) and shared by its 12 copies;
+    the network's input differs from the official one only by the copies' 1e-5 draws. In float64:
+    this random tiny encoder's float32 rounding (~1e-4 of its range) is as large as those draws."""
+    import copy
+
+    s = sampling
+    m = copy.deepcopy(model).double()
+    noise = {k: s[f"cond.noise.{k}"].double() for k in ("cond_frames", "cond_view", "cond_motion")}
+    frames, angles = u8_to_model(s["input.frames_u8"]).double(), (s["input.polar_rad"], s["input.azimuth_rad"])
+    encoded = []
+    for e in m.conditioner.embedders[1:]:
+        if hasattr(e, "encoder"):
+            e.register_forward_hook(lambda mod, args, out: encoded.append(args[0].shape[0]))
+    c, uc = m.condition(frames, *angles, noise, per_copy=False)
+    m.condition(frames, *angles)  # drawn noise: encoded once too
+    assert encoded == [frames.shape[0]] * 2
+    encoded.clear()
+    ref_c, ref_uc = m.condition(frames, *angles, noise)  # given draws: the official 64 encodes
+    assert encoded == [48, 12, 4]
+    v = m.n_view
+    close(c["concat"][::v], ref_c["concat"][::v], 1e-9)  # each frame's first copy has the official draw
+    # the other copies differ by their own 1e-5 draws only: as much as two official runs differ
+    other = dict(noise, cond_frames=torch.randn(noise["cond_frames"].shape, generator=torch.Generator().manual_seed(1),
+                                                dtype=torch.float64))
+    spread = (m.condition(frames, *angles, other)[0]["concat"] - ref_c["concat"]).abs().max()
+    err = (c["concat"] - ref_c["concat"]).abs().max()
+    assert 0 < err <= 1.5 * spread, (float(err), float(spread))
+    for k in ("crossattn", "vector"):
+        assert c[k].equal(ref_c[k]) and uc[k].equal(ref_uc[k])
+    assert not c["cond_view"].any() and not c["cond_motion"].any()
+    batched, ref = m.batch_cond(c, uc), m.batch_cond(ref_c, ref_uc)
+    for k in ref:
+        assert batched[k].shape == ref[k].shape
+        if k not in ("concat", "cond_motion"):  # cond_view: zero for the network either way
+            assert batched[k].equal(ref[k]), k
+
+
 def test_sampler_pieces(sampling):
     close(edm_sigmas(3), sampling["sampler.sigmas"])
     close(linear_guidance_scale(48, 1.0, 3.0), sampling["guider.scale.effective_linear_1_to_3"])
