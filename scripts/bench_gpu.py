@@ -253,6 +253,9 @@ def main() -> int:
                     "(GB/s against the step's share) and copy the largest ones' sources to DIR")
     ap.add_argument("--fused-bias", action="store_true",
                     help="output projections through cuBLAS's bias epilogue also when compiled (layers.OutLinear off)")
+    ap.add_argument("--eager-skip-cats", action="store_true",
+                    help="the output blocks' skip concatenations eagerly, outside the fusion layers "
+                    "(unet_blocks.CrossNetworkLayer.CONCAT_SKIPS off)")
     ap.add_argument("--trace-externs", action="store_true",
                     help="with --compile-blocks: time each convolution and cuBLAS product of one compiled step by "
                     "operand layout, and again alone on tensors of the same layouts")
@@ -278,6 +281,10 @@ def main() -> int:
         from backend.sp4d.layers import OutLinear
 
         OutLinear.UNFUSED = False
+    if args.eager_skip_cats:
+        from backend.sp4d.unet_blocks import CrossNetworkLayer
+
+        CrossNetworkLayer.CONCAT_SKIPS = False
     if args.cudnn_edges:
         from backend.sp4d.layers import EdgeConv
 

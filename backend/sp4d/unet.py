@@ -114,12 +114,22 @@ class DualSpatialTemporalUNet(nn.Module):
                                 strict=True):
             h1, h2 = fuse(b1(h1, ctx), b2(h2, ctx))
             skips.append((h1, h2))
-        h1, h2 = self.middle_cross(self.net1.middle_block(h1, ctx), self.net2.middle_block(h2, ctx))
-        for b1, b2, fuse in zip(self.net1.output_blocks, self.net2.output_blocks, self.output_cross_layers,
-                                strict=True):
-            s1, s2 = skips.pop()
-            h1, h2 = fuse(b1(torch.cat([h1, s1], 1), ctx), b2(torch.cat([h2, s2], 1), ctx))
+        fuses = [self.middle_cross, *self.output_cross_layers]
+        h1, h2 = self.net1.middle_block(h1, ctx), self.net2.middle_block(h2, ctx)
+        for b1, b2, fuse in zip(self.net1.output_blocks, self.net2.output_blocks, fuses, strict=False):
+            h1, h2 = self._fuse(fuse, h1, h2, skips.pop())  # each output block's input: [h | skip]
+            h1, h2 = b1(h1, ctx), b2(h2, ctx)
+        h1, h2 = fuses[-1](h1, h2)
         return torch.cat([self.net1.out(h1), self.net2.out(h2)], dim=1)
+
+    @staticmethod
+    def _fuse(fuse: CrossNetworkLayer, h1: torch.Tensor, h2: torch.Tensor,
+              skip: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fused branches, each concatenated with its skip (inside the fusion layer: see there)."""
+        if fuse.CONCAT_SKIPS:
+            return fuse(h1, h2, *skip)
+        h1, h2 = fuse(h1, h2)
+        return torch.cat([h1, skip[0]], 1), torch.cat([h2, skip[1]], 1)
 
 
 def use_channels_last(unet: DualSpatialTemporalUNet, on: bool = True) -> None:

@@ -199,15 +199,24 @@ class SpatioTemporalTransformer(nn.Module):
 
 
 class CrossNetworkLayer(nn.Module):
-    """BiDiFuse: f = conv1×1(ReLU(conv1×1([h1, h2]))); both branches get + f."""
+    """BiDiFuse: f = conv1×1(ReLU(conv1×1([h1, h2]))); both branches get + f.
+
+    Given the next output block's skips, each fused branch comes back concatenated with its skip
+    (that block's input): a compiled graph then writes the sums straight into the concatenation,
+    instead of an eager torch.cat reading and writing them once more (docs/perf.md row 37)."""
+
+    CONCAT_SKIPS = True  # False: the UNet concatenates eagerly (to compare)
 
     def __init__(self, ch: int):
         super().__init__()
         self.fusion_conv = nn.Sequential(nn.Conv2d(2 * ch, ch, 1), nn.ReLU(), nn.Conv2d(ch, ch, 1))
 
-    def forward(self, h1: torch.Tensor, h2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, h1: torch.Tensor, h2: torch.Tensor, s1: torch.Tensor | None = None,
+                s2: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.fusion_conv(torch.cat([h1, h2], dim=1))
-        return h1 + f, h2 + f
+        if s1 is None:
+            return h1 + f, h2 + f
+        return torch.cat([h1 + f, s1], dim=1), torch.cat([h2 + f, s2], dim=1)
 
 
 COMPILE_SCOPES = {

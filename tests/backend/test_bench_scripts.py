@@ -41,7 +41,8 @@ def test_bench_gpu_names_a_missing_config(tmp_path):
     assert r.returncode != 0 and "nope.yaml" in r.stderr
 
 
-@pytest.mark.parametrize("name, args", [("bench_kernels.py", []), ("gpu_check_sp4d.py", ["--fixtures", "x"])])
+@pytest.mark.parametrize("name, args", [("bench_kernels.py", []), ("gpu_check_sp4d.py", ["--fixtures", "x"]),
+                                        ("bench_condition.py", [])])
 def test_cuda_only_scripts_refuse_without_a_gpu(name, args):
     r = script(name, *args)
     assert r.returncode == 2 and "needs a CUDA GPU" in r.stderr
@@ -79,3 +80,14 @@ def test_bench_decode_smoke_run_on_the_cpu(tmp_path):
     assert [x["variant"] for x in rows] == ["eager", "eager-cl", "compiled", "compiled-cl"]
     assert max(x["max_rel_float32"] for x in rows) < 1e-5
     assert script("bench_decode.py", "--smoke", "--variants", "eager,fastest").returncode == 2
+
+
+@needs_fixtures
+def test_bench_condition_smoke_run_on_the_cpu(tmp_path):
+    """The conditioning's pieces on the tiny model: every row, encoded once cheaper than per copy."""
+    out = tmp_path / "condition.json"
+    r = script("bench_condition.py", "--smoke", "--config", str(FIX / "config.yaml"), "--reps", "1", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 8 and all(v > 0 for v in rows.values())
+    assert rows["conditioning, encoded once (4 encodes)"] < rows["conditioning, per copy (64 encodes)"]

@@ -448,6 +448,27 @@ def test_time_resblocks_match_the_fixtures_through_frame_conv_and_cudnn(model, m
     close(model.network(u["net_in.x_scaled"], u["net_in.c_noise"], cond), u["net_out"])
 
 
+def test_skips_concatenated_in_the_fusion_layers_equal_the_eager_concatenation(model, monkeypatch):
+    """CrossNetworkLayer.CONCAT_SKIPS moves each output block's [h | skip] into the fusion layer
+    before it: the same network output, bit for bit, and the fixture's."""
+    from backend.sp4d.unet_blocks import CrossNetworkLayer
+
+    u = load_file(FIX / "unet.safetensors")
+    cond = {k[len("in.c."):]: u[k] for k in u if k.startswith("in.c.")}
+    args = (u["net_in.x_scaled"], u["net_in.c_noise"], cond)
+    calls = []
+    hook = model.model.diffusion_model.middle_cross.register_forward_hook(lambda m, a, o: calls.append(len(a)))
+    try:
+        inside = model.network(*args)
+        monkeypatch.setattr(CrossNetworkLayer, "CONCAT_SKIPS", False)
+        outside = model.network(*args)
+    finally:
+        hook.remove()
+    assert calls == [4, 2]  # the middle fusion got the first output block's skips, then did not
+    assert inside.equal(outside)
+    close(inside, u["net_out"])
+
+
 @pytest.mark.skipif(not any(map(__import__("shutil").which, ("g++", "c++", "clang++"))), reason="no C++ compiler")
 @pytest.mark.parametrize("scope, conv", [("blocks", "cudnn"), ("layers", "frame_conv"), ("layers", "channels_last")])
 def test_compiled_unet_matches_eager_and_uncompiles(model, monkeypatch, scope, conv):

@@ -1,0 +1,98 @@
+"""Conditioning benchmark: the conditioner's pieces on one window's 4 frames of 576², random weights.
+
+Rows (median seconds of the timed runs): the whole conditioning encoded once (the default) and per
+copy (the official 64 encodes), the CLIP tower, the VAE encoder on 4 and on 8 images (NCHW and
+channels-last), the CPU noise draw; then the GPU kernels of one 4-image encode by kind.
+
+    python scripts/bench_condition.py [--out results.json]
+    python scripts/bench_condition.py --smoke   # CPU, the tiny fixture config, float32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other benchmarks' helpers
+
+from bench_gpu import kernel_tables, sync, view_angles  # noqa: E402
+
+from backend.sp4d.checkpoint import build_model, load_config  # noqa: E402
+from backend.sp4d.testing import random_init_  # noqa: E402
+
+
+def timed(fn, reps: int) -> float:
+    fn()  # warm-up: cuDNN's algorithm choice, lazy initialisation
+    times = []
+    for _ in range(reps):
+        t0 = sync()
+        fn()
+        times.append(sync() - t0)
+    return float(np.median(times))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--size", type=int, default=576)
+    ap.add_argument("--config", help="model config (default: the released model)")
+    ap.add_argument("--smoke", action="store_true", help="CPU, float32, the config given (tiny), 48 px")
+    args = ap.parse_args()
+    dev = "cpu" if args.smoke else "cuda"
+    if dev == "cuda" and not torch.cuda.is_available():
+        print("bench_condition.py needs a CUDA GPU (or --smoke)", file=sys.stderr)
+        return 2
+    dt = torch.float32 if args.smoke else torch.bfloat16
+    size = 48 if args.smoke else args.size
+    model = build_model(load_config(args.config) if args.config else load_config(), "meta")
+    model.to_empty(device=dev)
+    random_init_(model)
+    model.to(dt)
+    emb = model.conditioner.embedders
+    frames = (torch.rand(4, 3, size, size, device=dev) * 2 - 1).to(dt)
+    polar, az = view_angles()
+    polar_t, az_t = torch.from_numpy(np.tile(polar, 4)), torch.from_numpy(np.tile(az, 4))
+    enc = emb[1].encoder
+    gen = torch.Generator().manual_seed(0)
+    rows = {}
+    with torch.inference_mode():
+        for per_copy in (False, True):
+            rows[f"conditioning, {'per copy (64 encodes)' if per_copy else 'encoded once (4 encodes)'}"] = timed(
+                lambda p=per_copy: model.condition(frames, polar_t, az_t, generator=gen, per_copy=p), args.reps)
+        rows["CLIP tower, 4 frames"] = timed(lambda: emb[0](frames), args.reps)
+        rows["noise draw on the CPU, 4 frames"] = timed(
+            lambda: torch.randn(frames.shape, generator=gen, dtype=dt).to(dev), args.reps)
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            enc.to(memory_format=fmt)
+            name = "NCHW" if fmt == torch.contiguous_format else "channels-last"
+            for n in (4, 8):
+                x = frames.repeat(2, 1, 1, 1)[:n].contiguous(memory_format=fmt)
+                rows[f"VAE encoder, {n} images, {name}"] = timed(lambda x=x: enc.encode(x), args.reps)
+        enc.to(memory_format=torch.contiguous_format)
+        if dev == "cuda":
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                enc.encode(frames)
+                sync()
+    print(f"device {torch.cuda.get_device_name() if dev == 'cuda' else 'cpu'}, {size}px, {dt}")
+    for k, v in rows.items():
+        print(f"  {k:44s} {1e3 * v:9.2f} ms")
+    summary, full = "", ""
+    if dev == "cuda":
+        summary, full, _ = kernel_tables(prof)
+        print("kernels of one 4-image encode, by kind:\n" + summary)
+        print("\n".join(full.splitlines()[:15]))
+    if args.out:
+        args.out.write_text(json.dumps({"rows": rows, "size": size, "dtype": str(dt), "kernels_by_kind": summary,
+                                        "kernels": full, "torch": torch.__version__}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
