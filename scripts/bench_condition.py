@@ -2,7 +2,8 @@
 
 Rows (median seconds of the timed runs): the whole conditioning encoded once (the default) and per
 copy (the official 64 encodes), the CLIP tower, the VAE encoder on 4 and on 8 images (NCHW and
-channels-last), the CPU noise draw; then the GPU kernels of one 4-image encode by kind.
+channels-last), the CPU noise draw (float32 and bfloat16); then the GPU kernels of one
+4-image encode by kind.
 
     python scripts/bench_condition.py [--out results.json]
     python scripts/bench_condition.py --smoke   # CPU, the tiny fixture config, float32
@@ -67,8 +68,9 @@ def main() -> int:
             rows[f"conditioning, {'per copy (64 encodes)' if per_copy else 'encoded once (4 encodes)'}"] = timed(
                 lambda p=per_copy: model.condition(frames, polar_t, az_t, generator=gen, per_copy=p), args.reps)
         rows["CLIP tower, 4 frames"] = timed(lambda: emb[0](frames), args.reps)
-        rows["noise draw on the CPU, 4 frames"] = timed(
-            lambda: torch.randn(frames.shape, generator=gen, dtype=dt).to(dev), args.reps)
+        for ndt in (torch.float32, torch.bfloat16):  # the conditioner draws float32 and casts
+            rows[f"noise draw on the CPU, 4 frames, {str(ndt)[6:]}"] = timed(
+                lambda ndt=ndt: torch.randn(frames.shape, generator=gen, dtype=ndt).to(dev, dt), args.reps)
         for fmt in (torch.contiguous_format, torch.channels_last):
             enc.to(memory_format=fmt)
             name = "NCHW" if fmt == torch.contiguous_format else "channels-last"

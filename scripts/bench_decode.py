@@ -54,7 +54,7 @@ def main() -> int:
     ap.add_argument("--generic-norm", action="store_true",
                     help="compiled GroupNorms through inductor's generic decomposition (VAEGroupNorm.BY_IMAGE off)")
     ap.add_argument("--sdpa", action="store_true",
-                    help="compiled mid-block attention through SDPA (vae.AttnBlock.PRODUCTS off)")
+                    help="half-precision mid-block attention through SDPA (vae.AttnBlock.PRODUCTS off)")
     ap.add_argument("--profile", action="store_true", help="every GPU kernel of one more decode with the last "
                     "variant, by kind and by total time")
     ap.add_argument("--smoke", action="store_true", help="CPU, a tiny decoder, float32, 4 latents of 16²")

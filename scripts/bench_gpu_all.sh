@@ -15,8 +15,10 @@
 #   bash scripts/bench_gpu_all.sh eager       # 50-step eager (the default), low-VRAM peak, bf16/fp16 vs float32
 #   bash scripts/bench_gpu_all.sh decode      # the VAE decoder: eager and compiled, NCHW and channels-last, with a
 #                                             # float32 reference, then the compiled decode's kernels
-#   bash scripts/bench_gpu_all.sh condition   # the conditioning's pieces, then 10 compiled steps with the skip
-#                                             # concatenations in the fusion layers and eagerly (row 37's A/B)
+#   bash scripts/bench_gpu_all.sh condition   # the conditioning's pieces; the eager decode with the mid-block
+#                                             # attention as products and through SDPA
+#   bash scripts/bench_gpu_all.sh skipcats    # 10 compiled steps with the skip concatenations in the fusion
+#                                             # layers and eagerly (row 37's A/B)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-out/gpu}"
@@ -70,12 +72,17 @@ case "${1:-}" in
     "$py" scripts/bench_decode.py --variants compiled-cl --chunks 4 --profile 2>&1 | quiet | grep -v USDT | tail -40 ;;
   condition)
     "$py" scripts/bench_condition.py --out "$out/bench_condition.json" 2>&1 | quiet | cut -c1-200
+    "$py" scripts/bench_decode.py --variants eager --chunks 4 --out "$out/bench_decode_eager_products.json" 2>&1 \
+      | quiet | grep -v USDT | tail -3
+    "$py" scripts/bench_decode.py --variants eager --chunks 4 --sdpa --out "$out/bench_decode_eager_sdpa.json" 2>&1 \
+      | quiet | grep -v USDT | tail -3 ;;
+  skipcats)
     for v in fused eager; do
       flag=(); [ "$v" = eager ] && flag=(--eager-skip-cats)
       "$py" scripts/bench_gpu.py --compile-blocks layers --steps 10 "${flag[@]}" \
         --out "$out/bench_gpu_layers_skipcats_$v.json" 2>&1 | quiet | tail -7
     done ;;
   *)
-    echo "usage: bash scripts/bench_gpu_all.sh kernels|profile|convs|split|split-one|ratio|check|compiled|eager|decode|condition" >&2
+    echo "usage: bash scripts/bench_gpu_all.sh kernels|profile|convs|split|split-one|ratio|check|compiled|eager|decode|condition|skipcats" >&2
     exit 2 ;;
 esac

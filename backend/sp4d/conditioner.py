@@ -100,7 +100,9 @@ def conditioning(embedders: nn.ModuleList, frames: torch.Tensor, polar: torch.Te
     def draw(name, like):
         if noise is not None and name in noise:
             return noise[name].to(like.device)
-        return torch.randn(like.shape, generator=generator, dtype=like.dtype, device="cpu").to(like.device)
+        # float32 on the CPU (device-independent draws), then cast: torch draws bfloat16 normals on the
+        # CPU one at a time (149 ms for 4 frames of 576² on the H100 machine, docs/perf.md row 36)
+        return torch.randn(like.shape, generator=generator, device="cpu").to(like.device, like.dtype)
 
     crossattn = clip(frames)[None]  # (1, T, D)
     if per_copy:

@@ -45,7 +45,7 @@ class ResnetBlock(nn.Module):
 class AttnBlock(nn.Module):
     """Single-head self-attention over all pixels (1×1 conv projections)."""
 
-    PRODUCTS = True  # compiled half precision on CUDA: attention as two products (False: SDPA, to compare)
+    PRODUCTS = True  # half precision on CUDA: attention as two products (False: SDPA, to compare)
 
     def __init__(self, ch: int):
         super().__init__()
@@ -56,7 +56,7 @@ class AttnBlock(nn.Module):
         h = self.norm(x)
         b, c, hh, ww = x.shape
         q, k, v = (p(h).flatten(2).transpose(1, 2) for p in (self.q, self.k, self.v))
-        if self.PRODUCTS and x.is_cuda and x.dtype in (torch.bfloat16, torch.float16) and torch.compiler.is_compiling():
+        if self.PRODUCTS and x.is_cuda and x.dtype in (torch.bfloat16, torch.float16):
             a = product_attention(q, k, v)
         else:
             a = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]
@@ -68,7 +68,9 @@ def product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torc
     float32 (cuBLAS's float32 output of half-precision products), the softmax in float32, its
     result rounded to v's type for the second product, as flash kernels do. Flash kernels take
     heads up to 256 wide; PyTorch's memory-efficient kernel ran the decoder's 512-wide head at
-    92 TFLOP/s (docs/perf.md row 34). (On the CPU, which lacks bmm's out_dtype: float32 operands.)"""
+    92 TFLOP/s in compiled graphs (docs/perf.md row 34), and eager SDPA fell back to float32 SIMT
+    products (4.7 ms for 4 images of the encoder, row 36). (On the CPU, which lacks bmm's
+    out_dtype: float32 operands.)"""
     if q.is_cuda:
         s = torch.bmm(q, k.transpose(1, 2), out_dtype=torch.float32)
     else:
