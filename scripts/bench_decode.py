@@ -35,11 +35,18 @@ SMOKE_DECODER = dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, out_ch=3, z_channe
 
 
 def decode_flops(dec: torch.nn.Module, z: torch.Tensor) -> int:
-    """FLOPs of one decode of ``z`` as torch's counter counts them (convolutions and products)."""
+    """FLOPs of one decode of ``z`` as torch's counter counts them (convolutions and products).
+    Counted with the attention through SDPA (the same two products): torch 2.11's counter fails on
+    bmm with out_dtype (vae.product_attention) with "bmm_flop() got multiple values for argument
+    'out_shape'"."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
-        dec(z[:1])
+    products, vae.AttnBlock.PRODUCTS = vae.AttnBlock.PRODUCTS, False
+    try:
+        with FlopCounterMode(display=False) as counter:
+            dec(z[:1])
+    finally:
+        vae.AttnBlock.PRODUCTS = products
     return counter.get_total_flops() * z.shape[0]
 
 

@@ -17,6 +17,7 @@
 #                                             # float32 reference, then the compiled decode's kernels
 #   bash scripts/bench_gpu_all.sh condition   # the conditioning's pieces; the eager decode with the mid-block
 #                                             # attention as products and through SDPA
+#   bash scripts/bench_gpu_all.sh nhwc        # 10 compiled steps NCHW and channels-last
 #   bash scripts/bench_gpu_all.sh skipcats    # 10 compiled steps with the skip concatenations in the fusion
 #                                             # layers and eagerly (row 37's A/B)
 set -euo pipefail
@@ -76,6 +77,12 @@ case "${1:-}" in
       | quiet | grep -v USDT | tail -3
     "$py" scripts/bench_decode.py --variants eager --chunks 4 --sdpa --out "$out/bench_decode_eager_sdpa.json" 2>&1 \
       | quiet | grep -v USDT | tail -3 ;;
+  nhwc)  # the compiled step NCHW and channels-last (rows 15 and 22 measured it before multi-kernel)
+    for v in nchw nhwc; do
+      flag=(); [ "$v" = nhwc ] && flag=(--channels-last)
+      "$py" scripts/bench_gpu.py --compile-blocks layers --steps 10 "${flag[@]}" \
+        --out "$out/bench_gpu_layers_$v.json" 2>&1 | quiet | tail -7
+    done ;;
   skipcats)
     for v in fused eager; do
       flag=(); [ "$v" = eager ] && flag=(--eager-skip-cats)
@@ -83,6 +90,6 @@ case "${1:-}" in
         --out "$out/bench_gpu_layers_skipcats_$v.json" 2>&1 | quiet | tail -7
     done ;;
   *)
-    echo "usage: bash scripts/bench_gpu_all.sh kernels|profile|convs|split|split-one|ratio|check|compiled|eager|decode|condition|skipcats" >&2
+    echo "usage: bash scripts/bench_gpu_all.sh kernels|profile|convs|split|split-one|ratio|check|compiled|eager|decode|condition|skipcats|nhwc" >&2
     exit 2 ;;
 esac
