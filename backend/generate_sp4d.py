@@ -99,8 +99,10 @@ def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | N
     if s["image_size"] % (8 * 2 ** levels):
         raise BackendError("bad_input", f"image_size must be a multiple of {8 * 2 ** levels} for this model")
     split = get_split(model, devices) if len(devices) > 1 else None
+    from .sp4d.unet import prefers_channels_last, set_layout
     from .sp4d.unet_blocks import compile_blocks, uncompile_blocks
 
+    set_layout([model.model.diffusion_model, *(split.unets if split else [])], prefers_channels_last(scope, device))
     if not scope:
         uncompile_blocks()
     elif compile_blocks(scope):  # opt-in; the graphs are kept for the process's later jobs

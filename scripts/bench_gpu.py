@@ -237,7 +237,9 @@ def main() -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--compile", action="store_true", help="torch.compile the dual UNet (first call timed apart)")
     ap.add_argument("--profile", action="store_true", help="print the top GPU kernels of one denoising step")
-    ap.add_argument("--channels-last", action="store_true", help="NHWC activations and convolution weights")
+    ap.add_argument("--layout", choices=("auto", "nchw", "nhwc"), default="auto",
+                    help="the UNet's activations and convolution weights; auto: as the backend picks them "
+                    "(unet.prefers_channels_last: NHWC for the compiled layers on CUDA)")
     ap.add_argument("--devices", help="CFG split over two devices, e.g. cuda:0,cuda:1 (cuda:0,cuda:0 checks "
                     "the split on one GPU)")
     ap.add_argument("--compile-blocks", nargs="?", const="blocks", choices=("blocks", "layers"),
@@ -298,10 +300,10 @@ def main() -> int:
     model.to_empty(device=dev)
     random_init_(model)
     model.to(dt)
-    if args.channels_last:
-        from backend.sp4d.unet import use_channels_last
+    from backend.sp4d.unet import prefers_channels_last, set_layout
 
-        use_channels_last(model.model.diffusion_model)
+    nhwc = prefers_channels_last(args.compile_blocks, dev) if args.layout == "auto" else args.layout == "nhwc"
+    set_layout([model.model.diffusion_model], nhwc)
     if args.low_vram:
         model.conditioner.to("cpu")
     torch.cuda.empty_cache()
@@ -419,7 +421,7 @@ def main() -> int:
     print(f"output {tuple(images.shape)}, finite {bool(torch.isfinite(images).all())}")
     if args.out:
         args.out.write_text(json.dumps({"device": name, "torch": torch.__version__, "args": vars(args) | {"out": None},
-                                        "triton_kernels": kernels_on, "geglu_gate": kernels.GATE,
+                                        "triton_kernels": kernels_on, "geglu_gate": kernels.GATE, "channels_last": nhwc,
                                         "stages": {k: {"seconds": s, "peak_bytes": m} for k, (s, m) in rows.items()},
                                         "total_seconds": total, "step_median_seconds": step, "step_flops": flops,
                                         "split_max_rel": split_err, "extern_trace": extern_trace,

@@ -79,8 +79,7 @@ case "${1:-}" in
       | quiet | grep -v USDT | tail -3 ;;
   nhwc)  # the compiled step NCHW and channels-last (rows 15 and 22 measured it before multi-kernel)
     for v in nchw nhwc; do
-      flag=(); [ "$v" = nhwc ] && flag=(--channels-last)
-      "$py" scripts/bench_gpu.py --compile-blocks layers --steps 10 "${flag[@]}" \
+      "$py" scripts/bench_gpu.py --compile-blocks layers --steps 10 --layout "$v" \
         --out "$out/bench_gpu_layers_$v.json" 2>&1 | quiet | tail -7
     done ;;
   skipcats)

@@ -256,6 +256,9 @@ def main() -> int:
             from backend.sp4d.unet_blocks import compile_blocks
 
             compile_blocks(args.compile_blocks)
+            from backend.sp4d.unet import prefers_channels_last, set_layout
+
+            set_layout([ours.model.diffusion_model], prefers_channels_last(args.compile_blocks, dev))  # as the backend
             t0 = time.perf_counter()
             run_ours()
             torch.cuda.synchronize()

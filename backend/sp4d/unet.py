@@ -142,3 +142,17 @@ def use_channels_last(unet: DualSpatialTemporalUNet, on: bool = True) -> None:
         if isinstance(m, (nn.Conv2d, nn.Conv3d)):
             m.weight.data = m.weight.data.contiguous(memory_format=fmt2 if m.weight.dim() == 4 else fmt3)
     unet.channels_last = on
+
+
+def prefers_channels_last(scope: str | None, device: str | torch.device) -> bool:
+    """The UNet layout for a compile scope: channels-last for the compiled layers on CUDA (with
+    inductor's multi-kernel reductions 0.980 -> 0.964 s a step on an H100, docs/perf.md row 38;
+    rows 15 and 22, before multi-kernel, found no gain), NCHW otherwise."""
+    return scope == "layers" and torch.device(device).type == "cuda"
+
+
+def set_layout(unets, channels_last: bool) -> None:
+    """use_channels_last on each UNet whose layout differs (a CFG split's replica included)."""
+    for unet in {id(u): u for u in unets}.values():
+        if unet.channels_last != channels_last:
+            use_channels_last(unet, channels_last)

@@ -114,6 +114,23 @@ def test_denoiser_call_channels_last(model):
     assert conv.weight.is_contiguous() and not unet.channels_last
 
 
+def test_layout_follows_the_compile_scope_and_device(model):
+    """Channels-last only for the compiled layers on CUDA (the measured gain); set_layout switches
+    each distinct UNet once and back."""
+    from backend.sp4d.unet import prefers_channels_last, set_layout
+
+    assert prefers_channels_last("layers", "cuda:1")
+    assert not any(prefers_channels_last(s, d) for s, d in (("layers", "cpu"), ("blocks", "cuda"), (None, "cuda")))
+    unet = model.model.diffusion_model
+    conv = unet.net1.input_blocks[1][0].in_layers[2]
+    try:
+        set_layout([unet, unet], True)
+        assert unet.channels_last and conv.weight.is_contiguous(memory_format=torch.channels_last)
+    finally:
+        set_layout([unet], False)
+    assert not unet.channels_last and conv.weight.is_contiguous()
+
+
 @pytest.fixture(scope="module")
 def sampling():
     return load_file(FIX / "sampling.safetensors")
