@@ -29,13 +29,16 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max() / b.float().abs().max())
 
 
-def fixture_check(fix: Path, dev: str, devices: list[str] | None = None) -> dict:
+def fixture_check(fix: Path, dev: str, devices: list[str] | None = None, scope: str | None = None) -> dict:
     """Worst relative error per fixture tensor; with ``devices`` the 3-step sampling also runs
-    with the CFG split over them."""
+    with the CFG split over them. The UNet's layout is the backend's for ``scope`` (the compile scope)."""
+    from backend.sp4d.unet import prefers_channels_last, set_layout
+
     from safetensors.torch import load_file
 
     cfg = load_config(fix / "config.yaml")
     m = load_model(fix / "weights.safetensors", cfg, device=dev)
+    set_layout([m.model.diffusion_model], prefers_channels_last(scope, dev))
     u = load_file(fix / "unet.safetensors", device=dev)
     cond = {k[5:]: u[k] for k in u if k.startswith("in.c.")}
     res = {"unet.out.denoised": rel(m.denoise(u["in.x"], u["in.sigma"], cond), u["out.denoised"])}
@@ -63,12 +66,15 @@ def fixture_check(fix: Path, dev: str, devices: list[str] | None = None) -> dict
     return res
 
 
-def full_size_call(size: int, batch: int, repeats: int) -> dict:
+def full_size_call(size: int, batch: int, repeats: int, scope: str | None = None) -> dict:
+    from backend.sp4d.unet import prefers_channels_last, set_layout
+
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     m = build_model(load_config(), "meta")
     m.model.to_empty(device="cuda")  # only the denoiser is exercised here
     random_init_(m.model)
+    set_layout([m.model.diffusion_model], prefers_channels_last(scope, "cuda"))
     h = size // 8
     n = 48 * batch
     g = torch.Generator(device="cuda").manual_seed(1)
@@ -134,7 +140,7 @@ def main() -> int:
         from backend.sp4d.split import parse_devices
 
         devices = parse_devices(args.devices)
-    fx = fixture_check(args.fixtures, devices[0] if devices else "cuda", devices)
+    fx = fixture_check(args.fixtures, devices[0] if devices else "cuda", devices, args.compile_blocks)
     print("\nfixtures on CUDA, float32, TF32 off (max|a-b| / max|b|, limit 1e-4)")
     for k, v in fx.items():
         print(f"  {k:48s} {v:.2e}")
@@ -145,11 +151,11 @@ def main() -> int:
                                             "compile_blocks": args.compile_blocks, "fixtures": fx}, indent=1))
         return 0
     try:
-        full = full_size_call(args.size, args.batch, args.repeats)
+        full = full_size_call(args.size, args.batch, args.repeats, args.compile_blocks)
     except torch.OutOfMemoryError:
         torch.cuda.empty_cache()
         print("float32 CFG batch does not fit: measuring the conditional half only")
-        full = full_size_call(args.size, 1, args.repeats)
+        full = full_size_call(args.size, 1, args.repeats, args.compile_blocks)
     print(f"\nfull-size dual UNet, one denoiser call: {full['frames']} frames at {args.size}px")
     print(f"  {'dtype':9s} {'s/call':>8s} {'peak GiB':>9s} {'max rel':>9s} {'mean rel':>9s}")
     for name, r in full["rows"].items():
