@@ -32,9 +32,9 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def fixture_check(fix: Path, dev: str, devices: list[str] | None = None, scope: str | None = None) -> dict:
     """Worst relative error per fixture tensor; with ``devices`` the 3-step sampling also runs
     with the CFG split over them. The UNet's layout is the backend's for ``scope`` (the compile scope)."""
-    from backend.sp4d.unet import prefers_channels_last, set_layout
-
     from safetensors.torch import load_file
+
+    from backend.sp4d.unet import prefers_channels_last, set_layout
 
     cfg = load_config(fix / "config.yaml")
     m = load_model(fix / "weights.safetensors", cfg, device=dev)
