@@ -66,7 +66,8 @@ def fixture_check(fix: Path, dev: str, devices: list[str] | None = None, scope: 
     return res
 
 
-def full_size_call(size: int, batch: int, repeats: int, scope: str | None = None) -> dict:
+def full_size_call(size: int, batch: int, repeats: int, scope: str | None = None,
+                   dtypes: tuple[str, ...] = ("float32", "bfloat16", "float16")) -> dict:
     from backend.sp4d.unet import prefers_channels_last, set_layout
 
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -87,7 +88,8 @@ def full_size_call(size: int, batch: int, repeats: int, scope: str | None = None
             "cond_motion": torch.randn(4 * batch, 4, h, h, device="cuda", generator=g)}
     rows = {}
     ref = None
-    for name, dt in (("float32", torch.float32), ("bfloat16", torch.bfloat16), ("float16", torch.float16)):
+    for name in dtypes:  # the first is the reference
+        dt = getattr(torch, name)
         m.model.to(dt)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -121,11 +123,16 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--fixtures-only", action="store_true", help="skip the full-size precision check")
+    ap.add_argument("--dtypes", default="float32,bfloat16,float16",
+                    help="the full-size check's precisions, the reference first (each compiles anew when compiled)")
     ap.add_argument("--compile-blocks", nargs="?", const="blocks", choices=("blocks", "layers"),
                     help="check the torch.compile'd blocks (scope: blocks or layers)")
     ap.add_argument("--devices", help="also sample the fixture with the CFG split over these two devices, "
                     "e.g. cuda:0,cuda:1")
     args = ap.parse_args()
+    dtypes = tuple(args.dtypes.split(","))
+    if not set(dtypes) <= {"float32", "bfloat16", "float16"} or len(dtypes) < 2:
+        ap.error(f"--dtypes: two or more of float32, bfloat16, float16, got {args.dtypes!r}")
     if not torch.cuda.is_available():
         ap.error("needs a CUDA GPU (run it on the device machine)")
     if args.compile_blocks:
@@ -151,11 +158,11 @@ def main() -> int:
                                             "compile_blocks": args.compile_blocks, "fixtures": fx}, indent=1))
         return 0
     try:
-        full = full_size_call(args.size, args.batch, args.repeats, args.compile_blocks)
+        full = full_size_call(args.size, args.batch, args.repeats, args.compile_blocks, dtypes)
     except torch.OutOfMemoryError:
         torch.cuda.empty_cache()
         print("float32 CFG batch does not fit: measuring the conditional half only")
-        full = full_size_call(args.size, 1, args.repeats, args.compile_blocks)
+        full = full_size_call(args.size, 1, args.repeats, args.compile_blocks, dtypes)
     print(f"\nfull-size dual UNet, one denoiser call: {full['frames']} frames at {args.size}px")
     print(f"  {'dtype':9s} {'s/call':>8s} {'peak GiB':>9s} {'max rel':>9s} {'mean rel':>9s}")
     for name, r in full["rows"].items():
