@@ -69,7 +69,7 @@ def product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torc
     result rounded to v's type for the second product, as flash kernels do. Flash kernels take
     heads up to 256 wide; PyTorch's memory-efficient kernel ran the decoder's 512-wide head at
     92 TFLOP/s in compiled graphs (docs/perf.md row 34), and eager SDPA fell back to float32 SIMT
-    products (4.7 ms for 4 images of the encoder, row 36). (On the CPU, which lacks bmm's
+    products (4.7 ms for 4 images of the encoder, row 39). (On the CPU, which lacks bmm's
     out_dtype: float32 operands.)"""
     if q.is_cuda:
         s = torch.bmm(q, k.transpose(1, 2), out_dtype=torch.float32)
