@@ -1,6 +1,6 @@
 """Conditioning benchmark: the conditioner's pieces on one window's 4 frames of 576², random weights.
 
-Rows (median seconds of the timed runs): the whole conditioning encoded once (the default) and per
+Rows (mean seconds of the timed runs, bench_kernels.time_ms): the whole conditioning encoded once (the default) and per
 copy (the official 64 encodes), the CLIP tower, the VAE encoder on 4 and on 8 images (NCHW and
 channels-last), the CPU noise draw (float32 and bfloat16); then the GPU kernels of one
 4-image encode by kind.
@@ -23,19 +23,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other benchmarks' helpers
 
 from bench_gpu import kernel_tables, sync, view_angles  # noqa: E402
+from bench_kernels import time_ms  # noqa: E402
 
 from backend.sp4d.checkpoint import build_model, load_config  # noqa: E402
 from backend.sp4d.testing import random_init_  # noqa: E402
 
 
 def timed(fn, reps: int) -> float:
-    fn()  # warm-up: cuDNN's algorithm choice, lazy initialisation
-    times = []
-    for _ in range(reps):
-        t0 = sync()
-        fn()
-        times.append(sync() - t0)
-    return float(np.median(times))
+    """Seconds a call, after warm-up calls (cuDNN's algorithm choice, lazy initialisation)."""
+    return time_ms(fn, reps=reps) / 1e3
 
 
 def main() -> int:

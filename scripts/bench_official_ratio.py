@@ -32,6 +32,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))  # the other benchmarks' helpers
+
+from gpu_check_sp4d import rel  # noqa: E402
 
 from backend.sp4d.checkpoint import build_model, load_config  # noqa: E402
 from backend.sp4d.testing import random_init_  # noqa: E402
@@ -217,13 +220,12 @@ def main() -> int:
         rows["official decode float32"], ref_dec = timed(run_official_decode, args.repeats, dev)
         rows["ours float32"], out = timed(run_ours, args.repeats, dev)
         rows["ours decode float32"], out_dec = timed(run_ours_decode, args.repeats, dev)
-        agree["ours float32 vs official float32 (UNet)"] = float((out - ref).abs().max() / ref.abs().max())
-        agree["ours vs official (decoder)"] = float((out_dec - ref_dec).abs().max() / ref_dec.abs().max())
+        agree["ours float32 vs official float32 (UNet)"] = rel(out, ref)
+        agree["ours vs official (decoder)"] = rel(out_dec, ref_dec)
         rows["official conditioning VAE encodes float32"], ref_cond = timed(run_official_encoder, 1, dev)
         rows["ours conditioning float32, encoded once"], out_cond = timed(run_ours_condition, 1, dev)
         rows["ours CLIP tower float32"], _ = timed(run_ours_clip, 1, dev)
-        agree["ours conditioning (encoded once) vs official (per copy)"] = float(
-            (out_cond - ref_cond).abs().max() / ref_cond.abs().max())
+        agree["ours conditioning (encoded once) vs official (per copy)"] = rel(out_cond, ref_cond)
         cond = {"official": rows["official conditioning VAE encodes float32"] + 2 * rows["ours CLIP tower float32"],
                 "ours": rows["ours conditioning float32, encoded once"]}
         ends = {"official": (cond["official"], rows["official float32"], rows["official decode float32"]),
@@ -236,17 +238,15 @@ def main() -> int:
         del official, official_dec, official_enc
         torch.cuda.empty_cache()
         rows["ours UNet bfloat16"], out = timed(run_ours, args.repeats, dev)
-        agree["ours bfloat16 vs official (UNet)"] = float((out - ref).abs().max() / ref.abs().max())
+        agree["ours bfloat16 vs official (UNet)"] = rel(out, ref)
         rows["ours decode bfloat16 (4 at a time)"], out_dec = timed(run_ours_decode, args.repeats, dev)
-        agree["ours bfloat16 vs official float32 (decoder)"] = float(
-            (out_dec - ref_dec).abs().max() / ref_dec.abs().max())
+        agree["ours bfloat16 vs official float32 (decoder)"] = rel(out_dec, ref_dec)
         rows["ours conditioning bfloat16, encoded once"], out_cond = timed(run_ours_condition, args.repeats, dev)
         rows["ours conditioning bfloat16, per copy (official scheme)"], out_cond_pc = timed(
             lambda: run_ours_condition(True), args.repeats, dev)
         rows["ours CLIP tower bfloat16"], _ = timed(run_ours_clip, args.repeats, dev)
         for k, v in (("encoded once", out_cond), ("per copy", out_cond_pc)):
-            agree[f"ours conditioning bfloat16 ({k}) vs official (concat)"] = float(
-                (v - ref_cond).abs().max() / ref_cond.abs().max())
+            agree[f"ours conditioning bfloat16 ({k}) vs official (concat)"] = rel(v, ref_cond)
         cond = {"official": rows["official conditioning VAE encodes (fp16 autocast)"]
                 + 2 * rows["ours CLIP tower bfloat16"], "ours": rows["ours conditioning bfloat16, encoded once"]}
         ends = {"official": (cond["official"], rows[f"official UNet ({mode}; the script's mode)"],
@@ -265,13 +265,11 @@ def main() -> int:
             rows[f"ours compile ({args.compile_blocks}), first call"] = time.perf_counter() - t0
             key = f"ours UNet bfloat16, compiled {args.compile_blocks}"
             rows[key], out_c = timed(run_ours, args.repeats, dev)
-            agree[f"ours compiled {args.compile_blocks} vs official (UNet)"] = float(
-                (out_c - ref).abs().max() / ref.abs().max())
+            agree[f"ours compiled {args.compile_blocks} vs official (UNet)"] = rel(out_c, ref)
             run_ours_decode()  # the scopes compile the decoder too: its graph first, then the timed calls
             dkey = f"ours decode bfloat16 (4 at a time), compiled {args.compile_blocks}"
             rows[dkey], out_dec_c = timed(run_ours_decode, args.repeats, dev)
-            agree[f"ours compiled {args.compile_blocks} vs official (decoder)"] = float(
-                (out_dec_c - ref_dec).abs().max() / ref_dec.abs().max())
+            agree[f"ours compiled {args.compile_blocks} vs official (decoder)"] = rel(out_dec_c, ref_dec)
             ends[f"ours (compiled {args.compile_blocks})"] = (cond["ours"], rows[key], rows[dkey])
     print(f"device {torch.cuda.get_device_name() if dev == 'cuda' else 'cpu'}, {n} frames at {args.size}px "
           f"(CFG batch), one dual-UNet call; official attention: {attn}")
