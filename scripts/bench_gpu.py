@@ -55,6 +55,13 @@ def reset_peak() -> None:
         torch.cuda.reset_peak_memory_stats(i)
 
 
+def graph_cache_counts() -> dict[str, int]:
+    """Inductor's on-disk graph cache so far in this process: hits are graphs loaded, not compiled."""
+    from torch._dynamo.utils import counters
+
+    return {k.removeprefix("fxgraph_cache_"): v for k, v in counters["inductor"].items() if k.startswith("fxgraph_cache")}
+
+
 def frames_for(size: int, clip: str | None) -> torch.Tensor:
     if clip:
         from backend.clip_input import prepare_frames, read_clip
@@ -331,7 +338,7 @@ def main() -> int:
         with FlopCounterMode(display=False) as fc:
             model.denoise(x2, sigmas[0] * x2.new_ones(len(x2)), cond)
         flops = fc.get_total_flops()
-        split, split_err = None, None
+        split, split_err, graph_cache = None, None, None
         if args.devices:
             from backend.sp4d.split import CFGSplit, parse_devices
 
@@ -356,6 +363,8 @@ def main() -> int:
             if args.compile_blocks:  # the scopes compile the decoder too: its graph for the timed decode's chunks
                 model.decode(x[:DECODE_CHUNK], DECODE_CHUNK)
             rows["compile (1st call)"] = (sync() - tc, peak_bytes())
+            graph_cache = graph_cache_counts()
+            print(f"inductor's graph cache: {graph_cache} (hits: graphs loaded, not compiled)")
         if args.profile:
             from torch.profiler import ProfilerActivity, profile
 
@@ -424,7 +433,7 @@ def main() -> int:
                                         "triton_kernels": kernels_on, "geglu_gate": kernels.GATE, "channels_last": nhwc,
                                         "stages": {k: {"seconds": s, "peak_bytes": m} for k, (s, m) in rows.items()},
                                         "total_seconds": total, "step_median_seconds": step, "step_flops": flops,
-                                        "split_max_rel": split_err, "extern_trace": extern_trace,
+                                        "graph_cache": graph_cache, "split_max_rel": split_err, "extern_trace": extern_trace,
                                         "inductor_kernels": kernel_rates,
                                         "step_times": step_times}, indent=1, default=str))
     return 0

@@ -18,6 +18,9 @@
 #   bash scripts/bench_gpu_all.sh condition   # the conditioning's pieces; the eager decode with the mid-block
 #                                             # attention as products and through SDPA
 #   bash scripts/bench_gpu_all.sh nhwc        # 10 compiled steps NCHW and channels-last
+#   bash scripts/bench_gpu_all.sh cache       # two processes with one fresh inductor cache: the second's compile
+#                                             # (graphs loaded), then the fixtures through loaded graphs
+#   bash scripts/bench_gpu_all.sh ceiling     # the best dense bf16 rates of this GPU against the floor's spec peak
 #   bash scripts/bench_gpu_all.sh skipcats    # 10 compiled steps with the skip concatenations in the fusion
 #                                             # layers and eagerly (row 37's A/B)
 set -euo pipefail
@@ -88,7 +91,21 @@ case "${1:-}" in
       "$py" scripts/bench_gpu.py --compile-blocks layers --steps 10 "${flag[@]}" \
         --out "$out/bench_gpu_layers_skipcats_$v.json" 2>&1 | quiet | tail -7
     done ;;
+  cache)  # two processes compile with one fresh inductor cache folder: the second loads the graphs (row 41)
+    cache=$(mktemp -d)
+    for run in cold warm; do
+      TORCHINDUCTOR_CACHE_DIR="$cache" "$py" scripts/bench_gpu.py --compile-blocks layers --steps 5 \
+        --out "$out/bench_gpu_layers_cache_$run.json" > "$out/cache_$run.log" 2>&1 \
+        || { tail -30 "$out/cache_$run.log"; exit 1; }
+      quiet < "$out/cache_$run.log" | grep -A12 "graph cache"
+    done
+    for run in cold warm; do
+      TORCHINDUCTOR_CACHE_DIR="$cache" "$py" scripts/gpu_check_sp4d.py --fixtures .ref/sp4d_tiny \
+        --compile-blocks layers --fixtures-only --out "$out/gpu_check_cache_$run.json" 2>&1 | quiet | tail -4
+    done ;;
+  ceiling)
+    "$py" scripts/bench_ceiling.py --out "$out/bench_ceiling.json" 2>&1 | quiet ;;
   *)
-    echo "usage: bash scripts/bench_gpu_all.sh kernels|profile|convs|split|split-one|ratio|check|compiled|eager|decode|condition|skipcats|nhwc" >&2
+    echo "usage: bash scripts/bench_gpu_all.sh kernels|profile|convs|split|split-one|ratio|check|compiled|eager|decode|condition|skipcats|nhwc|cache|ceiling" >&2
     exit 2 ;;
 esac

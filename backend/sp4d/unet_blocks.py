@@ -6,6 +6,7 @@ The frame axis of a batch is ``b·T·V`` images, time-major within each batch el
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -234,11 +235,14 @@ _eager_forward: dict[type, object] = {}
 # inductor's multi-kernel: each reduction compiled both persistent and looped, the faster picked on
 # the first call. Its heuristic otherwise loops the LayerNorms over 320-1280 channels (fused with
 # the residual sums and regroupings) at ~1.5-2 TB/s; picking by time gave -38 ms a step on an H200
-# (0.992 -> 0.954 s, docs/perf.md row 29) for ~30 s more compile. Inductor's on-disk graph cache
-# is off with it: in torch 2.11 / Triton 3.6 a cached multi-kernel graph fails to load in a second
-# process (MultiKernelCall hashes a deserialised Triton function: "'NoneType' object does not
-# support the context manager protocol"), so each process compiles its graphs afresh.
-INDUCTOR_OPTIONS = {"triton.multi_kernel": 1, "fx_graph_cache": False}
+# (0.992 -> 0.954 s, docs/perf.md row 29) for ~30 s more compile. In torch 2.11 / Triton 3.6 a
+# multi-kernel graph loaded from inductor's on-disk graph cache fails at its first call when it
+# looks up its pick in the pick cache (the file name hashes the deserialised Triton function:
+# "'NoneType' object does not support the context manager protocol"). So the pick cache is off
+# (each process times its picks again at its first step, seconds) and the graph cache stays on: a
+# later backend process loads its graphs instead of compiling them again (docs/perf.md row 41).
+MULTI_KERNEL_ENV = {"TORCHINDUCTOR_DISABLE_MULTI_KERNEL_CACHE": "1"}
+INDUCTOR_OPTIONS = {"triton.multi_kernel": 1}
 
 
 def compile_blocks(scope: str = DEFAULT_SCOPE) -> bool:
@@ -253,6 +257,7 @@ def compile_blocks(scope: str = DEFAULT_SCOPE) -> bool:
     if set(_eager_forward) == set(COMPILE_SCOPES[scope]):
         return False  # already compiled: keep the graphs
     uncompile_blocks()
+    os.environ.update(MULTI_KERNEL_ENV)  # read by each multi-kernel when its graph is loaded
     # every UNet level has its own shapes: allow a graph per (block, shape) instead of eager fallbacks
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
     for cls in COMPILE_SCOPES[scope]:

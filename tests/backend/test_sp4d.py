@@ -1,5 +1,6 @@
 """SP4D network faithfulness: every tensor of the official fixtures, and the checkpoint format."""
 
+import json
 import os
 import subprocess
 import sys
@@ -416,6 +417,42 @@ def test_compiled_decoder_matches_the_fixture_with_its_group_norm_by_image(model
         close(model.decode(v["dec.z"]), v["dec.out"])
     finally:
         uncompile_blocks()
+
+
+DECODE_COMPILED = """
+import hashlib, json, sys
+import torch
+from safetensors.torch import load_file
+from torch._dynamo.utils import counters
+from backend.sp4d.checkpoint import load_config, load_model
+from backend.sp4d.unet_blocks import compile_blocks
+fix = __import__("pathlib").Path(sys.argv[1])
+model = load_model(fix / "weights.safetensors", load_config(fix / "config.yaml"))
+compile_blocks("layers")
+with torch.no_grad():
+    out = model.decode(load_file(fix / "vae.safetensors")["dec.z"])
+print(json.dumps({"cache": {k: v for k, v in counters["inductor"].items() if k.startswith("fxgraph_cache")},
+                  "digest": hashlib.sha256(out.numpy().tobytes()).hexdigest()}))
+"""
+
+
+@pytest.mark.skipif(not any(map(__import__("shutil").which, ("g++", "c++", "clang++"))), reason="no C++ compiler")
+def test_a_second_process_loads_the_compiled_graphs_from_inductors_cache(tmp_path):
+    """A backend restart must not compile again (2-3 minutes at full size): the compile options keep
+    inductor's on-disk graph cache on, so a second process with the same cache folder loads the
+    decoder's graph and computes exactly what the first did. (On CUDA the graphs hold multi-kernels
+    too; scripts/bench_gpu_all.sh cache checks those on the device, docs/perf.md row 41.)"""
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"),
+               PYTHONPATH=str(ROOT))
+    runs = []
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-c", DECODE_COMPILED, str(FIX)], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        runs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    assert runs[0]["cache"].get("fxgraph_cache_miss", 0) >= 1 and not runs[0]["cache"].get("fxgraph_cache_hit")
+    assert runs[1]["cache"].get("fxgraph_cache_hit", 0) >= 1 and not runs[1]["cache"].get("fxgraph_cache_miss")
+    assert runs[1]["digest"] == runs[0]["digest"]
 
 
 @pytest.mark.skipif(not any(map(__import__("shutil").which, ("g++", "c++", "clang++"))), reason="no C++ compiler")
