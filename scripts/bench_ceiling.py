@@ -89,8 +89,8 @@ def main() -> int:
         print(f"{r['work']:58s} {r['ms']:8.3f} {r['tflops']:8.0f}  {r['clocks']}")
     best = max(rows, key=lambda r: r["tflops"])
     at_best = args.step_flops / (best["tflops"] * 1e12)
-    summary = f"a step of {args.step_flops / 1e12:.1f} TFLOP at the best rate measured ({best['tflops']:.0f} TFLOP/s, " \
-              f"{best['work']}): {at_best:.3f} s"
+    summary = (f"a step of {args.step_flops / 1e12:.1f} TFLOP at the best rate measured "
+               f"({best['tflops']:.0f} TFLOP/s, {best['work']}): {at_best:.3f} s")
     if peak:
         floor = args.step_flops / peak
         summary += f" = {at_best / floor:.2f}× the floor ({floor:.3f} s at the spec {peak / 1e12:.0f} TFLOP/s)"

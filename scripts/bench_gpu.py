@@ -59,7 +59,8 @@ def graph_cache_counts() -> dict[str, int]:
     """Inductor's on-disk graph cache so far in this process: hits are graphs loaded, not compiled."""
     from torch._dynamo.utils import counters
 
-    return {k.removeprefix("fxgraph_cache_"): v for k, v in counters["inductor"].items() if k.startswith("fxgraph_cache")}
+    found = counters["inductor"].items()
+    return {k.removeprefix("fxgraph_cache_"): v for k, v in found if k.startswith("fxgraph_cache")}
 
 
 def frames_for(size: int, clip: str | None) -> torch.Tensor:
@@ -433,8 +434,8 @@ def main() -> int:
                                         "triton_kernels": kernels_on, "geglu_gate": kernels.GATE, "channels_last": nhwc,
                                         "stages": {k: {"seconds": s, "peak_bytes": m} for k, (s, m) in rows.items()},
                                         "total_seconds": total, "step_median_seconds": step, "step_flops": flops,
-                                        "graph_cache": graph_cache, "split_max_rel": split_err, "extern_trace": extern_trace,
-                                        "inductor_kernels": kernel_rates,
+                                        "graph_cache": graph_cache, "split_max_rel": split_err,
+                                        "extern_trace": extern_trace, "inductor_kernels": kernel_rates,
                                         "step_times": step_times}, indent=1, default=str))
     return 0
 
