@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .cameras import cameras_record, normalisation, orbit_cameras
@@ -74,10 +76,15 @@ def compile_scope(setting) -> str | None:
 
 def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | None) -> dict:
     import torch
+
+    from .sp4d.runtime import compile_cache_dir, get_model, get_split, resolve_devices, resolve_dtype
+
+    # compiled graphs in the user's cache folder, kept for later backend processes: set before
+    # torch._dynamo's first import, which fixes inductor's folder for the process
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(compile_cache_dir())
     import torch._dynamo
 
     from .sp4d.pipeline import generate_views
-    from .sp4d.runtime import get_model, get_split, resolve_devices, resolve_dtype
     from .sp4d.unet_blocks import Downsample
 
     frames, warnings = input_frames(job, spec, s)
@@ -106,8 +113,9 @@ def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | N
     if not scope:
         uncompile_blocks()
     elif compile_blocks(scope):  # opt-in; the graphs are kept for the process's later jobs
-        ctx.progress(STAGE, 0, 1, f"compiling the UNet ({scope}) during the first step (1.5-3 minutes) and the "
-                     "decoder when decoding (~30 s), once per backend process (its later jobs reuse the graphs)")
+        ctx.progress(STAGE, 0, 1, f"compiling the UNet ({scope}) during the first step and the decoder when "
+                     "decoding: about 3 minutes the first time on this machine, ~30 s when inductor's cache "
+                     "holds the graphs; once per backend process (its later jobs reuse them)")
     noise, cond_noise = _load_noise(s["noise_file"])
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255 * 2 - 1
 

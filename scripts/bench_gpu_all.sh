@@ -8,6 +8,8 @@
 #   bash scripts/bench_gpu_all.sh convs       # the time convolutions: alone, in the time ResBlock, in the whole VideoResBlock
 #   bash scripts/bench_gpu_all.sh split       # the CFG split over cuda:0 and cuda:1 (needs two GPUs): fixtures,
 #                                             # one GPU eager, split eager, split compiled
+#   bash scripts/bench_gpu_all.sh split-compiled  # two GPUs: a compiled 50-step generation, the fixtures through the
+#                                             # compiled split, one GPU compiled on the same machine
 #   bash scripts/bench_gpu_all.sh split-one   # one GPU compiled on the same machine (the split's baseline)
 #   bash scripts/bench_gpu_all.sh ratio       # the official code beside ours (needs --official: .ref/official)
 #   bash scripts/bench_gpu_all.sh check       # fixtures on CUDA with the compiled layers
@@ -54,6 +56,14 @@ case "${1:-}" in
       | quiet | tail -10
     "$py" scripts/bench_gpu.py --devices cuda:0,cuda:1 --compile-blocks layers --steps 20 \
       --out "$out/bench_gpu_split_layers.json" 2>&1 | quiet | tail -10 ;;
+  split-compiled)  # rows 36-39 on two GPUs: a whole compiled 50-step generation with the split, the fixtures
+                  # through the compiled split, then one GPU compiled on the same machine (10 steps)
+    "$py" scripts/bench_gpu.py --devices cuda:0,cuda:1 --compile-blocks layers \
+      --out "$out/bench_gpu_split_layers_50.json" 2>&1 | quiet | tail -10
+    "$py" scripts/gpu_check_sp4d.py --fixtures .ref/sp4d_tiny --fixtures-only --devices cuda:0,cuda:1 \
+      --compile-blocks layers --out "$out/gpu_check_split_compiled.json" 2>&1 | quiet | tail -6
+    "$py" scripts/bench_gpu.py --compile-blocks layers --steps 10 --out "$out/bench_gpu_one_layers_10.json" 2>&1 \
+      | quiet | tail -9 ;;
   split-one)  # the compiled one-GPU baseline for the split, on the same two-GPU machine
     "$py" scripts/bench_gpu.py --compile-blocks layers --steps 20 --out "$out/bench_gpu_one_layers.json" 2>&1 \
       | quiet | tail -9 ;;
@@ -106,6 +116,6 @@ case "${1:-}" in
   ceiling)
     "$py" scripts/bench_ceiling.py --out "$out/bench_ceiling.json" 2>&1 | quiet ;;
   *)
-    echo "usage: bash scripts/bench_gpu_all.sh kernels|profile|convs|split|split-one|ratio|check|compiled|eager|decode|condition|skipcats|nhwc|cache|ceiling" >&2
+    echo "usage: bash scripts/bench_gpu_all.sh kernels|profile|convs|split|split-compiled|split-one|ratio|check|compiled|eager|decode|condition|skipcats|nhwc|cache|ceiling" >&2
     exit 2 ;;
 esac

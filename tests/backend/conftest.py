@@ -1,4 +1,6 @@
+import os
 import shutil
+import tempfile
 
 import pytest
 
@@ -6,6 +8,10 @@ from backend.context import StageContext
 from backend.generate import run_generate
 from backend.jobdir import JobDir
 from backend.sample.assets import make_creature
+
+# the SP4D job points inductor at the user's cache folder (runtime.compile_cache_dir); tests compile
+# into a folder of their own instead, so that no run reuses graphs another left
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="sp4d-tests-inductor-"))
 
 
 @pytest.fixture(scope="session")

@@ -178,6 +178,17 @@ def test_device_lists_are_checked():
             resolve_devices("cuda:0,cuda:1")
 
 
+def test_compiled_graphs_are_kept_in_the_users_cache_folder(tmp_path):
+    """The user's TORCHINDUCTOR_CACHE_DIR wins; else XDG_CACHE_HOME (LOCALAPPDATA on Windows),
+    else ~/.cache: never the temp folder, which a reboot empties (a 3-minute compile again)."""
+    from backend.sp4d.runtime import compile_cache_dir
+
+    assert compile_cache_dir({"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "mine")}) == tmp_path / "mine"
+    user = "LOCALAPPDATA" if os.name == "nt" else "XDG_CACHE_HOME"
+    assert compile_cache_dir({user: str(tmp_path)}) == tmp_path / "sp4d-blender" / "torchinductor"
+    assert compile_cache_dir({}) == Path.home() / ".cache" / "sp4d-blender" / "torchinductor"
+
+
 @needs_fixtures
 def test_unknown_compile_setting_is_a_clear_error(fixture_frames, tmp_path):
     with pytest.raises(BackendError, match="settings.compile must be") as e:
@@ -189,14 +200,20 @@ def test_unknown_compile_setting_is_a_clear_error(fixture_frames, tmp_path):
 @needs_fixtures
 def test_a_failed_compile_falls_back_to_eager_with_a_warning(fixture_frames, sampling, tmp_path):
     """No working C++ compiler (a real toolchain failure, as on an artist's machine without one):
-    the job still runs, uncompiled, reproduces the fixture and records why."""
+    the job still runs, uncompiled, reproduces the fixture and records why. Inductor was pointed at
+    the user's cache folder (XDG_CACHE_HOME here), not the temp folder a reboot empties."""
     code = ("import sys, json; from backend.generate import generate; "
-            "generate(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), on_event=lambda e: print(json.dumps(e)))")
+            "generate(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), on_event=lambda e: print(json.dumps(e))); "
+            "import os; print(json.dumps({'TORCHINDUCTOR_CACHE_DIR': os.environ.get('TORCHINDUCTOR_CACHE_DIR')}))")
     settings = tiny_settings(compile="layers", noise_file=str(FIX / "sampling.safetensors"))
     r = subprocess.run([sys.executable, "-c", code, str(fixture_frames), str(tmp_path / "job"), json.dumps(settings)],
-                       cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), CXX="/nonexistent/c++"),
+                       cwd=ROOT, env={**{k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"},
+                                      "PYTHONPATH": str(ROOT), "CXX": "/nonexistent/c++",
+                                      "XDG_CACHE_HOME": str(tmp_path / "cache")},
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
+    inductor_dir = json.loads(r.stdout.strip().splitlines()[-1])["TORCHINDUCTOR_CACHE_DIR"]
+    assert inductor_dir == str(tmp_path / "cache" / "sp4d-blender" / "torchinductor")
     job = JobDir(tmp_path / "job")
     warnings = job.stage_info("generate")["warnings"]
     assert any("torch.compile failed" in w and "compiler" in w.lower() for w in warnings), warnings
