@@ -36,13 +36,14 @@ class SP4DPreferences(bpy.types.AddonPreferences):
         items=[("BF16", "bfloat16", ""), ("FP16", "float16", ""), ("FP32", "float32", "")])
     compile: bpy.props.EnumProperty(
         name="Compile", default="OFF",
-        description="torch.compile the UNet and the decoder: 2-3 minutes once per backend process (its later "
-                    "jobs reuse the graphs); each denoising step is then 30-40 % faster, decoding 2x",
+        description="torch.compile the UNet and the decoder: 2-3.5 minutes the first time on a machine, ~30 s "
+                    "when a later backend starts (inductor's cache); each denoising step is then ~35 % faster, "
+                    "decoding ~2x",
         items=[("OFF", "Off", "eager PyTorch"), ("BLOCKS", "Blocks", "the repeated blocks (shorter compile)"),
                ("LAYERS", "Layers", "whole UNet layers (fastest steps)")])
     low_vram: bpy.props.BoolProperty(
         name="Low VRAM", default=False,
-        description="Keep the image encoders off the GPU while sampling (about 15 GiB instead of 17 at 576 px)")
+        description="Keep the image encoders off the GPU while sampling (about 14 GiB instead of 16 at 576 px)")
     cache_dir: bpy.props.StringProperty(name="Cache Folder", subtype="DIR_PATH", default="",
                                         description="Where job folders live (empty: the temporary folder)")
 

@@ -230,7 +230,9 @@ COMPILE_SCOPES = {
 # both scopes also compile the VAE decoder whole (one graph per chunk shape, ~30 s): its GroupNorms
 # and SiLUs fuse, its 512-wide attention runs as products (decode 1.69 -> 0.83 s at 576², docs/perf.md
 # rows 31 and 34)
-DEFAULT_SCOPE = "blocks"
+# `compile: true` means the fastest scope: every headline number is the layers scope's (docs/perf.md);
+# "blocks" compiles fewer, smaller graphs
+DEFAULT_SCOPE = "layers"
 _eager_forward: dict[type, object] = {}
 # inductor's multi-kernel: each reduction compiled both persistent and looped, the faster picked on
 # the first call. Its heuristic otherwise loops the LayerNorms over 320-1280 channels (fused with

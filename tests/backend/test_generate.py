@@ -189,6 +189,13 @@ def test_compiled_graphs_are_kept_in_the_users_cache_folder(tmp_path):
     assert compile_cache_dir({}) == Path.home() / ".cache" / "sp4d-blender" / "torchinductor"
 
 
+def test_compile_true_means_the_fastest_scope():
+    from backend.generate_sp4d import compile_scope
+
+    assert compile_scope(True) == compile_scope("true") == "layers"  # the scope of docs/perf.md's numbers
+    assert compile_scope("blocks") == "blocks" and compile_scope(False) is None and compile_scope(None) is None
+
+
 @needs_fixtures
 def test_unknown_compile_setting_is_a_clear_error(fixture_frames, tmp_path):
     with pytest.raises(BackendError, match="settings.compile must be") as e:

@@ -438,7 +438,7 @@ print(json.dumps({"cache": {k: v for k, v in counters["inductor"].items() if k.s
 
 @pytest.mark.skipif(not any(map(__import__("shutil").which, ("g++", "c++", "clang++"))), reason="no C++ compiler")
 def test_a_second_process_loads_the_compiled_graphs_from_inductors_cache(tmp_path):
-    """A backend restart must not compile again (2-3 minutes at full size): the compile options keep
+    """A backend restart must not compile again (2-3.5 minutes at full size): the compile options keep
     inductor's on-disk graph cache on, so a second process with the same cache folder loads the
     decoder's graph and computes exactly what the first did. (On CUDA the graphs hold multi-kernels
     too; scripts/bench_gpu_all.sh cache checks those on the device, docs/perf.md row 41.)"""
