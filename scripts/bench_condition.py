@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other benchmarks
 from bench_gpu import kernel_tables, sync, view_angles  # noqa: E402
 from bench_kernels import time_ms  # noqa: E402
 
-from backend.sp4d.checkpoint import build_model, load_config  # noqa: E402
+from backend.sp4d.checkpoint import build_model, drop_unused, load_config  # noqa: E402
 from backend.sp4d.testing import random_init_  # noqa: E402
 
 
@@ -48,7 +48,7 @@ def main() -> int:
         return 2
     dt = torch.float32 if args.smoke else torch.bfloat16
     size = 48 if args.smoke else args.size
-    model = build_model(load_config(args.config) if args.config else load_config(), "meta")
+    model = drop_unused(build_model(load_config(args.config) if args.config else load_config(), "meta"))
     model.to_empty(device=dev)
     random_init_(model)
     model.to(dt)

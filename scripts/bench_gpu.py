@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.sp4d import kernels  # noqa: E402
-from backend.sp4d.checkpoint import build_model, load_config  # noqa: E402
+from backend.sp4d.checkpoint import build_model, drop_unused, load_config  # noqa: E402
 from backend.sp4d.pipeline import view_angles  # noqa: E402
 from backend.sp4d.runtime import DTYPES  # noqa: E402
 from backend.sp4d.sampling import edm_sigmas, guide, linear_guidance_scale  # noqa: E402
@@ -304,7 +304,7 @@ def main() -> int:
         torch.backends.cudnn.allow_tf32 = False
     name = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
     t0 = sync()
-    model = build_model(load_config(args.config) if args.config else load_config(), "meta")
+    model = drop_unused(build_model(load_config(args.config) if args.config else load_config(), "meta"))
     model.to_empty(device=dev)
     random_init_(model)
     model.to(dt)

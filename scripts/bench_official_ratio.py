@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "scripts"))  # the other benchmarks' helpers
 
 from gpu_check_sp4d import rel  # noqa: E402
 
-from backend.sp4d.checkpoint import build_model, load_config  # noqa: E402
+from backend.sp4d.checkpoint import build_model, drop_unused, load_config  # noqa: E402
 from backend.sp4d.testing import random_init_  # noqa: E402
 
 
@@ -127,7 +127,7 @@ def main() -> int:
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = True
     cfg = load_config(args.config) if args.config else load_config()
-    ours = build_model(cfg, "meta")
+    ours = drop_unused(build_model(cfg, "meta"))
     ours.to_empty(device=dev)
     random_init_(ours)
     xf = attn != "none"

@@ -181,7 +181,8 @@ class DualDecoder(Decoder):
 
 class ModeOnlyAutoencoder(nn.Module):
     """The conditioning VAE: encode → quant_conv → mean (no scale). Its decoder and
-    post_quant_conv exist only so that official checkpoints load strictly."""
+    post_quant_conv exist only so that official checkpoints' keys are checked strictly; loading
+    drops them (drop_decoder) before reading any tensor, as nothing runs them."""
 
     def __init__(self, ddconfig: dict, embed_dim: int):
         super().__init__()
@@ -190,6 +191,11 @@ class ModeOnlyAutoencoder(nn.Module):
         z2 = 2 * ddconfig["z_channels"]
         self.quant_conv = nn.Conv2d(z2, 2 * embed_dim, 1)
         self.post_quant_conv = nn.Conv2d(embed_dim, ddconfig["z_channels"], 1)
+
+    def drop_decoder(self) -> None:
+        """Forget the unused decoder half (~50 M parameters a copy at full size)."""
+        self.decoder = None
+        self.post_quant_conv = None
 
     def moments(self, x: torch.Tensor) -> torch.Tensor:
         return self.quant_conv(self.encoder(x))

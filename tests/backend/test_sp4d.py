@@ -241,6 +241,22 @@ def test_wrong_checkpoints_name_the_keys(tmp_path, tiny_config):
     assert "first_stage_model.decoder.conv_in.weight (1, 2, 3, 3) != (32, 4, 3, 3)" in msg
 
 
+def test_the_conditioners_vae_decoders_are_checked_but_not_kept(tmp_path, tiny_config, model):
+    """Official checkpoints hold a decoder for each conditioning VAE, which nothing runs: its keys
+    are still required (a file without them is refused, naming them), its tensors are not loaded."""
+    from backend.sp4d.vae import ModeOnlyAutoencoder
+
+    vaes = [m for m in model.conditioner.modules() if isinstance(m, ModeOnlyAutoencoder)]
+    assert len(vaes) == 3 and all(v.decoder is None and v.post_quant_conv is None for v in vaes)
+    assert not any(".decoder." in k or "post_quant_conv" in k for k in model.conditioner.state_dict())
+    sd = load_file(FIX / "weights.safetensors")
+    dropped = [k for k in sd if k.startswith("conditioner.") and (".decoder." in k or "post_quant_conv" in k)]
+    assert dropped
+    _write(tmp_path / "no_decoder.safetensors", {k: v for k, v in sd.items() if k != dropped[0]})
+    with pytest.raises(BackendError, match=f"1 missing: {dropped[0]}"):
+        load_model(tmp_path / "no_decoder.safetensors", tiny_config)
+
+
 def test_only_safetensors_are_loaded(tmp_path):
     pt = tmp_path / "sp4d.ckpt"
     pt.write_bytes(b"\x80\x04 not loaded")
