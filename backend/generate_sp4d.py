@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from .cameras import cameras_record, normalisation, orbit_cameras
@@ -77,11 +75,11 @@ def compile_scope(setting) -> str | None:
 def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | None) -> dict:
     import torch
 
-    from .sp4d.runtime import compile_cache_dir, get_model, get_split, resolve_devices, resolve_dtype
+    from .sp4d.runtime import get_model, get_split, resolve_devices, resolve_dtype, use_compile_cache_dir
 
     # compiled graphs in the user's cache folder, kept for later backend processes: set before
     # torch._dynamo's first import, which fixes inductor's folder for the process
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(compile_cache_dir())
+    use_compile_cache_dir()
     import torch._dynamo
 
     from .sp4d.pipeline import generate_views

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
 import torch
@@ -24,6 +24,19 @@ def compile_cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
         return Path(environ["TORCHINDUCTOR_CACHE_DIR"])
     base = environ.get("LOCALAPPDATA" if os.name == "nt" else "XDG_CACHE_HOME")
     return (Path(base) if base else Path.home() / ".cache") / "sp4d-blender" / "torchinductor"
+
+
+def use_compile_cache_dir(environ: MutableMapping[str, str] = os.environ) -> Path | None:
+    """Point inductor at compile_cache_dir (TORCHINDUCTOR_CACHE_DIR in ``environ``), creating it;
+    None, and inductor's own default kept, where it cannot be created (say a read-only home):
+    the folder only saves time, so it must not fail a job."""
+    path = compile_cache_dir(environ)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
+    return path
 
 
 def resolve_device(spec: str | None) -> str:

@@ -189,6 +189,20 @@ def test_compiled_graphs_are_kept_in_the_users_cache_folder(tmp_path):
     assert compile_cache_dir({}) == Path.home() / ".cache" / "sp4d-blender" / "torchinductor"
 
 
+def test_a_cache_folder_that_cannot_be_made_leaves_inductors_default(tmp_path):
+    """A read-only or broken cache location only loses the cache: the job must still run."""
+    from backend.sp4d.runtime import use_compile_cache_dir
+
+    user = "LOCALAPPDATA" if os.name == "nt" else "XDG_CACHE_HOME"
+    (tmp_path / "a_file").write_text("not a folder")
+    env = {user: str(tmp_path / "a_file")}
+    assert use_compile_cache_dir(env) is None and "TORCHINDUCTOR_CACHE_DIR" not in env
+    env = {user: str(tmp_path)}
+    assert use_compile_cache_dir(env) == tmp_path / "sp4d-blender" / "torchinductor"
+    assert env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "sp4d-blender" / "torchinductor")
+    assert (tmp_path / "sp4d-blender" / "torchinductor").is_dir()
+
+
 def test_compile_true_means_the_fastest_scope():
     from backend.generate_sp4d import compile_scope
 
