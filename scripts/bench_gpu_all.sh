@@ -23,6 +23,7 @@
 #   bash scripts/bench_gpu_all.sh cache       # two processes with one fresh inductor cache: the second's compile
 #                                             # (graphs loaded), then the fixtures through loaded graphs
 #   bash scripts/bench_gpu_all.sh ceiling     # the best dense bf16 rates of this GPU against the floor's spec peak
+#   bash scripts/bench_gpu_all.sh clip-sdpa   # a process's first conditioning, the CLIP tower's attention ours / PyTorch's
 #   bash scripts/bench_gpu_all.sh nhwc-eager  # 10 eager steps NCHW and channels-last
 #   bash scripts/bench_gpu_all.sh skipcats    # 10 compiled steps with the skip concatenations in the fusion
 #                                             # layers and eagerly (row 37's A/B)
@@ -96,6 +97,11 @@ case "${1:-}" in
       "$py" scripts/bench_gpu.py --compile-blocks layers --steps 10 --layout "$v" \
         --out "$out/bench_gpu_layers_$v.json" 2>&1 | quiet | tail -7
     done ;;
+  clip-sdpa)  # a process's first conditioning with the CLIP tower on our attention kernels and on PyTorch's (row 46)
+    for v in ${ORDER:-ours pytorch}; do  # the second process on a machine finds some first-call work cached
+      "$py" scripts/bench_condition.py --clip-sdpa "$v" --out "$out/bench_condition_clip_$v.json" 2>&1 | quiet \
+        | grep -E "first call|CLIP|encoded once|_cudnn_attention|cudnn_convolution " | cut -c1-160
+    done ;;
   nhwc-eager)  # the eager step (the default mode) NCHW and channels-last (last measured in row 15)
     for v in nchw nhwc; do
       "$py" scripts/bench_gpu.py --steps 10 --layout "$v" --out "$out/bench_gpu_eager_$v.json" 2>&1 | quiet | tail -7
@@ -121,6 +127,6 @@ case "${1:-}" in
   ceiling)
     "$py" scripts/bench_ceiling.py --out "$out/bench_ceiling.json" 2>&1 | quiet ;;
   *)
-    echo "usage: bash scripts/bench_gpu_all.sh kernels|profile|convs|split|split-compiled|split-one|ratio|check|compiled|eager|decode|condition|skipcats|nhwc|nhwc-eager|cache|ceiling" >&2
+    echo "usage: bash scripts/bench_gpu_all.sh kernels|profile|convs|split|split-compiled|split-one|ratio|check|compiled|eager|decode|condition|skipcats|nhwc|nhwc-eager|clip-sdpa|cache|ceiling" >&2
     exit 2 ;;
 esac

@@ -6,11 +6,13 @@ token_embedding, positional_embedding, ln_final, text_projection, logit_scale, n
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
@@ -120,6 +122,13 @@ VIT_H_14 = {"embed_dim": 1024,
 class FrozenOpenCLIPImageEmbedder(nn.Module):
     """Keys ``open_clip.model.*``: images in [-1, 1] -> (N, embed_dim) (not normalised)."""
 
+    # attention kernels for the tower: not cuDNN's, PyTorch's first pick on Hopper, which builds a
+    # graph for the tower's shape at its first call in each process (0.84 s on an H100, for 32 calls
+    # of microseconds: docs/perf.md row 46); flash and memory-efficient kernels need no build.
+    # None: PyTorch's choice (to compare)
+    SDPA_BACKENDS: list[SDPBackend] | None = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+                                              SDPBackend.MATH]
+
     def __init__(self, arch_cfg: dict):
         super().__init__()
         self.open_clip = nn.Module()
@@ -127,4 +136,6 @@ class FrozenOpenCLIPImageEmbedder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         visual = self.open_clip.model.visual
-        return visual(preprocess(x).to(visual.conv1.weight.dtype))
+        kernels = sdpa_kernel(self.SDPA_BACKENDS) if self.SDPA_BACKENDS else contextlib.nullcontext()
+        with kernels:
+            return visual(preprocess(x).to(visual.conv1.weight.dtype))

@@ -89,5 +89,6 @@ def test_bench_condition_smoke_run_on_the_cpu(tmp_path):
     r = script("bench_condition.py", "--smoke", "--config", str(FIX / "config.yaml"), "--reps", "1", "--out", str(out))
     assert r.returncode == 0, r.stderr
     rows = json.loads(out.read_text())["rows"]
-    assert len(rows) == 9 and all(v > 0 for v in rows.values())
+    assert len(rows) == 10 and all(v > 0 for v in rows.values())
+    assert "first conditioning call, by CPU time" in r.stdout
     assert rows["conditioning, encoded once (4 encodes)"] < rows["conditioning, per copy (64 encodes)"]

@@ -84,6 +84,26 @@ def test_clip_preprocessing_and_tower(model):
     close(out, c["embedder.out"])
 
 
+def test_clip_tower_keeps_cudnn_attention_off_only_while_it_runs(model):
+    """cuDNN attention builds a graph at its first call of each process (0.84 s on an H100 for the
+    tower's 32 microsecond calls): the tower runs with the other kernels, the UNet keeps PyTorch's
+    choice (cuDNN is its fastest)."""
+    clip = model.conditioner.embedders[0]
+    seen = []
+    hook = clip.open_clip.model.visual.transformer.resblocks[0].register_forward_hook(
+        lambda *_: seen.append(torch.backends.cuda.cudnn_sdp_enabled()))
+    try:
+        before = torch.backends.cuda.cudnn_sdp_enabled()
+        clip(torch.zeros(1, 3, 64, 64))
+        assert seen == [False] and torch.backends.cuda.cudnn_sdp_enabled() == before
+        clip.SDPA_BACKENDS = None  # PyTorch's choice, to compare
+        clip(torch.zeros(1, 3, 64, 64))
+        assert seen == [False, before]
+    finally:
+        hook.remove()
+        del clip.SDPA_BACKENDS  # the class default again
+
+
 def test_denoiser_call(model):
     u = load_file(FIX / "unet.safetensors")
     cond = {k[len("in.c."):]: u[k] for k in u if k.startswith("in.c.")}
