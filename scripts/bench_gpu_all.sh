@@ -24,6 +24,7 @@
 #                                             # (graphs loaded), then the fixtures through loaded graphs
 #   bash scripts/bench_gpu_all.sh ceiling     # the best dense bf16 rates of this GPU against the floor's spec peak
 #   bash scripts/bench_gpu_all.sh clip-sdpa   # a process's first conditioning, the CLIP tower's attention ours / PyTorch's
+#   bash scripts/bench_gpu_all.sh frame-norm  # 10 eager steps and bf16 vs float32, frame_norm's kernels off and on
 #   bash scripts/bench_gpu_all.sh nhwc-eager  # 10 eager steps NCHW and channels-last
 #   bash scripts/bench_gpu_all.sh skipcats    # 10 compiled steps with the skip concatenations in the fusion
 #                                             # layers and eagerly (row 37's A/B)
@@ -102,6 +103,15 @@ case "${1:-}" in
       "$py" scripts/bench_condition.py --clip-sdpa "$v" --out "$out/bench_condition_clip_$v.json" 2>&1 | quiet \
         | grep -E "first call|CLIP|encoded once|_cudnn_attention|cudnn_convolution " | cut -c1-160
     done ;;
+  frame-norm)  # the eager time ResBlocks with frame_norm's kernels (1) and through F.group_norm (0) (row 47)
+    for v in 0 1; do
+      SP4D_FRAME_NORM=$v "$py" scripts/bench_gpu.py --steps 10 --out "$out/bench_gpu_eager_framenorm_$v.json" 2>&1 \
+        | quiet | tail -3
+    done
+    for v in 0 1; do
+      SP4D_FRAME_NORM=$v "$py" scripts/gpu_check_sp4d.py --fixtures .ref/sp4d_tiny --dtypes float32,bfloat16 \
+        --out "$out/gpu_check_framenorm_$v.json" 2>&1 | quiet | tail -4
+    done ;;
   nhwc-eager)  # the eager step (the default mode) NCHW and channels-last (last measured in row 15)
     for v in nchw nhwc; do
       "$py" scripts/bench_gpu.py --steps 10 --layout "$v" --out "$out/bench_gpu_eager_$v.json" 2>&1 | quiet | tail -7
@@ -127,6 +137,6 @@ case "${1:-}" in
   ceiling)
     "$py" scripts/bench_ceiling.py --out "$out/bench_ceiling.json" 2>&1 | quiet ;;
   *)
-    echo "usage: bash scripts/bench_gpu_all.sh kernels|profile|convs|split|split-compiled|split-one|ratio|check|compiled|eager|decode|condition|skipcats|nhwc|nhwc-eager|clip-sdpa|cache|ceiling" >&2
+    echo "usage: bash scripts/bench_gpu_all.sh kernels|profile|convs|split|split-compiled|split-one|ratio|check|compiled|eager|decode|condition|skipcats|nhwc|nhwc-eager|clip-sdpa|frame-norm|cache|ceiling" >&2
     exit 2 ;;
 esac

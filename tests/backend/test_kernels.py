@@ -213,3 +213,48 @@ def test_kernels_are_off_for_float32_and_without_the_interpreter():
     r = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(code)], env=env, capture_output=True,
                        text=True, timeout=300)
     assert r.stdout.split() == ["False", "False"], r.stdout + r.stderr  # no GPU here: the plain paths
+
+
+def test_frame_norm_equals_group_norm_then_silu():
+    """frame_norm's two kernels against float64 silu(group_norm(x + add)): frames-major and NCDHW
+    inputs and outputs, planes no multiple of the block, with and without the per-plane add; and
+    a time ResBlock through them against its plain path in float64."""
+    out = interpret("""
+    from backend.sp4d import frame_norm
+    from backend.sp4d.unet_blocks import ResBlock
+    errs = []
+    b, c, f, h, w, groups = 2, 8, 5, 7, 9, 4
+    weight = 1 + 0.1 * torch.randn(c, generator=g)
+    bias = 0.1 * torch.randn(c, generator=g)
+    for frames_in in (True, False):
+        mem = 3 + 2 * torch.randn(b, f, c, h, w, generator=g)  # an offset mean, as activations have
+        x = (mem.transpose(1, 2) if frames_in else mem.transpose(1, 2).contiguous()).half()
+        assert frame_norm.usable(x)
+        for add in (None, torch.randn(b, c, f, 1, 1, generator=g).half()):
+            xs = x.double() + (0 if add is None else add.double())
+            ref = F.silu(F.group_norm(xs, groups, weight.double(), bias.double(), 1e-5))
+            for frames_out in (True, False):
+                got = frame_norm.group_norm_silu(x, groups, weight, bias, 1e-5, add, frames_major=frames_out)
+                assert got.dtype == torch.float16 and got.shape == x.shape
+                assert got.transpose(1, 2).is_contiguous() == frames_out and got.is_contiguous() == (not frames_out)
+                errs.append(rel(got, ref))
+    assert not frame_norm.usable(torch.zeros(2, 3, 4, 5, 6).half().transpose(-1, -2))  # planes not contiguous
+    assert not frame_norm.usable(torch.zeros(2, 3, 4, 5, 6))  # float32: F.group_norm
+    # a time ResBlock (frames-major input, embedding per frame) through the kernels and the plain way
+    blk = ResBlock(32, 16, 32, dims=3, kernel=(3, 1, 1), emb_time_major=True)
+    with torch.no_grad():
+        for p in blk.parameters():
+            p.copy_(0.2 * torch.randn(p.shape, generator=g))
+    x5 = torch.randn(2, 6, 32, 5, 5, generator=g).transpose(1, 2)
+    emb = torch.randn(2, 6, 16, generator=g)
+    ref = blk.double()(x5.double(), emb.double())
+    blk.half()
+    got = blk(x5.half(), emb.half())
+    frame_norm.ENABLED = False
+    plain = blk(x5.half(), emb.half())
+    errs += [rel(got, ref)]
+    print(max(errs), rel(plain, ref))
+    """)
+    err, plain = map(float, out.split()[-2:])
+    assert err < 2e-3, err  # fp16 output rounding
+    assert err <= 1.5 * plain + 1e-4, (err, plain)  # no less exact than the plain half path
