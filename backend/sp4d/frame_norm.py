@@ -87,7 +87,8 @@ def group_norm_silu(x: torch.Tensor, groups: int, weight: torch.Tensor, bias: to
     block = min(triton.next_power_of_2(hw), 1024)
     sb, sc, sf = x.stride()[:3]
     _plane_stats_kernel[(planes,)](x, sums, m2, c, f, sb, sc, sf, hw, BLOCK=block, num_warps=4)
-    e = torch.zeros(b, c, f, device=x.device) if add is None else add.float().expand(b, c, f, 1, 1)[..., 0, 0]
+    e = (torch.zeros(b, c, f, device=x.device) if add is None
+         else add.float().expand(b, c, f, 1, 1)[..., 0, 0].contiguous())  # (b, c, f), whatever add's layout
     means = (sums.view(b, c, f) / hw + e).view(b, groups, per * f)  # each plane's mean of x + add
     mean = means.mean(-1, keepdim=True)  # planes of equal size: the group's mean is their mean
     m2_group = m2.view(b, groups, per * f).sum(-1, keepdim=True) + hw * (means - mean).square().sum(-1, keepdim=True)

@@ -230,7 +230,10 @@ def test_frame_norm_equals_group_norm_then_silu():
         mem = 3 + 2 * torch.randn(b, f, c, h, w, generator=g)  # an offset mean, as activations have
         x = (mem.transpose(1, 2) if frames_in else mem.transpose(1, 2).contiguous()).half()
         assert frame_norm.usable(x)
-        for add in (None, torch.randn(b, c, f, 1, 1, generator=g).half()):
+        # the ResBlock's embedding comes as a transposed (b, frames, c) tensor; a constant per (b, c) too
+        adds = (torch.randn(b, f, c, generator=g).half().transpose(1, 2)[..., None, None],
+                torch.randn(b, c, 1, 1, 1, generator=g).half())
+        for add in (None, *adds):
             xs = x.double() + (0 if add is None else add.double())
             ref = F.silu(F.group_norm(xs, groups, weight.double(), bias.double(), 1e-5))
             for frames_out in (True, False):
