@@ -1,4 +1,4 @@
-"""GroupNorm, then SiLU, of the time ResBlocks' activations: eager half precision on the GPU.
+"""GroupNorm, then SiLU, of the UNet ResBlocks' activations: eager half precision on the GPU.
 
 The time ResBlocks normalise (b, c, frames, h, w) tensors whose (h, w) planes are contiguous but
 whose frames and channels are not in NCDHW order (transposed views of frames-major memory).
@@ -8,8 +8,9 @@ second norm are more passes. Here a Triton program per (b, c, frame) plane compu
 float32 sum and squared deviations; the groups' statistics follow from those few thousand numbers
 (Chan's combination); a second kernel writes silu(x·a + s) straight into the layout the following
 convolution reads. A constant per plane added before the norm (the ResBlock's embedding) only
-moves that plane's mean, so it is folded into s. Compiled graphs keep layers.group_norm_by_image,
-which inductor fuses the same way; float32 and the CPU keep F.group_norm.
+moves that plane's mean, so it is folded into s. The spatial ResBlocks' NCHW images are the case
+of one frame (no copy to save there, but the SiLU and embedding passes). Compiled graphs keep
+layers.group_norm_by_image, which inductor fuses the same way; float32 and the CPU keep F.group_norm.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ ENABLED = os.environ.get("SP4D_FRAME_NORM", "1") != "0"
 
 
 def usable(x: torch.Tensor) -> bool:
-    """A 5-D half-precision tensor with contiguous (h, w) planes where the Triton kernels run."""
-    return (ENABLED and not torch.compiler.is_compiling() and kernels.usable(x) and x.dim() == 5
+    """A 4-D or 5-D half-precision tensor with contiguous (h, w) planes where the Triton kernels run
+    (eagerly: compiled graphs fuse these themselves)."""
+    return (ENABLED and not torch.compiler.is_compiling() and kernels.usable(x) and x.dim() in (4, 5)
             and x.stride(-1) == 1 and x.stride(-2) == x.shape[-1])
 
 
@@ -74,11 +76,14 @@ if triton is not None:
 
 def group_norm_silu(x: torch.Tensor, groups: int, weight: torch.Tensor, bias: torch.Tensor, eps: float,
                     add: torch.Tensor | None = None, frames_major: bool = True) -> torch.Tensor:
-    """silu(group_norm(x + add)) of x (b, c, frames, h, w) with contiguous planes (``usable``);
-    ``add``: None or a constant per plane, broadcastable to (b, c, frames, 1, 1). The output has
-    frames-major layout when ``frames_major`` (a transposed view of (b, frames, c, h, w) memory,
-    which layers.frame_conv reads without a copy), else contiguous NCDHW (what cuDNN's 3-D
-    convolution takes)."""
+    """silu(group_norm(x + add)) of x (b, c, frames, h, w) or (n, c, h, w) with contiguous planes
+    (``usable``); ``add``: None or a constant per plane, broadcastable to (b, c, frames, 1, 1) (to
+    (n, c, 1, 1) for 4-D x). A 4-D output is NCHW. A 5-D output is frames-major when
+    ``frames_major`` (a transposed view of (b, frames, c, h, w) memory, which layers.frame_conv
+    reads without a copy), else contiguous NCDHW (what cuDNN's 3-D convolution takes)."""
+    if x.dim() == 4:  # images: planes (n, c), each image its own groups
+        add = None if add is None else add[:, :, None]
+        return group_norm_silu(x[:, :, None], groups, weight, bias, eps, add, frames_major=False)[:, :, 0]
     b, c, f, h, w = x.shape
     hw, per = h * w, c // groups
     planes = b * c * f

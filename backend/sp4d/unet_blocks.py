@@ -51,28 +51,31 @@ class ResBlock(nn.Module):
         self.emb_time_major = emb_time_major  # 3-D: emb is (b, t, E), moved to (b, C, t, 1, 1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        if frame_norm.usable(x):  # eager half precision on the GPU: norm, embedding and SiLU fused
+        if frame_norm.usable(x):  # eager half precision on the GPU: norm, embedding sum and SiLU fused
             return self._forward_frame_norm(x, emb)
         h = self.in_layers(x)
+        return self.skip_connection(x) + self.out_layers(h + self._embedding(emb, h))
+
+    def _embedding(self, emb: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The projected embedding, shaped to add to h: (n, C, 1, 1), or (b, C, frames, 1, 1)."""
         e = self.emb_layers(emb).type(h.dtype)
         if self.emb_time_major:
             e = e.transpose(1, 2)
         while e.dim() < h.dim():
             e = e[..., None]
-        return self.skip_connection(x) + self.out_layers(h + e)
+        return e
 
     def _forward_frame_norm(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """forward for 5-D inputs with frame_norm's kernels: the same function (the embedding sum
-        and SiLU in float32, rounded once), without the copies F.group_norm makes of them."""
+        """forward with frame_norm's kernels: the same function (the embedding sum and SiLU in
+        float32, rounded once) without F.group_norm's copies of frames-major inputs and the passes
+        of SiLU and the sum."""
         def norm_silu(norm: nn.GroupNorm, conv: nn.Module, t: torch.Tensor, add=None) -> torch.Tensor:
             big = isinstance(conv, FrameConv) and t.shape[-2] * t.shape[-1] >= conv.FRAME_MIN
             return frame_norm.group_norm_silu(t, norm.num_groups, norm.weight, norm.bias, norm.eps, add,
                                               frames_major=big)  # frame_conv reads frames-major memory
 
         h = self.in_layers[2](norm_silu(self.in_layers[0], self.in_layers[2], x))
-        e = self.emb_layers(emb)
-        e = e.transpose(1, 2) if self.emb_time_major else e[:, :, None]  # (b, C, frames or 1)
-        e = e.type(h.dtype)[..., None, None]
+        e = self._embedding(emb, h)
         return self.skip_connection(x) + self.out_layers[3](norm_silu(self.out_layers[0], self.out_layers[3], h, e))
 
 

@@ -217,8 +217,9 @@ def test_kernels_are_off_for_float32_and_without_the_interpreter():
 
 def test_frame_norm_equals_group_norm_then_silu():
     """frame_norm's two kernels against float64 silu(group_norm(x + add)): frames-major and NCDHW
-    inputs and outputs, planes no multiple of the block, with and without the per-plane add; and
-    a time ResBlock through them against its plain path in float64."""
+    inputs and outputs, images (4-D), planes no multiple of the block, with and without the
+    per-plane add; and a time and a spatial ResBlock through them against float64, no less exact
+    than their plain half-precision paths."""
     out = interpret("""
     from backend.sp4d import frame_norm
     from backend.sp4d.unet_blocks import ResBlock
@@ -241,7 +242,15 @@ def test_frame_norm_equals_group_norm_then_silu():
                 assert got.dtype == torch.float16 and got.shape == x.shape
                 assert got.transpose(1, 2).is_contiguous() == frames_out and got.is_contiguous() == (not frames_out)
                 errs.append(rel(got, ref))
-    assert not frame_norm.usable(torch.zeros(2, 3, 4, 5, 6).half().transpose(-1, -2))  # planes not contiguous
+    # images (n, c, h, w): one frame each; the embedding per (n, c)
+    x4 = (1 + torch.randn(3, c, h, w, generator=g)).half()
+    add4 = torch.randn(3, c, 1, 1, generator=g).half()
+    ref = F.silu(F.group_norm(x4.double() + add4.double(), groups, weight.double(), bias.double(), 1e-5))
+    got = frame_norm.group_norm_silu(x4, groups, weight, bias, 1e-5, add4)
+    assert got.shape == x4.shape and got.is_contiguous()
+    errs.append(rel(got, ref))
+    assert not frame_norm.usable(x4.contiguous(memory_format=torch.channels_last))  # planes not contiguous
+    assert not frame_norm.usable(torch.zeros(2, 3, 4, 5, 6).half().transpose(-1, -2))
     assert not frame_norm.usable(torch.zeros(2, 3, 4, 5, 6))  # float32: F.group_norm
     # a time ResBlock (frames-major input, embedding per frame) through the kernels and the plain way
     blk = ResBlock(32, 16, 32, dims=3, kernel=(3, 1, 1), emb_time_major=True)
@@ -253,10 +262,20 @@ def test_frame_norm_equals_group_norm_then_silu():
     ref = blk.double()(x5.double(), emb.double())
     blk.half()
     got = blk(x5.half(), emb.half())
+    # and a spatial (2-D) ResBlock with a channel change
+    blk2 = ResBlock(32, 16, 64)
+    with torch.no_grad():
+        for p in blk2.parameters():
+            p.copy_(0.2 * torch.randn(p.shape, generator=g))
+    x2 = torch.randn(4, 32, 6, 6, generator=g)
+    emb2 = torch.randn(4, 16, generator=g)
+    ref2 = blk2.double()(x2.double(), emb2.double())
+    got2 = blk2.half()(x2.half(), emb2.half())
     frame_norm.ENABLED = False
     plain = blk(x5.half(), emb.half())
-    errs += [rel(got, ref)]
-    print(max(errs), rel(plain, ref))
+    plain2 = blk2(x2.half(), emb2.half())
+    errs += [rel(got, ref), rel(got2, ref2)]
+    print(max(errs), max(rel(plain, ref), rel(plain2, ref2)))
     """)
     err, plain = map(float, out.split()[-2:])
     assert err < 2e-3, err  # fp16 output rounding
