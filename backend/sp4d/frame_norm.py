@@ -22,9 +22,6 @@ import torch
 from . import kernels
 from .kernels import triton
 
-if triton is not None:
-    import triton.language as tl
-
 ENABLED = os.environ.get("SP4D_FRAME_NORM", "1") != "0"
 
 
@@ -36,6 +33,8 @@ def usable(x: torch.Tensor) -> bool:
 
 
 if triton is not None:
+    import triton.language as tl
+
     @triton.jit
     def _plane_stats_kernel(x_ptr, sum_ptr, m2_ptr, C, F, sb, sc, sf, HW, BLOCK: tl.constexpr):
         plane = tl.program_id(0).to(tl.int64)  # (b, c, frame) order
