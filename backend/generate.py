@@ -115,8 +115,9 @@ def _run_oracle(job: JobDir, ctx: StageContext, mesh: dict, s: dict, key: str) -
 
     faces = mesh["faces"]
     axes = np.asarray(mesh["gt_axes"], np.float64) @ m[:3, :3].T if "gt_axes" in mesh else None
+    weights = np.asarray(mesh["gt_weights"], np.float64) if "gt_weights" in mesh else None
     render_oracle((verts - centre) * scale, faces, labels, parents, (joints - centre) * scale, cams,
-                  s["frames"], axes, on_image, ctx.check)
+                  s["frames"], axes, on_image, ctx.check, weights=weights)
     write_json_atomic(job.cameras_json, cameras_record(cams, s["frames"], "oracle", centre, scale))
     job.mark_stage(STAGE, key, source="oracle", frames=s["frames"], views=len(cams))
     return job.stage_info(STAGE)

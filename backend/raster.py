@@ -36,6 +36,24 @@ def face_index_buffer(uv: np.ndarray, depth: np.ndarray, faces: np.ndarray,
     return buf
 
 
+def nearest_corner(face_buf: np.ndarray, uv: np.ndarray, faces: np.ndarray,
+                   mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, columns, vertex) of every covered pixel (within ``mask``): the corner of the face
+    under the pixel that is nearest to it (the largest barycentric coordinate in the image)."""
+    keep = face_buf >= 0 if mask is None else (face_buf >= 0) & mask
+    ys, xs = np.nonzero(keep)
+    f = face_buf[ys, xs]
+    tri = uv[faces[f]]  # (P, 3, 2)
+    e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+    ep = np.stack([xs, ys], 1) - tri[:, 0]
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    det = np.where(np.abs(det) < 1e-12, 1e-12, det)
+    b1 = (ep[:, 0] * e2[:, 1] - ep[:, 1] * e2[:, 0]) / det
+    b2 = (e1[:, 0] * ep[:, 1] - e1[:, 1] * ep[:, 0]) / det
+    corner = np.argmax(np.stack([1 - b1 - b2, b1, b2], 1), axis=1)
+    return ys, xs, faces[f, corner]
+
+
 def depth_from_faces(face_buf: np.ndarray, depth: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Per-pixel depth (face mean depth) with +inf for background."""
     fz = depth[faces].mean(1) if len(faces) else np.zeros(0)
