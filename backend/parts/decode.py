@@ -1,123 +1,293 @@
 """Decode generated part images into part labels that agree across views and frames.
 
-Generated part images have blurred boundaries, colour drift and speckles. Since one part has
-one colour everywhere (parts/encoding.py), colours are clustered jointly over all foreground
-pixels of all views and frames: confident interior pixels (away from the silhouette and from
-colour edges) find the clusters (histogram peaks, then a few Lloyd iterations; the count is
-automatic and tiny clusters are merged away), then every foreground pixel takes the nearest
-cluster and each image is cleaned with a small mode filter.
+One part has one colour in every view and frame (parts/encoding.py), so colours are clustered
+jointly over all images; generated images add blur, per-pixel noise, a colour drift per image
+and speckles, and parts of a chain can differ by only a few levels. Steps:
+
+1. Background: the colour of the images' borders (white for SP4D; any uniform colour is
+   accepted, a non-uniform border is refused); foreground = pixels away from it, or object
+   pixels of the RGB views.
+2. Confident pixels: foreground away from the silhouette and from colour edges, their colour
+   averaged over a 5×5 window (noise down five-fold).
+3. Clusters: peaks of the colour histogram seed k-means (scipy's kmeans2); each image's drift is
+   estimated against well-separated clusters first, then against fine ones, and removed.
+4. Merges only with evidence: two clusters closer than ``merge_dist`` levels whose pixels
+   interleave (a noisy part split in two) rather than meet along a boundary (two parts) become
+   one; clusters with too few pixels join their nearest. Every merge is reported.
+5. Labels: confident pixels by their nearest cluster; the others (boundaries, blur) by their own
+   colour when it is near a cluster, else from the nearest confident pixel.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import cv2
 import numpy as np
 from scipy import ndimage
+from scipy.cluster.vq import kmeans2
 
 from ..errors import BackendError
 
-BIN = 8  # colour histogram bin width (levels)
+BIN = 4  # colour histogram bin width (levels)
+LUT_BITS = 6  # colours are looked up at 6 bits per channel (≤ 2 levels off) when labelling
+BORROW = 6  # px: an unsure pixel takes the label of the nearest confident pixel this close
+OWN = 10.0  # levels: an unsure pixel whose own colour is this near a cluster keeps that cluster
+COARSE = 40.0  # levels: colours this far apart estimate each image's drift before the fine clustering
 
 
-def foreground_mask(rgb: np.ndarray | None, parts: np.ndarray, white: int = 245) -> np.ndarray:
-    """Object pixels: not white in the part image or in the RGB image."""
-    m = parts.min(-1) < white
+@dataclass
+class Decoded:
+    labels: np.ndarray  # (..., H, W) uint16, 0 = background, 1..K parts
+    colours: np.ndarray  # (K, 3) uint8
+    merges: list[dict] = field(default_factory=list)  # clusters merged, with the evidence
+    background: list[int] = field(default_factory=lambda: [255, 255, 255])
+
+
+def background_colour(images: np.ndarray, tol: float = 12.0) -> np.ndarray:
+    """The colour (3,) of the images' 2-pixel borders, which must be uniform (80 % within ``tol``)."""
+    b = np.concatenate([images[:, :2].reshape(-1, 3), images[:, -2:].reshape(-1, 3),
+                        images[:, :, :2].reshape(-1, 3), images[:, :, -2:].reshape(-1, 3)]).astype(np.float32)
+    c = np.median(b, axis=0)
+    near = np.abs(b - c).max(1) <= tol
+    if near.mean() < 0.8:
+        raise BackendError("bad_input", "the part images have no uniform background (their borders vary); "
+                           "SP4D part images show the object on white")
+    return c
+
+
+def foreground_mask(rgb: np.ndarray | None, parts: np.ndarray, background=(255, 255, 255),
+                    tol: float = 12.0) -> np.ndarray:
+    """Object pixels (H, W): away from the part image's background colour, or, with an RGB view
+    on white, not white there."""
+    d = cv2.absdiff(parts, np.full_like(parts, 0) + np.asarray(np.round(background), np.uint8))
+    m = np.maximum(np.maximum(d[..., 0], d[..., 1]), d[..., 2]) > tol
     if rgb is not None:
-        m |= rgb.min(-1) < white
+        m |= np.minimum(np.minimum(rgb[..., 0], rgb[..., 1]), rgb[..., 2]) < 245
     return m
 
 
-def _interior(parts: np.ndarray, mask: np.ndarray, edge: float) -> np.ndarray:
-    er = cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-    g = np.zeros(mask.shape, np.float32)
+def _confident(smooth: np.ndarray, mask: np.ndarray, edge: float) -> np.ndarray:
+    """Foreground pixels off the silhouette (3×3 erosion) where the smoothed colour is flat."""
+    er = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    g = None
     for c in range(3):
-        ch = parts[..., c].astype(np.float32)
-        dx, dy = cv2.Sobel(ch, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(ch, cv2.CV_32F, 0, 1, ksize=3)
-        g = np.maximum(g, np.abs(dx) + np.abs(dy))
+        gx = cv2.convertScaleAbs(cv2.Sobel(smooth[..., c], cv2.CV_16S, 1, 0, ksize=3))
+        gy = cv2.convertScaleAbs(cv2.Sobel(smooth[..., c], cv2.CV_16S, 0, 1, ksize=3))
+        gc = cv2.add(gx, gy)
+        g = gc if g is None else cv2.max(g, gc)
     return er & (g < edge)
 
 
-def find_part_colours(samples: np.ndarray, min_frac: float = 0.003, merge_dist: float = 22.0,
-                      iters: int = 8) -> np.ndarray:
-    """Cluster centres (K, 3) float of colour samples (S, 3) with an automatic K."""
-    if len(samples) == 0:
-        raise BackendError("bad_input", "the part images have no foreground pixels")
-    nb = 256 // BIN
-    idx = (samples // BIN).astype(np.int64)
-    hist = np.bincount((idx[:, 0] * nb + idx[:, 1]) * nb + idx[:, 2], minlength=nb ** 3).reshape(nb, nb, nb)
-    smooth = ndimage.gaussian_filter(hist.astype(np.float64), 1.0)
-    peaks = (smooth == ndimage.maximum_filter(smooth, size=3)) & (smooth > min_frac * len(samples) / 8)
-    pk = np.argwhere(peaks)
-    order = np.argsort(-smooth[peaks])
-    centres = (pk[order] + 0.5) * BIN
-    # greedy merge of close peaks, strongest first
-    kept: list[np.ndarray] = []
-    for c in centres:
-        if all(np.linalg.norm(c - k) > merge_dist for k in kept):
-            kept.append(c)
-    c = np.array(kept, np.float64)
-    x = samples.astype(np.float64)
-    for _ in range(iters):
-        lab = _nearest(x, c)
-        counts = np.bincount(lab, minlength=len(c))
-        keep = counts >= min_frac * len(x)
-        if not keep.all():  # tiny clusters: drop and let their pixels join neighbours
-            c = c[keep]
-            continue
-        c = np.stack([x[lab == k].mean(0) for k in range(len(c))])
-    # merge centres that converged together
-    out: list[np.ndarray] = []
-    for k in c[np.argsort(-np.bincount(_nearest(x, c), minlength=len(c)))]:
-        if all(np.linalg.norm(k - o) > merge_dist for o in out):
-            out.append(k)
-    return np.array(out)
+def _denoise(img: np.ndarray, mask: np.ndarray, edge: float) -> tuple[np.ndarray, np.ndarray]:
+    """(the image averaged over 5×5 windows of foreground pixels only (H, W, 3) uint8, confident
+    pixels (H, W))."""
+    m8 = mask.astype(np.uint8)
+    num = cv2.boxFilter(img * m8[..., None], cv2.CV_16U, (5, 5), normalize=False).astype(np.float32)
+    den = cv2.boxFilter(m8, cv2.CV_16U, (5, 5), normalize=False).astype(np.float32)
+    sm = np.clip(num / np.maximum(den, 1)[..., None] + 0.5, 0, 255).astype(np.uint8)
+    sm[~mask] = 255
+    return sm, _confident(sm, mask, edge)
+
+
+def _roi(mask: np.ndarray, margin: int = 8) -> tuple[slice, slice]:
+    ys, xs = np.nonzero(mask.any(1)), np.nonzero(mask.any(0))
+    if not len(ys[0]):
+        return slice(0, 0), slice(0, 0)
+    h, w = mask.shape
+    return (slice(max(ys[0][0] - margin, 0), min(ys[0][-1] + margin + 1, h)),
+            slice(max(xs[0][0] - margin, 0), min(xs[0][-1] + margin + 1, w)))
 
 
 def _nearest(x: np.ndarray, c: np.ndarray) -> np.ndarray:
-    d = (x ** 2).sum(1)[:, None] - 2 * x @ c.T + (c ** 2).sum(1)[None]
+    d = (x * x).sum(1)[:, None] - 2 * x @ c.T + (c * c).sum(1)[None]
     return d.argmin(1)
 
 
-def _mode_filter(labels: np.ndarray, k: int, size: int = 5) -> np.ndarray:
-    """Most frequent label in a size×size window (background 0 stays background)."""
-    fg = labels > 0
-    best = np.zeros(labels.shape, np.float32)
-    out = labels.copy()
-    for lab in range(1, k + 1):
-        m = (labels == lab).astype(np.float32)
-        if not m.any():
-            continue
-        s = cv2.boxFilter(m, -1, (size, size), normalize=False)
-        upd = fg & (s > best)
-        out[upd] = lab
-        best = np.maximum(best, s)
-    return out
+def _peaks(samples: np.ndarray, min_count: float, sep: float) -> np.ndarray:
+    nb = 256 // BIN
+    idx = np.clip(samples // BIN, 0, nb - 1).astype(np.int64)
+    hist = np.bincount((idx[:, 0] * nb + idx[:, 1]) * nb + idx[:, 2], minlength=nb ** 3).reshape(nb, nb, nb)
+    smooth = ndimage.gaussian_filter(hist.astype(np.float32), 1.0)
+    peaks = (smooth == ndimage.maximum_filter(smooth, size=3)) & (smooth > min_count)
+    pk = np.argwhere(peaks)
+    order = np.argsort(-smooth[peaks])
+    kept: list[np.ndarray] = []
+    for c in (pk[order] + 0.5) * BIN:
+        if all(np.linalg.norm(c - k) > sep for k in kept):
+            kept.append(c)
+    return np.array(kept, np.float64).reshape(-1, 3)
+
+
+def find_part_colours(samples: np.ndarray, min_frac: float = 0.0005, sep: float = 7.0) -> np.ndarray:
+    """Cluster centres (K, 3) of colour samples (S, 3): histogram peaks at least ``sep`` levels
+    apart refined by k-means; clusters under ``min_frac`` of the samples are dropped."""
+    if len(samples) == 0:
+        raise BackendError("bad_input", "the part images have no foreground pixels")
+    x = samples.astype(np.float64)
+    seeds = _peaks(x, max(3.0, min_frac * len(x) / 4), sep)
+    if len(seeds) == 0:
+        seeds = x.mean(0, keepdims=True)
+    for _ in range(3):
+        centres, lab = kmeans2(x, seeds, iter=6, minit="matrix", missing="raise") if len(seeds) > 1 else (
+            x.mean(0, keepdims=True), np.zeros(len(x), int))
+        counts = np.bincount(lab, minlength=len(centres))
+        keep = counts >= min_frac * len(x)
+        if keep.all():
+            return centres
+        seeds = centres[keep]
+    return seeds
+
+
+def _adjacency_counts(labels: np.ndarray, k: int) -> np.ndarray:
+    """(K+1, K+1) 4-neighbour pixel pair counts between labels over images (..., H, W)."""
+    c = np.zeros((k + 1) ** 2, np.int64)
+    for a, b in ((labels[..., :, 1:], labels[..., :, :-1]), (labels[..., 1:, :], labels[..., :-1, :])):
+        c += np.bincount(a.ravel().astype(np.int64) * (k + 1) + b.ravel(), minlength=(k + 1) ** 2)
+    return c.reshape(k + 1, k + 1)
 
 
 def decode_parts(parts: np.ndarray, rgb: np.ndarray | None = None, *, edge: float = 60.0,
-                 min_frac: float = 0.003, merge_dist: float = 22.0,
-                 max_samples: int = 400_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Labels (..., H, W) uint16 (0 = background, 1..K parts) and colours (K, 3) uint8.
-
-    parts, rgb: (..., H, W, 3) uint8 images of all views and frames (any leading shape).
-    """
+                 min_frac: float = 0.0005, merge_dist: float = 30.0, interleave: float = 0.15,
+                 max_samples: int = 200_000, seed: int = 0) -> Decoded:
+    """Labels (..., H, W) and colours of part images parts (..., H, W, 3) uint8 of all views and
+    frames (any leading shape), with the RGB views when available (see the module doc)."""
     parts = np.asarray(parts)
+    if parts.ndim < 3 or parts.shape[-1] != 3:
+        raise BackendError("bad_input", f"part images must be (..., H, W, 3), got {parts.shape}")
     lead = parts.shape[:-3]
     p = parts.reshape((-1,) + parts.shape[-3:])
     r = None if rgb is None else np.asarray(rgb).reshape(p.shape)
-    masks = np.stack([foreground_mask(None if r is None else r[i], p[i]) for i in range(len(p))])
-    inner = np.stack([_interior(p[i], masks[i], edge) for i in range(len(p))])
-    samples = p[inner]
-    if len(samples) < 100:
-        samples = p[masks]
-    if len(samples) > max_samples:
-        samples = samples[np.random.default_rng(seed).choice(len(samples), max_samples, replace=False)]
-    centres = find_part_colours(samples, min_frac=min_frac, merge_dist=merge_dist)
+    bg = background_colour(p)
+    n_img = len(p)
+    masks = np.zeros(p.shape[:3], bool)
+    conf = np.zeros(p.shape[:3], bool)
+    smooth = np.zeros(p.shape, np.uint8)
+    smooth[:] = 255
+    rois = []
+    for i in range(n_img):
+        masks[i] = foreground_mask(None if r is None else r[i], p[i], bg)
+        roi = _roi(masks[i])
+        rois.append(roi)
+        if masks[i][roi].any():
+            smooth[i][roi], conf[i][roi] = _denoise(p[i][roi], masks[i][roi], edge)
+    if not masks.any():
+        raise BackendError("bad_input", "the part images have no foreground pixels")
+    if conf.sum() < 100:
+        conf = masks.copy()
+    rng = np.random.default_rng(seed)
+    img_of, ys, xs = np.nonzero(conf)
+    if len(img_of) > max_samples:
+        pick = rng.choice(len(img_of), max_samples, replace=False)
+        img_of, ys, xs = img_of[pick], ys[pick], xs[pick]
+    samples = smooth[img_of, ys, xs].astype(np.float64)
+    drift = np.zeros((n_img, 3))
+    centres = find_part_colours(samples, min_frac, sep=COARSE)  # well-separated colours first: the drift
+    for sep in (COARSE, 7.0, 7.0):  # remove each image's colour drift against the clusters, then cluster again
+        lab = _nearest(samples - drift[img_of], centres)
+        resid = samples - drift[img_of] - centres[lab]
+        for i in range(n_img):
+            m = img_of == i
+            if m.sum() > 20:
+                drift[i] += np.median(resid[m], axis=0)
+        centres = find_part_colours(samples - drift[img_of], min_frac, sep=sep)
+    labels = _label(p, smooth, masks, conf, drift, centres, rois)
+    centres, labels, merges = _merge(centres, labels, rois, merge_dist, interleave, min_frac, masks.sum())
+    return Decoded(labels.reshape(lead + p.shape[1:3]),
+                   np.clip(np.round(centres), 0, 255).astype(np.uint8), merges, [int(round(v)) for v in bg])
+
+
+def _label(raw, smooth, masks, conf, drift, centres, rois) -> np.ndarray:
+    """Labels (I, H, W): confident pixels by the nearest cluster of their smoothed colour (through
+    a colour lookup table); the others by their own colour when it is within OWN levels of a
+    cluster, else from the nearest confident pixel within BORROW px, else by their smoothed
+    colour."""
+    q = 1 << LUT_BITS
+    grid = (np.arange(q) + 0.5) * (256 / q)
+    lut_colours = np.stack(np.meshgrid(grid, grid, grid, indexing="ij"), -1).reshape(-1, 3)
+    d2 = (lut_colours ** 2).sum(1)[:, None] - 2 * lut_colours @ centres.T + (centres ** 2).sum(1)[None]
+    lut = (d2.argmin(1) + 1).astype(np.uint16)
+    lut_near = np.sqrt(np.maximum(d2.min(1), 0)) <= OWN
+    shift = 8 - LUT_BITS
+    out = np.zeros(masks.shape, np.uint16)
+
+    def codes(img, i):
+        x = np.clip(img.astype(np.float32) - drift[i], 0, 255).astype(np.uint8) >> shift
+        return (x[..., 0].astype(np.int32) << (2 * LUT_BITS)) | (x[..., 1].astype(np.int32) << LUT_BITS) | x[..., 2]
+
+    for i in range(len(masks)):
+        roi = rois[i]
+        m = masks[i][roi]
+        if not m.any():
+            continue
+        c = conf[i][roi]
+        smooth_code = codes(smooth[i][roi], i)
+        raw_code = codes(raw[i][roi], i)
+        lab = np.where(m, lut[smooth_code], 0)
+        unsure = m & ~c
+        own_ok = unsure & lut_near[raw_code]
+        lab[own_ok] = lut[raw_code[own_ok]]
+        rest = unsure & ~own_ok
+        if c.any() and rest.any():
+            d, idx = cv2.distanceTransformWithLabels((~c).astype(np.uint8), cv2.DIST_L2, 3,
+                                                     labelType=cv2.DIST_LABEL_PIXEL)
+            ys, xs = np.nonzero(c)
+            by_index = np.zeros(idx.max() + 1, np.uint16)
+            by_index[idx[ys, xs]] = lab[ys, xs]
+            take = rest & (d <= BORROW)
+            lab[take] = by_index[idx[take]]
+        out[i][roi] = lab
+    return out
+
+
+def _merge(centres, labels, rois, merge_dist, interleave, min_frac, n_fg):
+    """Merge clusters with evidence (module doc, step 4); returns centres, relabelled labels, merges."""
+    merges = []
     k = len(centres)
-    labels = np.zeros(p.shape[:3], np.uint16)
-    for i in range(len(p)):
-        m = masks[i]
-        if m.any():
-            labels[i][m] = _nearest(p[i][m].astype(np.float64), centres) + 1
-            labels[i] = _mode_filter(labels[i], k)
-    return labels.reshape(lead + p.shape[1:3]), np.clip(np.round(centres), 0, 255).astype(np.uint8)
+    adj = sum(_adjacency_counts(labels[i][roi], k) for i, roi in enumerate(rois))
+    counts = adj.sum(1)[1:].astype(float) / 4  # each pixel has (about) four neighbour pairs
+    target = np.arange(k)
+    adj = adj[1:, 1:].astype(float)
+    order = np.argsort(counts)  # smallest first
+
+    def root(i):
+        while target[i] != i:
+            i = target[i]
+        return i
+
+    for a in order:
+        a = int(a)
+        if counts[a] < min_frac * n_fg:  # too few pixels to be a part: join the nearest cluster
+            d = np.linalg.norm(centres - centres[a], axis=1)
+            d[a] = np.inf
+            b = root(int(np.argmin(d)))
+            if b != a:
+                target[a] = b
+                merges.append({"colours": [centres[a].round().tolist(), centres[b].round().tolist()],
+                               "reason": f"too few pixels ({int(counts[a])})"})
+            continue
+        for b in np.argsort(np.linalg.norm(centres - centres[a], axis=1)):
+            b = int(b)
+            if b == a or np.linalg.norm(centres[a] - centres[b]) > merge_dist:
+                continue
+            same = min(adj[a, a], adj[b, b])
+            ratio = adj[a, b] / max(same, 1.0)
+            if ratio > interleave:
+                rb = root(b)
+                if rb != a:
+                    target[a] = rb
+                    merges.append({"colours": [centres[a].round().tolist(), centres[b].round().tolist()],
+                                   "reason": f"pixels interleave (ratio {ratio:.2f})"})
+                break
+    roots = np.array([root(i) for i in range(k)])
+    keep = np.unique(roots)
+    new_index = np.zeros(k, np.int64)
+    new_index[keep] = np.arange(len(keep))
+    w = counts
+    merged = np.stack([(centres[roots == r] * w[roots == r, None]).sum(0) / max(w[roots == r].sum(), 1)
+                       for r in keep])
+    lut = np.r_[0, new_index[roots] + 1].astype(np.uint16)
+    if merges:
+        for i, roi in enumerate(rois):
+            labels[i][roi] = lut[labels[i][roi]]
+    return merged, labels, merges
