@@ -1,22 +1,22 @@
 """Lift per-view part labels onto a mesh.
 
-Per view: project the vertices with the orbit camera, align the projected silhouette to the
-image's silhouette with a 2D similarity (centroid and area; corrects a camera model that is
-slightly off), keep the vertices that pass a depth test, and vote with a weight that favours
-surfaces facing the camera. Vertices no view sees take the label of the nearest labelled
-vertex along the mesh graph; then labels are smoothed and each part is made connected.
+Per view: render the mesh with the orbit camera (a face per pixel), align its silhouette to the
+image's with a 2D similarity (centroid and area; corrects a camera model that is slightly off),
+and let every object pixel vote for its label on the nearest vertex of the face under it. With
+the clip's motion (tracking.py), the later frames vote too, on the mesh posed per frame, where
+the first frame is unsure. Vertices no view sees take the label of the nearest labelled vertex
+along the mesh graph; then labels are smoothed, and parts keep their pieces the views support.
 """
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components, dijkstra
 
-from ..cameras import project, view_direction
-from ..raster import depth_from_faces, face_index_buffer
-from .mesh import adjacency, neighbour_vote, vertex_normals
+from ..cameras import project
+from ..raster import face_index_buffer, nearest_corner
+from .mesh import adjacency, neighbour_vote
 
 
 def similarity_fit(src_mask: np.ndarray, dst_mask: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -31,11 +31,15 @@ def similarity_fit(src_mask: np.ndarray, dst_mask: np.ndarray) -> tuple[float, n
     return float(np.sqrt(a1 / a0)), c0, c1
 
 
-def view_votes(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray, cam: dict,
-               label_img: np.ndarray, n_labels: int, fit: bool = True,
-               depth_tol: float = 0.03) -> tuple[np.ndarray, tuple[float, np.ndarray, np.ndarray]]:
+def view_votes(vertices: np.ndarray, faces: np.ndarray, cam: dict, label_img: np.ndarray, n_labels: int,
+               fit: bool = True) -> tuple[np.ndarray, tuple]:
     """Votes (N, n_labels) of one labelled view (label 0 = background, ignored) and the 2D
-    similarity (s, c_model, c_image) that maps the camera's projection onto the image."""
+    similarity (s, c_model, c_image) that maps the camera's projection onto the image.
+
+    Every object pixel votes for its label on the vertex nearest to it on the visible face under
+    it (the largest barycentric coordinate): a vertex gets the votes of the surface around it, so
+    a low-poly mesh's few vertices, each next to a part boundary, are labelled by their areas and
+    not by the one pixel they project to."""
     h, w = label_img.shape
     uv, depth = project(vertices, cam)
     buf = face_index_buffer(uv, depth, faces, (h, w))
@@ -46,19 +50,9 @@ def view_votes(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray, cam
             uv = c1 + s * (uv - c0)
             buf = face_index_buffer(uv, depth, faces, (h, w))
             sim = (s, c0, c1)
-    zbuf = depth_from_faces(buf, depth, faces)
-    zmin = -cv2.dilate(-np.where(np.isfinite(zbuf), zbuf, 1e9).astype(np.float32), np.ones((3, 3), np.uint8))
-    px = np.round(uv).astype(np.int64)
-    inside = (px[:, 0] >= 0) & (px[:, 0] < w) & (px[:, 1] >= 0) & (px[:, 1] < h)
+    ys, xs, vert = nearest_corner(buf, uv, faces, (label_img > 0) & (label_img <= n_labels))
     votes = np.zeros((len(vertices), n_labels))
-    idx = np.nonzero(inside)[0]
-    x, y = px[idx, 0], px[idx, 1]
-    visible = depth[idx] <= zmin[y, x] + depth_tol
-    idx, x, y = idx[visible], x[visible], y[visible]
-    lab = label_img[y, x].astype(np.int64)
-    ok = (lab > 0) & (lab <= n_labels)
-    facing = np.abs(normals[idx[ok]] @ view_direction(cam))
-    np.add.at(votes, (idx[ok], lab[ok] - 1), 0.1 + facing)
+    np.add.at(votes, (vert, label_img[ys, xs].astype(np.int64) - 1), 1.0)
     return votes, sim
 
 
@@ -88,12 +82,20 @@ def nearest_fill(vertices: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def clean_labels(adj: sp.csr_matrix, labels: np.ndarray, n_labels: int, smooth_iters: int = 2) -> np.ndarray:
-    """Majority smoothing on the 1-ring, then keep each part's largest connected piece (other
-    pieces join the neighbouring part they touch most); pieces that touch nothing are kept."""
+def clean_labels(adj: sp.csr_matrix, labels: np.ndarray, n_labels: int, smooth_iters: int = 2,
+                 votes: np.ndarray | None = None, keep_share: float = 0.5, keep_size: int = 10) -> np.ndarray:
+    """Majority smoothing on the 1-ring, then each part's pieces: the largest stays, and so does
+    every piece the views clearly support (``votes`` (N, n_labels): mean vote share of its label
+    ≥ ``keep_share`` over at least ``keep_size`` vertices: a spider's inner leg seen between other
+    legs); other pieces join the neighbouring part they touch most. Pieces that touch nothing keep
+    their label."""
     lab = labels.copy()
     for _ in range(smooth_iters):
         lab = neighbour_vote(adj, lab, n_labels, self_weight=1.5).argmax(1)
+    share = None
+    if votes is not None:
+        total = votes.sum(1)
+        share = np.where(total[:, None] > 0, votes / np.maximum(total, 1e-12)[:, None], 0.0)
     coo = adj.tocoo()
     for _ in range(3):
         changed = False
@@ -108,6 +110,8 @@ def clean_labels(adj: sp.csr_matrix, labels: np.ndarray, n_labels: int, smooth_i
             sizes = np.bincount(comp)
             for c in np.argsort(-sizes)[1:]:
                 piece = m[comp == c]
+                if share is not None and len(piece) >= keep_size and share[piece, k].mean() >= keep_share:
+                    continue  # well supported by the views: a real piece of the part
                 inp = np.zeros(len(lab), bool)
                 inp[piece] = True
                 e = inp[coo.row] & ~inp[coo.col]
@@ -121,22 +125,63 @@ def clean_labels(adj: sp.csr_matrix, labels: np.ndarray, n_labels: int, smooth_i
 
 
 def lift_labels(vertices: np.ndarray, faces: np.ndarray, cameras: list[dict], label_images: dict[int, np.ndarray],
-                n_labels: int) -> tuple[np.ndarray, np.ndarray, dict[int, tuple]]:
-    """Per-vertex part index (N,) in 0..n_labels-1, its vote confidence in [0, 1] and the 2D
-    similarity fitted per view.
+                n_labels: int) -> tuple[np.ndarray, np.ndarray, dict[int, tuple], np.ndarray]:
+    """Per-vertex part index (N,) in 0..n_labels-1, its vote confidence in [0, 1], the 2D
+    similarity fitted per view and the votes (N, n_labels).
 
     vertices: (N, 3) in the cameras' normalised space; label_images: view -> (H, W) labels of
     the first frame (0 = background, 1..n_labels parts).
     """
-    normals = vertex_normals(vertices, faces)
     votes = np.zeros((len(vertices), n_labels))
     fits = {}
     for v, img in label_images.items():
-        vv, fits[v] = view_votes(vertices, faces, normals, cameras[v], img, n_labels)
+        vv, fits[v] = view_votes(vertices, faces, cameras[v], img, n_labels)
         votes += vv
+    lab, conf = labels_from_votes(vertices, faces, votes, n_labels)
+    return lab, conf, fits, votes
+
+
+def labels_from_votes(vertices: np.ndarray, faces: np.ndarray, votes: np.ndarray,
+                      n_labels: int) -> tuple[np.ndarray, np.ndarray]:
+    """(labels (N,), confidence (N,)): the most voted part; unseen vertices take the nearest
+    labelled vertex's along the mesh graph (then in space); then clean_labels."""
     total = votes.sum(1)
     lab = np.where(total > 0, votes.argmax(1), -1)
     conf = np.where(total > 0, votes.max(1) / np.maximum(total, 1e-12), 0.0)
     adj = adjacency(len(vertices), faces)
     lab = nearest_fill(vertices, propagate(adj, lab))
-    return clean_labels(adj, lab, n_labels), conf, fits
+    return clean_labels(adj, lab, n_labels, votes=votes), conf
+
+
+def frame_votes(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, world: np.ndarray,
+                label_images: np.ndarray, present: np.ndarray, views, part_ids: list[int],
+                weight: np.ndarray | None = None) -> np.ndarray:
+    """Votes (N, P) of frames 1.. (label_images (T, V, H, W)): the mesh posed by each part's
+    transform world (T, P, 4, 4); visible surface samples (splatted depth) vote for the part
+    their pixel shows, on their nearest vertex, weighted by ``weight`` (P,) of the part that
+    posed them (how much its motion is trusted)."""
+    from .views import SurfaceSamples, splat_depth, visible
+
+    n, p = len(vertices), len(part_ids)
+    lookup = np.zeros(int(max(part_ids, default=0)) + 2, np.int64) - 1
+    lookup[np.asarray(part_ids)] = np.arange(p)
+    samples = SurfaceSamples.of(vertices, faces, count=max(20000, 3 * len(faces)))
+    nearest = samples.faces[np.arange(len(samples.faces)), samples.bary.argmax(1)]
+    trust = np.ones(p) if weight is None else np.asarray(weight, float)
+    votes = np.zeros((n, p))
+    h, w = label_images.shape[2:]
+    for t in range(1, label_images.shape[0]):
+        m = world[t][labels]
+        posed = np.einsum("nij,nj->ni", m[:, :3, :3], vertices) + m[:, :3, 3]
+        pts = samples.points(posed)
+        for v in np.nonzero(present[t])[0]:
+            u, d = views.project(pts, v)
+            vis = visible(u, d, splat_depth(u, d, views.size, 3), 3)
+            px = np.round(u).astype(np.int64)
+            ok = vis & (px[:, 0] >= 0) & (px[:, 0] < w) & (px[:, 1] >= 0) & (px[:, 1] < h)
+            idx = np.nonzero(ok)[0]
+            lab = lookup[np.minimum(label_images[t, v][px[idx, 1], px[idx, 0]], len(lookup) - 1)]
+            good = lab >= 0
+            vert = nearest[idx[good]]
+            np.add.at(votes, (vert, lab[good]), trust[labels[vert]])
+    return votes

@@ -1,4 +1,11 @@
-"""The rigging stages over a job folder: parts (decode) and rig (lift, skeleton, weights)."""
+"""The rigging stages over a job folder: parts (decode) and rig (lift, structure, motion, joints,
+bones, weights).
+
+The rig stage works on the mesh welded by distance (a mesh split at UV seams is one surface) in
+the cameras' normalised space, and writes its results in the user's own vertex order and object
+space: rig/skeleton.json (bones, joints with the method that placed each, parts, per-frame bone
+transforms when the clip moves) and rig/weights.npz.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +18,15 @@ from ..errors import BackendError
 from ..generate import STAGES, world_vertices
 from ..jobdir import JobDir, digest, read_png, write_json_atomic, write_npz_atomic
 from ..parts.decode import decode_parts
-from .lift import lift_labels
-from .mesh import adjacency
-from .motion import centroid_tracks, solve_motion, stable_joints
-from .skeleton import part_tree, skeleton_from
+from .joints import fit_pivot
+from .lift import frame_votes, labels_from_votes, lift_labels
+from .naming import bone_names
+from .skeleton import build_bones, roll_for_x_axis
+from .structure import build_structure
+from .tracking import mask_fields, track
+from .views import ViewSet
 from .weights import harmonic_weights
+from .weld import weld
 
 
 def read_cameras(job: JobDir) -> dict:
@@ -26,6 +37,14 @@ def read_cameras(job: JobDir) -> dict:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BackendError("bad_input", f"views/cameras.json is missing or invalid ({exc}); "
                            "run the generate stage first") from exc
+
+
+def _threads():
+    """One BLAS thread: the rig's many small solves are slower with a pool (13 ms instead of
+    0.3 ms for a 210² system on two busy cores)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1)
 
 
 def run_parts(job: JobDir, ctx: StageContext) -> dict:
@@ -50,18 +69,19 @@ def run_parts(job: JobDir, ctx: StageContext) -> dict:
             if img.shape != shape:
                 raise BackendError("bad_input", f"{p.name} is {img.shape[:2]}, other part images are {shape[:2]}")
             rp = job.view_image("rgb", v, t)
-            rgbs.append(read_png(rp) if rp.exists() else np.full_like(img, 255))
+            rgbs.append(read_png(rp) if rp.exists() else None)
             parts.append(img)
             present[t, v] = True
         ctx.progress("parts", t + 1, n_t + 1, f"read frame {t}")
     if not parts:
         raise BackendError("bad_input", "the job has no part images (views/parts/*.png)")
-    labels, colours = decode_parts(np.stack(parts), np.stack(rgbs))
+    with _threads():
+        result = decode_parts(np.stack(parts), None if any(r is None for r in rgbs) else np.stack(rgbs))
     full = np.zeros((n_t, n_v) + shape[:2], np.uint16)
-    full[present] = labels
-    write_npz_atomic(job.labels_npz, labels=full, colours=colours, present=present)
-    ctx.progress("parts", n_t + 1, n_t + 1, f"{len(colours)} parts found")
-    job.mark_stage("parts", key, parts=len(colours))
+    full[present] = result.labels
+    write_npz_atomic(job.labels_npz, labels=full, colours=result.colours, present=present)
+    ctx.progress("parts", n_t + 1, n_t + 1, f"{len(result.colours)} parts found")
+    job.mark_stage("parts", key, parts=len(result.colours), merged=result.merges, background=result.background)
     return job.stage_info("parts")
 
 
@@ -75,18 +95,12 @@ def _load_labels(job: JobDir) -> dict:
 
 def _hull_mesh(job: JobDir, ctx: StageContext) -> dict:
     """Visual hull of the frame-0 silhouettes, written as mesh.npz (world = normalised space)."""
-    from ..parts.decode import foreground_mask
     from .hull import visual_hull
 
     cams = read_cameras(job)
-    masks = {}
-    for v in range(len(cams["views"])):
-        rgb_p, part_p = job.view_image("rgb", v, 0), job.view_image("parts", v, 0)
-        if rgb_p.exists():
-            part = read_png(part_p) if part_p.exists() else None
-            rgb = read_png(rgb_p)
-            masks[v] = foreground_mask(rgb, part if part is not None else np.full_like(rgb, 255))
-    ctx.progress("rig", 0, 4, f"visual hull from {len(masks)} silhouettes")
+    lab = _load_labels(job)
+    masks = {v: lab["labels"][0, v] > 0 for v in range(len(cams["views"])) if lab["present"][0, v]}
+    ctx.progress("rig", 0, 5, f"visual hull from {len(masks)} silhouettes")
     verts, faces = visual_hull(masks, cams["views"])
     norm = cams["normalisation"]
     world = verts / float(norm["scale"]) + np.asarray(norm["centre"])
@@ -94,8 +108,54 @@ def _hull_mesh(job: JobDir, ctx: StageContext) -> dict:
     return job.read_mesh()
 
 
+MIN_ANGLE = 4.0  # degrees: a joint the clip turns less than this keeps its contact centre
+TRUSTED_PX = 4.0  # px: a part whose tracked points miss their masks by this much on average votes e⁻¹ as much
+SURE = 0.7  # share of frame 0's votes above which a vertex keeps frame 0's part (the later frames settle the rest)
+MIN_VOTES = 0.2  # trusted later-frame votes a vertex needs before they count (one squarely seen view is ~1)
+
+
+def place_joints(structure, motion, vertices: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                                       list[dict]]:
+    """(joints (P, 3), hinge axes (P, 3), per-part joint records): the tracked pivot where the clip
+    moves the joint and the pivot lies within the child's reach of the contact (a lid's hinge is
+    at its far edge), the contact centre where it does not."""
+    n = len(structure.parent)
+    joints = structure.contact_centre.copy()
+    axes = np.zeros((n, 3))
+    info: list[dict] = [{} for _ in range(n)]
+    for k in range(n):
+        q = structure.parent[k]
+        if q < 0:
+            continue
+        info[k] = {"method": "contact", "confidence": 0.0}
+        if motion is None:
+            continue
+        rel = np.einsum("tij,tjk->tik", np.linalg.inv(motion.world[:, q]), motion.world[:, k])
+        pts = vertices[labels == k]
+        reach = 1.1 * float(np.linalg.norm(pts - structure.contact_centre[k], axis=1).max()) if len(pts) else 0.0
+        fit = fit_pivot(rel, structure.contact_centre[k], reach, min_angle=MIN_ANGLE)
+        if fit.axis is not None:
+            axes[k] = fit.axis
+        info[k]["angle_deg"] = round(fit.angle_deg, 2)
+        if fit.method == "motion" and np.linalg.norm(motion.pivots[k] - structure.contact_centre[k]) <= reach:
+            joints[k] = motion.pivots[k]
+            info[k] = {"method": "motion", "confidence": round(fit.confidence, 3), "angle_deg": round(fit.angle_deg, 2),
+                       "residual_px": round(float(motion.residual[k]), 3)}
+    return joints, axes, info
+
+
+def frames_from(structure, motion, joints: np.ndarray) -> np.ndarray:
+    """(T, P, 4, 4) per-frame world transforms of the parts about the final joints: the root as
+    tracked, every other part by its tracked rotation relative to its parent."""
+    from .tracking import Skeleton
+
+    sk = Skeleton(structure.parent, joints)
+    return np.stack([sk.forward(motion.world[t, structure.root], motion.local[t]) for t in range(len(motion.world))])
+
+
 def run_rig(job: JobDir, ctx: StageContext) -> dict:
-    """Lift labels onto the mesh, build the skeleton and the weights into rig/."""
+    """Lift labels onto the mesh, find the structure, track the motion, place joints and bones,
+    and solve the weights, into rig/."""
     spec = job.read_job()
     mesh = job.read_mesh()
     if mesh is None:  # a clip without a mesh: build one from the silhouettes
@@ -105,68 +165,92 @@ def run_rig(job: JobDir, ctx: StageContext) -> dict:
     if job.stage_done("rig", key):
         return job.stage_info("rig")
     job.invalidate_from("rig", STAGES)
+    with _threads():
+        record = _rig(job, ctx, mesh, top_k)
+    job.mark_stage("rig", key, **record)
+    return job.stage_info("rig")
+
+
+def _rig(job: JobDir, ctx: StageContext, mesh: dict, top_k: int) -> dict:
     cams = read_cameras(job)
     lab = _load_labels(job)
     labels, present, colours = lab["labels"], lab["present"], lab["colours"]
     k = len(colours)
     norm = cams["normalisation"]
     centre, scale = np.asarray(norm["centre"]), float(norm["scale"])
-    verts = world_vertices(mesh)
-    vn = (verts - centre) * scale
-    faces = mesh["faces"]
-    ctx.progress("rig", 1, 4, "lifting parts onto the mesh")
-    views = {v: labels[0, v] for v in range(labels.shape[1]) if present[0, v]}
-    vlab, conf, fits = lift_labels(vn, faces, cams["views"], views, k)
+    wv, faces, back = weld((world_vertices(mesh) - centre) * scale, mesh["faces"])
+    ctx.progress("rig", 1, 5, "lifting parts onto the mesh")
+    views0 = {v: labels[0, v] for v in range(labels.shape[1]) if present[0, v]}
+    vlab, conf, fits, votes0 = lift_labels(wv, faces, cams["views"], views0, k)
     used = np.unique(vlab)
     remap = np.full(k, -1)
     remap[used] = np.arange(len(used))
     vlab = remap[vlab]
-    ctx.progress("rig", 2, 4, "building the skeleton")
-    tree = part_tree(vn, faces, vlab, len(used))
-    world = None
-    if labels.shape[0] > 1:  # the clip moves: refine joints by pivots, per-frame transforms
-        ids = [int(u) + 1 for u in used]
-        tracks = centroid_tracks(labels, present, cams["views"], fits, ids, tree["centroids"])
-        moved = np.nanmax(np.linalg.norm(tracks - tracks[:1], axis=2), axis=0) > 0.02
-        coo = adjacency(len(vn), faces).tocoo()
-        boundary = {c: np.unique(coo.row[(vlab[coo.row] == c) & (vlab[coo.col] == tree["parent"][c])])
-                    for c in range(len(used)) if tree["parent"][c] >= 0}
-        joints = stable_joints(vn, vlab, tree["parent"], tree["joints"], boundary, labels, present,
-                               cams["views"], fits, ids, moved)
-        joints, world = solve_motion(tree["parent"], joints, tracks, tree["extents"], refine=False)
-        skel = skeleton_from(vn, vlab, tree, joints)
-    else:
-        skel = skeleton_from(vn, vlab, tree)
-    # back to object space: normalised -> world -> object
+    n = len(used)
+    ctx.progress("rig", 2, 5, "finding the structure and tracking the motion")
+    s = build_structure(wv, faces, vlab, n)
+    motion = None
+    if labels.shape[0] > 1 and n > 1:
+        ctx.check()
+        part_ids = [int(u) + 1 for u in used]
+        views = ViewSet.from_cameras(cams["views"], fits)
+        fields = mask_fields(labels, present, part_ids)
+        first = track(wv, faces, vlab, s.parent, s.contact_centre, labels, present, part_ids, views, fields=fields)
+        ctx.progress("rig", 3, 5, "lifting the parts again with every frame, tracking them")
+        trust = np.exp(-(first.residual / TRUSTED_PX) ** 2)  # parts tracked badly vote little in the later frames
+        v0 = votes0[:, used]
+        sure = v0.max(1) >= SURE * np.maximum(v0.sum(1), 1e-12)  # frame 0 (the rest pose itself) is clear there
+        later = frame_votes(wv, faces, vlab, first.world, labels, present, views, part_ids, weight=trust)
+        later[sure | (later.sum(1) < MIN_VOTES)] = 0.0  # too little trusted evidence: frame 0 and the mesh decide
+        votes = v0 + later
+        relabelled, conf_all = labels_from_votes(wv, faces, votes, n)
+        if (np.bincount(relabelled, minlength=n) > 0).all():
+            vlab, conf = relabelled, conf_all
+        s = build_structure(wv, faces, vlab, n, first.world)
+        ctx.check()
+        motion = track(wv, faces, vlab, s.parent, s.contact_centre, labels, present, part_ids, views,
+                       start=first.world, fields=fields, rounds=1)
+    joints, axes, info = place_joints(s, motion, wv, vlab)
+    names = bone_names(s, wv, vlab)
+    skel = build_bones(wv, vlab, s, joints, names, axes, info)
+    # normalised space -> world -> the mesh's object space
     mw = np.asarray(mesh["matrix_world"], np.float64)
     inv = np.linalg.inv(mw)
-    norm = np.diag([scale, scale, scale, 1.0]) @ np.block([[np.eye(3), -centre[:, None]], [np.zeros((1, 3)), 1]]) @ mw
+    to_norm = np.diag([scale, scale, scale, 1.0]) @ np.block([[np.eye(3), -centre[:, None]],
+                                                              [np.zeros((1, 3)), 1]]) @ mw
 
     def to_object(p):
         w = np.asarray(p) / scale + centre
         return (inv[:3, :3] @ w + inv[:3, 3]).tolist()
 
-    if world is not None:  # per-frame deformation of each deform bone, object space (rest -> frame)
-        ninv = np.linalg.inv(norm)
-        skel["frames"] = [{"frame": t, "bones": {b["name"]: (ninv @ world[t, b["part"]] @ norm).tolist()
+    if motion is not None:  # per-frame deformation of each deform bone, object space (rest -> frame)
+        world = frames_from(s, motion, joints)
+        back_to = np.linalg.inv(to_norm)
+        skel["frames"] = [{"frame": t, "bones": {b["name"]: (back_to @ world[t, b["part"]] @ to_norm).tolist()
                                                  for b in skel["bones"] if b["deform"]}}
                           for t in range(world.shape[0])]
-
     for b in skel["bones"]:
         b["head"], b["tail"] = to_object(b["head"]), to_object(b["tail"])
+    bone_of = {b["part"]: b for b in skel["bones"] if b["deform"]}
     for j in skel["joints"]:
         j["position"] = to_object(j["position"])
+        if "bend_axis" in j:  # a direction: the inverse rotation only; the roll follows it in object space
+            a = inv[:3, :3] @ np.asarray(j["bend_axis"])
+            j["bend_axis"] = (a / np.linalg.norm(a)).tolist()
+            b = bone_of[j["part"]]
+            b["roll"] = roll_for_x_axis(np.array(b["head"]), np.array(b["tail"]), a)
     for p in skel["parts"]:
         p["centroid"] = to_object(p["centroid"])
         p["colour"] = colours[used[p["part"]]].tolist()
-    ctx.progress("rig", 3, 4, "harmonic skinning weights")
+    ctx.progress("rig", 4, 5, "harmonic skinning weights")
     deform = [b for b in skel["bones"] if b["deform"]]
     part_to_col = {b["part"]: i for i, b in enumerate(deform)}
-    w = harmonic_weights(vn, faces, np.array([part_to_col[p] for p in vlab]), len(deform), top_k=top_k)
+    w = harmonic_weights(wv, faces, np.array([part_to_col[p] for p in vlab]), len(deform), top_k=top_k)
     skel.update(space="object", part_source=cams.get("part_source"))
-    write_npz_atomic(job.weights_npz, weights=w, bone_names=np.array([b["name"] for b in deform]),
-                     vertex_part=vlab.astype(np.int32), confidence=conf.astype(np.float32))
+    write_npz_atomic(job.weights_npz, weights=w[back], bone_names=np.array([b["name"] for b in deform]),
+                     vertex_part=vlab[back].astype(np.int32), confidence=conf[back].astype(np.float32))
     write_json_atomic(job.skeleton_json, skel)
-    ctx.progress("rig", 4, 4, f"{len(deform)} bones")
-    job.mark_stage("rig", key, bones=len(deform), parts=len(used))
-    return job.stage_info("rig")
+    methods = [j.get("method") for j in skel["joints"]]
+    ctx.progress("rig", 5, 5, f"{len(deform)} bones, {methods.count('motion')} joints placed by motion")
+    return {"bones": len(deform), "parts": n, "welded_vertices": int(len(wv)),
+            "joints_by_motion": methods.count("motion"), "joints_by_contact": methods.count("contact")}

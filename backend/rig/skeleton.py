@@ -1,171 +1,150 @@
-"""A skeleton from parts on a mesh: kinematic tree, joints, bones with names.
+"""Bones from the structure and the joints: one deform bone per part under an upright ``root``.
 
-The tree is a maximum spanning tree of the part adjacency graph (weight = number of mesh edges
-two parts share), grown from the root part (the largest); parts that touch nothing attach to
-the nearest part. Each child's joint is the centre of its boundary with its parent. One deform
-bone per part runs from its joint to its single child's joint, or along the part towards its far
-end; a non-deform ``root`` bone on the ground parents everything. Mirror pairs get .L/.R names.
+A part's bone runs from its joint to the joint of the child that continues its chain (the spine's
+next part, a limb's next segment; its only child otherwise), or, at a chain's end, towards the
+far end of the part. The root part's bone spans the part towards the spine's next joint. The
+non-deform ``root`` bone stands upright on the ground under the root part. A bone whose joint
+bends about one axis (a hinge, from the clip's motion) has its roll set so that its local X axis
+is that axis, as Rigify rolls limbs: rotating about X bends the joint.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
-from .mesh import adjacency
+from .structure import MID, Structure
 
 ROOT = "root"
 
 
-def part_adjacency(adj, labels: np.ndarray, n_parts: int) -> np.ndarray:
-    """Counts (P, P) of mesh edges between parts."""
-    coo = adj.tocoo()
-    a, b = labels[coo.row], labels[coo.col]
-    m = a != b
-    c = np.zeros((n_parts, n_parts))
-    np.add.at(c, (a[m], b[m]), 1)
-    return c
+def roll_for_x_axis(head: np.ndarray, tail: np.ndarray, x_axis: np.ndarray) -> float:
+    """Blender's bone roll that points the bone's local X axis along ``x_axis`` (projected
+    perpendicular to the bone). Roll 0 is the shortest rotation of +Y onto the bone (Blender's
+    convention; a bone along −Y gets the half turn about Z)."""
+    y = np.asarray(tail, float) - np.asarray(head, float)
+    y /= np.linalg.norm(y)
+    if y[1] < -1 + 1e-6:
+        r0 = np.diag([-1.0, -1.0, 1.0])
+    else:
+        r0 = Rotation.align_vectors([y], [[0.0, 1.0, 0.0]])[0].as_matrix()
+    x0 = r0[:, 0]
+    x = np.asarray(x_axis, float) - (np.asarray(x_axis, float) @ y) * y
+    if np.linalg.norm(x) < 1e-9:
+        return 0.0
+    x /= np.linalg.norm(x)
+    return float(np.arctan2(y @ np.cross(x0, x), x0 @ x))
 
 
-def kinematic_tree(counts: np.ndarray, centroids: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Parent index per part (-1 for the root) by Prim's algorithm on shared-edge counts."""
-    p = len(sizes)
-    present = sizes > 0
-    root = int(np.argmax(sizes))
-    parent = np.full(p, -1)
-    in_tree = np.zeros(p, bool)
-    in_tree[root] = True
-    while (present & ~in_tree).any():
-        out = np.nonzero(present & ~in_tree)[0]
-        ins = np.nonzero(in_tree)[0]
-        w = counts[np.ix_(ins, out)]
-        if w.max() > 0:
-            i, j = np.unravel_index(np.argmax(w), w.shape)
-        else:  # disconnected part: attach to the nearest part in the tree
-            d = np.linalg.norm(centroids[ins][:, None] - centroids[out][None], axis=2)
-            i, j = np.unravel_index(np.argmin(d), d.shape)
-        parent[out[j]] = ins[i]
-        in_tree[out[j]] = True
-    return parent
+def _continuation(s: Structure, k: int) -> int | None:
+    """The child that continues part k's chain, if any."""
+    kids = [int(c) for c in np.nonzero(s.parent == k)[0]]
+    if not kids:
+        return None
+    if k in s.spine:
+        i = s.spine.index(k)
+        toward_head = s.spine[i + 1] if i + 1 < len(s.spine) else None
+        if toward_head in kids:
+            return toward_head
+        mids = [c for c in kids if s.side[c] == MID]
+        if k != s.root and len(mids) == 1:
+            return mids[0]
+    if len(kids) == 1:
+        return kids[0]
+    same = [c for c in kids if s.side[c] == s.side[k] and s.side[k] != MID]
+    return max(same, key=lambda c: s.areas[c]) if same else None
 
 
-def _mirror_names(centroids: np.ndarray, sizes: np.ndarray, parent: np.ndarray, root: int,
-                  extent: np.ndarray) -> list[str]:
-    """'torso' for the root, 'part_NN' otherwise, with .L/.R for mirror pairs (similar size,
-    mirrored centroids) across the lateral plane (X or Y through the root's centroid) that pairs
-    the most parts, the closer match winning a tie."""
-    p = len(parent)
-    names = ["torso" if i == root else f"part_{i:02d}" for i in range(p)]
-    best = None
-    for axis in (0, 1):
-        ref = centroids.copy()
-        ref[:, axis] = 2 * centroids[root, axis] - ref[:, axis]
-        d = np.linalg.norm(ref[:, None] - centroids[None], axis=2)
-        pairs, err = [], 0.0
-        for i in range(p):
-            j = int(np.argmin(d[i]))
-            off = abs(centroids[i, axis] - centroids[root, axis])
-            similar = min(sizes[i], sizes[j]) >= 0.7 * max(sizes[i], sizes[j])
-            if (j != i and int(np.argmin(d[j])) == i and d[i, j] < 0.08 * extent.max()
-                    and off > 0.03 * extent.max() and similar):
-                pairs.append((i, j))
-                err += d[i, j]
-        if best is None or (len(pairs), -err) > (len(best[1]), -best[2]):
-            best = (axis, pairs, err)
-    axis, pairs, _ = best
-    for i, j in pairs:
-        if i < j:
-            # facing -Y (Blender's front) the left side is +X; facing +X it is +Y
-            left, right = (i, j) if centroids[i, axis] > centroids[j, axis] else (j, i)
-            names[left] = f"part_{min(i, j):02d}.L"
-            names[right] = f"part_{min(i, j):02d}.R"
-    return names
+def build_bones(vertices: np.ndarray, labels: np.ndarray, s: Structure, joints: np.ndarray, names: list[str],
+                hinge_axes: np.ndarray | None = None, joint_info: list[dict] | None = None) -> dict:
+    """The skeleton dict (docs/job-folder.md) in the space of ``vertices``: bones, joints, parts.
 
-
-def part_tree(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, n_parts: int) -> dict:
-    """Parent per part, boundary joints, centroids and sizes of the parts of a labelled mesh."""
-    adj = adjacency(len(vertices), faces)
-    sizes = np.bincount(labels, minlength=n_parts)
-    centroids = np.stack([vertices[labels == k].mean(0) if sizes[k] else np.zeros(3) for k in range(n_parts)])
-    parent = kinematic_tree(part_adjacency(adj, labels, n_parts), centroids, sizes)
-    coo = adj.tocoo()
-    joints = centroids.copy()
-    for c in range(n_parts):
-        p = parent[c]
-        if p < 0 or not sizes[c]:
-            continue
-        e = (labels[coo.row] == c) & (labels[coo.col] == p)
-        if e.any():
-            joints[c] = 0.5 * (vertices[coo.row[e]].mean(0) + vertices[coo.col[e]].mean(0))
-        else:
-            from scipy.spatial import cKDTree
-
-            vc, vp = vertices[labels == c], vertices[labels == p]
-            d, j = cKDTree(vp).query(vc)
-            i = int(np.argmin(d))
-            joints[c] = 0.5 * (vc[i] + vp[j[i]])
-    extents = np.array([np.linalg.norm(vertices[labels == k] - centroids[k], axis=1).max() if sizes[k] else 0.0
-                        for k in range(n_parts)])
-    return {"parent": parent, "joints": joints, "centroids": centroids, "sizes": sizes, "extents": extents,
-            "root": int(np.argmax(sizes))}
-
-
-def skeleton_from(vertices: np.ndarray, labels: np.ndarray, tree: dict, joints: np.ndarray | None = None) -> dict:
-    """Skeleton dict (rest pose, same space as ``vertices``); see docs/job-folder.md."""
-    parent, centroids, sizes, root = tree["parent"], tree["centroids"], tree["sizes"], tree["root"]
-    joints = tree["joints"] if joints is None else joints
-    n_parts = len(sizes)
+    joints (P, 3): each non-root part's joint; hinge_axes (P, 3): a part's bending axis, zero when
+    not a hinge; joint_info: per part, extra fields recorded on its joint (method, confidence)."""
+    n = len(s.parent)
     lo, hi = vertices.min(0), vertices.max(0)
-    extent = hi - lo
-    children = [np.nonzero(parent == k)[0] for k in range(n_parts)]
-    heads = np.zeros((n_parts, 3))
-    tails = np.zeros((n_parts, 3))
-    for k in range(n_parts):
+    size = float(np.linalg.norm(hi - lo))
+    heads, tails = np.zeros((n, 3)), np.zeros((n, 3))
+    for k in range(n):
         pts = vertices[labels == k]
         if not len(pts):
-            continue
-        if k == root:
-            x = pts - centroids[k]
-            axis = np.linalg.svd(x, full_matrices=False)[2][0]
-            proj = x @ axis
-            heads[k] = centroids[k] + axis * np.percentile(proj, 10)
-            tails[k] = centroids[k] + axis * np.percentile(proj, 90)
+            pts = s.centroids[k][None]
+        nxt = _continuation(s, k)
+        if k == s.root:
+            if nxt is not None:
+                d = joints[nxt] - s.centroids[k]
+                if np.linalg.norm(d) < 1e-6:
+                    d = joints[nxt] - pts.mean(0) + [0, 0, 1e-3]
+                d /= np.linalg.norm(d)
+                heads[k] = s.centroids[k] + d * min(np.percentile((pts - s.centroids[k]) @ d, 5), -0.02 * size)
+                tails[k] = joints[nxt]
+            else:
+                axis = np.linalg.svd(pts - pts.mean(0), full_matrices=False)[2][0] if len(pts) > 2 else np.array(
+                    [0, 0, 1.0])
+                if axis[2] < 0:
+                    axis = -axis
+                proj = (pts - s.centroids[k]) @ axis
+                heads[k] = s.centroids[k] + axis * np.percentile(proj, 10)
+                tails[k] = s.centroids[k] + axis * max(np.percentile(proj, 90), np.percentile(proj, 10) + 0.02 * size)
             continue
         heads[k] = joints[k]
-        if len(children[k]) == 1:
-            tails[k] = joints[children[k][0]]
-        else:
-            d = centroids[k] - heads[k]
-            if np.linalg.norm(d) < 1e-9:
-                d = np.linalg.svd(pts - centroids[k], full_matrices=False)[2][0]
-            d /= np.linalg.norm(d)
-            reach = np.percentile((pts - heads[k]) @ d, 95)
-            tails[k] = heads[k] + d * max(reach, 0.02 * extent.max())
-        if np.linalg.norm(tails[k] - heads[k]) < 1e-3 * extent.max():
-            tails[k] = heads[k] + np.array([0, 0, 0.05 * extent.max()])
-    names = _mirror_names(centroids, sizes, parent, root, extent)
-    root_head = np.array([centroids[root][0], centroids[root][1], lo[2]])
+        if nxt is not None and np.linalg.norm(joints[nxt] - joints[k]) > 0.01 * size:
+            tails[k] = joints[nxt]
+            continue
+        d = s.centroids[k] - heads[k]
+        if np.linalg.norm(d) < 1e-3 * size and len(pts) > 2:
+            d = np.linalg.svd(pts - pts.mean(0), full_matrices=False)[2][0]
+        if np.linalg.norm(d) < 1e-9:
+            d = np.array([0.0, 0, 1])
+        d /= np.linalg.norm(d)
+        reach = np.percentile((pts - heads[k]) @ d, 95)
+        tails[k] = heads[k] + d * max(reach, 0.02 * size)
+    for k in range(n):
+        if np.linalg.norm(tails[k] - heads[k]) < 1e-3 * size:
+            tails[k] = heads[k] + np.array([0, 0, 0.05 * size])
+    rolls = np.zeros(n)
+    if hinge_axes is not None:
+        for k in range(n):
+            if np.linalg.norm(hinge_axes[k]) > 0:
+                rolls[k] = roll_for_x_axis(heads[k], tails[k], hinge_axes[k])
+    height = hi[2] - lo[2]
+    root_head = np.array([s.centroids[s.root][0], s.centroids[s.root][1], lo[2]])
     bones = [{"name": ROOT, "parent": None, "head": root_head.tolist(),
-              "tail": (root_head + [0, 0.25 * extent.max(), 0]).tolist(), "roll": 0.0,
+              "tail": (root_head + [0, 0, max(0.25 * height, 0.05 * size)]).tolist(), "roll": 0.0,
               "deform": False, "part": None}]
-    order = sorted((k for k in range(n_parts) if sizes[k]), key=lambda k: _depth(parent, k))
+    order = _order(s.parent)
     for k in order:
-        bones.append({"name": names[k], "parent": ROOT if parent[k] < 0 else names[parent[k]],
-                      "head": heads[k].tolist(), "tail": tails[k].tolist(), "roll": 0.0,
+        bones.append({"name": names[k], "parent": ROOT if s.parent[k] < 0 else names[s.parent[k]],
+                      "head": heads[k].tolist(), "tail": tails[k].tolist(), "roll": float(rolls[k]),
                       "deform": True, "part": int(k)})
+    info = [dict(i) for i in (joint_info or [{} for _ in range(n)])]
+    if hinge_axes is not None:
+        for k in range(n):
+            if np.linalg.norm(hinge_axes[k]) > 0:
+                info[k]["bend_axis"] = (hinge_axes[k] / np.linalg.norm(hinge_axes[k])).tolist()
     return {"bones": bones,
-            "joints": [{"part": int(k), "parent_part": int(parent[k]), "position": joints[k].tolist()}
-                       for k in order if parent[k] >= 0],
-            "parts": [{"part": int(k), "bone": names[k], "vertices": int(sizes[k]),
-                       "centroid": centroids[k].tolist()} for k in order]}
+            "joints": [{"part": int(k), "parent_part": int(s.parent[k]), "position": joints[k].tolist(), **info[k]}
+                       for k in order if s.parent[k] >= 0],
+            "parts": [{"part": int(k), "bone": names[k], "vertices": int(s.sizes[k]),
+                       "centroid": s.centroids[k].tolist(), "side": int(s.side[k])} for k in order],
+            "root_part": int(s.root), "mirror_axis": s.mirror_axis}
+
+
+def _order(parent: np.ndarray) -> list[int]:
+    """Parts with every parent before its children (a stable breadth-first order)."""
+    out = [int(k) for k in np.nonzero(parent < 0)[0]]
+    i = 0
+    while i < len(out):
+        out += [int(c) for c in np.nonzero(parent == out[i])[0]]
+        i += 1
+    return out
 
 
 def build_skeleton(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, n_parts: int) -> dict:
-    """Skeleton from a labelled mesh with joints at the part boundaries (no motion)."""
-    return skeleton_from(vertices, labels, part_tree(vertices, faces, labels, n_parts))
+    """Skeleton of a labelled mesh without motion: joints at the contact centres."""
+    from .naming import bone_names
+    from .structure import build_structure
 
-
-def _depth(parent: np.ndarray, k: int) -> int:
-    d = 0
-    while parent[k] >= 0:
-        k, d = parent[k], d + 1
-    return d
+    s = build_structure(np.asarray(vertices, float), np.asarray(faces), np.asarray(labels), n_parts)
+    return build_bones(np.asarray(vertices, float), np.asarray(labels), s, s.contact_centre,
+                       bone_names(s, np.asarray(vertices, float), np.asarray(labels)))

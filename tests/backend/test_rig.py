@@ -174,20 +174,57 @@ def test_per_frame_transforms_follow_the_oracle_motion(rigged, creature):
     assert np.allclose(np.array(list(frames[0]["bones"].values())), np.eye(4), atol=1e-6)  # frame 0 = rest
 
 
-def test_motion_helpers():
-    from backend.rig.motion import pivot, rotation_between, triangulate
+def test_joints_record_how_they_were_placed(rigged):
+    skel = json.loads(rigged.skeleton_json.read_text())
+    methods = {j["method"] for j in skel["joints"]}
+    assert methods <= {"motion", "contact"} and "motion" in methods  # the clip moves every joint
+    assert all(0 <= j["confidence"] <= 1 for j in skel["joints"])
+    root = skel["bones"][0]
+    assert root["name"] == "root" and np.allclose(np.subtract(root["tail"], root["head"])[:2], 0)  # upright
+    assert root["tail"][2] > root["head"][2]
 
-    a, b = np.array([1.0, 0, 0]), np.array([0, 1.0, 1.0])
-    r = rotation_between(a, b)
-    assert np.allclose(r @ a, b / np.linalg.norm(b)) and np.allclose(r @ r.T, np.eye(3))
-    assert np.allclose(rotation_between(a, -a) @ a, -a)
-    x = np.array([0.3, -0.2, 0.5])
-    rays = [(o, (x - o) / np.linalg.norm(x - o), 1.0) for o in (np.array([3.0, 0, 0]), np.array([0, 3.0, 0]))]
-    assert np.allclose(triangulate(rays), x)
-    # points on a circle about the Z axis through (1, 2, 0): the pivot closest to the prior
-    ang = np.linspace(0, 1.2, 4)
-    pts = np.stack([1 + np.cos(ang), 2 + np.sin(ang), np.zeros(4)], 1)
-    assert np.allclose(pivot(pts, np.array([1.1, 2.0, 0.3]), 5.0), [1, 2, 0.3], atol=1e-2)
+
+def test_still_clip_gives_a_sensible_rig(tmp_path, creature):
+    """One frame: nothing moves, so every joint sits at its contact and no keyframes are made."""
+    from backend.generate import run_generate
+    from backend.jobdir import JobDir
+
+    job = JobDir(tmp_path / "job")
+    job.create({"kind": "mesh"}, {"part_source": "oracle", "frames": 1, "image_size": 256})
+    job.write_mesh(creature.vertices, creature.faces, gt_labels=creature.labels, gt_parents=creature.parents,
+                   gt_joints=creature.joints)
+    run_generate(job, StageContext())
+    run_parts(job, StageContext())
+    run_rig(job, StageContext())
+    skel = json.loads(job.skeleton_json.read_text())
+    assert "frames" not in skel and {j["method"] for j in skel["joints"]} == {"contact"}
+    assert sum(b["deform"] for b in skel["bones"]) == len(creature.names)
+
+
+def test_seam_split_mesh_rigs_like_its_welded_twin(tmp_path, rigged, creature):
+    """The creature cut into 20 UV-chart-like pieces (duplicated seam vertices): the rig stage
+    welds them, and every duplicate gets its twin's part and weights."""
+    import shutil
+
+    from backend.jobdir import JobDir
+    from backend.sample.assets import split_seams
+
+    split, origin = split_seams(creature, charts=20)
+    job = JobDir(tmp_path / "job")
+    shutil.copytree(rigged.root, job.root)
+    job.write_mesh(split.vertices, split.faces, gt_labels=split.labels, gt_parents=split.parents,
+                   gt_joints=split.joints)
+    job.invalidate_from("rig", ("generate", "parts", "rig"))
+    run_rig(job, StageContext())
+    with np.load(job.weights_npz) as z:
+        w, vp = z["weights"], z["vertex_part"]
+    assert w.shape[0] == len(split.vertices)
+    from backend.rig.metrics import part_miou
+
+    assert part_miou(vp, split.labels) >= 0.9
+    for i in np.nonzero(np.bincount(origin) > 1)[0][:200]:  # duplicates of one vertex agree
+        dup = np.nonzero(origin == i)[0]
+        assert (vp[dup] == vp[dup[0]]).all() and np.allclose(w[dup], w[dup[0]])
 
 
 def test_reweight_an_edited_skeleton(rigged, tmp_path):
@@ -244,17 +281,23 @@ def test_hinged_lid_joint_moves_to_the_hinge(tmp_path):
     """A lid opening about its back edge: the joint leaves the contact's centre for the hinge."""
     from backend.generate import run_generate
     from backend.jobdir import JobDir
-    from backend.sample.assets import ASSETS, build_asset
+    from backend.sample.assets import build_asset
+    from backend.sample.catalogue import CHEST
 
-    a = build_asset(ASSETS["lidded_box"], 48)
+    a = build_asset(CHEST, 60)
     job = JobDir(tmp_path / "job")
-    job.create({"kind": "mesh"}, {"part_source": "oracle", "image_size": 256})
+    job.create({"kind": "mesh"}, {"part_source": "oracle"})
     job.write_mesh(a.vertices, a.faces, gt_labels=a.labels, gt_parents=a.parents, gt_joints=a.joints,
                    gt_axes=a.axes)
     run_generate(job, StageContext())
     run_parts(job, StageContext())
     run_rig(job, StageContext())
     skel = json.loads(job.skeleton_json.read_text())
-    (joint,) = [np.array(j["position"]) for j in skel["joints"]]
+    (joint,) = skel["joints"]
     diag = np.linalg.norm(np.ptp(a.vertices, 0))
-    assert np.linalg.norm(joint - a.joints[1]) / diag < 0.06  # the contact's centre is 0.24 away
+    assert joint["method"] == "motion"
+    # the contact's centre is 24 % of the diagonal away; the tracked hinge lands within 10 % (docs/rig.md: the
+    # benchmark's chest shows how far from 2 % this still is)
+    assert np.linalg.norm(np.array(joint["position"]) - a.joints[1]) / diag < 0.10
+    names = {b["name"] for b in skel["bones"]}
+    assert {"base", "lid"} <= names

@@ -41,6 +41,23 @@ def test_generate_rig_builds_armature_groups_and_modifier(creature, tmp_path, we
     assert moved.any() and (w[moved, leg_group] + w[moved][:, below].sum(1) > 0).all()
 
 
+def test_hinge_bones_bend_about_their_x_axis(creature, tmp_path):
+    """Bones whose joint bends about one axis in the clip are rolled so that their local X axis is
+    that axis (Rigify's convention): the backend's roll agrees with Blender's bone matrices."""
+    arm = api.generate_rig(creature, job_dir=tmp_path / "job", settings={"part_source": "oracle"})
+    skel = json.loads((tmp_path / "job" / "rig" / "skeleton.json").read_text())
+    bone_of = {b["part"]: b["name"] for b in skel["bones"] if b["deform"]}
+    hinges = [j for j in skel["joints"] if "bend_axis" in j]
+    assert hinges  # the oracle swings some parts about fixed axes
+    for j in hinges:
+        m = np.array(arm.data.bones[bone_of[j["part"]]].matrix_local)[:3, :3]  # armature space = the mesh's
+        x, y = m[:, 0], m[:, 1]
+        axis = np.array(j["bend_axis"]) - (np.array(j["bend_axis"]) @ y) * y
+        if np.linalg.norm(axis) < 0.3:  # the bend axis runs along the bone: no roll can show it
+            continue
+        assert abs(x @ axis / np.linalg.norm(axis)) > 0.999, bone_of[j["part"]]
+
+
 def test_operator_runs_headless_and_reuses_finished_stages(creature, tmp_path, monkeypatch):
     monkeypatch.setattr(api, "job_dir_for", lambda obj, root=None: tmp_path / "job")
     bpy.context.scene.sp4d.part_source = "ORACLE"

@@ -1,0 +1,308 @@
+"""The kinematic structure of a labelled mesh: which parts touch, the mirror plane, the root and
+the tree.
+
+- Contacts: mesh edges shared by two parts (their boundary), plus, for pieces that share no edge
+  (separate meshes overlapping at a joint, as in low-poly and mechanical assets), surface points
+  of two parts within a small distance of each other; shared boundaries always win.
+- Symmetry: the vertical plane (normal X or Y) through the object's centre that mirrors most
+  parts onto a part of similar size; parts on it are *mid* parts, the others *sided*.
+- Tree: a maximum spanning tree of the contacts in which a sided part never hangs from a part of
+  the other side, directed away from the root; with the parts' motion, a contact counts less the
+  worse the two parts' relative motion is a turn about one point.
+- Root, from structure, never from size (the largest part is often the head): a part that alone
+  stands on the ground with a broad footprint is a *base* (lamps, robot arms, chests); otherwise,
+  for a creature, the mid parts form the spine chain from the head (the higher end of an upright
+  body; of a horizontal one, the end the limbs hang from, else the bulkier end) to the tail, and
+  the root is the spine part, farthest from the head, that limbs hang from (the hips of a biped
+  or a quadruped, the body of a spider or a bird); without limbs or symmetry, the part at the
+  tree's weighted centre.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components, minimum_spanning_tree, shortest_path
+
+from .mesh import adjacency
+
+MID, LEFT, RIGHT = 0, 1, -1
+
+
+@dataclass
+class Structure:
+    """Parts of a labelled mesh and how they hang together (P parts)."""
+    parent: np.ndarray  # (P,) parent part, -1 for the root
+    root: int
+    side: np.ndarray  # (P,) MID, LEFT or RIGHT
+    mirror_axis: int | None  # 0 (X) or 1 (Y): the normal of the mirror plane, None without symmetry
+    mirror_of: np.ndarray  # (P,) the mirror partner of a sided part, -1 otherwise
+    contact: np.ndarray  # (P, P) contact strength
+    contact_centre: np.ndarray  # (P, 3) centre of each part's contact with its parent (root: its centroid)
+    centroids: np.ndarray  # (P, 3)
+    areas: np.ndarray  # (P,) surface area
+    sizes: np.ndarray  # (P,) vertex count
+    base: bool  # the root is a base standing on the ground
+    head: int  # the head part of a creature's spine chain, -1 if none
+    spine: list[int]  # the spine chain from the root's far end to the head (mid parts), may be empty
+
+
+def part_stats(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, n: int):
+    """(centroids (P, 3), areas (P,), sizes (P,)) of the parts; a face's area goes to its first corner's part."""
+    sizes = np.bincount(labels, minlength=n)
+    cent = np.zeros((n, 3))
+    np.add.at(cent, labels, vertices)
+    cent /= np.maximum(sizes, 1)[:, None]
+    fa = 0.5 * np.linalg.norm(np.cross(vertices[faces[:, 1]] - vertices[faces[:, 0]],
+                                       vertices[faces[:, 2]] - vertices[faces[:, 0]]), axis=1)
+    areas = np.bincount(labels[faces[:, 0]], weights=fa, minlength=n)
+    return cent, areas, sizes
+
+
+def surface_samples(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, count: int = 20000,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Area-weighted random points on the surface (S, 3) with the part of their face's first corner."""
+    fa = 0.5 * np.linalg.norm(np.cross(vertices[faces[:, 1]] - vertices[faces[:, 0]],
+                                       vertices[faces[:, 2]] - vertices[faces[:, 0]]), axis=1)
+    if fa.sum() <= 0:
+        return vertices, labels
+    rng = np.random.default_rng(seed)
+    fi = rng.choice(len(faces), count, p=fa / fa.sum())
+    r = rng.random((count, 2))
+    flip = r.sum(1) > 1
+    r[flip] = 1 - r[flip]
+    tri = vertices[faces[fi]]
+    pts = tri[:, 0] + r[:, :1] * (tri[:, 1] - tri[:, 0]) + r[:, 1:] * (tri[:, 2] - tri[:, 0])
+    return np.concatenate([pts, vertices]), np.concatenate([labels[faces[fi, 0]], labels])
+
+
+def contacts(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, n: int,
+             reach: float = 0.015) -> tuple[np.ndarray, np.ndarray]:
+    """(strength (P, P), centre (P, P, 3)) of every pair's contact: shared mesh edges (strength
+    ≥ 1 per edge), else surface points of the two parts closer than ``reach`` × the diagonal
+    (strength < 1, so that a shared boundary always wins)."""
+    from scipy.spatial import cKDTree
+
+    adj = adjacency(len(vertices), faces).tocoo()
+    a, b = labels[adj.row], labels[adj.col]
+    m = a != b
+    strength = np.zeros((n, n))
+    np.add.at(strength, (a[m], b[m]), 1.0)
+    centre_sum = np.zeros((n, n, 3))
+    mid = 0.5 * (vertices[adj.row[m]] + vertices[adj.col[m]])
+    np.add.at(centre_sum, (a[m], b[m]), mid)
+    diag = float(np.linalg.norm(np.ptp(vertices, axis=0)))
+    pts, lab = surface_samples(vertices, faces, labels)
+    tree = cKDTree(pts)
+    pairs = tree.query_pairs(reach * diag, output_type="ndarray")
+    near = np.zeros((n, n))
+    near_sum = np.zeros((n, n, 3))
+    if len(pairs):
+        la, lb = lab[pairs[:, 0]], lab[pairs[:, 1]]
+        k = la != lb
+        pm = 0.5 * (pts[pairs[k, 0]] + pts[pairs[k, 1]])
+        for x, y in ((la[k], lb[k]), (lb[k], la[k])):
+            np.add.at(near, (x, y), 1.0)
+            np.add.at(near_sum, (x, y), pm)
+    use_near = (strength == 0) & (near > 0)
+    total = np.where(use_near, near, strength)
+    csum = np.where(use_near[..., None], near_sum, centre_sum)
+    centre = csum / np.maximum(total, 1e-12)[..., None]
+    weight = np.where(use_near, near / (near.max() + 1.0), strength)
+    return weight, centre
+
+
+def mirror_error(vertices: np.ndarray, axis: int, centre: float, samples: int = 4000) -> float:
+    """Mean distance from the mirrored surface to the surface (vertices), in units of the diagonal."""
+    from scipy.spatial import cKDTree
+
+    v = vertices[np.random.default_rng(0).choice(len(vertices), min(samples, len(vertices)), replace=False)]
+    m = v.copy()
+    m[:, axis] = 2 * centre - m[:, axis]
+    diag = float(np.linalg.norm(np.ptp(vertices, axis=0)))
+    return float(cKDTree(v).query(m)[0].mean() / max(diag, 1e-12))
+
+
+def find_symmetry(vertices: np.ndarray, centroids: np.ndarray, areas: np.ndarray, max_error: float = 0.03):
+    """(axis, side (P,), mirror_of (P,)) of the vertical mirror plane (normal X or Y through the
+    bounding box's centre) that maps the surface best onto itself, if it does within
+    ``max_error`` × the diagonal; parts pair with the part nearest their mirrored centroid
+    (within 5 % of the diagonal, areas within a factor 1.8); side is +1/-1 along the axis for
+    paired parts and MID otherwise."""
+    p = len(centroids)
+    lo, hi = vertices.min(0), vertices.max(0)
+    extent = float(np.linalg.norm(hi - lo))
+    centre = 0.5 * (lo + hi)
+    errors = [mirror_error(vertices, axis, centre[axis]) for axis in (0, 1)]
+    axis = int(np.argmin(errors))
+    if errors[axis] > max_error:
+        return None, np.zeros(p, int), np.full(p, -1)
+    ref = centroids.copy()
+    ref[:, axis] = 2 * centre[axis] - ref[:, axis]
+    d = np.linalg.norm(ref[:, None] - centroids[None], axis=2)
+    off = centroids[:, axis] - centre[axis]
+    mirror = np.full(p, -1)
+    for i in range(p):
+        j = int(np.argmin(d[i]))
+        ratio = max(areas[i], areas[j]) / max(min(areas[i], areas[j]), 1e-12)
+        if (j != i and int(np.argmin(d[j])) == i and d[i, j] < 0.05 * extent and abs(off[i]) > 0.02 * extent
+                and ratio < 1.8):
+            mirror[i] = j
+    side = np.where(mirror >= 0, np.sign(off).astype(int), MID)
+    return axis, side, mirror
+
+
+def spanning_tree(weight: np.ndarray, side: np.ndarray) -> np.ndarray:
+    """(P, P) boolean adjacency of a maximum spanning tree of the contacts, edges between the
+    two sides forbidden; parts with no usable contact join the nearest component later."""
+    w = weight.copy()
+    w = np.maximum(w, w.T)
+    cross = (side[:, None] * side[None]) < 0
+    w[cross] = 0
+    cost = np.where(w > 0, 1.0 / (w + 1e-9), 0.0)  # maximum spanning tree = minimum of 1/w
+    t = minimum_spanning_tree(sp.csr_matrix(cost)).toarray() > 0
+    return t | t.T
+
+
+def connect_components(tree: np.ndarray, centroids: np.ndarray, side: np.ndarray) -> np.ndarray:
+    """Join the tree's components by their closest centroids (never across sides if avoidable)."""
+    tree = tree.copy()
+    while True:
+        n, comp = connected_components(sp.csr_matrix(tree), directed=False)
+        if n <= 1:
+            return tree
+        big = np.argmax(np.bincount(comp))
+        ins, outs = np.nonzero(comp == big)[0], np.nonzero(comp != big)[0]
+        d = np.linalg.norm(centroids[ins][:, None] - centroids[outs][None], axis=2)
+        d = d + 1e3 * ((side[ins][:, None] * side[outs][None]) < 0)
+        i, j = np.unravel_index(np.argmin(d), d.shape)
+        tree[ins[i], outs[j]] = tree[outs[j], ins[i]] = True
+
+
+def orient(tree: np.ndarray, root: int) -> np.ndarray:
+    """Parent of every part when the undirected tree hangs from ``root``."""
+    p = len(tree)
+    parent = np.full(p, -1)
+    seen = np.zeros(p, bool)
+    seen[root] = True
+    stack = [root]
+    while stack:
+        k = stack.pop()
+        for c in np.nonzero(tree[k])[0]:
+            if not seen[c]:
+                seen[c], parent[c] = True, k
+                stack.append(int(c))
+    return parent
+
+
+def _ground_base(vertices: np.ndarray, labels: np.ndarray, n: int) -> int:
+    """The part that alone stands on the ground with a broad footprint, or -1."""
+    z = vertices[:, 2]
+    height = np.ptp(z)
+    floor = z < z.min() + 0.02 * height
+    counts = np.bincount(labels[floor], minlength=n)
+    k = int(np.argmax(counts))
+    if counts[k] < 0.7 * counts.sum():
+        return -1
+    xy = vertices[:, :2]
+    area = np.prod(np.ptp(xy, axis=0))
+    foot = np.prod(np.ptp(xy[floor & (labels == k)], axis=0))
+    return k if area > 0 and foot >= 0.25 * area else -1
+
+
+def _tree_centre(tree: np.ndarray, weights: np.ndarray) -> int:
+    """The part minimising the weighted sum of tree distances to all parts."""
+    d = shortest_path(sp.csr_matrix(tree.astype(float)), unweighted=True, directed=False)
+    d[~np.isfinite(d)] = len(tree)
+    return int(np.argmin(d @ weights))
+
+
+def choose_root(tree: np.ndarray, vertices: np.ndarray, labels: np.ndarray, centroids: np.ndarray,
+                areas: np.ndarray, side: np.ndarray, has_symmetry: bool) -> tuple[int, bool, int, list[int]]:
+    """(root, is a base, head part or -1, spine chain from its far end to the head)."""
+    n = len(tree)
+    base = _ground_base(vertices, labels, n)
+    if base >= 0:
+        return base, True, -1, []
+    if not has_symmetry:
+        return _tree_centre(tree, areas), False, -1, []
+    mid = side == MID
+    sub = tree & mid[:, None] & mid[None]
+    mids = np.nonzero(mid)[0]
+    if len(mids) == 0:
+        return _tree_centre(tree, areas), False, -1, []
+    # the spine: the longest path among the mid parts (both ends are chain ends)
+    d = shortest_path(sp.csr_matrix(sub.astype(float)), unweighted=True, directed=False, return_predecessors=False)
+    dm = np.where(np.isfinite(d), d, -1)[np.ix_(mids, mids)]
+    a, b = np.unravel_index(np.argmax(dm), dm.shape)
+    a, b = int(mids[a]), int(mids[b])
+    height = max(np.ptp(vertices[:, 2]), 1e-12)
+
+    def is_hub(k):
+        return any(side[c] != MID for c in np.nonzero(tree[k])[0])
+
+    def a_is_head():
+        dz = centroids[a, 2] - centroids[b, 2]
+        if abs(dz) > 0.15 * height:  # an upright body: the higher end
+            return dz > 0
+        if is_hub(a) != is_hub(b):  # a horizontal body whose limbs hang from one end: that is the front
+            return is_hub(a)
+        return 2.0 * dz / height + 0.5 * np.log(max(areas[a], 1e-12) / max(areas[b], 1e-12)) >= 0
+
+    head, tail = (a, b) if a_is_head() else (b, a)
+    _, pred = shortest_path(sp.csr_matrix(sub.astype(float)), unweighted=True, directed=False, indices=head,
+                            return_predecessors=True)
+    chain = [tail]
+    while chain[-1] != head and pred[chain[-1]] >= 0:
+        chain.append(int(pred[chain[-1]]))
+    if chain[-1] != head:
+        chain = [head]
+    hubs = [k for k in chain if any(side[c] != MID for c in np.nonzero(tree[k])[0])]
+    if hubs:
+        return hubs[0], False, head, chain  # the chain runs from the tail end: the first hub is farthest from the head
+    weights = areas.copy()
+    c = _tree_centre(tree, weights)
+    return (c if mid[c] else chain[len(chain) // 2]), False, head, chain
+
+
+def motion_consistency(weight: np.ndarray, world: np.ndarray, centre: np.ndarray, scale: float) -> np.ndarray:
+    """Contacts (P, P) re-weighted by how well each pair's relative motion over the clip (world
+    (T, P, 4, 4)) is a turn about one point near their contact: a leg swings about its hip on
+    the body, not about a point of the abdomen it happens to touch. exp(−rms / scale)."""
+    from .joints import pivot_residual
+
+    out = weight.copy()
+    for a, b in zip(*np.nonzero(np.triu(weight > 0)), strict=True):
+        rel = np.einsum("tij,tjk->tik", np.linalg.inv(world[:, a]), world[:, b])
+        f = np.exp(-pivot_residual(rel, centre[a, b]) / scale)
+        out[a, b] *= f
+        out[b, a] *= f
+    return out
+
+
+def build_structure(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, n: int,
+                    motion: np.ndarray | None = None) -> Structure:
+    """The structure of a labelled mesh (vertices (N, 3), faces (M, 3), labels (N,) in 0..n-1);
+    with the parts' motion (T, P, 4, 4), contacts that do not move like a joint count less."""
+    cent, areas, sizes = part_stats(vertices, faces, labels, n)
+    weight, centre = contacts(vertices, faces, labels, n)
+    if motion is not None and len(motion) > 2:
+        weight = motion_consistency(weight, motion, centre, 0.01 * float(np.linalg.norm(np.ptp(vertices, axis=0))))
+    axis, side, mirror_of = find_symmetry(vertices, cent, areas)
+    tree = connect_components(spanning_tree(weight, side), cent, side)
+    root, base, head, spine = choose_root(tree, vertices, labels, cent, areas, side, axis is not None)
+    parent = orient(tree, root)
+    cc = cent.copy()
+    for c in range(n):
+        if parent[c] >= 0 and np.isfinite(centre[c, parent[c]]).all() and weight[c, parent[c]] > 0:
+            cc[c] = centre[c, parent[c]]
+        elif parent[c] >= 0:  # joined by proximity of centroids: the closest pair of vertices
+            from scipy.spatial import cKDTree
+
+            vc, vp = vertices[labels == c], vertices[labels == parent[c]]
+            dd, j = cKDTree(vp).query(vc)
+            i = int(np.argmin(dd))
+            cc[c] = 0.5 * (vc[i] + vp[j[i]])
+    return Structure(parent, root, side, axis, mirror_of, weight, cc, cent, areas, sizes, base, head, spine)

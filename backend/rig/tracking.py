@@ -1,0 +1,425 @@
+"""The parts' motion over the clip as an articulated skeleton, fitted to the part masks of the
+generated views; its pivots are the joints.
+
+Model: the root part moves rigidly (6 degrees of freedom per frame); every other part turns
+about its pivot q (one point per part, fixed in its parent, shared by all frames) by a rotation
+per frame, composed down the tree. So the mesh in frame t is the rest mesh posed by forward
+kinematics, and a pivot is the point of the parent about which the child's observed motion is a
+pure rotation.
+
+Data, per view, from what the posed mesh shows there (visibility from a depth buffer):
+- parts: a part's visible vertices on the edge of its visible region (on the occluding contour,
+  or on the boundary with another part) should land on its mask's boundary, the others inside it
+  (masks.MaskField's signed distances);
+- silhouette: vertices on the object's own outline should land on the outline of the whole
+  object (all parts together): far steadier than part boundaries, which wander and bleed in
+  generated images.
+Both are Cauchy-weighted, so a view with wrong colours pulls little.
+
+Solve (Levenberg–Marquardt): frame by frame first (root and rotations, pivots held at their
+current estimate, each frame starting from the last), then all frames and the pivots together,
+with a weak pull of each pivot towards the centre of its part's contact with the parent: a hinge
+then keeps the point of its axis nearest the contact, and a joint the clip does not move keeps
+the contact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from .masks import CAP, MaskField
+from .mesh import adjacency, vertex_normals
+from .views import SurfaceSamples, ViewSet, splat_depth, visible
+
+CONTOUR = 0.3  # |normal · view direction| below which a vertex is on the occluding contour
+CELL = 3  # px: the depth buffer's cell (visibility)
+ROBUST = 2.0  # px: scale of the Cauchy weights at the end of a solve (it starts wider: ANNEAL)
+ANNEAL = 16.0  # px: the first iteration's scale, halved every iteration down to ROBUST
+
+
+@dataclass
+class Motion:
+    """Fitted articulated motion of P parts over T frames (frame 0 = rest pose)."""
+    world: np.ndarray  # (T, P, 4, 4) rest -> frame t
+    pivots: np.ndarray  # (P, 3) pivot of each non-root part (rest coordinates; the root: its centroid)
+    local: np.ndarray  # (T, P, 3, 3) rotation of each part relative to its parent
+    residual: np.ndarray  # (P,) mean distance (px) outside its masks of each part's interior points
+    support: np.ndarray  # (P,) number of those points
+    pivot_sigma: np.ndarray  # (P,) standard deviation of each pivot (normalised units, largest axis)
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cross products (R, 3) (np.cross's overhead dominates for many small calls)."""
+    return np.stack([a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1], a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2],
+                     a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]], 1)
+
+
+class Skeleton:
+    """Forward kinematics of a part tree with pivots."""
+
+    def __init__(self, parent: np.ndarray, pivots: np.ndarray):
+        self.parent = np.asarray(parent)
+        self.p = len(parent)
+        self.root = int(np.nonzero(self.parent < 0)[0][0])
+        depth = np.zeros(self.p, int)
+        for k in range(self.p):
+            q = k
+            while self.parent[q] >= 0:
+                q, depth[k] = self.parent[q], depth[k] + 1
+        self.order = sorted(range(self.p), key=lambda i: depth[i])
+        self.joints = [k for k in self.order if k != self.root]
+        self.slot = {k: i for i, k in enumerate(self.joints)}  # joint k -> its index among the joints
+        self.ancestors = []  # joints on the path root -> k, k included when it is a joint
+        for k in range(self.p):
+            path, q = [], k
+            while self.parent[q] >= 0:
+                path.append(q)
+                q = self.parent[q]
+            self.ancestors.append(path[::-1])
+        self.pivots = np.asarray(pivots, np.float64).copy()
+
+    def forward(self, root: np.ndarray, local: np.ndarray) -> np.ndarray:
+        """World transforms (P, 4, 4) from the root's (4, 4) and local rotations (P, 3, 3) about
+        the pivots."""
+        w = np.zeros((self.p, 4, 4))
+        for k in self.order:
+            if k == self.root:
+                w[k] = root
+                continue
+            m = np.eye(4)
+            m[:3, :3] = local[k]
+            m[:3, 3] = self.pivots[k] - local[k] @ self.pivots[k]
+            w[k] = w[self.parent[k]] @ m
+        return w
+
+
+@dataclass
+class _Rows:
+    """One frame's residual points: view, part (that moves the point), mask (the part's, or the
+    whole object's: SILHOUETTE), vertex, and whether the point should lie on the mask's edge."""
+    view: np.ndarray
+    part: np.ndarray
+    mask: np.ndarray
+    vertex: np.ndarray
+    edge: np.ndarray
+
+    def slices(self) -> list[tuple[int, slice]]:
+        """(view, rows) for each run of equal views (rows come grouped by view)."""
+        if len(self.view) == 0:
+            return []
+        cut = np.nonzero(np.diff(self.view))[0] + 1
+        starts, ends = np.r_[0, cut], np.r_[cut, len(self.view)]
+        return [(int(self.view[a]), slice(int(a), int(b))) for a, b in zip(starts, ends, strict=True)]
+
+
+def _by_part(part: np.ndarray) -> dict[int, np.ndarray]:
+    order = np.argsort(part, kind="stable")
+    cut = np.nonzero(np.diff(part[order]))[0] + 1
+    return {int(part[g[0]]): g for g in np.split(order, cut) if len(g)}
+
+
+class Tracker:
+    """Levenberg–Marquardt over the articulated model (see the module doc)."""
+
+    def __init__(self, vertices, faces, labels, parent, pivots, label_images, present, part_ids, views: ViewSet,
+                 prior: float = 10000.0, edge_points: int = 90, inner_points: int = 40, outline_points: int = 40,
+                 pool: int = 800, seed: int = 0, fields: list | None = None):
+        self.v = np.asarray(vertices, np.float64)
+        self.faces = np.asarray(faces)
+        self.labels = np.asarray(labels)
+        self.skel = Skeleton(parent, pivots)
+        self.contact = np.asarray(pivots, np.float64).copy()
+        self.views = views
+        self.present = present
+        self.n_t = label_images.shape[0]
+        self.prior_unit = prior  # the pivots' pull per px² of residual noise (see solve)
+        self.prior = prior
+        self.silhouette = len(part_ids)  # the whole object's mask comes after the parts'
+        self.fields = fields or mask_fields(label_images, present, part_ids)
+        adj = adjacency(len(self.v), faces).tocoo()
+        self.seam = np.zeros(len(self.v), bool)
+        self.seam[adj.row[self.labels[adj.row] != self.labels[adj.col]]] = True
+        self.normals = vertex_normals(self.v, faces)
+        self.occluders = SurfaceSamples.of(self.v, self.faces, count=12000)
+        self.rng = np.random.default_rng(seed)
+        p = len(parent)
+        self.pool = [self.rng.permutation(np.nonzero(self.labels == k)[0])[:pool] for k in range(p)]
+        self.edge_points, self.inner_points, self.outline_points = edge_points, inner_points, outline_points
+        self.root = np.tile(np.eye(4), (self.n_t, 1, 1))
+        self.local = np.tile(np.eye(3), (self.n_t, p, 1, 1))
+        self.rows: list[_Rows | None] = [None] * self.n_t
+        self.scale = ROBUST
+
+    # --- what each frame's views show ----------------------------------------------------------
+    def world(self, t: int) -> np.ndarray:
+        return self.skel.forward(self.root[t], self.local[t])
+
+    def select(self, t: int) -> None:
+        """Choose frame t's residual points at the current motion (visibility)."""
+        world, field = self.world(t), self.fields[t]
+        lab = self.labels
+        posed = np.einsum("nij,nj->ni", world[lab][:, :3, :3], self.v) + world[lab][:, :3, 3]
+        occ = self.occluders.points(posed)
+        allpool = np.concatenate(self.pool)
+        bounds = np.cumsum([0] + [len(p) for p in self.pool])
+        rot_normals = np.einsum("nij,nj->ni", world[lab[allpool]][:, :3, :3], self.normals[allpool])
+        out = ([], [], [], [], [])
+
+        def add(v, k, mask, group, flag):
+            out[0].append(np.full(len(group), v))
+            out[1].append(np.full(len(group), k))
+            out[2].append(np.full(len(group), mask))
+            out[3].append(group)
+            out[4].append(np.full(len(group), flag))
+
+        for v in np.nonzero(self.present[t])[0]:
+            u, d = self.views.project(occ, v)
+            zbuf = splat_depth(u, d, self.views.size, CELL)
+            near_bg = cv2.dilate((zbuf > 1e8).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+            up, dp = self.views.project(posed[allpool], v)
+            vis_all = visible(up, dp, zbuf, CELL)
+            ij = np.clip(np.floor(up / CELL).astype(np.int64), 0, np.array(zbuf.shape[::-1]) - 1)
+            outline_all = near_bg[ij[:, 1], ij[:, 0]]
+            ray = posed[allpool] - self.views.C[v]
+            contour_all = np.abs((rot_normals * ray).sum(1)) / np.linalg.norm(ray, axis=1) < CONTOUR
+            for k in range(len(self.pool)):
+                sl = slice(bounds[k], bounds[k + 1])
+                vis = vis_all[sl]
+                idx = self.pool[k][vis]
+                if len(idx) < 3:
+                    continue
+                contour = contour_all[sl][vis]
+                if field.present(np.array([v]), np.array([k]))[0]:
+                    on_edge = self.seam[idx] | contour
+                    add(v, k, k, self.rng.permutation(idx[on_edge])[:self.edge_points], True)
+                    add(v, k, k, self.rng.permutation(idx[~on_edge])[:self.inner_points], False)
+                outline = contour & outline_all[sl][vis]
+                add(v, k, self.silhouette, self.rng.permutation(idx[outline])[:self.outline_points], True)
+        e = np.zeros(0, int)
+        if not out[0]:
+            self.rows[t] = _Rows(e, e, e, e, np.zeros(0, bool))
+            return
+        self.rows[t] = _Rows(*(np.concatenate(o) for o in out))
+
+    def residuals(self, t: int, world: np.ndarray):
+        """Frame t's residuals at ``world``: signed distances (R,), d r / d y (R, 3) and the posed
+        points (R, 3)."""
+        r = self.rows[t]
+        y = np.einsum("rij,rj->ri", world[r.part][:, :3, :3], self.v[r.vertex]) + world[r.part][:, :3, 3]
+        u = np.zeros((len(y), 2))
+        du = np.zeros((len(y), 2, 3))
+        for v, sl in r.slices():
+            u[sl], _, du[sl] = self.views.project(y[sl], v, jacobian=True)
+        d, g = self.fields[t].sample(u, r.view, r.mask)
+        inner = ~r.edge & (d < 0)  # an interior point inside its mask costs nothing
+        d = np.where(inner, 0.0, d)
+        g = np.where(inner[:, None], 0.0, g)
+        return d, np.einsum("ri,rij->rj", g, du), y
+
+    def _robust(self, x2: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+        return scale ** 2 * np.log1p(x2 / scale ** 2), 1.0 / (1.0 + x2 / scale ** 2)
+
+    def cost(self, frames: list[int]) -> float:
+        c = 0.0
+        for t in frames:
+            d, _, _ = self.residuals(t, self.world(t))
+            c += float(self._robust(d ** 2, self.scale)[0].sum())
+        return c + self.prior * float(np.sum((self.skel.pivots - self.contact)[self.skel.joints] ** 2))
+
+    # --- the normal equations ------------------------------------------------------------------
+    def _blocks(self, t: int, k: int, world: np.ndarray, y: np.ndarray, D: np.ndarray, fi: int, per: int,
+                pivot_off: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """(columns, Jacobian (S, c)) of residuals with d r / d y = D (S, 3) at posed points y
+        (S, 3) of part k: root rotation and shift, every ancestor joint's rotation, and (with
+        pivot_off) every ancestor's pivot."""
+        sk = self.skel
+        c_root = world[sk.root][:3, :3] @ self.contact[sk.root] + world[sk.root][:3, 3]
+        cols, blocks = [fi * per + np.arange(6)], [_cross(y - c_root, D), D]
+        for a in sk.ancestors[k]:
+            j = sk.slot[a]
+            pa = world[sk.parent[a]]
+            pivot_world = pa[:3, :3] @ sk.pivots[a] + pa[:3, 3]
+            cols.append(fi * per + 6 + 3 * j + np.arange(3))
+            blocks.append(_cross(y - pivot_world, D))
+            if pivot_off is not None:
+                cols.append(pivot_off + 3 * j + np.arange(3))
+                blocks.append(D @ (pa[:3, :3] @ (np.eye(3) - self.local[t, a])))
+        return np.concatenate(cols), np.concatenate(blocks, 1)
+
+    def normal_equations(self, frames: list[int], with_pivots: bool):
+        """(H, b, cost) over the parameters: per frame [root ω, root τ, ω of every joint], then
+        (with pivots) the pivots of every joint; the cost at the current state."""
+        sk = self.skel
+        nj = len(sk.joints)
+        per = 6 + 3 * nj
+        n = per * len(frames) + (3 * nj if with_pivots else 0)
+        pivot_off = per * len(frames) if with_pivots else None
+        H = np.zeros((n, n))
+        b = np.zeros(n)
+        cost = self.prior * float(np.sum((sk.pivots - self.contact)[sk.joints] ** 2))
+        for fi, t in enumerate(frames):
+            world = self.world(t)
+            d, D, y = self.residuals(t, world)
+            c, w = self._robust(d ** 2, self.scale)
+            cost += float(c.sum())
+            for k, m in _by_part(self.rows[t].part).items():
+                idx, J = self._blocks(t, k, world, y[m], D[m], fi, per, pivot_off)
+                H[np.ix_(idx, idx)] += J.T @ (w[m, None] * J)
+                b[idx] += J.T @ (w[m] * d[m])
+        if with_pivots:
+            for j, a in enumerate(sk.joints):
+                sl = pivot_off + 3 * j + np.arange(3)
+                H[np.ix_(sl, sl)] += self.prior * np.eye(3)
+                b[sl] += self.prior * (sk.pivots[a] - self.contact[a])
+        return H, b, cost
+
+    def apply(self, frames: list[int], step: np.ndarray, with_pivots: bool) -> None:
+        sk = self.skel
+        nj = len(sk.joints)
+        per = 6 + 3 * nj
+        for fi, t in enumerate(frames):
+            s = step[fi * per:(fi + 1) * per]
+            world = self.world(t)
+            c_root = world[sk.root][:3, :3] @ self.contact[sk.root] + world[sk.root][:3, 3]
+            rot = Rotation.from_rotvec(s[:3]).as_matrix()
+            m = np.eye(4)
+            m[:3, :3] = rot
+            m[:3, 3] = c_root - rot @ c_root + s[3:6]
+            self.root[t] = m @ self.root[t]
+            for a in sk.joints:
+                j = sk.slot[a]
+                pr = world[sk.parent[a]][:3, :3]
+                turn = Rotation.from_rotvec(s[6 + 3 * j:9 + 3 * j]).as_matrix()
+                self.local[t, a] = pr.T @ turn @ pr @ self.local[t, a]
+        if with_pivots:
+            off = per * len(frames)
+            for j, a in enumerate(sk.joints):
+                sk.pivots[a] = sk.pivots[a] + step[off + 3 * j:off + 3 * j + 3]
+
+    def robust_scale(self, frames: list[int]) -> float:
+        """The Cauchy scale for noisy masks: 1.48 × the median absolute edge residual (a robust
+        standard deviation), within [ROBUST, 3 ROBUST]."""
+        res = [np.abs(self.residuals(t, self.world(t))[0][self.rows[t].edge]) for t in frames]
+        r = np.concatenate(res) if res else np.zeros(0)
+        return float(np.clip(1.4826 * np.median(r), ROBUST, 3 * ROBUST)) if len(r) else ROBUST
+
+    def solve(self, frames: list[int], with_pivots: bool, iterations: int, anneal: bool = True) -> None:
+        lam = 1e-3
+        floor = self.robust_scale(frames)
+        # the pivots' pull towards the contacts grows with the masks' noise (residuals that wander
+        # together along a boundary carry less evidence than their count says) and is set for
+        # 576-pixel views (smaller views show the same motion in fewer pixels)
+        self.prior = self.prior_unit * (floor / ROBUST) ** 2 * (self.views.size[0] / 576) ** 2
+        for it in range(iterations):
+            self.scale = max(floor, ANNEAL * 0.5 ** it) if anneal else floor
+            H, b, cost = self.normal_equations(frames, with_pivots)
+            state = (self.root.copy(), self.local.copy(), self.skel.pivots.copy())
+            try:
+                step = -np.linalg.solve(H + lam * np.diag(np.maximum(np.diag(H), 1e-9)), b)
+            except np.linalg.LinAlgError:
+                break
+            self.apply(frames, step, with_pivots)
+            if self.cost(frames) <= cost:
+                lam *= 0.3
+            else:
+                self.root, self.local, self.skel.pivots = state
+                lam *= 10
+                if lam > 1e4:
+                    break
+        self.scale = ROBUST
+
+    # --- the whole fit -----------------------------------------------------------------------------
+    def run(self, frame_iterations: int = 8, joint_iterations: int = 6, rounds: int = 2) -> Motion:
+        """Frame by frame (each from the last; its rotations and the pivots), then all frames and
+        the pivots together (``rounds`` times, the data selected again each time)."""
+        frames = list(range(1, self.n_t))
+        for t in frames:
+            self.root[t], self.local[t] = self.root[t - 1], self.local[t - 1]
+            self.select(t)
+            self.solve([t], True, frame_iterations // 2)
+            self.select(t)  # visibility at the better pose
+            self.solve([t], True, frame_iterations - frame_iterations // 2)
+        return self.refine(joint_iterations, rounds)
+
+    def start_from(self, world: np.ndarray, max_shift: float = 2.0) -> None:
+        """Take over a motion fitted with another tree or other labels: world (T, P, 4, 4) per
+        part. The root follows its part, every other part rotates relative to its (new) parent as
+        the two parts did, about the pivot of that relative motion (joints.fit_pivot)."""
+        from .joints import fit_pivot
+
+        sk = self.skel
+        self.root = world[:, sk.root].copy()
+        for a in sk.joints:
+            rel = np.einsum("tij,tjk->tik", np.linalg.inv(world[:, sk.parent[a]]), world[:, a])
+            self.local[:, a] = rel[:, :3, :3]
+            sk.pivots[a] = fit_pivot(rel, self.contact[a], max_shift).position
+
+    def refine(self, iterations: int = 5, rounds: int = 2) -> Motion:
+        """All frames and the pivots together, with the data selected again at the current motion,
+        ``rounds`` times."""
+        frames = list(range(1, self.n_t))
+        for _ in range(rounds if frames else 0):
+            for t in frames:
+                self.select(t)
+            self.solve(frames, True, iterations, anneal=False)
+        return self.result()
+
+    def result(self) -> Motion:
+        sk = self.skel
+        world = np.stack([self.world(t) for t in range(self.n_t)])
+        resid = np.zeros(sk.p)
+        support = np.zeros(sk.p, int)
+        for t in range(1, self.n_t):  # interior points only: how far outside its mask the part lands
+            d = self.residuals(t, world[t])[0]
+            inner = ~self.rows[t].edge
+            resid += np.bincount(self.rows[t].part[inner], weights=np.minimum(np.abs(d[inner]), CAP), minlength=sk.p)
+            support += np.bincount(self.rows[t].part[inner], minlength=sk.p)
+        resid /= np.maximum(support, 1)
+        pivots = sk.pivots.copy()
+        pivots[sk.root] = self.contact[sk.root]
+        return Motion(world, pivots, self.local.copy(), resid, support, self.pivot_sigma())
+
+    def pivot_sigma(self) -> np.ndarray:
+        """Each pivot's standard deviation from the normal equations of all frames (marginal over
+        the rotations, which trade off against the pivot), with the residuals' robust scale."""
+        frames = list(range(1, self.n_t))
+        sigma = np.zeros(self.skel.p)
+        if not frames or not self.skel.joints:
+            return sigma
+        self.scale = self.robust_scale(frames)
+        H, _, _ = self.normal_equations(frames, True)
+        self.scale = ROBUST
+        off = H.shape[0] - 3 * len(self.skel.joints)
+        try:
+            cov = np.linalg.inv(H + 1e-9 * np.eye(len(H)))
+        except np.linalg.LinAlgError:
+            return sigma + np.inf
+        s2 = self.robust_scale(frames) ** 2
+        for j, a in enumerate(self.skel.joints):
+            sl = off + 3 * j + np.arange(3)
+            sigma[a] = float(np.sqrt(max(np.linalg.eigvalsh(cov[np.ix_(sl, sl)])[-1], 0) * s2))
+        return sigma
+
+
+def mask_fields(label_images: np.ndarray, present: np.ndarray, part_ids: list[int]) -> list:
+    """Per frame (frame 0: None), the masks of the parts and of the whole object (MaskField)."""
+    return [None] + [MaskField(np.where(present[t][:, None, None], label_images[t], 0), part_ids, silhouette=True)
+                     for t in range(1, label_images.shape[0])]
+
+
+def track(vertices, faces, labels, parent, contact, label_images, present, part_ids, views: ViewSet,
+          start: np.ndarray | None = None, rounds: int = 2, **options) -> Motion:
+    """Fit the articulated motion (see the module doc). vertices (N, 3) and contact (P, 3: each
+    part's contact centre with its parent; the root: its centroid) in the cameras' normalised
+    space; labels (N,) part of each vertex; label_images (T, V, H, W) with part_ids[k] the label
+    of part k; present (T, V) which images exist. ``start``: a motion (T, P, 4, 4) fitted before
+    (another tree or labels) to continue from instead of tracking frame by frame."""
+    tracker = Tracker(vertices, faces, labels, parent, contact, label_images, present, part_ids, views, **options)
+    if start is None:
+        return tracker.run(rounds=rounds)
+    tracker.start_from(start)
+    return tracker.refine(rounds=rounds)

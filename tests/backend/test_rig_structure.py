@@ -1,0 +1,174 @@
+"""The rig's pieces on their own: welding, the part structure (root, tree, symmetry), names, joint
+pivots from motion, bone roll, piece keeping in lifting, and the benchmark's metrics."""
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from backend.rig import metrics
+from backend.rig.joints import fit_pivot
+from backend.rig.naming import bone_names
+from backend.rig.structure import MID, build_structure
+from backend.rig.weld import weld
+from backend.sample.assets import QUADRUPED, build_asset, build_separate, split_seams
+from backend.sample.catalogue import ASSETS, HUMANOID, SPIDER, WOLF
+
+
+def _structure(asset):
+    v, f, back = weld(asset.vertices.astype(float), asset.faces)
+    lab = np.zeros(len(v), int)
+    lab[back] = asset.labels
+    return build_structure(v, f, lab, len(asset.names)), v, lab
+
+
+@pytest.fixture(scope="module")
+def humanoid():
+    return build_asset(HUMANOID, 90, blend=0.02)
+
+
+def test_weld_joins_seams_and_keeps_the_users_vertices(humanoid):
+    split, origin = split_seams(humanoid, charts=30)
+    assert len(split.vertices) > len(humanoid.vertices)
+    v, f, back = weld(split.vertices, split.faces)
+    assert len(v) == len(humanoid.vertices) and len(back) == len(split.vertices)
+    assert np.allclose(v[back], split.vertices)  # every input vertex maps to its own position
+    from scipy.sparse.csgraph import connected_components
+
+    from backend.rig.mesh import adjacency
+
+    assert connected_components(adjacency(len(split.vertices), split.faces))[0] > 1
+    assert connected_components(adjacency(len(v), f))[0] == 1
+
+
+@pytest.mark.parametrize("name,root", [("humanoid", "hips"), ("wolf", "hips"), ("spider", "cephalothorax"),
+                                       ("dragon", "body"), ("bird", "body"), ("desk_lamp", "base"),
+                                       ("robot_arm", "base"), ("chest", "box")])
+def test_root_and_tree_come_from_structure_not_size(name, root):
+    a = ASSETS[name][0]()
+    s, _, _ = _structure(a)
+    assert a.names[s.root] == root
+    assert np.array_equal(s.parent, a.parents), [(a.names[k], a.names[s.parent[k]]) for k in range(len(a.names))
+                                                 if s.parent[k] != a.parents[k]]
+
+
+def test_the_largest_part_is_not_the_root():
+    """A helmeted head with more vertices than anything else (as on an artist's humanoid): the
+    hips stay the root and the spine runs upwards from them."""
+    big_head = [p if p[0] != "head" else ("head", "neck", [("ellipsoid", (0, -0.01, 1.74), (0.2, 0.22, 0.2))],
+                                          p[3]) for p in HUMANOID]
+    a = build_asset(big_head, 90, blend=0.02)
+    sizes = np.bincount(a.labels, minlength=len(a.names))
+    assert a.names[int(np.argmax(sizes))] == "head"
+    s, _, _ = _structure(a)
+    assert a.names[s.root] == "hips" and np.array_equal(s.parent, a.parents)
+
+
+def test_left_limbs_never_hang_from_right_ones():
+    a = build_asset(WOLF, 90, blend=0.02)
+    s, _, _ = _structure(a)
+    assert s.mirror_axis == 1  # the wolf faces +X: its mirror plane is y = 0, not the front/back one
+    for k, p in enumerate(s.parent):
+        if p >= 0:
+            assert s.side[k] * s.side[p] >= 0
+    assert (s.side[[a.names.index(n) for n in ("hips", "chest", "neck", "head", "tail")]] == MID).all()
+
+
+def test_separate_low_poly_pieces_join_by_proximity():
+    a = build_separate(HUMANOID, 8)
+    s, _, _ = _structure(a)
+    assert a.names[s.root] == "hips" and np.array_equal(s.parent, a.parents)
+
+
+def test_bone_names_read_like_rigify(humanoid):
+    s, v, lab = _structure(humanoid)
+    names = bone_names(s, v, lab)
+    assert names == humanoid.names  # the catalogue humanoid is named as a rigger would
+    q = build_asset(QUADRUPED, 64)
+    s, v, lab = _structure(q)
+    got = dict(zip(q.names, bone_names(s, v, lab), strict=True))
+    assert got["body"] == "torso" and got["head"] == "head" and got["neck"] == "neck"
+    assert got["leg_front.L"] == "upper_arm.L" and got["shin_back.R"] == "shin.R"  # Rigify's quadruped legs
+    assert got["tail"] == "tail" and got["tail_tip"] == "tail.001"
+    assert len(set(got.values())) == len(got)
+
+
+def test_spider_legs_are_numbered_front_to_back_per_side():
+    a = build_asset(SPIDER, 160, blend=0.01)
+    s, v, lab = _structure(a)
+    got = dict(zip(a.names, bone_names(s, v, lab), strict=True))
+    assert got["cephalothorax"] == "torso" and got["abdomen"] == "abdomen"
+    assert got["leg1.L"] == "leg1.01.L" and got["leg4.002.R"] == "leg4.03.R"
+
+
+def _motion(axis_per_frame, pivot, angles):
+    rel = np.tile(np.eye(4), (len(angles) + 1, 1, 1))
+    for t, (ax, ang) in enumerate(zip(axis_per_frame, angles, strict=True), start=1):
+        r = Rotation.from_rotvec(np.asarray(ax) / np.linalg.norm(ax) * np.radians(ang)).as_matrix()
+        rel[t, :3, :3] = r
+        rel[t, :3, 3] = pivot - r @ pivot
+    return rel
+
+
+def test_pivot_of_a_ball_joint_is_found_exactly():
+    pivot = np.array([0.3, -0.2, 0.5])
+    rel = _motion([(1, 0, 0), (0.8, 0.6, 0), (0.2, 0.5, 1)], pivot, [10, 20, 30])
+    j = fit_pivot(rel, contact=pivot + [0.1, 0.05, 0], max_shift=1.0)
+    assert j.method == "motion" and np.allclose(j.position, pivot, atol=3e-3)  # the contact's pull is slight
+
+
+def test_pivot_of_a_hinge_is_the_point_of_its_axis_nearest_the_contact():
+    pivot = np.array([0.0, 0.35, 0.6])  # a lid's hinge along X
+    rel = _motion([(1, 0, 0)] * 3, pivot, [8, 16, 25])
+    contact = np.array([0.1, 0.0, 0.6])  # the middle of the lid's underside
+    j = fit_pivot(rel, contact, max_shift=1.0)
+    assert j.method == "motion" and j.axis is not None
+    assert np.allclose(j.position, [0.1, 0.35, 0.6], atol=5e-3)
+
+
+def test_a_still_joint_keeps_its_contact():
+    pivot = np.array([0.0, 0.3, 0.0])
+    j = fit_pivot(_motion([(0, 0, 1)] * 3, pivot, [0.5, 1, 2]), np.zeros(3), max_shift=1.0)
+    assert j.method == "contact" and np.allclose(j.position, 0)
+
+
+def test_bone_roll_points_the_x_axis_along_the_hinge():
+    from backend.rig.skeleton import roll_for_x_axis
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        head, d, x = rng.normal(size=3), rng.normal(size=3), rng.normal(size=3)
+        y = d / np.linalg.norm(d)
+        roll = roll_for_x_axis(head, head + d, x)
+        # Blender's bone matrix: the shortest turn of +Y onto the bone, then the roll about it
+        r0 = Rotation.align_vectors([y], [[0, 1.0, 0]])[0].as_matrix()
+        xb = Rotation.from_rotvec(y * roll).as_matrix() @ r0[:, 0]
+        want = x - (x @ y) * y
+        assert np.allclose(xb, want / np.linalg.norm(want), atol=1e-6)
+
+
+def test_lifting_keeps_a_piece_the_views_support():
+    from backend.rig.lift import clean_labels
+    from backend.rig.mesh import adjacency
+
+    # a strip of 40 vertices (each linked to the next two): part 0, part 1, a second piece of part 0, part 1
+    n = 40
+    adj = adjacency(n, np.array([[i, i + 1, i + 2] for i in range(n - 2)]))
+    lab = np.r_[np.zeros(10), np.ones(10), np.zeros(10), np.ones(10)].astype(int)
+    votes = np.zeros((n, 2))
+    votes[np.arange(n), lab] = 1.0
+    kept = clean_labels(adj, lab, 2, smooth_iters=0, votes=votes)
+    assert (kept == lab).all()  # the second piece of part 0 is clearly seen: it stays
+    weak = votes.copy()
+    weak[20:30] = [0.4, 0.6]  # the views say part 1 there: the piece joins its neighbour
+    assert (clean_labels(adj, lab, 2, smooth_iters=0, votes=weak)[20:30] == 1).all()
+
+
+def test_metrics_match_parts_and_score_the_tree():
+    gt = np.r_[np.zeros(10), np.ones(10), np.full(10, 2)].astype(int)
+    pred = np.r_[np.ones(10), np.zeros(10), np.full(10, 2)].astype(int)  # renamed parts
+    assert metrics.part_miou(pred, gt) == 1.0
+    best, owner = metrics.matching(pred, gt, 3, 3)
+    assert list(best) == [1, 0, 2] and list(owner) == [1, 0, 2]
+    gt_parents = np.array([-1, 0, 1])
+    assert metrics.tree_correctness(np.array([1, -1, 0]), best, owner, gt_parents) == (True, 2, 2)
+    assert metrics.tree_correctness(np.array([-1, 0, 0]), best, owner, gt_parents) == (False, 1, 2)
