@@ -52,7 +52,7 @@ case "${1:-}" in
   split)
     n=$("$py" -c "import torch; print(torch.cuda.device_count())")
     if [ "$n" -lt 2 ]; then echo "the split needs two GPUs, this machine has $n"; exit 2; fi
-    "$py" scripts/gpu_check_sp4d.py --fixtures .ref/sp4d_tiny --fixtures-only --devices cuda:0,cuda:1 \
+    "$py" scripts/gpu_check_sp4d.py --fixtures tests/fixtures/sp4d_tiny --fixtures-only --devices cuda:0,cuda:1 \
       --out "$out/gpu_check_split.json" 2>&1 | quiet | tail -12
     "$py" scripts/bench_gpu.py --steps 10 --out "$out/bench_gpu_one_eager.json" 2>&1 | quiet | tail -8
     "$py" scripts/bench_gpu.py --devices cuda:0,cuda:1 --steps 10 --out "$out/bench_gpu_split_eager.json" 2>&1 \
@@ -63,7 +63,7 @@ case "${1:-}" in
                   # through the compiled split, then one GPU compiled on the same machine (10 steps)
     "$py" scripts/bench_gpu.py --devices cuda:0,cuda:1 --compile-blocks layers \
       --out "$out/bench_gpu_split_layers_50.json" 2>&1 | quiet | tail -10
-    "$py" scripts/gpu_check_sp4d.py --fixtures .ref/sp4d_tiny --fixtures-only --devices cuda:0,cuda:1 \
+    "$py" scripts/gpu_check_sp4d.py --fixtures tests/fixtures/sp4d_tiny --fixtures-only --devices cuda:0,cuda:1 \
       --compile-blocks layers --out "$out/gpu_check_split_compiled.json" 2>&1 | quiet | tail -6
     "$py" scripts/bench_gpu.py --compile-blocks layers --steps 10 --out "$out/bench_gpu_one_layers_10.json" 2>&1 \
       | quiet | tail -9 ;;
@@ -74,16 +74,16 @@ case "${1:-}" in
     "$py" scripts/bench_official_ratio.py --official "$official" --compile-blocks layers \
       --out "$out/official_ratio.json" 2>&1 | quiet | tail -20 ;;
   check)
-    "$py" scripts/gpu_check_sp4d.py --fixtures .ref/sp4d_tiny --compile-blocks layers --fixtures-only \
+    "$py" scripts/gpu_check_sp4d.py --fixtures tests/fixtures/sp4d_tiny --compile-blocks layers --fixtures-only \
       --out "$out/gpu_check_compiled_layers.json" 2>&1 | quiet | tail -12 ;;
   compiled)
     "$py" scripts/bench_gpu.py --compile-blocks layers --out "$out/bench_gpu_layers_50.json" 2>&1 | quiet | tail -9
-    "$py" scripts/gpu_check_sp4d.py --fixtures .ref/sp4d_tiny --compile-blocks layers --fixtures-only \
+    "$py" scripts/gpu_check_sp4d.py --fixtures tests/fixtures/sp4d_tiny --compile-blocks layers --fixtures-only \
       --out "$out/gpu_check_compiled_layers.json" 2>&1 | quiet | tail -12 ;;
   eager)
     "$py" scripts/bench_gpu.py --out "$out/bench_gpu_eager_50.json" 2>&1 | quiet | tail -8
     "$py" scripts/bench_gpu.py --low-vram --steps 10 --out "$out/bench_gpu_lowvram.json" 2>&1 | quiet | tail -8
-    "$py" scripts/gpu_check_sp4d.py --fixtures .ref/sp4d_tiny --out "$out/gpu_check.json" 2>&1 | quiet | tail -8 ;;
+    "$py" scripts/gpu_check_sp4d.py --fixtures tests/fixtures/sp4d_tiny --out "$out/gpu_check.json" 2>&1 | quiet | tail -8 ;;
   decode)
     "$py" scripts/bench_decode.py --chunks 4 --out "$out/bench_decode.json" 2>&1 | quiet | grep -v USDT
     "$py" scripts/bench_decode.py --variants compiled-cl --chunks 4 --profile 2>&1 | quiet | grep -v USDT | tail -40 ;;
@@ -109,7 +109,7 @@ case "${1:-}" in
         | quiet | tail -3
     done
     for v in 0 1; do
-      SP4D_FRAME_NORM=$v "$py" scripts/gpu_check_sp4d.py --fixtures .ref/sp4d_tiny --dtypes float32,bfloat16 \
+      SP4D_FRAME_NORM=$v "$py" scripts/gpu_check_sp4d.py --fixtures tests/fixtures/sp4d_tiny --dtypes float32,bfloat16 \
         --out "$out/gpu_check_framenorm_$v.json" 2>&1 | quiet | tail -4
     done ;;
   nhwc-eager)  # the eager step (the default mode) NCHW and channels-last (last measured in row 15)
@@ -131,7 +131,7 @@ case "${1:-}" in
       quiet < "$out/cache_$run.log" | grep -A12 "graph cache"
     done
     for run in cold warm; do
-      TORCHINDUCTOR_CACHE_DIR="$cache" "$py" scripts/gpu_check_sp4d.py --fixtures .ref/sp4d_tiny \
+      TORCHINDUCTOR_CACHE_DIR="$cache" "$py" scripts/gpu_check_sp4d.py --fixtures tests/fixtures/sp4d_tiny \
         --compile-blocks layers --fixtures-only --out "$out/gpu_check_cache_$run.json" 2>&1 | quiet | tail -4
     done ;;
   ceiling)
