@@ -105,11 +105,13 @@ case "${1:-}" in
     done ;;
   frame-norm)  # the eager time ResBlocks with frame_norm's kernels (1) and through F.group_norm (0) (row 47)
     for v in 0 1; do
-      SP4D_FRAME_NORM=$v "$py" scripts/bench_gpu.py --steps 10 --out "$out/bench_gpu_eager_framenorm_$v.json" 2>&1 \
+      flag=(); [ "$v" = 0 ] && flag=(--no-frame-norm)
+      "$py" scripts/bench_gpu.py --steps 10 "${flag[@]}" --out "$out/bench_gpu_eager_framenorm_$v.json" 2>&1 \
         | quiet | tail -3
     done
     for v in 0 1; do
-      SP4D_FRAME_NORM=$v "$py" scripts/gpu_check_sp4d.py --fixtures tests/fixtures/sp4d_tiny --dtypes float32,bfloat16 \
+      flag=(); [ "$v" = 0 ] && flag=(--no-frame-norm)
+      "$py" scripts/gpu_check_sp4d.py --fixtures tests/fixtures/sp4d_tiny --dtypes float32,bfloat16 "${flag[@]}" \
         --out "$out/gpu_check_framenorm_$v.json" 2>&1 | quiet | tail -4
     done ;;
   nhwc-eager)  # the eager step (the default mode) NCHW and channels-last (last measured in row 15)

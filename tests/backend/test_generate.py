@@ -18,9 +18,9 @@ from backend.errors import BackendError, Cancelled
 from backend.generate import generate
 from backend.jobdir import JobDir, read_png
 from backend.sp4d.checkpoint import load_config, load_model
-from backend.sp4d.pipeline import generate_views, match_colours, view_angles, window_starts
+from backend.sp4d.compiled import compile_modules, compiled_scope, uncompile_modules
+from backend.sp4d.pipeline import SP4DPipeline, match_colours, view_angles, window_starts
 from backend.sp4d.split import CFGSplit, replicate
-from backend.sp4d.unet_blocks import compile_blocks, compiled_classes, uncompile_blocks
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"  # the official code's outputs (tests/fixtures/README.md)
@@ -66,12 +66,12 @@ def assert_fixture_images(job: JobDir, sampling) -> None:
             assert np.abs(parts - ref[t, v, :, :, 48:].permute(1, 2, 0).numpy()).max() <= 1
 
 
-def test_generate_views_reproduces_the_fixture_images(sampling):
+def test_pipeline_views_reproduce_the_fixture_images(sampling):
     model = load_model(FIX / "weights.safetensors", load_config(FIX / "config.yaml"))
     frames = sampling["input.frames_u8"].permute(0, 3, 1, 2).float() / 255 * 2 - 1
     noise = {k: sampling[f"cond.noise.{k}"].float() for k in ("cond_frames", "cond_view", "cond_motion")}
     with torch.inference_mode():
-        rgb, parts = generate_views(model, frames, steps=3, noise=sampling["sampler.randn"], cond_noise=noise)
+        rgb, parts = SP4DPipeline(model).views(frames, steps=3, noise=sampling["sampler.randn"], cond_noise=noise)
     ref = expected_images(sampling)
     for got, want in ((rgb, ref[..., :48]), (parts, ref[..., 48:])):
         assert (got - want).abs().max() <= 1e-4 * want.abs().max()
@@ -149,11 +149,11 @@ def test_cfg_split_runs_each_new_shape_and_compile_state_one_half_after_the_othe
 
             call = guided(48)
             call(), call()
-            assert compile_blocks("blocks") and compiled_classes()
+            assert compile_modules([model], "blocks") and compiled_scope([model]) == "blocks"
             call(), call()  # compiles, then runs the compiled blocks from two threads
             guided(32)()  # a new shape
     finally:
-        uncompile_blocks()
+        uncompile_modules([model])
         split.close()
     one, two = ["MainThread"], [t for t in seen[1] if t.startswith("sp4d-cfg")]
     assert seen[0] == one and len(two) == 2 == len(seen[1])
@@ -161,9 +161,9 @@ def test_cfg_split_runs_each_new_shape_and_compile_state_one_half_after_the_othe
 
 
 def test_device_lists_are_checked():
-    from backend.sp4d.runtime import resolve_devices
+    from backend.sp4d.options import resolve_devices
 
-    assert resolve_devices("cpu, cpu") == ["cpu", "cpu"]
+    assert resolve_devices("cpu, cpu") == ("cpu", "cpu")
     with pytest.raises(BackendError, match="at most two devices"):
         resolve_devices("cpu,cpu,cpu")
     if torch.cuda.device_count() < 2:
@@ -197,7 +197,10 @@ def test_a_cache_folder_that_cannot_be_made_leaves_inductors_default(tmp_path):
 
 
 def test_compile_true_means_the_fastest_scope():
-    from backend.generate_sp4d import compile_scope
+    from backend.settings import checked
+
+    def compile_scope(value):
+        return checked({"compile": value})["compile"]
 
     assert compile_scope(True) == compile_scope("true") == "layers"  # the scope of docs/perf.md's numbers
     assert compile_scope("blocks") == "blocks" and compile_scope(False) is None and compile_scope(None) is None
