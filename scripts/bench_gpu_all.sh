@@ -28,6 +28,9 @@
 #   bash scripts/bench_gpu_all.sh nhwc-eager  # 10 eager steps NCHW and channels-last
 #   bash scripts/bench_gpu_all.sh skipcats    # 10 compiled steps with the skip concatenations in the fusion
 #                                             # layers and eagerly (row 37's A/B)
+#   BASE=DIR bash scripts/bench_gpu_all.sh ab # this checkout against another one (DIR: e.g. the code before a
+#                                             # refactor), one machine: eager then compiled steps, interleaved,
+#                                             # then the fixtures on CUDA through this checkout
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-out/gpu}"
@@ -138,7 +141,34 @@ case "${1:-}" in
     done ;;
   ceiling)
     "$py" scripts/bench_ceiling.py --out "$out/bench_ceiling.json" 2>&1 | quiet ;;
+  ab)  # logs in /tmp: $OUT returns few files
+    base=${BASE:?"BASE=folder of the other checkout"}
+    export TORCHINDUCTOR_CACHE_DIR; TORCHINDUCTOR_CACHE_DIR=$(mktemp -d)  # both compile into it: shared kernels
+    for mode in eager compiled; do
+      flag=(); [ "$mode" = compiled ] && flag=(--compile-blocks layers)
+      for side in base this; do
+        dir=.; [ "$side" = base ] && dir=$base
+        "$py" "$dir/scripts/bench_gpu.py" --steps 10 "${flag[@]}" --out "$out/ab_${mode}_$side.json" \
+          > "/tmp/ab_${mode}_$side.log" 2>&1 || { tail -30 "/tmp/ab_${mode}_$side.log"; exit 1; }
+        echo "$mode $side: $(grep -E "denoising step|did not compile" "/tmp/ab_${mode}_$side.log")"
+      done
+    done
+    "$py" - "$out" <<'EOF'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+rows = {f"{m} {s}": json.loads((out / f"ab_{m}_{s}.json").read_text()) for m in ("eager", "compiled")
+        for s in ("base", "this")}
+table = {k: {"device": r["device"], "step_median_seconds": r["step_median_seconds"],
+             "decoding_seconds": r["stages"]["decoding"]["seconds"]} for k, r in rows.items()}
+for m in ("eager", "compiled"):
+    table[f"{m} this/base"] = rows[f"{m} this"]["step_median_seconds"] / rows[f"{m} base"]["step_median_seconds"]
+print(json.dumps(table, indent=1))
+(out / "ab_summary.json").write_text(json.dumps(table, indent=1))
+EOF
+    "$py" scripts/gpu_check_sp4d.py --fixtures tests/fixtures/sp4d_tiny --fixtures-only --compile-blocks layers \
+      --out "$out/ab_gpu_check_this.json" 2>&1 | quiet | tail -10 ;;
   *)
-    echo "usage: bash scripts/bench_gpu_all.sh kernels|profile|convs|split|split-compiled|split-one|ratio|check|compiled|eager|decode|condition|skipcats|nhwc|nhwc-eager|clip-sdpa|frame-norm|cache|ceiling" >&2
+    echo "usage: bash scripts/bench_gpu_all.sh kernels|profile|convs|split|split-compiled|split-one|ratio|check|compiled|eager|decode|condition|skipcats|nhwc|nhwc-eager|clip-sdpa|frame-norm|cache|ceiling|ab" >&2
     exit 2 ;;
 esac
