@@ -9,7 +9,7 @@ import sys
 from .context import StageContext
 from .errors import BackendError, from_exception
 from .jobdir import JobDir
-from .settings import add_flags, from_flags
+from .settings import add_flags, checked, from_flags
 
 
 def _print_progress(e: dict) -> None:
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("reweight", help="recompute rig/weights.npz for an edited skeleton")
     p.add_argument("job")
     p.add_argument("skeleton", help="skeleton JSON (rig/skeleton.json format)")
-    p.add_argument("--max-influences", type=int, default=4)
+    add_flags(p, stage="rig")
     p = sub.add_parser("sample", help="write the procedural sample creature (npz)")
     p.add_argument("out", help="output .npz path")
     args = ap.parse_args(argv)
@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "reweight":
             from .rig.reweight import reweight_from_file
 
-            print(json.dumps(reweight_from_file(args.job, args.skeleton, args.max_influences)))
+            top_k = checked(from_flags(args, stage="rig"))["max_influences"]
+            print(json.dumps(reweight_from_file(args.job, args.skeleton, top_k)))
             return 0
         if args.cmd == "generate" and args.clip:
             from .generate import generate

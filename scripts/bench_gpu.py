@@ -108,8 +108,8 @@ def trace_externs(step, names: tuple[str, ...] = ("convolution", "mm", "addmm", 
     graphs) wrapped: per call the operands' layouts (shape, strides, pointer alignment) and its GPU
     time in the step (CUDA events), grouped; then each group's call replayed alone on fresh tensors
     of the same layouts. The profiler's table by input shape attributes kernels to the wrong
-    operators inside compiled graphs (it showed 1.2 ms for a 0.33 ms convolution: docs/perf.md
-    row 27); these events time exactly the call."""
+    operators inside compiled graphs (it showed 1.2 ms for a 0.33 ms convolution); these events
+    time exactly the call."""
     from torch._inductor.select_algorithm import extern_kernels
 
     origs, calls = {n: getattr(extern_kernels, n) for n in names}, []
@@ -179,8 +179,7 @@ def kernel_kind(name: str) -> str:
 
 def inductor_kernel_rates(calls_per_step: dict[str, list], save: Path | None) -> list[dict]:
     """The Triton kernels inductor loaded in this process (needs config.benchmark_kernel before the
-    compile; kernels built by its parallel compile workers may be missing: 32 of the step's in
-    row 29), each timed alone on its own arguments: bytes moved (inductor's count), GB/s, and its
+    compile; kernels built by its parallel compile workers may be missing), each timed alone on its own arguments: bytes moved (inductor's count), GB/s, and its
     share of the profiled step; the sources of the 40 largest are copied to ``save`` for reading."""
     import shutil
 

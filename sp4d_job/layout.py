@@ -34,6 +34,11 @@ WEIGHTS_NPZ = "rig/weights.npz"
 CAPTURE_DIR = "capture"  # frames Blender rendered of the mesh (source.clip = "capture")
 
 
+def capture_frame(t: int) -> str:
+    """Frame t of a capture (CAPTURE_DIR), named so that sorting by name keeps their order."""
+    return f"frame_{t:03d}.png"
+
+
 def input_frame(t: int) -> str:
     """The model-ready input frame t (RGB on white, the model's size)."""
     return f"input/frame_{t:03d}.png"

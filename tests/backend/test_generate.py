@@ -113,6 +113,12 @@ def test_replica_on_another_device_is_a_separate_equal_copy():
     pairs = list(zip(unet.state_dict().items(), rep.state_dict().items(), strict=True))
     assert len(pairs) == len(unet.state_dict()) and all(ka == kb for (ka, _), (kb, _) in pairs)
     assert all(torch.equal(a, b) and a.data_ptr() != b.data_ptr() for (_, a), (_, b) in pairs)
+    # a compiled UNet's copy is eager: its wrappers would call the original's methods
+    compile_modules([unet], "layers")
+    try:
+        assert compiled_scope([replicate(unet, "cpu")]) is None and compiled_scope([unet]) == "layers"
+    finally:
+        uncompile_modules([unet])
 
 
 def test_cfg_split_runs_each_new_shape_and_compile_state_one_half_after_the_other(sampling):
