@@ -179,8 +179,9 @@ def kernel_kind(name: str) -> str:
 
 def inductor_kernel_rates(calls_per_step: dict[str, list], save: Path | None) -> list[dict]:
     """The Triton kernels inductor loaded in this process (needs config.benchmark_kernel before the
-    compile; kernels built by its parallel compile workers may be missing), each timed alone on its own arguments: bytes moved (inductor's count), GB/s, and its
-    share of the profiled step; the sources of the 40 largest are copied to ``save`` for reading."""
+    compile; kernels built by its parallel compile workers may be missing), each timed alone on its
+    own arguments: bytes moved (inductor's count), GB/s, and its share of the profiled step; the
+    sources of the 40 largest are copied to ``save`` for reading."""
     import shutil
 
     import triton.testing
