@@ -9,6 +9,7 @@ import sys
 from .context import StageContext
 from .errors import BackendError, from_exception
 from .jobdir import JobDir
+from .settings import add_flags, checked, from_flags
 
 
 def _print_progress(e: dict) -> None:
@@ -24,25 +25,13 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=f"{text} for a job folder")
         p.add_argument("job", help="job folder (docs/job-folder.md)")
         if name == "generate":
-            p.add_argument("--clip", help="video, GIF, image, folder or glob: creates the job from this clip")
-            p.add_argument("--weights", help="sp4d.safetensors path, or 'hub' (default)")
-            p.add_argument("--config", dest="model_config", help="model config yaml (default: the released model)")
-            p.add_argument("--steps", type=int)
-            p.add_argument("--cfg", type=float)
-            p.add_argument("--seed", type=int)
-            p.add_argument("--frames", type=int)
-            p.add_argument("--image-size", dest="image_size", type=int)
-            p.add_argument("--device", help="auto, cuda, cpu, cuda:1, or cuda:0,cuda:1 (CFG split over two GPUs)")
-            p.add_argument("--precision", choices=["bf16", "fp16", "fp32"])
-            p.add_argument("--compile", choices=["blocks", "layers"], help="torch.compile the UNet (docs/perf.md)")
-            p.add_argument("--low-vram", dest="low_vram", action="store_true", default=None,
-                           help="keep the image encoders off the GPU while sampling (under 19 GiB at 576 px)")
-            p.add_argument("--no-preprocess", dest="preprocess", action="store_false", default=None,
-                           help="the frames are already model-ready (square, white background)")
+            p.add_argument("--clip", help="video, GIF, image, folder or glob: creates the job from this clip with "
+                           "the settings below (docs/generation.md)")
+            add_flags(p)
     p = sub.add_parser("reweight", help="recompute rig/weights.npz for an edited skeleton")
     p.add_argument("job")
     p.add_argument("skeleton", help="skeleton JSON (rig/skeleton.json format)")
-    p.add_argument("--max-influences", type=int, default=4)
+    add_flags(p, stage="rig")
     p = sub.add_parser("sample", help="write the procedural sample creature (npz)")
     p.add_argument("out", help="output .npz path")
     args = ap.parse_args(argv)
@@ -60,20 +49,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "reweight":
             from .rig.reweight import reweight_from_file
 
-            print(json.dumps(reweight_from_file(args.job, args.skeleton, args.max_influences)))
+            top_k = checked(from_flags(args, stage="rig"))["max_influences"]
+            print(json.dumps(reweight_from_file(args.job, args.skeleton, top_k)))
             return 0
         if args.cmd == "generate" and args.clip:
             from .generate import generate
 
-            keys = ("weights", "model_config", "steps", "cfg", "seed", "frames", "image_size", "device",
-                    "precision", "preprocess", "compile", "low_vram")
-            settings = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
-            result = generate(args.clip, args.job, settings, on_event=_print_progress)
+            result = generate(args.clip, args.job, from_flags(args), on_event=_print_progress)
             print(json.dumps(result, indent=1, default=str))
             return 0
-        from .server import run_job_command
+        from .stages import run_command
 
-        result = run_job_command(args.cmd, JobDir(args.job), StageContext(_print_progress))
+        result = run_command(args.cmd, JobDir(args.job), StageContext(_print_progress))
         print(json.dumps(result, indent=1, default=str))
         return 0
     except Exception as exc:  # noqa: BLE001

@@ -13,7 +13,8 @@ import math
 
 import numpy as np
 
-N_VIEWS = 13
+from sp4d_job.layout import VIEWS as N_VIEWS
+
 DEFAULT_DISTANCE = 3.0
 # the unit sphere at DEFAULT_DISTANCE subtends asin(1/3); it should fill 0.9 of the frame
 DEFAULT_FOV_DEG = math.degrees(2 * math.atan(math.tan(math.asin(1 / DEFAULT_DISTANCE)) / 0.9))

@@ -11,32 +11,20 @@ from pathlib import Path
 
 import numpy as np
 
+# STAGES and world_vertices are defined with the job folder (sp4d_job); re-exported here for the
+# rig stages (backend/rig/pipeline.py imports them from this module)
+from sp4d_job.arrays import world_vertices
+from sp4d_job.layout import STAGES
+
 from .cameras import cameras_record, normalisation, orbit_cameras
 from .context import StageContext
 from .errors import BackendError
+from .generate_sp4d import run_sp4d
 from .jobdir import JobDir, digest, write_json_atomic, write_png_atomic
+from .settings import settings_of
 
 STAGE = "generate"
-STAGES = ("generate", "parts", "rig")
-DEFAULTS = {"frames": 4, "image_size": 576, "part_source": "auto", "seed": 23, "steps": 50, "cfg": 3.0,
-            "min_cfg": 1.0, "device": "auto", "precision": "bf16", "weights": "hub", "model_config": None,
-            "preprocess": True, "decode_chunk": 4, "noise_file": None, "compile": False,
-            "low_vram": False}
-
-
-def settings_of(job: dict) -> dict:
-    s = dict(DEFAULTS)
-    s.update({k: v for k, v in job.get("settings", {}).items() if v is not None})
-    try:
-        s["frames"] = int(s["frames"])
-        s["image_size"] = int(s["image_size"])
-    except (TypeError, ValueError):
-        raise BackendError("bad_input", "settings.frames and settings.image_size must be integers") from None
-    if not 1 <= s["frames"] <= 64:
-        raise BackendError("bad_input", f"settings.frames must be 1..64, got {s['frames']}")
-    if s["image_size"] < 16 or s["image_size"] % 8:
-        raise BackendError("bad_input", f"settings.image_size must be a multiple of 8, got {s['image_size']}")
-    return s
+__all__ = ["STAGES", "generate", "run_generate", "world_vertices"]
 
 
 def sp4d_unavailable_reason(settings: dict) -> str | None:
@@ -51,11 +39,6 @@ def sp4d_unavailable_reason(settings: dict) -> str | None:
     if w not in (None, "", "hub") and not Path(str(w)).expanduser().is_file():
         return f"the weights file {w} does not exist"
     return None
-
-
-def world_vertices(mesh: dict) -> np.ndarray:
-    m = np.asarray(mesh["matrix_world"], np.float64)
-    return mesh["vertices"] @ m[:3, :3].T + m[:3, 3]
 
 
 def run_generate(job: JobDir, ctx: StageContext) -> dict:
@@ -77,11 +60,7 @@ def run_generate(job: JobDir, ctx: StageContext) -> dict:
     if source == "oracle" and not has_gt:
         raise BackendError("bad_input", "the parts oracle needs a mesh with ground-truth parts "
                            "(mesh.npz gt_labels, gt_parents, gt_joints)")
-    if source not in ("sp4d", "oracle"):
-        raise BackendError("bad_input", f"unknown part_source {s['part_source']!r}")
     if source == "sp4d":
-        from .generate_sp4d import run_sp4d
-
         return run_sp4d(job, ctx, spec, s, mesh)
     key = digest(STAGE, source, s["frames"], s["image_size"], job.mesh_npz if mesh is not None else None)
     if job.stage_done(STAGE, key):

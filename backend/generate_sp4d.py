@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from sp4d_job.arrays import world_vertices
+from sp4d_job.layout import STAGES
+
 from .cameras import cameras_record, normalisation, orbit_cameras
 from .clip_input import prepare_frames, read_clip
 from .context import StageContext
@@ -36,7 +39,7 @@ def input_frames(job: JobDir, spec: dict, s: dict) -> tuple[np.ndarray, list[str
             masks = a[..., 0] > 0.5
         for i, (f, m) in enumerate(zip(out, masks, strict=True)):
             write_png_atomic(job.input_frame(i), f)
-            write_png_atomic(job.root / "input" / f"mask_{i:03d}.png", (m * 255).astype(np.uint8))
+            write_png_atomic(job.input_mask(i), (m * 255).astype(np.uint8))
         return out, warnings
     paths = sorted((job.root / "input").glob("frame_*.png"))
     if not paths:
@@ -58,61 +61,35 @@ def _load_noise(path: str | None):
     return z["sampler.randn"].float(), cond or None
 
 
-def compile_scope(setting) -> str | None:
-    """settings.compile: false/null (eager), true (the default scope) or a scope name."""
-    from .sp4d.unet_blocks import COMPILE_SCOPES, DEFAULT_SCOPE
-
-    if setting in (None, False, "", "off", "false"):
-        return None
-    if setting is True or setting in ("on", "true"):
-        return DEFAULT_SCOPE
-    if setting not in COMPILE_SCOPES:
-        raise BackendError("bad_input", f"settings.compile must be true, false or one of {sorted(COMPILE_SCOPES)}, "
-                           f"got {setting!r}")
-    return setting
-
-
 def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | None) -> dict:
+    """Generate the views of ``job`` with SP4D (``s``: its checked settings); returns the stage record."""
     import torch
 
-    from .sp4d.runtime import get_model, get_split, resolve_devices, resolve_dtype, use_compile_cache_dir
+    from .sp4d.runtime import use_compile_cache_dir
 
     # compiled graphs in the user's cache folder, kept for later backend processes: set before
     # torch._dynamo's first import, which fixes inductor's folder for the process
     use_compile_cache_dir()
     import torch._dynamo
 
-    from .sp4d.pipeline import generate_views
-    from .sp4d.unet_blocks import Downsample
+    from .sp4d.options import RunOptions
+    from .sp4d.runtime import get_pipeline
 
+    options = RunOptions.from_settings(s)  # devices checked before the model is loaded
     frames, warnings = input_frames(job, spec, s)
     for w in warnings:
         ctx.progress(STAGE, 0, 1, f"warning: {w}")
     keep = ("steps", "cfg", "min_cfg", "seed", "weights", "model_config", "precision", "device")
-    key = digest(STAGE, "sp4d", frames, {k: s[k] for k in keep},
-                 s["noise_file"] if s["noise_file"] else None)
+    key = digest(STAGE, "sp4d", frames, {k: s[k] for k in keep}, s["noise_file"])
     if job.stage_done(STAGE, key):
         return job.stage_info(STAGE)
-    from .generate import STAGES
-
     job.invalidate_from(STAGE, STAGES)
-    devices = resolve_devices(s["device"])
-    scope = compile_scope(s.get("compile"))  # settings are checked before the model is loaded
-    device = devices[0]
-    model = get_model(s["weights"], s["model_config"], device, resolve_dtype(s["precision"], device))
-    levels = sum(isinstance(b[-1], Downsample) for b in model.model.diffusion_model.net1.input_blocks)
-    if s["image_size"] % (8 * 2 ** levels):
-        raise BackendError("bad_input", f"image_size must be a multiple of {8 * 2 ** levels} for this model")
-    split = get_split(model, devices) if len(devices) > 1 else None
-    from .sp4d.unet import prefers_channels_last, set_layout
-    from .sp4d.unet_blocks import compile_blocks, uncompile_blocks
-
-    set_layout([model.model.diffusion_model, *(split.unets if split else [])], prefers_channels_last(scope, device))
-    if not scope:
-        uncompile_blocks()
-    elif compile_blocks(scope):  # opt-in; the graphs are kept for the process's later jobs
-        ctx.progress(STAGE, 0, 1, f"compiling the UNet ({scope}) during the first step and the decoder when "
-                     "decoding: about 3 minutes the first time on this machine, ~30 s when inductor's cache "
+    pipe = get_pipeline(s["weights"], s["model_config"], options)
+    if s["image_size"] % pipe.image_multiple:
+        raise BackendError("bad_input", f"image_size must be a multiple of {pipe.image_multiple} for this model")
+    if pipe.apply(options):  # a compile was set up: its graphs are kept for the process's later jobs
+        ctx.progress(STAGE, 0, 1, f"compiling the UNet ({options.compile}) during the first step and the decoder "
+                     "when decoding: about 3 minutes the first time on this machine, ~30 s when inductor's cache "
                      "holds the graphs; once per backend process (its later jobs reuse them)")
     noise, cond_noise = _load_noise(s["noise_file"])
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255 * 2 - 1
@@ -122,19 +99,17 @@ def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | N
 
     def run():
         with torch.inference_mode():
-            return generate_views(model, x, steps=int(s["steps"]), cfg=float(s["cfg"]), min_cfg=float(s["min_cfg"]),
-                                  seed=int(s["seed"]), noise=noise, cond_noise=cond_noise, on_step=on_step,
-                                  decode_chunk=int(s["decode_chunk"]), split=split,
-                                  offload="cpu" if s.get("low_vram") else None)
+            return pipe.views(x, steps=s["steps"], cfg=s["cfg"], min_cfg=s["min_cfg"], seed=s["seed"], noise=noise,
+                              cond_noise=cond_noise, on_step=on_step)
 
     try:
         try:
             rgb, parts = run()
         except torch._dynamo.exc.TorchDynamoException as exc:
-            if not scope:
+            if not options.compile:
                 raise
             # no working compiler toolchain (or a compiler bug): the same job, eager
-            uncompile_blocks()
+            pipe.apply(options.replace(compile=None))
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             warnings.append(f"torch.compile failed ({first[:200]}); generated without it")
             ctx.progress(STAGE, 0, 1, f"warning: {warnings[-1]}")
@@ -149,12 +124,7 @@ def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | N
         for k in range(v):
             write_png_atomic(job.view_image("rgb", k + 1, t), to_u8(rgb[t, k]))
             write_png_atomic(job.view_image("parts", k + 1, t), to_u8(parts[t, k]))
-    if mesh is not None:
-        from .generate import world_vertices
-
-        centre, scale = normalisation(world_vertices(mesh))
-    else:
-        centre, scale = np.zeros(3), 1.0
+    centre, scale = normalisation(world_vertices(mesh)) if mesh is not None else (np.zeros(3), 1.0)
     write_json_atomic(job.cameras_json, cameras_record(orbit_cameras(size=s["image_size"], n_views=v + 1), n, "sp4d",
                                                        centre, scale, warnings=warnings))
     from .preview import write_preview

@@ -1,58 +1,27 @@
-"""The job folder: the one boundary between Blender and the backend.
+"""The job folder on the backend's side: paths, job.json, mesh.npz, stage records.
 
-A job folder is self-describing and resumable. Every file is written atomically (temporary
-file in the same folder, then ``os.replace``), so a reader never sees half a file and a job
-killed mid-write leaves the previous version. ``status.json`` records, per stage, a digest of
-the stage's inputs; a stage whose record matches is not recomputed. Readers ignore unknown keys.
-Layout: docs/job-folder.md.
+A job folder is self-describing and resumable. Its names, files and atomic writes are defined in
+sp4d_job (shared with Blender); here the backend's readers and stage records. ``status.json``
+records, per stage, a digest of the stage's inputs; a stage whose record matches is not
+recomputed. Readers ignore unknown keys. Layout: docs/job-folder.md.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sp4d_job import layout
+from sp4d_job.arrays import mesh_arrays
+from sp4d_job.layout import write_bytes_atomic, write_json_atomic, write_npz_atomic  # noqa: F401 (re-exported)
+
 from .errors import BackendError
-
-FORMAT_VERSION = 1
-N_VIEWS = 13  # view 0 = input view, views 1..12 generated
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
-
-
-def write_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    write_bytes_atomic(path, buf.getvalue())
 
 
 def write_png_atomic(path: Path, image: np.ndarray) -> None:
@@ -104,39 +73,40 @@ class JobDir:
     # --- paths -------------------------------------------------------------------------------
     @property
     def job_json(self) -> Path:
-        return self.root / "job.json"
+        return self.root / layout.JOB_JSON
 
     @property
     def status_json(self) -> Path:
-        return self.root / "status.json"
+        return self.root / layout.STATUS_JSON
 
     @property
     def mesh_npz(self) -> Path:
-        return self.root / "mesh.npz"
+        return self.root / layout.MESH_NPZ
 
     @property
     def cameras_json(self) -> Path:
-        return self.root / "views" / "cameras.json"
+        return self.root / layout.CAMERAS_JSON
 
     @property
     def labels_npz(self) -> Path:
-        return self.root / "parts" / "labels.npz"
+        return self.root / layout.LABELS_NPZ
 
     @property
     def skeleton_json(self) -> Path:
-        return self.root / "rig" / "skeleton.json"
+        return self.root / layout.SKELETON_JSON
 
     @property
     def weights_npz(self) -> Path:
-        return self.root / "rig" / "weights.npz"
+        return self.root / layout.WEIGHTS_NPZ
 
     def input_frame(self, t: int) -> Path:
-        return self.root / "input" / f"frame_{t:03d}.png"
+        return self.root / layout.input_frame(t)
+
+    def input_mask(self, t: int) -> Path:
+        return self.root / layout.input_mask(t)
 
     def view_image(self, kind: str, v: int, t: int) -> Path:
-        if kind not in ("rgb", "parts"):
-            raise ValueError(kind)
-        return self.root / "views" / kind / f"v{v:02d}_t{t:03d}.png"
+        return self.root / layout.view_image(kind, v, t)
 
     # --- job.json ----------------------------------------------------------------------------
     def create(self, source: dict, settings: dict) -> None:
@@ -144,11 +114,7 @@ class JobDir:
         from . import __version__
 
         self.root.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(
-            self.job_json,
-            {"format": FORMAT_VERSION, "source": source, "settings": settings,
-             "versions": {"backend": __version__}},
-        )
+        write_json_atomic(self.job_json, layout.job_spec(source, settings, {"backend": __version__}))
 
     def read_job(self) -> dict:
         if not self.job_json.is_file():
@@ -166,20 +132,14 @@ class JobDir:
     # --- mesh.npz ----------------------------------------------------------------------------
     def write_mesh(self, vertices: np.ndarray, faces: np.ndarray,
                    matrix_world: np.ndarray | None = None, **extra: np.ndarray) -> None:
-        arrays = {"vertices": np.asarray(vertices, np.float32),
-                  "faces": np.asarray(faces, np.int32),
-                  "matrix_world": np.eye(4, dtype=np.float32) if matrix_world is None
-                  else np.asarray(matrix_world, np.float32)}
-        arrays.update(extra)
-        write_npz_atomic(self.mesh_npz, **arrays)
+        write_npz_atomic(self.mesh_npz, **mesh_arrays(vertices, faces, matrix_world, **extra))
 
     def read_mesh(self) -> dict | None:
         """The mesh as a dict of arrays, or None when the job has no mesh. Validates shapes."""
         if not self.mesh_npz.is_file():
             return None
         try:
-            with np.load(self.mesh_npz, allow_pickle=False) as z:
-                mesh = {k: z[k] for k in z.files}
+            mesh = layout.read_npz(self.mesh_npz)
         except Exception as exc:  # zip or format errors
             raise BackendError("bad_input", f"mesh.npz is unreadable: {exc}") from exc
         from .rig.mesh import validate_mesh

@@ -18,27 +18,7 @@ from . import __version__
 from .context import StageContext
 from .errors import BackendError, from_exception
 from .jobdir import JobDir
-
-JOB_COMMANDS = ("generate", "rig", "run", "reweight")
-
-
-def run_job_command(cmd: str, job: JobDir, ctx: StageContext) -> dict:
-    """Run the stages of ``cmd`` (generate | rig | run = both) and return their records."""
-    from .generate import run_generate
-    from .rig.pipeline import run_parts, run_rig
-
-    out: dict = {}
-    if cmd == "reweight":
-        from .rig.reweight import reweight_from_file
-
-        return {"reweight": reweight_from_file(job.root, job.root / "rig" / "skeleton_edited.json",
-                                               int(job.read_job()["settings"].get("max_influences", 4) or 0))}
-    if cmd in ("generate", "run"):
-        out["generate"] = run_generate(job, ctx)
-    if cmd in ("rig", "run"):
-        out["parts"] = run_parts(job, ctx)
-        out["rig"] = run_rig(job, ctx)
-    return out
+from .stages import JOB_COMMANDS, run_command
 
 
 class Server:
@@ -73,7 +53,7 @@ class Server:
             job = JobDir(path)
             try:
                 ctx.check()
-                result = run_job_command(cmd, job, ctx)
+                result = run_command(cmd, job, ctx)
                 self.send({"id": rid, "event": "result", "data": {"job": str(path), "stages": result}})
             except BaseException as exc:  # noqa: BLE001 - every failure becomes an error event
                 err = from_exception(exc)

@@ -24,11 +24,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other benchmarks' helpers
 
-from bench_gpu import kernel_tables, sync, view_angles  # noqa: E402
+from bench_gpu import kernel_tables, random_model, sync  # noqa: E402
 from bench_kernels import time_ms  # noqa: E402
 
-from backend.sp4d.checkpoint import build_model, drop_unused, load_config  # noqa: E402
-from backend.sp4d.testing import random_init_  # noqa: E402
+from backend.sp4d.options import OpChoices, configure  # noqa: E402
+from backend.sp4d.pipeline import view_angles  # noqa: E402
 
 
 def timed(fn, reps: int) -> float:
@@ -52,13 +52,9 @@ def main() -> int:
         return 2
     dt = torch.float32 if args.smoke else torch.bfloat16
     size = 48 if args.smoke else args.size
-    model = drop_unused(build_model(load_config(args.config) if args.config else load_config(), "meta"))
-    model.to_empty(device=dev)
-    random_init_(model)
-    model.to(dt)
+    model = random_model(args.config, dev, dt)
     emb = model.conditioner.embedders
-    if args.clip_sdpa == "pytorch":
-        emb[0].SDPA_BACKENDS = None
+    configure(model, OpChoices(clip_attention="pytorch" if args.clip_sdpa == "pytorch" else "flash"))
     frames = (torch.rand(4, 3, size, size, device=dev) * 2 - 1).to(dt)
     polar, az = view_angles()
     polar_t, az_t = torch.from_numpy(np.tile(polar, 4)), torch.from_numpy(np.tile(az, 4))
@@ -82,11 +78,11 @@ def main() -> int:
         rows["CLIP tower, 4 frames"] = timed(lambda: emb[0](frames), args.reps)
         # each kernel choice against the tower in float32 (which never takes cuDNN attention)
         ref = copy.deepcopy(emb[0]).float()(frames.float())
-        clip_rel, chosen = {}, emb[0].SDPA_BACKENDS
-        for name, backends in (("ours", type(emb[0]).SDPA_BACKENDS), ("pytorch", None)):
-            emb[0].SDPA_BACKENDS = backends
+        clip_rel, chosen = {}, emb[0].ops
+        for name, choice in (("ours", "flash"), ("pytorch", "pytorch")):
+            configure(emb[0], OpChoices(clip_attention=choice))
             clip_rel[name] = float((emb[0](frames).float() - ref).abs().max() / ref.abs().max())
-        emb[0].SDPA_BACKENDS = chosen
+        configure(emb[0], chosen)
         del ref
         for ndt in (torch.float32, torch.bfloat16):  # the conditioner draws float32 and casts
             rows[f"noise draw on the CPU, 4 frames, {str(ndt)[6:]}"] = timed(

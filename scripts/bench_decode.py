@@ -13,6 +13,7 @@ variant's result and from a float32 decode of the first 4 latents (relative to t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -27,26 +28,27 @@ from gpu_check_sp4d import rel  # noqa: E402
 
 from backend.sp4d import vae  # noqa: E402
 from backend.sp4d.checkpoint import build_model, load_config  # noqa: E402
+from backend.sp4d.compiled import compile_modules, uncompile_modules  # noqa: E402
+from backend.sp4d.options import OpChoices, configure  # noqa: E402
 from backend.sp4d.testing import random_init_  # noqa: E402
-from backend.sp4d.unet_blocks import compile_blocks, uncompile_blocks  # noqa: E402
 
 VARIANTS = ("eager", "eager-cl", "compiled", "compiled-cl")
 SMOKE_DECODER = dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, out_ch=3, z_channels=4)
 
 
-def decode_flops(dec: torch.nn.Module, z: torch.Tensor) -> int:
+def decode_flops(dec: torch.nn.Module, z: torch.Tensor, ops: OpChoices) -> int:
     """FLOPs of one decode of ``z`` as torch's counter counts them (convolutions and products).
     Counted with the attention through SDPA (the same two products): torch 2.11's counter fails on
-    bmm with out_dtype (vae.product_attention) with "bmm_flop() got multiple values for argument
-    'out_shape'"."""
+    bmm with out_dtype (functional.product_attention) with "bmm_flop() got multiple values for
+    argument 'out_shape'". ``ops``: the decoder's choices, restored afterwards."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    products, vae.AttnBlock.PRODUCTS = vae.AttnBlock.PRODUCTS, False
+    configure(dec, dataclasses.replace(ops, vae_attention="sdpa"))
     try:
         with FlopCounterMode(display=False) as counter:
             dec(z[:1])
     finally:
-        vae.AttnBlock.PRODUCTS = products
+        configure(dec, ops)
     return counter.get_total_flops() * z.shape[0]
 
 
@@ -59,9 +61,9 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--cudnn-benchmark", action="store_true", help="cuDNN times its algorithms per shape")
     ap.add_argument("--generic-norm", action="store_true",
-                    help="compiled GroupNorms through inductor's generic decomposition (VAEGroupNorm.BY_IMAGE off)")
+                    help="compiled GroupNorms through inductor's generic decomposition (OpChoices.norm_by_image off)")
     ap.add_argument("--sdpa", action="store_true",
-                    help="half-precision mid-block attention through SDPA (vae.AttnBlock.PRODUCTS off)")
+                    help="half-precision mid-block attention through SDPA (OpChoices.vae_attention 'sdpa')")
     ap.add_argument("--profile", action="store_true", help="every GPU kernel of one more decode with the last "
                     "variant, by kind and by total time")
     ap.add_argument("--smoke", action="store_true", help="CPU, a tiny decoder, float32, 4 latents of 16²")
@@ -84,24 +86,24 @@ def main() -> int:
         n, side = 48, args.size // 8
     random_init_(dec)
     dec.to(dt)
+    ops = OpChoices(norm_by_image=not args.generic_norm, vae_attention="sdpa" if args.sdpa else "products")
+    configure(dec, ops)
     g = torch.Generator(device=dev).manual_seed(0)
     z = torch.randn(n, 2 * dec.z_channels, side, side, generator=g, device=dev).to(dt)
-    flops = decode_flops(dec, z)
+    flops = decode_flops(dec, z, ops)
     dec.float()  # the first 4 latents in float32 (TF32 off): each variant's precision
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     ref32 = dec(z[:4].float())
     torch.backends.cudnn.allow_tf32 = True
     dec.to(dt)
     results, ref = [], None
-    vae.VAEGroupNorm.BY_IMAGE = not args.generic_norm
-    vae.AttnBlock.PRODUCTS = not args.sdpa
     for variant in variants:
         for chunk in (int(c) for c in args.chunks.split(",")):
             dec.to(memory_format=torch.channels_last if variant.endswith("-cl") else torch.contiguous_format)
-            uncompile_blocks()
+            uncompile_modules([dec])
             torch._dynamo.reset()
-            if variant.startswith("compiled"):  # as the backend compiles it: the whole Decoder.forward
-                compile_blocks("layers")
+            if variant.startswith("compiled"):  # as the backend compiles it: each latent half's decode whole
+                compile_modules([dec], "layers")
             reset_peak()
             t0 = sync()
             out = torch.cat([dec(part) for part in z.split(chunk)])
@@ -129,7 +131,7 @@ def main() -> int:
             sync()
         summary, full, _ = kernel_tables(prof)
         print(f"kernels of one decode ({variant}, chunk {chunk}):\n{summary}\n" + "\n".join(full.splitlines()[:30]))
-    uncompile_blocks()
+    uncompile_modules([dec])
     name = "cpu (smoke run)" if args.smoke else torch.cuda.get_device_name()
     print(f"device {name}, torch {torch.__version__}, {n} latents of {side}² -> {2 * n} images, "
           f"{flops / 1e12:.1f} TFLOP counted")

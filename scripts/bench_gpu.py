@@ -6,6 +6,9 @@ peak GPU memory, and achieved TFLOP/s of a denoising step against the FLOPs coun
 torch.utils.flop_counter (the floor: those FLOPs at the GPU's dense bf16 peak).
 
     python scripts/bench_gpu.py [--steps 50] [--size 576] [--precision bf16] [--low-vram] [--clip PATH]
+
+The run's options (backend/sp4d/options.py) come from the flags; variants of an op (the flags
+after --devices) are OpChoices, so a variant is timed exactly as the backend would run it.
 """
 
 from __future__ import annotations
@@ -22,17 +25,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backend.sp4d import kernels  # noqa: E402
 from backend.sp4d.checkpoint import build_model, drop_unused, load_config  # noqa: E402
-from backend.sp4d.pipeline import view_angles  # noqa: E402
-from backend.sp4d.runtime import DTYPES  # noqa: E402
-from backend.sp4d.sampling import edm_sigmas, guide, linear_guidance_scale  # noqa: E402
+from backend.sp4d.options import DTYPES, RunOptions  # noqa: E402
+from backend.sp4d.pipeline import SP4DPipeline  # noqa: E402
+from backend.sp4d.sampling import edm_sigmas  # noqa: E402
 from backend.sp4d.testing import random_init_  # noqa: E402
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12}  # dense bf16 tensor-core peak (SXM)
 
 
-DECODE_CHUNK = 4  # latents decoded per call (the backend's decode_chunk default)
 
 
 def gpus() -> range:
@@ -107,8 +108,8 @@ def trace_externs(step, names: tuple[str, ...] = ("convolution", "mm", "addmm", 
     graphs) wrapped: per call the operands' layouts (shape, strides, pointer alignment) and its GPU
     time in the step (CUDA events), grouped; then each group's call replayed alone on fresh tensors
     of the same layouts. The profiler's table by input shape attributes kernels to the wrong
-    operators inside compiled graphs (it showed 1.2 ms for a 0.33 ms convolution: docs/perf.md
-    row 27); these events time exactly the call."""
+    operators inside compiled graphs (it showed 1.2 ms for a 0.33 ms convolution); these events
+    time exactly the call."""
     from torch._inductor.select_algorithm import extern_kernels
 
     origs, calls = {n: getattr(extern_kernels, n) for n in names}, []
@@ -178,9 +179,9 @@ def kernel_kind(name: str) -> str:
 
 def inductor_kernel_rates(calls_per_step: dict[str, list], save: Path | None) -> list[dict]:
     """The Triton kernels inductor loaded in this process (needs config.benchmark_kernel before the
-    compile; kernels built by its parallel compile workers may be missing: 32 of the step's in
-    row 29), each timed alone on its own arguments: bytes moved (inductor's count), GB/s, and its
-    share of the profiled step; the sources of the 40 largest are copied to ``save`` for reading."""
+    compile; kernels built by its parallel compile workers may be missing), each timed alone on its
+    own arguments: bytes moved (inductor's count), GB/s, and its share of the profiled step; the
+    sources of the 40 largest are copied to ``save`` for reading."""
     import shutil
 
     import triton.testing
@@ -233,39 +234,72 @@ def kernel_tables(prof) -> tuple[str, str, dict[str, list]]:
     return summary, full, kernels_
 
 
+def add_option_flags(ap: argparse.ArgumentParser) -> None:
+    """The flags that build the run's RunOptions (options_from)."""
+    ap.add_argument("--precision", default="bf16", choices=list(DTYPES))
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--devices", help="CFG split over two devices, e.g. cuda:0,cuda:1 (cuda:0,cuda:0 checks "
+                    "the split on one GPU)")
+    ap.add_argument("--compile-blocks", nargs="?", const="blocks", choices=("blocks", "layers"),
+                    help="torch.compile the model's instances of a compile scope (blocks or layers)")
+    ap.add_argument("--layout", choices=("auto", "nchw", "nhwc"), default="auto",
+                    help="the UNet's activations and convolution weights; auto: as the backend picks them "
+                    "(RunOptions.from_settings: NHWC for the compiled layers on CUDA)")
+    ap.add_argument("--low-vram", action="store_true", help="conditioner on the GPU only while conditioning")
+    ap.add_argument("--no-kernels", action="store_true", help="no Triton kernels: the plain PyTorch paths")
+    ap.add_argument("--geglu-kernel", choices=("tma", "blocked"), default="tma",
+                    help="the GEGLU kernel: persistent with TMA (Hopper+) or the blocked one")
+    ap.add_argument("--geglu-gate", choices=("exp", "poly", "erf"), default="exp", help="its exact-GELU epilogue")
+    ap.add_argument("--no-frame-norm", action="store_true",
+                    help="eager ResBlock norms through F.group_norm, not frame_norm's kernels")
+    ap.add_argument("--fused-bias", action="store_true",
+                    help="output projections through cuBLAS's bias epilogue also when compiled (no bias apart)")
+    ap.add_argument("--eager-skip-cats", action="store_true",
+                    help="the output blocks' skip concatenations eagerly, outside the fusion layers")
+    ap.add_argument("--cudnn-edges", action="store_true",
+                    help="the UNet's first and last convolutions through cuDNN (no products)")
+
+
+def options_from(args: argparse.Namespace) -> RunOptions:
+    """The RunOptions the flags of add_option_flags describe."""
+    dev = args.devices.split(",")[0] if args.devices else args.device
+    cuda = torch.device(dev).type == "cuda"
+    layout = {"auto": args.compile_blocks == "layers" and cuda, "nchw": False, "nhwc": True}[args.layout]
+    never = 1 << 30
+    edges = {"edge_in_pixels": never, "edge_out_pixels": never} if args.cudnn_edges else {}
+    return RunOptions(devices=tuple(args.devices.split(",")) if args.devices else (dev,),
+                      dtype=DTYPES[args.precision] if cuda else torch.float32, compile=args.compile_blocks,
+                      channels_last=layout, offload="cpu" if args.low_vram else None).replace(
+        triton_kernels=not args.no_kernels, geglu_kernel=args.geglu_kernel, geglu_gate=args.geglu_gate,
+        frame_norm=not args.no_frame_norm, out_bias_apart=not args.fused_bias,
+        skips_in_fusion=not args.eager_skip_cats, **edges)
+
+
+def random_model(config: str | None, device: str, dtype: torch.dtype):
+    """The full-size model (or ``config``'s) with random weights (testing.random_init_), built as
+    the backend loads it (the conditioner's unused VAE decoders dropped)."""
+    model = drop_unused(build_model(load_config(config) if config else load_config(), "meta"))
+    model.to_empty(device=device)
+    random_init_(model)
+    return model.to(dtype)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--size", type=int, default=576)
-    ap.add_argument("--precision", default="bf16", choices=list(DTYPES))
-    ap.add_argument("--low-vram", action="store_true", help="conditioner on the GPU only while conditioning")
     ap.add_argument("--clip")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--config", help="model config (default: the released model)")
-    ap.add_argument("--device", default="cuda")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the dual UNet (first call timed apart)")
+    add_option_flags(ap)
     ap.add_argument("--profile", action="store_true", help="print the top GPU kernels of one denoising step")
-    ap.add_argument("--layout", choices=("auto", "nchw", "nhwc"), default="auto",
-                    help="the UNet's activations and convolution weights; auto: as the backend picks them "
-                    "(unet.prefers_channels_last: NHWC for the compiled layers on CUDA)")
-    ap.add_argument("--devices", help="CFG split over two devices, e.g. cuda:0,cuda:1 (cuda:0,cuda:0 checks "
-                    "the split on one GPU)")
-    ap.add_argument("--compile-blocks", nargs="?", const="blocks", choices=("blocks", "layers"),
-                    help="torch.compile the repeated blocks (scope: blocks or layers)")
     ap.add_argument("--cudnn-benchmark", action="store_true",
                     help="cuDNN times its algorithms for each convolution shape on first use and keeps the fastest")
     ap.add_argument("--tune-inductor", action="store_true",
                     help="inductor's coordinate-descent tuning of its generated kernels (longer compile)")
-    ap.add_argument("--cudnn-edges", action="store_true",
-                    help="the UNet's first and last convolutions through cuDNN (layers.EdgeConv's products off)")
     ap.add_argument("--inductor-kernels", type=Path, metavar="DIR",
                     help="with --compile-blocks and --profile: time every Triton kernel inductor generated alone "
                     "(GB/s against the step's share) and copy the largest ones' sources to DIR")
-    ap.add_argument("--fused-bias", action="store_true",
-                    help="output projections through cuBLAS's bias epilogue also when compiled (layers.OutLinear off)")
-    ap.add_argument("--eager-skip-cats", action="store_true",
-                    help="the output blocks' skip concatenations eagerly, outside the fusion layers "
-                    "(unet_blocks.CrossNetworkLayer.CONCAT_SKIPS off)")
     ap.add_argument("--trace-externs", action="store_true",
                     help="with --compile-blocks: time each convolution and cuBLAS product of one compiled step by "
                     "operand layout, and again alone on tensors of the same layouts")
@@ -273,9 +307,8 @@ def main() -> int:
                     help="inductor times Triton templates (persistent TMA among them) against cuBLAS for every "
                     "matrix product in the compiled graphs, with their bias/residual epilogues fused (longer compile)")
     args = ap.parse_args()
-    if args.compile and args.devices:
-        ap.error("--compile (the whole UNet) cannot be combined with --devices: use --compile-blocks")
-    dev, dt = args.device, DTYPES[args.precision]
+    options = options_from(args)
+    dev, dt = options.device, options.dtype
     if args.tune_inductor or args.max_autotune_gemm or args.inductor_kernels:
         import torch._inductor.config as inductor_config  # (a bare `import torch.…` would make torch local here)
 
@@ -287,91 +320,65 @@ def main() -> int:
             inductor_config.max_autotune_gemm_backends = "ATEN,TRITON"
             inductor_config.triton.enable_persistent_tma_matmul = True
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
-    if args.fused_bias:
-        from backend.sp4d.layers import OutLinear
-
-        OutLinear.UNFUSED = False
-    if args.eager_skip_cats:
-        from backend.sp4d.unet_blocks import CrossNetworkLayer
-
-        CrossNetworkLayer.CONCAT_SKIPS = False
-    if args.cudnn_edges:
-        from backend.sp4d.layers import EdgeConv
-
-        EdgeConv.MIN_PIXELS_IN = EdgeConv.MIN_PIXELS_OUT = 1 << 30
     if dt == torch.float32:  # float32 means float32 (agreement checks): no TF32 in matmuls or convolutions
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-    name = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
+    name = torch.cuda.get_device_name() if torch.device(dev).type == "cuda" else "cpu"
     t0 = sync()
-    model = drop_unused(build_model(load_config(args.config) if args.config else load_config(), "meta"))
-    model.to_empty(device=dev)
-    random_init_(model)
-    model.to(dt)
-    from backend.sp4d.unet import prefers_channels_last, set_layout
-
-    nhwc = prefers_channels_last(args.compile_blocks, dev) if args.layout == "auto" else args.layout == "nhwc"
-    set_layout([model.model.diffusion_model], nhwc)
+    model = random_model(args.config, dev, dt)
     if args.low_vram:
         model.conditioner.to("cpu")
+    pipe = SP4DPipeline(model, options.replace(compile=None))  # the compile is set up (and timed) below
     torch.cuda.empty_cache()
     t_load = sync() - t0
+    print(options.describe())
     rows = {}
     frames = frames_for(args.size, args.clip).to(dev)
-    polar, az = view_angles()
-    polar_t, az_t = torch.from_numpy(np.tile(polar, 4)), torch.from_numpy(np.tile(az, 4))
     with torch.inference_mode():
         reset_peak()
         t0 = sync()
-        c, uc = model.condition(frames.to(dt), polar_t, az_t, generator=torch.Generator().manual_seed(0),
-                                offload="cpu" if args.low_vram else None)
+        c, uc = pipe.condition(frames.to(dt), generator=torch.Generator().manual_seed(0))
         rows["conditioning"] = (sync() - t0, peak_bytes())
+        n = 4 * model.n_view
         cond = model.batch_cond(c, uc)
-        h = args.size // 8
-        noise = torch.randn(4 * model.n_view, 8, h, h, generator=torch.Generator().manual_seed(1)).to(dev)
+        h = args.size // model.first_stage_model.decoder.upsampling
+        noise = torch.randn(n, 8, h, h, generator=torch.Generator().manual_seed(1)).to(dev)
         sigmas = edm_sigmas(args.steps, device=dev)
-        scale = linear_guidance_scale(4 * model.n_view)
         x = noise * torch.sqrt(1.0 + sigmas[0] ** 2.0)
+        x2 = torch.cat([x, x])
+
+        def one_call():  # one denoiser call on the CFG batch (the step's network work, one device)
+            return model.denoise(x2, sigmas[0] * x2.new_ones(len(x2)), cond)
+
         # count the FLOPs of one denoiser call (a separate, uncounted-in-time call)
         from torch.utils.flop_counter import FlopCounterMode
 
-        x2 = torch.cat([x, x])
         with FlopCounterMode(display=False) as fc:
-            model.denoise(x2, sigmas[0] * x2.new_ones(len(x2)), cond)
+            one_call()
         flops = fc.get_total_flops()
-        split, split_err, graph_cache = None, None, None
-        if args.devices:
-            from backend.sp4d.split import CFGSplit, parse_devices
+        denoise = pipe.guided(c, uc, n)
+        split_err, graph_cache = None, None
+        if pipe.split is not None:
+            from backend.sp4d.sampling import guide, linear_guidance_scale
 
-            split = CFGSplit(model, parse_devices(args.devices))
-            ref = guide(model.denoise(x2, sigmas[0] * x2.new_ones(len(x2)), cond), scale)
-            split_denoise = split.guided(cond, scale)
-            got = split_denoise(x, sigmas[0])
+            ref = guide(one_call(), linear_guidance_scale(n))
+            got = denoise(x, sigmas[0])
             split_err = float((got.float() - ref.float()).abs().max() / ref.float().abs().max())
             print(f"CFG split over {args.devices}: first step vs one-device batch, max rel {split_err:.2e}")
-        if args.compile or args.compile_blocks:
-            if args.compile_blocks:
-                from backend.sp4d.unet_blocks import compile_blocks
-
-                compile_blocks(args.compile_blocks)
-            else:
-                model.model.diffusion_model = torch.compile(model.model.diffusion_model, dynamic=False)
+        if options.compile:
+            pipe.apply(options)
             tc = sync()
-            if split is not None:  # the halves' own graphs (half the batch), one device after the other
-                split_denoise(x, sigmas[0])
-            else:
-                model.denoise(x2, sigmas[0] * x2.new_ones(len(x2)), cond)
-            if args.compile_blocks:  # the scopes compile the decoder too: its graph for the timed decode's chunks
-                model.decode(x[:DECODE_CHUNK], DECODE_CHUNK)
+            denoise(x, sigmas[0])  # the split compiles the halves' own graphs (half the batch), one after the other
+            pipe.decode(x[:options.decode_chunk])  # the scopes compile the decoder too: its graph for the chunks
             rows["compile (1st call)"] = (sync() - tc, peak_bytes())
             graph_cache = graph_cache_counts()
             print(f"inductor's graph cache: {graph_cache} (hits: graphs loaded, not compiled)")
         if args.profile:
             from torch.profiler import ProfilerActivity, profile
 
-            model.denoise(x2, sigmas[0] * x2.new_ones(len(x2)), cond)
+            one_call()
             with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
-                model.denoise(x2, sigmas[0] * x2.new_ones(len(x2)), cond)
+                one_call()
                 sync()
             kernels_table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=40,
                                                       max_name_column_width=90)
@@ -393,45 +400,37 @@ def main() -> int:
             if not args.profile:
                 ap.error("--inductor-kernels needs --profile (the kernels' calls in a step)")
             kernel_rates = inductor_kernel_rates(step_kernels, args.inductor_kernels)
-        extern_trace = None
-        if args.trace_externs:
-            extern_trace = trace_externs(lambda: model.denoise(x2, sigmas[0] * x2.new_ones(len(x2)), cond))
+        extern_trace = trace_externs(one_call) if args.trace_externs else None
         reset_peak()
         step_times = []
         t0 = sync()
         for i in range(args.steps):
             ts = sync()
-            if split is not None:
-                d = split_denoise(x, sigmas[i])
-            else:
-                x2 = torch.cat([x, x])
-                d = guide(model.denoise(x2, sigmas[i] * x2.new_ones(len(x2)), cond), scale)
+            d = denoise(x, sigmas[i])
             x = x + (sigmas[i + 1] - sigmas[i]) * (x - d) / sigmas[i]
             step_times.append(sync() - ts)
         rows["sampling"] = (sync() - t0, peak_bytes())
         reset_peak()
         t0 = sync()
-        images = ((model.decode(x, DECODE_CHUNK).float() + 1) / 2).clamp(0, 1)
+        images = pipe.decode(x)
         rows["decoding"] = (sync() - t0, peak_bytes())
     total = sum(rows[k][0] for k in ("conditioning", "sampling", "decoding"))
-    kernels_on = kernels.usable(frames.to(dt))
     step = float(np.median(step_times))
     peak = PEAK_BF16.get(next((k for k in PEAK_BF16 if k in name), ""), None)
     print(f"device {name}, torch {torch.__version__}, {args.precision}, {args.size}px, {args.steps} steps, "
           f"{'low-VRAM' if args.low_vram else 'default'} mode{'; cuDNN benchmark' if args.cudnn_benchmark else ''}; "
-          f"Triton kernels "
-          f"{'on' if kernels_on else 'off'}; model init {t_load:.1f} s")
+          f"model init {t_load:.1f} s")
     print(f"{'stage':14s} {'seconds':>8s} {'peak GiB':>9s}")
     for k, (s, m) in rows.items():
         print(f"{k:14s} {s:8.2f} {m / 2**30:9.2f}")
     print(f"{'total':14s} {total:8.2f} {max(m for _, m in rows.values()) / 2**30:9.2f}")
     floor = f", floor {flops / peak:.3f} s ({step / (flops / peak):.2f}× the floor)" if peak else ""
-    print(f"denoising step (CFG batch 96): median {step:.3f} s; {flops / 1e12:.1f} TFLOP counted -> "
+    print(f"denoising step (CFG batch {2 * n}): median {step:.3f} s; {flops / 1e12:.1f} TFLOP counted -> "
           f"{flops / step / 1e12:.0f} TFLOP/s achieved" + floor)
     print(f"output {tuple(images.shape)}, finite {bool(torch.isfinite(images).all())}")
     if args.out:
         args.out.write_text(json.dumps({"device": name, "torch": torch.__version__, "args": vars(args) | {"out": None},
-                                        "triton_kernels": kernels_on, "geglu_gate": kernels.GATE, "channels_last": nhwc,
+                                        "options": repr(options), "described": options.describe(),
                                         "stages": {k: {"seconds": s, "peak_bytes": m} for k, (s, m) in rows.items()},
                                         "total_seconds": total, "step_median_seconds": step, "step_flops": flops,
                                         "graph_cache": graph_cache, "split_max_rel": split_err,

@@ -28,6 +28,9 @@
 #   bash scripts/bench_gpu_all.sh nhwc-eager  # 10 eager steps NCHW and channels-last
 #   bash scripts/bench_gpu_all.sh skipcats    # 10 compiled steps with the skip concatenations in the fusion
 #                                             # layers and eagerly (row 37's A/B)
+#   BASE=DIR bash scripts/bench_gpu_all.sh ab # this checkout against another one (DIR: e.g. the code before a
+#                                             # refactor), one machine: eager then compiled steps, interleaved,
+#                                             # then the fixtures on CUDA through this checkout
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-out/gpu}"
@@ -52,7 +55,7 @@ case "${1:-}" in
   split)
     n=$("$py" -c "import torch; print(torch.cuda.device_count())")
     if [ "$n" -lt 2 ]; then echo "the split needs two GPUs, this machine has $n"; exit 2; fi
-    "$py" scripts/gpu_check_sp4d.py --fixtures .ref/sp4d_tiny --fixtures-only --devices cuda:0,cuda:1 \
+    "$py" scripts/gpu_check_sp4d.py --fixtures tests/fixtures/sp4d_tiny --fixtures-only --devices cuda:0,cuda:1 \
       --out "$out/gpu_check_split.json" 2>&1 | quiet | tail -12
     "$py" scripts/bench_gpu.py --steps 10 --out "$out/bench_gpu_one_eager.json" 2>&1 | quiet | tail -8
     "$py" scripts/bench_gpu.py --devices cuda:0,cuda:1 --steps 10 --out "$out/bench_gpu_split_eager.json" 2>&1 \
@@ -63,7 +66,7 @@ case "${1:-}" in
                   # through the compiled split, then one GPU compiled on the same machine (10 steps)
     "$py" scripts/bench_gpu.py --devices cuda:0,cuda:1 --compile-blocks layers \
       --out "$out/bench_gpu_split_layers_50.json" 2>&1 | quiet | tail -10
-    "$py" scripts/gpu_check_sp4d.py --fixtures .ref/sp4d_tiny --fixtures-only --devices cuda:0,cuda:1 \
+    "$py" scripts/gpu_check_sp4d.py --fixtures tests/fixtures/sp4d_tiny --fixtures-only --devices cuda:0,cuda:1 \
       --compile-blocks layers --out "$out/gpu_check_split_compiled.json" 2>&1 | quiet | tail -6
     "$py" scripts/bench_gpu.py --compile-blocks layers --steps 10 --out "$out/bench_gpu_one_layers_10.json" 2>&1 \
       | quiet | tail -9 ;;
@@ -74,16 +77,16 @@ case "${1:-}" in
     "$py" scripts/bench_official_ratio.py --official "$official" --compile-blocks layers \
       --out "$out/official_ratio.json" 2>&1 | quiet | tail -20 ;;
   check)
-    "$py" scripts/gpu_check_sp4d.py --fixtures .ref/sp4d_tiny --compile-blocks layers --fixtures-only \
+    "$py" scripts/gpu_check_sp4d.py --fixtures tests/fixtures/sp4d_tiny --compile-blocks layers --fixtures-only \
       --out "$out/gpu_check_compiled_layers.json" 2>&1 | quiet | tail -12 ;;
   compiled)
     "$py" scripts/bench_gpu.py --compile-blocks layers --out "$out/bench_gpu_layers_50.json" 2>&1 | quiet | tail -9
-    "$py" scripts/gpu_check_sp4d.py --fixtures .ref/sp4d_tiny --compile-blocks layers --fixtures-only \
+    "$py" scripts/gpu_check_sp4d.py --fixtures tests/fixtures/sp4d_tiny --compile-blocks layers --fixtures-only \
       --out "$out/gpu_check_compiled_layers.json" 2>&1 | quiet | tail -12 ;;
   eager)
     "$py" scripts/bench_gpu.py --out "$out/bench_gpu_eager_50.json" 2>&1 | quiet | tail -8
     "$py" scripts/bench_gpu.py --low-vram --steps 10 --out "$out/bench_gpu_lowvram.json" 2>&1 | quiet | tail -8
-    "$py" scripts/gpu_check_sp4d.py --fixtures .ref/sp4d_tiny --out "$out/gpu_check.json" 2>&1 | quiet | tail -8 ;;
+    "$py" scripts/gpu_check_sp4d.py --fixtures tests/fixtures/sp4d_tiny --out "$out/gpu_check.json" 2>&1 | quiet | tail -8 ;;
   decode)
     "$py" scripts/bench_decode.py --chunks 4 --out "$out/bench_decode.json" 2>&1 | quiet | grep -v USDT
     "$py" scripts/bench_decode.py --variants compiled-cl --chunks 4 --profile 2>&1 | quiet | grep -v USDT | tail -40 ;;
@@ -105,11 +108,13 @@ case "${1:-}" in
     done ;;
   frame-norm)  # the eager time ResBlocks with frame_norm's kernels (1) and through F.group_norm (0) (row 47)
     for v in 0 1; do
-      SP4D_FRAME_NORM=$v "$py" scripts/bench_gpu.py --steps 10 --out "$out/bench_gpu_eager_framenorm_$v.json" 2>&1 \
+      flag=(); [ "$v" = 0 ] && flag=(--no-frame-norm)
+      "$py" scripts/bench_gpu.py --steps 10 "${flag[@]}" --out "$out/bench_gpu_eager_framenorm_$v.json" 2>&1 \
         | quiet | tail -3
     done
     for v in 0 1; do
-      SP4D_FRAME_NORM=$v "$py" scripts/gpu_check_sp4d.py --fixtures .ref/sp4d_tiny --dtypes float32,bfloat16 \
+      flag=(); [ "$v" = 0 ] && flag=(--no-frame-norm)
+      "$py" scripts/gpu_check_sp4d.py --fixtures tests/fixtures/sp4d_tiny --dtypes float32,bfloat16 "${flag[@]}" \
         --out "$out/gpu_check_framenorm_$v.json" 2>&1 | quiet | tail -4
     done ;;
   nhwc-eager)  # the eager step (the default mode) NCHW and channels-last (last measured in row 15)
@@ -131,12 +136,39 @@ case "${1:-}" in
       quiet < "$out/cache_$run.log" | grep -A12 "graph cache"
     done
     for run in cold warm; do
-      TORCHINDUCTOR_CACHE_DIR="$cache" "$py" scripts/gpu_check_sp4d.py --fixtures .ref/sp4d_tiny \
+      TORCHINDUCTOR_CACHE_DIR="$cache" "$py" scripts/gpu_check_sp4d.py --fixtures tests/fixtures/sp4d_tiny \
         --compile-blocks layers --fixtures-only --out "$out/gpu_check_cache_$run.json" 2>&1 | quiet | tail -4
     done ;;
   ceiling)
     "$py" scripts/bench_ceiling.py --out "$out/bench_ceiling.json" 2>&1 | quiet ;;
+  ab)  # logs in /tmp: $OUT returns few files
+    base=${BASE:?"BASE=folder of the other checkout"}
+    export TORCHINDUCTOR_CACHE_DIR; TORCHINDUCTOR_CACHE_DIR=$(mktemp -d)  # both compile into it: shared kernels
+    for mode in eager compiled; do
+      flag=(); [ "$mode" = compiled ] && flag=(--compile-blocks layers)
+      for side in base this; do
+        dir=.; [ "$side" = base ] && dir=$base
+        "$py" "$dir/scripts/bench_gpu.py" --steps 10 "${flag[@]}" --out "$out/ab_${mode}_$side.json" \
+          > "/tmp/ab_${mode}_$side.log" 2>&1 || { tail -30 "/tmp/ab_${mode}_$side.log"; exit 1; }
+        echo "$mode $side: $(grep -E "denoising step|did not compile" "/tmp/ab_${mode}_$side.log")"
+      done
+    done
+    "$py" - "$out" <<'EOF'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+rows = {f"{m} {s}": json.loads((out / f"ab_{m}_{s}.json").read_text()) for m in ("eager", "compiled")
+        for s in ("base", "this")}
+table = {k: {"device": r["device"], "step_median_seconds": r["step_median_seconds"],
+             "decoding_seconds": r["stages"]["decoding"]["seconds"]} for k, r in rows.items()}
+for m in ("eager", "compiled"):
+    table[f"{m} this/base"] = rows[f"{m} this"]["step_median_seconds"] / rows[f"{m} base"]["step_median_seconds"]
+print(json.dumps(table, indent=1))
+(out / "ab_summary.json").write_text(json.dumps(table, indent=1))
+EOF
+    "$py" scripts/gpu_check_sp4d.py --fixtures tests/fixtures/sp4d_tiny --fixtures-only --compile-blocks layers \
+      --out "$out/ab_gpu_check_this.json" 2>&1 | quiet | tail -10 ;;
   *)
-    echo "usage: bash scripts/bench_gpu_all.sh kernels|profile|convs|split|split-compiled|split-one|ratio|check|compiled|eager|decode|condition|skipcats|nhwc|nhwc-eager|clip-sdpa|frame-norm|cache|ceiling" >&2
+    echo "usage: bash scripts/bench_gpu_all.sh kernels|profile|convs|split|split-compiled|split-one|ratio|check|compiled|eager|decode|condition|skipcats|nhwc|nhwc-eager|clip-sdpa|frame-norm|cache|ceiling|ab" >&2
     exit 2 ;;
 esac

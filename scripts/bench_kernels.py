@@ -9,13 +9,13 @@ For each UNet level (72², 36², 18² latents; widths 320, 640, 1280):
   timeres the whole compiled time ResBlock (GroupNorm-SiLU-conv3d twice, + embedding, + skip):
           the generic GroupNorm decomposition against layers.group_norm_by_image (per-image partial
           sums), each with cuDNN's conv3d; with channels-last (3-D) conv weights; with
-          layers.frame_conv (a batched product over frame windows); and as the block runs by
-          default (FrameConv: one of these three by frame size)
+          functional.frame_conv (a batched product over frame windows); and as the block runs by
+          default (dispatch.time_conv: one of these by frame size)
   conv3d  the time ResBlock's (3,1,1) convolution over the 48 frames: cuDNN on the view the block
           passes, on a contiguous input, channels-last, and layers.frame_conv (eager, compiled)
   videores the whole compiled VideoResBlock (2-D ResBlock, time ResBlock, blend; what the
           `layers` compile scope compiles), also at 9²: the time convolutions through cuDNN only
-          against FrameConv's choice by frame size
+          against the default choice by frame size
   edge    the UNet's first (8 -> 320 channels) and last (320 -> 4) 3×3 convolutions at 72² and
           36²: cuDNN against the products of layers.conv_few_in / conv_few_out (EdgeConv)
   qkv     the self-attention projections at 72²... : three products against one product of the
@@ -41,14 +41,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import triton
-from torch import nn
+import triton.language as tl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.sp4d import kernels  # noqa: E402
-from backend.sp4d.layers import (  # noqa: E402
-    FrameConv,
-    GroupNorm32,
+from backend.sp4d.functional import (  # noqa: E402
     conv_few_in,
     conv_few_out,
     frame_conv,
@@ -56,6 +54,7 @@ from backend.sp4d.layers import (  # noqa: E402
     sdpa_chunked,
     short_attention,
 )
+from backend.sp4d.options import OpChoices, configure  # noqa: E402
 from backend.sp4d.unet_blocks import ResBlock, UNetContext, VideoResBlock  # noqa: E402
 
 LEVELS = [(320, 72), (640, 36), (1280, 18)]  # (width, latent side) of the levels with attention
@@ -102,6 +101,24 @@ def reduce_attention(q, k, v):
 # (warp-specialised 4-warp configs fail in Triton 3.6's NVGPUWarpSpecialization pass, H100)
 OCC2_CONFIGS = ((128, 64, 64, 2, 4), (128, 64, 64, 3, 4), (64, 128, 64, 2, 4), (64, 128, 32, 3, 4),
                 (128, 64, 32, 4, 4), (64, 128, 32, 4, 4, True))
+
+
+@triton.jit
+def gate_none(a, g):
+    # no GELU (a·g): what the epilogue's arithmetic costs (not the layer's result)
+    return a * g
+
+
+@triton.jit
+def gate_tanh(a, g):
+    # the tanh form of GELU with the hardware tanh (4.7e-4 from exact GELU: not taken)
+    u = g * (0.7978845608028654 + 0.035677408136300125 * g * g)
+    t = tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [u], dtype=tl.float32, is_pure=True, pack=1)
+    return a * (0.5 * g * (1.0 + t))
+
+
+# the GEGLU kernel's epilogues timed here: the layer's exact ones and two that change the result
+BENCH_GATES = {**kernels.GATES, "none": gate_none, "tanh": gate_tanh}
 
 
 def launcher(launch):
@@ -163,21 +180,21 @@ def main() -> int:
             ref = out.double() if ref is None else ref
             record(piece, level, name, time_ms(fn, *args), rel(out, ref), nbytes=nbytes)
 
-    def frame_mins(frame_min: int, channels_last_min: int):
-        def setup():
-            FrameConv.FRAME_MIN, FrameConv.CHANNELS_LAST_MIN = frame_min, channels_last_min
-        return setup
+    never = 1 << 30  # a frame size no variant reaches: cuDNN as is
 
-    default_mins, never = (FrameConv.FRAME_MIN, FrameConv.CHANNELS_LAST_MIN), 1 << 30
+    def choices(block, **ops):
+        def setup():
+            configure(block, OpChoices(**ops))
+        return setup
 
     def videores(c: int, side: int, level: str) -> None:
         x = randn(B * T * V, c, side, side)
         ctx = UNetContext(randn(B * T * V, 1280), None, None, T, V)
         block = VideoResBlock(c, 1280, c).to(dev, dt)
         compiled_variants("videores", level, block, (x, ctx), 12 * x.numel() * 2,
-                          (("cudnn conv3d", frame_mins(never, never)),
-                           ("FrameConv default", frame_mins(*default_mins))))
-        frame_mins(*default_mins)()
+                          (("cudnn conv3d", choices(block, frame_conv_pixels=never,
+                                                    frame_conv_channels_last_pixels=never)),
+                           ("FrameConv default", choices(block))))
 
     if "edge" in only:
         for side in [s for _, s in levels[:2]]:
@@ -211,11 +228,12 @@ def main() -> int:
             ref = geglu(x[:4096].double(), w.double(), b.double())
             for name, fn in (("cublas+eager", geglu), ("cublas+compiled", torch.compile(geglu)),
                              ("triton blocked", launcher(kernels.geglu_blocked)),
-                             *((f"tma{ws} {gate}", launcher(partial(kernels.geglu_tma, kernel=kern, gate=gate)))
+                             *((f"tma{ws} {gate}",
+                                launcher(partial(kernels.geglu_tma, kernel=kern, gate=BENCH_GATES[gate])))
                                for ws, kern in (("", None), (" ws", ws_kernel))
                                # exact GELU both ways; what the epilogue's GELU costs (none: not the layer's
                                # result, errors are large) and the tanh form
-                               for gate in (("erf", "poly", "exp") if not ws else kernels.GATES)),
+                               for gate in (("erf", "poly", "exp") if not ws else BENCH_GATES)),
                              ("tma occ2 poly", launcher(partial(kernels.geglu_tma, kernel=occ2_kernel, gate="poly",
                                                                 per_sm=2)))):
                 try:
@@ -245,23 +263,24 @@ def main() -> int:
             emb = randn(B, n, 1280)
             block = ResBlock(c, 1280, c, dims=3, kernel=(3, 1, 1), emb_time_major=True).to(dev, dt)
 
-            def variant(frames_stats, ch_last, cls, frame_min, block=block):
+            def variant(by_image, ch_last, frame_conv_pixels, block=block):
+                cudnn = frame_conv_pixels == never  # cuDNN with the weights as they are, at every size
+
                 def setup():
-                    GroupNorm32.FRAMES_STATS, FrameConv.FRAME_MIN = frames_stats, frame_min
+                    configure(block, OpChoices(norm_by_image=by_image, frame_conv_pixels=frame_conv_pixels,
+                                               **({"frame_conv_channels_last_pixels": never} if cudnn else {})))
                     for conv in (block.in_layers[2], block.out_layers[3]):
-                        conv.__class__ = cls
                         conv.weight.data = conv.weight.data.contiguous(
                             memory_format=torch.channels_last_3d if ch_last else torch.contiguous_format)
                 return setup
 
-            frame_min = default_mins[0]
+            default = OpChoices().frame_conv_pixels
             compiled_variants("timeres", level, block, (x5, emb), 6 * x5.numel() * 2, (
-                ("generic norm", variant(False, False, nn.Conv3d, frame_min)),
-                ("norm 5d", variant(True, False, nn.Conv3d, frame_min)),
-                ("norm 5d ch-last", variant(True, True, nn.Conv3d, frame_min)),
-                ("norm 5d frame_conv", variant(True, False, FrameConv, 0)),
-                ("FrameConv default", variant(True, False, FrameConv, frame_min))))
-            GroupNorm32.FRAMES_STATS, FrameConv.FRAME_MIN = True, frame_min
+                ("generic norm", variant(False, False, never)),
+                ("norm 5d", variant(True, False, never)),
+                ("norm 5d ch-last", variant(True, True, never)),
+                ("norm 5d frame_conv", variant(True, False, 0)),
+                ("FrameConv default", variant(True, False, default))))
             del x5, block
         if "conv3d" in only:
             n = T * V

@@ -34,9 +34,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))  # the other benchmarks' helpers
 
-from gpu_check_sp4d import rel  # noqa: E402
+from gpu_check_sp4d import options_for, rel  # noqa: E402
 
 from backend.sp4d.checkpoint import build_model, drop_unused, load_config  # noqa: E402
+from backend.sp4d.pipeline import SP4DPipeline  # noqa: E402
 from backend.sp4d.testing import random_init_  # noqa: E402
 
 
@@ -110,7 +111,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps", type=int, default=50, help="denoising steps of the end-to-end estimate")
     ap.add_argument("--compile-blocks", choices=("off", "blocks", "layers"), default="layers",
-                    help="also time ours with compile_blocks(scope) (CUDA only)")
+                    help="also time ours compiled with this scope (CUDA only)")
     ap.add_argument("--xformers", choices=("auto", "real", "standin", "none"), default="auto",
                     help="official attention: auto = the installed xformers if it runs, else the stand-in")
     ap.add_argument("--out", type=Path)
@@ -155,6 +156,7 @@ def main() -> int:
     if dev == "cuda":
         ours.to(torch.bfloat16)  # free the float32 copy before the official call
         torch.cuda.empty_cache()
+    pipe = SP4DPipeline(ours, options_for(dev, ours.dtype, None))
     g = torch.Generator(device=dev).manual_seed(0)
     h = args.size // 8
     b, T, V = 2, 4, ours.n_view
@@ -189,7 +191,7 @@ def main() -> int:
 
     def run_ours_decode():
         with torch.inference_mode():
-            return ours.decode(z * ours.scale_factor, 4).float()
+            return ours.decode(z * ours.scale_factor, pipe.options.decode_chunk).float()
 
     def run_ours_condition(per_copy: bool = False):
         with torch.inference_mode():
@@ -253,12 +255,7 @@ def main() -> int:
                              rows["official decode (float32, 4 at a time)"]),
                 "ours (eager)": (cond["ours"], rows["ours UNet bfloat16"], rows["ours decode bfloat16 (4 at a time)"])}
         if args.compile_blocks != "off":
-            from backend.sp4d.unet_blocks import compile_blocks
-
-            compile_blocks(args.compile_blocks)
-            from backend.sp4d.unet import prefers_channels_last, set_layout
-
-            set_layout([ours.model.diffusion_model], prefers_channels_last(args.compile_blocks, dev))  # as the backend
+            pipe.apply(options_for(dev, ours.dtype, args.compile_blocks))  # as the backend runs it
             t0 = time.perf_counter()
             run_ours()
             torch.cuda.synchronize()

@@ -22,6 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.sp4d.checkpoint import build_model, load_config, load_model  # noqa: E402
+from backend.sp4d.options import RunOptions  # noqa: E402
+from backend.sp4d.pipeline import SP4DPipeline  # noqa: E402
 from backend.sp4d.testing import random_init_  # noqa: E402
 
 
@@ -29,16 +31,22 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max() / b.float().abs().max())
 
 
-def fixture_check(fix: Path, dev: str, devices: list[str] | None = None, scope: str | None = None) -> dict:
-    """Worst relative error per fixture tensor; with ``devices`` the 3-step sampling also runs
-    with the CFG split over them. The UNet's layout is the backend's for ``scope`` (the compile scope)."""
-    from safetensors.torch import load_file
+def options_for(dev: str, dtype: torch.dtype, scope: str | None, devices: list[str] | None = None,
+                **ops) -> RunOptions:
+    """The backend's options for this device, precision and compile scope (its layout included);
+    ``ops``: OpChoices changed from their defaults."""
+    return RunOptions(devices=tuple(devices or (dev,)), dtype=dtype, compile=scope,
+                      channels_last=scope == "layers" and torch.device(dev).type == "cuda").replace(**ops)
 
-    from backend.sp4d.unet import prefers_channels_last, set_layout
+
+def fixture_check(fix: Path, dev: str, devices: list[str] | None = None, scope: str | None = None) -> dict:
+    """Worst relative error per fixture tensor, the model run as the backend runs it with ``scope``
+    (the compile scope); with ``devices`` the 3-step sampling also runs with the CFG split over them."""
+    from safetensors.torch import load_file
 
     cfg = load_config(fix / "config.yaml")
     m = load_model(fix / "weights.safetensors", cfg, device=dev)
-    set_layout([m.model.diffusion_model], prefers_channels_last(scope, dev))
+    pipe = SP4DPipeline(m, options_for(dev, torch.float32, scope))
     u = load_file(fix / "unet.safetensors", device=dev)
     cond = {k[5:]: u[k] for k in u if k.startswith("in.c.")}
     res = {"unet.out.denoised": rel(m.denoise(u["in.x"], u["in.sigma"], cond), u["out.denoised"])}
@@ -55,27 +63,23 @@ def fixture_check(fix: Path, dev: str, devices: list[str] | None = None, scope: 
     res["sampling.step2.x_out"] = rel(z, s["step2.x_out"])
     res["sampling.decode.out"] = rel(m.decode(z), s["decode.out"])
     if devices:
-        from backend.sp4d.split import CFGSplit
-
-        split = CFGSplit(m, devices)
+        pipe.apply(options_for(dev, torch.float32, scope, devices))
         try:
             res[f"sampling.step2.x_out split {','.join(devices)}"] = rel(
-                m.sample(c, uc, s["sampler.randn"], steps=3, split=split), s["step2.x_out"])
+                m.sample(c, uc, s["sampler.randn"], steps=3, split=pipe.split), s["step2.x_out"])
         finally:
-            split.close()
+            pipe.close()
     return res
 
 
 def full_size_call(size: int, batch: int, repeats: int, scope: str | None = None,
-                   dtypes: tuple[str, ...] = ("float32", "bfloat16", "float16")) -> dict:
-    from backend.sp4d.unet import prefers_channels_last, set_layout
-
+                   dtypes: tuple[str, ...] = ("float32", "bfloat16", "float16"), **ops) -> dict:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     m = build_model(load_config(), "meta")
     m.model.to_empty(device="cuda")  # only the denoiser is exercised here
     random_init_(m.model)
-    set_layout([m.model.diffusion_model], prefers_channels_last(scope, "cuda"))
+    pipe = SP4DPipeline(m, options_for("cuda", torch.float32, scope, **ops))
     h = size // 8
     n = 48 * batch
     g = torch.Generator(device="cuda").manual_seed(1)
@@ -91,6 +95,7 @@ def full_size_call(size: int, batch: int, repeats: int, scope: str | None = None
     for name in dtypes:  # the first is the reference
         dt = getattr(torch, name)
         m.model.to(dt)
+        pipe.apply(options_for("cuda", dt, scope, **ops))
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         with torch.inference_mode():
@@ -129,24 +134,18 @@ def main() -> int:
                     help="check the torch.compile'd blocks (scope: blocks or layers)")
     ap.add_argument("--devices", help="also sample the fixture with the CFG split over these two devices, "
                     "e.g. cuda:0,cuda:1")
+    ap.add_argument("--no-frame-norm", action="store_true",
+                    help="the full-size check's eager ResBlock norms through F.group_norm, not frame_norm's kernels")
     args = ap.parse_args()
     dtypes = tuple(args.dtypes.split(","))
     if not set(dtypes) <= {"float32", "bfloat16", "float16"} or len(dtypes) < 2:
         ap.error(f"--dtypes: two or more of float32, bfloat16, float16, got {args.dtypes!r}")
     if not torch.cuda.is_available():
         ap.error("needs a CUDA GPU (run it on the device machine)")
-    if args.compile_blocks:
-        from backend.sp4d.unet_blocks import compile_blocks
-
-        compile_blocks(args.compile_blocks)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
-    devices = None
-    if args.devices:
-        from backend.sp4d.split import parse_devices
-
-        devices = parse_devices(args.devices)
+    devices = args.devices.split(",") if args.devices else None
     fx = fixture_check(args.fixtures, devices[0] if devices else "cuda", devices, args.compile_blocks)
     print("\nfixtures on CUDA, float32, TF32 off (max|a-b| / max|b|, limit 1e-4)")
     for k, v in fx.items():
@@ -158,11 +157,12 @@ def main() -> int:
                                             "compile_blocks": args.compile_blocks, "fixtures": fx}, indent=1))
         return 0
     try:
-        full = full_size_call(args.size, args.batch, args.repeats, args.compile_blocks, dtypes)
+        ops = {"frame_norm": False} if args.no_frame_norm else {}
+        full = full_size_call(args.size, args.batch, args.repeats, args.compile_blocks, dtypes, **ops)
     except torch.OutOfMemoryError:
         torch.cuda.empty_cache()
         print("float32 CFG batch does not fit: measuring the conditional half only")
-        full = full_size_call(args.size, 1, args.repeats, args.compile_blocks, dtypes)
+        full = full_size_call(args.size, 1, args.repeats, args.compile_blocks, dtypes, **ops)
     print(f"\nfull-size dual UNet, one denoiser call: {full['frames']} frames at {args.size}px")
     print(f"  {'dtype':9s} {'s/call':>8s} {'peak GiB':>9s} {'max rel':>9s} {'mean rel':>9s}")
     for name, r in full["rows"].items():

@@ -15,16 +15,24 @@ import bpy
 import numpy as np
 from mathutils import Vector
 
+from . import mesh_data
+from .jobfolder import arrays, layout
+
 MODIFIER_NAME = "SP4D Armature"
 
 
+def read_weights(job_dir: str | Path) -> tuple[np.ndarray, list[str]]:
+    """rig/weights.npz: the weights (N, B) and the deform bone of each column; ValueError when the
+    file does not follow sp4d_job.arrays.WEIGHTS."""
+    z = layout.read_npz(Path(job_dir) / layout.WEIGHTS_NPZ)
+    arrays.check(z, arrays.WEIGHTS, layout.WEIGHTS_NPZ)
+    return z["weights"], [str(n) for n in z["bone_names"]]
+
+
 def read_rig(job_dir: str | Path) -> tuple[dict, np.ndarray, list[str]]:
-    job = Path(job_dir)
-    skel = json.loads((job / "rig" / "skeleton.json").read_text())
-    with np.load(job / "rig" / "weights.npz", allow_pickle=False) as z:
-        w = z["weights"]
-        names = [str(n) for n in z["bone_names"]]
-    return skel, w, names
+    """rig/skeleton.json, and rig/weights.npz as read_weights gives it."""
+    skel = json.loads((Path(job_dir) / layout.SKELETON_JSON).read_text())
+    return (skel, *read_weights(job_dir))
 
 
 def _unique_group_name(obj, name: str) -> str:
@@ -34,17 +42,6 @@ def _unique_group_name(obj, name: str) -> str:
     while obj.vertex_groups.get(f"{name}.{i:03d}") is not None:
         i += 1
     return f"{name}.{i:03d}"
-
-
-def set_group_weights(group, w: np.ndarray) -> None:
-    """Assign one column of weights, batched by (rounded) value: far faster than per vertex."""
-    q = np.round(w, 5)
-    nz = np.nonzero(q > 0)[0]
-    vals, inv = np.unique(q[nz], return_inverse=True)
-    order = np.argsort(inv, kind="stable")
-    bounds = np.searchsorted(inv[order], np.arange(len(vals) + 1))
-    for k, val in enumerate(vals):
-        group.add(nz[order[bounds[k]:bounds[k + 1]]].tolist(), float(val), "REPLACE")
 
 
 @contextmanager
@@ -107,7 +104,7 @@ def build_rig(obj: bpy.types.Object, job_dir: str | Path, name: str | None = Non
         for j, bone in enumerate(names):
             vg = obj.vertex_groups.new(name=_unique_group_name(obj, made[bone]))
             created_groups.append(vg)
-            set_group_weights(vg, w[:, j])
+            mesh_data.set_group_weights(vg, w[:, j])
             if vg.name != made[bone]:  # group must match the bone: rename the bone to the group
                 arm_obj.data.bones[made[bone]].name = vg.name
         mod = obj.modifiers.new(MODIFIER_NAME, "ARMATURE")
@@ -118,6 +115,9 @@ def build_rig(obj: bpy.types.Object, job_dir: str | Path, name: str | None = Non
             obj.matrix_world = old_world
         if animate:
             apply_motion(arm_obj, skel)
+        from .refine import parts_summary
+
+        parts_summary(obj, arm_obj)  # kept on the armature for the panel
         return arm_obj
     except BaseException:
         if mod is not None:
@@ -139,16 +139,14 @@ def build_rig(obj: bpy.types.Object, job_dir: str | Path, name: str | None = Non
 def import_hull(job_dir: str | Path, name: str) -> bpy.types.Object:
     """The mesh the backend made for a clip-only job (mesh.npz, world coordinates) as a new object
     in the active collection, vertex order kept (the rig's weights index it)."""
-    path = Path(job_dir) / "mesh.npz"
     try:
-        with np.load(path, allow_pickle=False) as z:
-            verts, faces = np.asarray(z["vertices"], np.float32), np.asarray(z["faces"], np.int64)
-            matrix = np.asarray(z["matrix_world"], np.float64) if "matrix_world" in z.files else np.eye(4)
+        z = layout.read_npz(Path(job_dir) / layout.MESH_NPZ)
+        arrays.check(z, {k: arrays.MESH[k] for k in ("vertices", "faces")}, layout.MESH_NPZ)
     except (OSError, KeyError, ValueError) as exc:
         raise ValueError(f"the job has no readable mesh.npz ({exc})") from exc
-    me = bpy.data.meshes.new(name)
-    me.from_pydata(verts.tolist(), [], faces.tolist())
-    me.validate()
+    verts = z["vertices"]
+    matrix = np.asarray(z["matrix_world"], np.float64) if "matrix_world" in z else np.eye(4)
+    me = mesh_data.new_mesh(name, verts, z["faces"])
     if len(me.vertices) != len(verts):
         bpy.data.meshes.remove(me)
         raise ValueError("the hull mesh lost vertices on import")

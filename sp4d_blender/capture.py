@@ -1,48 +1,36 @@
-"""Write a Blender mesh object into a job folder (job.json + mesh.npz)."""
+"""Write a Blender mesh object into a job folder (job.json + mesh.npz; names in sp4d_job.layout)."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import bpy
 import numpy as np
 
+from . import mesh_data
+from .jobfolder import arrays, layout
+
 GT_PART_ATTR = "sp4d_gt_part"  # optional int point attribute: ground-truth part per vertex
 GT_RIG_PROP = "sp4d_gt_rig"  # optional JSON custom property: {"parents": [...], "joints": [[x,y,z]...]}
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def mesh_arrays(obj: bpy.types.Object) -> dict[str, np.ndarray]:
-    """Object-space vertices (N,3), triangles (M,3), matrix_world and optional ground truth."""
+    """mesh.npz's arrays (sp4d_job.arrays.MESH): object-space vertices (N,3), triangles (M,3),
+    matrix_world and, when the object carries them, the ground-truth parts and joints."""
     me = obj.data
-    n = len(me.vertices)
-    co = np.empty(n * 3, np.float32)
-    me.vertices.foreach_get("co", co)
-    me.calc_loop_triangles()
-    tri = np.empty(len(me.loop_triangles) * 3, np.int32)
-    me.loop_triangles.foreach_get("vertices", tri)
-    out = {"vertices": co.reshape(n, 3), "faces": tri.reshape(-1, 3),
-           "matrix_world": np.array(obj.matrix_world, np.float32)}
-    attr = me.attributes.get(GT_PART_ATTR)
-    gt = obj.get(GT_RIG_PROP)
-    if attr is not None and attr.domain == "POINT" and attr.data_type == "INT" and gt:
-        lab = np.empty(n, np.int32)
-        attr.data.foreach_get("value", lab)
+    extra = {}
+    labels, gt = mesh_data.point_ints(me, GT_PART_ATTR), obj.get(GT_RIG_PROP)
+    if labels is not None and gt:
         rig = json.loads(gt)
-        out.update(gt_labels=lab, gt_parents=np.asarray(rig["parents"], np.int32),
-                   gt_joints=np.asarray(rig["joints"], np.float32))
-    return out
+        extra = {"gt_labels": labels, "gt_parents": np.asarray(rig["parents"], np.int32),
+                 "gt_joints": np.asarray(rig["joints"], np.float32)}
+    return arrays.mesh_arrays(mesh_data.vertices(me), mesh_data.triangles(me), np.array(obj.matrix_world), **extra)
+
+
+def _versions() -> dict:
+    return {"blender": bpy.app.version_string}
 
 
 def write_job(obj: bpy.types.Object, job_dir: str | os.PathLike, settings: dict) -> Path:
@@ -53,25 +41,19 @@ def write_job(obj: bpy.types.Object, job_dir: str | os.PathLike, settings: dict)
     if len(obj.data.vertices) == 0 or len(obj.data.polygons) == 0:
         raise ValueError(f"'{obj.name}' has no faces to rig")
     job = Path(job_dir).resolve()
-    arrays = mesh_arrays(obj)
+    mesh = mesh_arrays(obj)
     settings = dict(settings)
     clip = settings.pop("clip", None)
     source = {"kind": "mesh", "object": obj.name, "blend": bpy.data.filepath or None}
     wants_sp4d = settings.get("part_source") == "sp4d" or (
-        settings.get("part_source", "auto") == "auto" and "gt_labels" not in arrays)
+        settings.get("part_source", "auto") == "auto" and "gt_labels" not in mesh)
     if clip:  # the artist's own clip of the object
         source["clip"] = str(Path(clip).resolve())
     elif wants_sp4d:  # SP4D conditions on a clip of the object: render it
-        render_input_frames(obj, job / "capture", int(settings.get("frames", 4)))
-        source["clip"] = "capture"
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    _write_atomic(job / "mesh.npz", buf.getvalue())
-    spec = {"format": 1,
-            "source": source,
-            "settings": settings,
-            "versions": {"blender": bpy.app.version_string}}
-    _write_atomic(job / "job.json", (json.dumps(spec, indent=1) + "\n").encode())
+        render_input_frames(obj, job / layout.CAPTURE_DIR, int(settings.get("frames", 4)))
+        source["clip"] = layout.CAPTURE_DIR
+    layout.write_npz_atomic(job / layout.MESH_NPZ, **mesh)
+    layout.write_json_atomic(job / layout.JOB_JSON, layout.job_spec(source, settings, _versions()))
     return job
 
 
@@ -83,9 +65,8 @@ def write_clip_job(clip: str | os.PathLike, job_dir: str | os.PathLike, settings
         raise ValueError(f"the clip {path} does not exist")
     job = Path(job_dir).resolve()
     settings = {k: v for k, v in settings.items() if k != "clip"}
-    spec = {"format": 1, "source": {"kind": "clip", "path": str(path)}, "settings": settings,
-            "versions": {"blender": bpy.app.version_string}}
-    _write_atomic(job / "job.json", (json.dumps(spec, indent=1) + "\n").encode())
+    layout.write_json_atomic(job / layout.JOB_JSON, layout.job_spec({"kind": "clip", "path": str(path)}, settings,
+                                                                      _versions()))
     return job
 
 
@@ -142,11 +123,11 @@ def render_input_frames(obj: bpy.types.Object, out_dir: str | os.PathLike, n_fra
         shading.light, shading.color_type = "STUDIO", "MATERIAL"
         for k, f in enumerate(frames):
             scene.frame_set(f)
-            r.filepath = str(out / f"frame_{k:03d}.png")
+            r.filepath = str(out / layout.capture_frame(k))
             bpy.ops.render.render(write_still=True)
             paths.append(Path(r.filepath))
         while len(paths) < n_frames:  # a still object: four equal frames
-            p = out / f"frame_{len(paths):03d}.png"
+            p = out / layout.capture_frame(len(paths))
             shutil.copyfile(paths[0], p)
             paths.append(p)
     finally:

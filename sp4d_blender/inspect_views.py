@@ -10,13 +10,15 @@ from pathlib import Path
 import bpy
 from mathutils import Matrix
 
+from .jobfolder import layout
+
 COLLECTION = "SP4D Views"
 
 
 def import_views(job_dir: str | Path, frame: int = 0) -> bpy.types.Collection:
     """Cameras 'SP4D View VV' in the collection 'SP4D Views' (replaced if it exists)."""
     job = Path(job_dir)
-    cams = json.loads((job / "views" / "cameras.json").read_text())
+    cams = json.loads((job / layout.CAMERAS_JSON).read_text())
     old = bpy.data.collections.get(COLLECTION)
     if old is not None:
         for o in list(old.objects):
@@ -33,7 +35,7 @@ def import_views(job_dir: str | Path, frame: int = 0) -> bpy.types.Collection:
         data.angle = math.radians(view["fov_deg"])
         data.show_background_images = True
         for kind, alpha in (("rgb", 1.0), ("parts", 0.5)):
-            path = job / "views" / kind / f"v{v:02d}_t{frame:03d}.png"
+            path = job / layout.view_image(kind, v, frame)
             if path.exists():
                 bg = data.background_images.new()
                 bg.image = bpy.data.images.load(str(path), check_existing=True)

@@ -355,11 +355,11 @@ class SP4D_PT_panel(bpy.types.Panel):
         obj, arm = _rigged(context)
         if arm is None:
             return
-        from .refine import parts_summary
+        from .refine import stored_summary
 
         box = layout.box()
         box.label(text=f"Parts of '{arm.name}'")
-        for p in parts_summary(obj, arm):
+        for p in stored_summary(arm):
             row = box.row()
             row.label(text=p["bone"])
             row.label(text=f"{p['vertices']} verts")

@@ -13,6 +13,8 @@ import bpy
 import numpy as np
 from mathutils import Vector
 
+from .mesh_data import group_weights
+
 WEIGHT_ATTR = "sp4d_weight_colour"
 
 
@@ -42,10 +44,7 @@ def _bone_mesh(arm: bpy.types.Object) -> bpy.types.Object:
 def _weight_colours(obj: bpy.types.Object) -> bpy.types.Attribute:
     n, g = len(obj.data.vertices), len(obj.vertex_groups)
     palette = np.array([colorsys.hsv_to_rgb((0.618 * k) % 1, 0.55, 0.95) for k in range(max(g, 1))])
-    rgb = np.zeros((n, 3))
-    for v in obj.data.vertices:
-        for e in v.groups:
-            rgb[v.index] += e.weight * palette[e.group]
+    rgb = group_weights(obj, [vg.name for vg in obj.vertex_groups]) @ palette[:g]
     col = obj.data.color_attributes.new(WEIGHT_ATTR, "FLOAT_COLOR", "POINT")
     col.data.foreach_set("color", np.c_[rgb, np.ones(n)].astype(np.float32).ravel())
     return col

@@ -9,8 +9,12 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from .build import MODIFIER_NAME, edit_mode, set_group_weights
+from .build import MODIFIER_NAME, edit_mode, read_weights
 from .client import BackendProcess, RigJob
+from .jobfolder import layout
+from .mesh_data import group_weights, set_group_weights
+
+SUMMARY_PROP = "sp4d_parts"  # the armature's parts summary (JSON), what the panel lists
 
 
 def rig_of(obj: bpy.types.Object) -> bpy.types.Object | None:
@@ -22,25 +26,27 @@ def rig_of(obj: bpy.types.Object) -> bpy.types.Object | None:
 def deform_weights(obj: bpy.types.Object, arm: bpy.types.Object) -> tuple[np.ndarray, list[str]]:
     """Weights (N, B) of the armature's deform bones that have a group on ``obj``."""
     names = [b.name for b in arm.data.bones if b.use_deform and obj.vertex_groups.get(b.name)]
-    col = {obj.vertex_groups[n].index: i for i, n in enumerate(names)}
-    w = np.zeros((len(obj.data.vertices), len(names)), np.float32)
-    for v in obj.data.vertices:
-        for g in v.groups:
-            if g.group in col:
-                w[v.index, col[g.group]] = g.weight
-    return w, names
+    return group_weights(obj, names), names
 
 
 def parts_summary(obj: bpy.types.Object, arm: bpy.types.Object) -> list[dict]:
-    """Per deform bone: name, vertices it dominates, colour of its part (from the job)."""
+    """Per deform bone: name, vertices it dominates, colour of its part (from the job); kept on the
+    armature (SUMMARY_PROP) for the panel, which may not read the weights while it draws."""
     w, names = deform_weights(obj, arm)
     counts = np.bincount(w.argmax(1), minlength=len(names)) if len(names) else []
     colours = {}
     job = arm.get("sp4d_job")
-    skel = Path(job) / "rig" / "skeleton.json" if job else None
+    skel = Path(job) / layout.SKELETON_JSON if job else None
     if skel is not None and skel.exists():
         colours = {p["bone"]: p.get("colour") for p in json.loads(skel.read_text()).get("parts", [])}
-    return [{"bone": n, "vertices": int(c), "colour": colours.get(n)} for n, c in zip(names, counts, strict=True)]
+    summary = [{"bone": n, "vertices": int(c), "colour": colours.get(n)} for n, c in zip(names, counts, strict=True)]
+    arm[SUMMARY_PROP] = json.dumps(summary)
+    return summary
+
+
+def stored_summary(arm: bpy.types.Object) -> list[dict]:
+    """The parts summary the last rig change left on the armature (empty when none)."""
+    return json.loads(arm.get(SUMMARY_PROP) or "[]")
 
 
 def merge_parts(obj: bpy.types.Object, arm: bpy.types.Object, keep: str, remove: str) -> None:
@@ -60,6 +66,7 @@ def merge_parts(obj: bpy.types.Object, arm: bpy.types.Object, keep: str, remove:
         for child in [b for b in eb if b.parent is not None and b.parent.name == remove]:
             child.parent = eb[keep]
         eb.remove(eb[remove])
+    parts_summary(obj, arm)
 
 
 def limit_influences(obj: bpy.types.Object, arm: bpy.types.Object, limit: int = 4) -> None:
@@ -77,6 +84,7 @@ def limit_influences(obj: bpy.types.Object, arm: bpy.types.Object, limit: int = 
         g = obj.vertex_groups[n]
         g.remove(everyone)
         set_group_weights(g, keep[:, j])
+    parts_summary(obj, arm)
 
 
 def edited_skeleton(obj: bpy.types.Object, arm: bpy.types.Object) -> dict:
@@ -98,18 +106,15 @@ def recompute_weights(obj: bpy.types.Object, arm: bpy.types.Object, backend: Bac
     from .prefs import get_prefs
 
     job = arm.get("sp4d_job")
-    if not job or not Path(job, "mesh.npz").exists():
+    if not job or not Path(job, layout.MESH_NPZ).exists():
         raise ValueError("this armature has no SP4D job folder to recompute from")
-    path = Path(job) / "rig" / "skeleton_edited.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(edited_skeleton(obj, arm), indent=1))
+    layout.write_json_atomic(Path(job) / layout.SKELETON_EDITED_JSON, edited_skeleton(obj, arm))
     rj = RigJob(backend or session.get_backend(get_prefs().backend_python or None), job, cmd="reweight")
     rj.start()
     rj.wait(timeout)
     if rj.state != "done":
         raise RuntimeError(f"[{rj.error['code']}] {rj.error['message']}")
-    with np.load(Path(job) / "rig" / "weights.npz", allow_pickle=False) as z:
-        w, names = z["weights"], [str(n) for n in z["bone_names"]]
+    w, names = read_weights(job)
     if w.shape[0] != len(obj.data.vertices):
         raise ValueError("the mesh changed since the job ran: rig it again")
     old = [b.name for b in arm.data.bones if b.use_deform]
@@ -119,4 +124,5 @@ def recompute_weights(obj: bpy.types.Object, arm: bpy.types.Object, backend: Bac
             obj.vertex_groups.remove(g)
     for j, n in enumerate(names):
         set_group_weights(obj.vertex_groups.new(name=n), w[:, j])
+    parts_summary(obj, arm)
     return len(names)

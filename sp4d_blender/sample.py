@@ -11,6 +11,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 
+from . import mesh_data
 from .capture import GT_PART_ATTR, GT_RIG_PROP
 from .client import BACKEND_ROOT, default_backend_python
 
@@ -35,16 +36,7 @@ def import_sample(npz_path: str | os.PathLike | None = None, name: str = "SP4D C
         v, f, lab = z["vertices"], z["faces"], z["labels"]
         rig = {"parents": z["parents"].tolist(), "joints": z["joints"].tolist(),
                "names": [str(s) for s in z["names"]]}
-    me = bpy.data.meshes.new(name)
-    me.vertices.add(len(v))
-    me.vertices.foreach_set("co", v.astype(np.float32).ravel())
-    me.loops.add(f.size)
-    me.loops.foreach_set("vertex_index", f.astype(np.int32).ravel())
-    me.polygons.add(len(f))
-    me.polygons.foreach_set("loop_start", np.arange(0, f.size, 3, dtype=np.int32))
-    me.polygons.foreach_set("loop_total", np.full(len(f), 3, np.int32))
-    me.update(calc_edges=True)
-    me.validate()
+    me = mesh_data.new_mesh(name, v, f)
     attr = me.attributes.new(GT_PART_ATTR, "INT", "POINT")
     attr.data.foreach_set("value", lab.astype(np.int32))
     me.polygons.foreach_set("use_smooth", np.ones(len(f), bool))

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from sp4d_job.layout import GENERATED_VIEWS
+
 from ..errors import BackendError
 from .model import SP4D
 from .vae import ModeOnlyAutoencoder
@@ -31,7 +33,7 @@ def build_model(config: dict, device: str | torch.device = "meta") -> SP4D:
     """SP4D from a parsed config on ``device`` (meta: no memory, for loading or key checks)."""
     archs = {"SP4D-tiny-ViT": config["open_clip_tiny_cfg"]} if "open_clip_tiny_cfg" in config else {}
     with torch.device(device):
-        return SP4D.from_config(config["model"]["params"], n_view=int(config.get("N_VIEW", 12)),
+        return SP4D.from_config(config["model"]["params"], n_view=int(config.get("N_VIEW", GENERATED_VIEWS)),
                                 open_clip_archs=archs)
 
 

@@ -6,13 +6,14 @@ token_embedding, positional_embedding, ln_final, text_projection, logit_scale, n
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from . import dispatch
+from .options import UsesOps
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
@@ -119,15 +120,9 @@ VIT_H_14 = {"embed_dim": 1024,
             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 1024, "heads": 16, "layers": 24}}
 
 
-class FrozenOpenCLIPImageEmbedder(nn.Module):
-    """Keys ``open_clip.model.*``: images in [-1, 1] -> (N, embed_dim) (not normalised)."""
-
-    # attention kernels for the tower: not cuDNN's, PyTorch's first pick on Hopper, which builds a
-    # graph for the tower's shape at its first call in each process (0.84 s on an H100, for 32 calls
-    # of microseconds: docs/perf.md row 46); flash and memory-efficient kernels need no build.
-    # None: PyTorch's choice (to compare)
-    SDPA_BACKENDS: list[SDPBackend] | None = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
-                                              SDPBackend.MATH]
+class FrozenOpenCLIPImageEmbedder(UsesOps, nn.Module):
+    """Keys ``open_clip.model.*``: images in [-1, 1] -> (N, embed_dim) (not normalised); its
+    attention kernels are dispatch.clip_attention's."""
 
     def __init__(self, arch_cfg: dict):
         super().__init__()
@@ -136,6 +131,5 @@ class FrozenOpenCLIPImageEmbedder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         visual = self.open_clip.model.visual
-        kernels = sdpa_kernel(self.SDPA_BACKENDS) if self.SDPA_BACKENDS else contextlib.nullcontext()
-        with kernels:
+        with dispatch.clip_attention(self.ops):
             return visual(preprocess(x).to(visual.conv1.weight.dtype))

@@ -16,7 +16,7 @@ The official conditioner encodes 64 images per call (each frame 12 times, each c
 (reference README §1). Without given noise draws, ``conditioning`` therefore encodes each frame
 once (one draw per frame, shared by its copies: a 1e-5 perturbation, far below bf16 resolution)
 and returns ``cond_view`` and ``cond_motion`` as the zeros the network sees: 4 encodes instead of
-64 (docs/perf.md row 36). With given draws (fixtures, noise files) it reproduces the official
+64. With given draws (fixtures, noise files) it reproduces the official
 per-copy computation.
 """
 
@@ -101,7 +101,7 @@ def conditioning(embedders: nn.ModuleList, frames: torch.Tensor, polar: torch.Te
         if noise is not None and name in noise:
             return noise[name].to(like.device)
         # float32 on the CPU (device-independent draws), then cast: torch draws bfloat16 normals on the
-        # CPU one at a time (149 ms for 4 frames of 576² on the H100 machine, docs/perf.md row 36)
+        # CPU one at a time, far slower
         return torch.randn(like.shape, generator=generator, device="cpu").to(like.device, like.dtype)
 
     crossattn = clip(frames)[None]  # (1, T, D)

@@ -10,25 +10,22 @@ float32 sum and squared deviations; the groups' statistics follow from those few
 convolution reads. A constant per plane added before the norm (the ResBlock's embedding) only
 moves that plane's mean, so it is folded into s. The spatial ResBlocks' NCHW images are the case
 of one frame (no copy to save there, but the SiLU and embedding passes). Compiled graphs keep
-layers.group_norm_by_image, which inductor fuses the same way; float32 and the CPU keep F.group_norm.
+functional.group_norm_by_image, which inductor fuses the same way; float32 and the CPU keep
+F.group_norm (dispatch.norm_silu decides, with OpChoices.frame_norm).
 """
 
 from __future__ import annotations
-
-import os
 
 import torch
 
 from . import kernels
 from .kernels import triton
 
-ENABLED = os.environ.get("SP4D_FRAME_NORM", "1") != "0"
-
 
 def usable(x: torch.Tensor) -> bool:
     """A 4-D or 5-D half-precision tensor with contiguous (h, w) planes where the Triton kernels run
     (eagerly: compiled graphs fuse these themselves)."""
-    return (ENABLED and not torch.compiler.is_compiling() and kernels.usable(x) and x.dim() in (4, 5)
+    return (not torch.compiler.is_compiling() and kernels.usable(x) and x.dim() in (4, 5)
             and x.stride(-1) == 1 and x.stride(-2) == x.shape[-1])
 
 

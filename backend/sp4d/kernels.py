@@ -11,11 +11,12 @@
   head after head, reads q, k and v once and writes the output in the (rows, tokens, heads·d)
   layout the next projection reads.
 
-Both run on CUDA for bf16/fp16 tensors when Triton is installed (``usable``); everything else
-takes the plain PyTorch path in layers.py. They are registered as torch custom ops, so compiled
-graphs call them as single opaque kernels. The tests run them in Triton's interpreter on the CPU
-(TRITON_INTERPRET=1) against float64 references (in fp16: the interpreter's bf16 matrix
-products are wrong); ``SP4D_KERNELS=0`` switches them off.
+Both run on CUDA for bf16/fp16 tensors when Triton is installed (``usable``); dispatch.py decides
+from the run's OpChoices whether they are used, and everything else takes the plain PyTorch forms
+in functional.py. They are registered as torch custom ops, so compiled graphs call them as single
+opaque kernels. The tests run them in Triton's interpreter on the CPU (TRITON_INTERPRET=1, read
+when Triton is imported) against float64 references (in fp16: the interpreter's bf16 matrix
+products are wrong).
 """
 
 from __future__ import annotations
@@ -44,16 +45,16 @@ except (ImportError, AttributeError, ValueError):
 # CFG split over two GPUs makes them, would mix them up. Launching is host work of microseconds.
 # (The attention kernel has no autotuner: nothing per launch is kept on it.)
 _LAUNCH = threading.Lock()
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-ENABLED = os.environ.get("SP4D_KERNELS", "1") != "0"
-TMA_ENABLED = os.environ.get("SP4D_GEGLU_TMA", "1") != "0"
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's own switch for its CPU interpreter (tests)
 HALF = (torch.bfloat16, torch.float16)
+# the persistent GEGLU kernel's epilogues (GATES), each the exact GELU; the first is the fastest (the default)
+GATE_NAMES = ("exp", "poly", "erf")
 
 
 def usable(x: torch.Tensor) -> bool:
-    """Whether the kernels can take ``x``: Triton present, switched on, a half-precision tensor on
-    CUDA (or on the CPU under Triton's interpreter, for the tests)."""
-    return (triton is not None and ENABLED and x.dtype in HALF
+    """Whether the kernels can take ``x``: Triton present, a half-precision tensor on CUDA (or on
+    the CPU under Triton's interpreter, for the tests)."""
+    return (triton is not None and x.dtype in HALF
             and (x.is_cuda or (INTERPRET and x.device.type == "cpu")))
 
 
@@ -126,7 +127,7 @@ if triton is not None:
         _tma_config(*c) for c in ((128, 128, 64, 3, 8), (128, 128, 64, 4, 8), (128, 64, 64, 4, 4),
                                   (128, 64, 64, 5, 8), (64, 128, 64, 4, 4), (128, 128, 32, 5, 8),
                                   (128, 128, 64, 4, 8, True), (128, 128, 64, 5, 8, True))
-    ] + [  # warp-specialised: 7-18 % faster on the H100 at all three widths (docs/perf.md, row 19)
+    ] + [  # warp-specialised (loads in their own warps): the fastest at all three widths on an H100
         _tma_config(128, 128, 64, s, 8, split, True) for s in (3, 4) for split in (False, True)
     ] if not INTERPRET else [_tma_config(32, 32, 32, 1, 4)]  # one config: the interpreter cannot time them
 
@@ -148,7 +149,7 @@ if triton is not None:
         # every tile; the flattened loop lets the pipeliner fetch the next tile's operands (TMA)
         # while this tile's epilogue runs. SPLIT: the epilogue in two column halves (half the
         # registers and store buffer); WS: warp-specialised loads (Triton's Hopper support; needs
-        # the loop unflattened). GATE: the epilogue's gate, GATES[GATE].
+        # the loop unflattened). GATE: the epilogue's out = GATE(a, g), a @triton.jit function.
         n_m, n_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
         k_steps = tl.cdiv(K, BLOCK_K)
         done = tl.program_id(0) - PROGRAMS  # the epilogue's own tile counter: keeps the stages independent
@@ -174,38 +175,42 @@ if triton is not None:
 
     @triton.jit
     def _gate_store(acc_a, acc_g, b_ptr, o_desc, N, off_m, off_n, WIDTH: tl.constexpr, GATE: tl.constexpr):
-        # bias, GELU of the gate (GATE 0: exact, erf), product, one rounding, TMA store of the (rows, WIDTH) block
+        # bias, GATE(a, g), one rounding, TMA store of the (rows, WIDTH) block
         rn = off_n + tl.arange(0, WIDTH)
         a = acc_a + tl.load(b_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
         g = acc_g + tl.load(b_ptr + N + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
-        if GATE == 0:
-            out = a * (0.5 * g * (1.0 + tl.erf(g * 0.7071067811865476)))
-        elif GATE == 1:  # no GELU (a·g): what the epilogue's arithmetic costs, for benchmarks only
-            out = a * g
-        elif GATE == 2:  # tanh-form GELU with the hardware tanh (4.7e-4 from exact), for benchmarks only
-            u = g * (0.7978845608028654 + 0.035677408136300125 * g * g)
-            t = tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [u], dtype=tl.float32,
-                                          is_pure=True, pack=1)
-            out = a * (0.5 * g * (1.0 + t))
-        elif GATE == 3:  # exact GELU through Abramowitz & Stegun 7.1.28: erf(z) = 1 - (1 + Σ a_i z^i)^-16, z ≥ 0,
-            # |error| < 3e-7 (GELU within 5e-7), with gelu(g) = max(g, 0) - |g|/2 · (1 - erf(|g|/√2)):
-            # 15 multiply-adds and one fast division instead of libdevice's erf and its branches
-            z = tl.abs(g) * 0.7071067811865476
-            q = 1.0 + z * (0.0705230784 + z * (0.0422820123 + z * (0.0092705272 + z * (
-                0.0001520143 + z * (0.0002765672 + z * 0.0000430638)))))
-            r = tl.math.fdiv(tl.full(q.shape, 1.0, tl.float32), q)  # div.full: ~2 ulp, no IEEE rounding path
-            r = r * r
-            r = r * r
-            r = r * r
-            out = a * (tl.maximum(g, 0.0) - (z * 0.7071067811865476) * (r * r))
-        else:  # exact GELU through Abramowitz & Stegun 7.1.26: erf(z) = 1 - t·P(t)·exp(-z²), t = 1 / (1 + p·z),
-            # |error| < 1.5e-7: 5 multiply-adds, a fast division and the hardware exp2
-            z = tl.abs(g) * 0.7071067811865476
-            t = tl.math.fdiv(tl.full(z.shape, 1.0, tl.float32), 1.0 + 0.3275911 * z)
-            p = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-            e = tl.math.exp2(z * z * -1.4426950408889634)
-            out = a * (tl.maximum(g, 0.0) - (z * 0.7071067811865476) * (p * e))
-        o_desc.store([off_m, off_n], out.to(o_desc.dtype))
+        o_desc.store([off_m, off_n], GATE(a, g).to(o_desc.dtype))
+
+    @triton.jit
+    def gate_erf(a, g):
+        # a·gelu(g), exact (erf) GELU through libdevice's erf, as F.gelu
+        return a * (0.5 * g * (1.0 + tl.erf(g * 0.7071067811865476)))
+
+    @triton.jit
+    def gate_poly(a, g):
+        # a·gelu(g), exact GELU through Abramowitz & Stegun 7.1.28: erf(z) = 1 - (1 + Σ a_i z^i)^-16,
+        # z ≥ 0, |error| < 3e-7 (GELU within 5e-7), with gelu(g) = max(g, 0) - |g|/2 · (1 - erf(|g|/√2)):
+        # 15 multiply-adds and one fast division instead of libdevice's erf and its branches
+        z = tl.abs(g) * 0.7071067811865476
+        q = 1.0 + z * (0.0705230784 + z * (0.0422820123 + z * (0.0092705272 + z * (
+            0.0001520143 + z * (0.0002765672 + z * 0.0000430638)))))
+        r = tl.math.fdiv(tl.full(q.shape, 1.0, tl.float32), q)  # div.full: ~2 ulp, no IEEE rounding path
+        r = r * r
+        r = r * r
+        r = r * r
+        return a * (tl.maximum(g, 0.0) - (z * 0.7071067811865476) * (r * r))
+
+    @triton.jit
+    def gate_exp(a, g):
+        # a·gelu(g), exact GELU through Abramowitz & Stegun 7.1.26: erf(z) = 1 - t·P(t)·exp(-z²),
+        # t = 1 / (1 + p·z), |error| < 1.5e-7: 5 multiply-adds, a fast division and the hardware exp2
+        z = tl.abs(g) * 0.7071067811865476
+        t = tl.math.fdiv(tl.full(z.shape, 1.0, tl.float32), 1.0 + 0.3275911 * z)
+        p = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+        e = tl.math.exp2(z * z * -1.4426950408889634)
+        return a * (tl.maximum(g, 0.0) - (z * 0.7071067811865476) * (p * e))
+
+    GATES = dict(zip(GATE_NAMES, (gate_exp, gate_poly, gate_erf), strict=True))
 
     @triton.jit
     def _short_attention_kernel(q_ptr, k_ptr, v_ptr, o_ptr, B, n, m,
@@ -239,9 +244,12 @@ if triton is not None:
 
 
 @torch.library.custom_op("sp4d::geglu_linear", mutates_args=())
-def geglu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def geglu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, gate: str = "exp",
+                 tma: bool = True) -> torch.Tensor:
     """``a·gelu(g)`` with ``[a | g] = x·weightᵀ + bias`` (weight (2N, K), bias (2N,)), fused.
-    x: (..., K) -> (..., N). float32 accumulation, one rounding at the end."""
+    x: (..., K) -> (..., N). float32 accumulation, one rounding at the end. ``tma``: the
+    persistent TMA kernel where it can run (tma_usable), with epilogue GATES[gate]; else (and
+    always for ``tma`` False) the blocked kernel (erf GELU)."""
     K = x.shape[-1]
     N = weight.shape[0] // 2
     if weight.dim() != 2 or weight.shape != (2 * N, K) or bias.shape != (2 * N,) or not N:
@@ -252,9 +260,9 @@ def geglu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> t
                          f"{bias.dtype}")
     x2 = x.reshape(-1, K)
     out = torch.empty(x2.shape[0], N, device=x.device, dtype=x.dtype)
-    if tma_usable(x2, weight):
+    if tma and tma_usable(x2, weight):
         try:
-            geglu_tma(x2, weight, bias, out)
+            geglu_tma(x2, weight, bias, out, gate=gate)
             return out.view(*x.shape[:-1], N)
         except Exception as e:  # noqa: BLE001 - a Triton/GPU pair that cannot build it: blocked from now on
             if isinstance(e, torch.OutOfMemoryError):
@@ -275,10 +283,10 @@ def _tma_fallback(error: Exception) -> None:
 
 
 def tma_usable(x2: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether geglu_tma can take these operands: a Hopper-or-newer GPU (or the interpreter) and
-    TMA's layout rules (unit inner strides, 16-byte aligned rows and bases); ``SP4D_GEGLU_TMA=0``
-    keeps the blocked kernel."""
-    if not (TMA_TRITON and TMA_ENABLED) or _tma_failed:
+    """Whether geglu_tma can take these operands: a Hopper-or-newer GPU (or the interpreter), a
+    Triton with TMA descriptors, TMA's layout rules (unit inner strides, 16-byte aligned rows and
+    bases), and no earlier failure to build it in this process."""
+    if not TMA_TRITON or _tma_failed:
         return False
     if x2.is_cuda and torch.cuda.get_device_capability(x2.device)[0] < 9:
         return False
@@ -298,22 +306,13 @@ def geglu_blocked(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, ou
                             weight.stride(0), weight.stride(1), out.stride(0), out.stride(1))
 
 
-GATES = ("erf", "none", "tanh", "poly", "exp")  # the TMA kernel's epilogues: exact GELU through libdevice's erf;
-# for benchmarks: none, the tanh form; exact GELU through a polynomial (Abramowitz & Stegun 7.1.28), through
-# a polynomial in 1/(1 + p·z) times exp(-z²) (7.1.26)
-EXACT_GATES = ("exp", "poly", "erf")  # the first is the default: the fastest (docs/perf.md row 32)
-GATE = os.environ.get("SP4D_GEGLU_GATE", EXACT_GATES[0])  # the layer's epilogue (SP4D_GEGLU_GATE: to compare)
-if GATE not in EXACT_GATES:
-    raise ValueError(f"SP4D_GEGLU_GATE must be one of {EXACT_GATES}, got {GATE!r}")
-
-
 def geglu_tma(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out: torch.Tensor,
-              kernel=None, gate: str | None = None, per_sm: int = 1) -> None:
+              kernel=None, gate="exp", per_sm: int = 1) -> None:
     """The GEGLU product into ``out`` (M, N): persistent programs, TMA loads and stores.
-    ``kernel``: another autotuned variant of _geglu_tma_kernel (other configs, for benchmarks);
-    ``gate``: one of GATES (default GATE; "none" and "tanh" are for benchmarks: they change the result);
-    ``per_sm``: persistent programs per SM (2, with configs small enough for two on an SM, lets one
-    program's epilogue overlap the other's products; for benchmarks)."""
+    ``kernel``: another autotuned variant of _geglu_tma_kernel (other configs); ``gate``: a name of
+    GATES or a @triton.jit function (a, g) -> out (scripts/bench_kernels.py times epilogues that
+    are not GELU); ``per_sm``: persistent programs per SM (2, with configs small enough for two on
+    an SM, lets one program's epilogue overlap the other's products)."""
     (M, K), N = x2.shape, out.shape[1]
     programs = per_sm * (torch.cuda.get_device_properties(x2.device).multi_processor_count if x2.is_cuda else 4)
     descs = [TensorDescriptor(t, list(t.shape), list(t.stride()), [16, 16]) for t in (x2, weight, out)]
@@ -323,11 +322,11 @@ def geglu_tma(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out: t
 
     with _LAUNCH:
         (kernel or _geglu_tma_kernel)[grid](descs[0], descs[1], bias, descs[2], M, N, K, PROGRAMS=programs,
-                                            GATE=GATES.index(gate or GATE))
+                                            GATE=GATES[gate] if isinstance(gate, str) else gate)
 
 
 @geglu_linear.register_fake
-def _(x, weight, bias):
+def _(x, weight, bias, gate="exp", tma=True):
     return x.new_empty(*x.shape[:-1], weight.shape[0] // 2)
 
 

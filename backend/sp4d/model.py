@@ -7,11 +7,12 @@ from typing import Callable
 import torch
 from torch import nn
 
+from sp4d_job.layout import GENERATED_VIEWS
+
 from .conditioner import build_embedders, conditioning
 from .sampling import edm_sigmas, guide, linear_guidance_scale, sample_euler_edm
 from .split import CFGSplit
 from .unet import DualSpatialTemporalUNet
-from .unet_blocks import compiled_classes
 from .vae import DualDecoder
 
 UNET_KEYS = ("in_channels", "model_channels", "out_channels", "num_res_blocks", "attention_resolutions",
@@ -31,7 +32,7 @@ class SP4D(nn.Module):
     """model.diffusion_model (dual UNet), conditioner.embedders, first_stage_model.decoder."""
 
     def __init__(self, unet_config: dict, emb_models: list[dict], decoder_config: dict,
-                 scale_factor: float = 0.18215, n_view: int = 12, open_clip_archs: dict | None = None):
+                 scale_factor: float = 0.18215, n_view: int = GENERATED_VIEWS, open_clip_archs: dict | None = None):
         super().__init__()
         self.model = nn.Module()
         self.model.diffusion_model = DualSpatialTemporalUNet({k: unet_config[k] for k in UNET_KEYS if k in unet_config})
@@ -43,7 +44,7 @@ class SP4D(nn.Module):
         self.n_view = n_view
 
     @classmethod
-    def from_config(cls, params: dict, n_view: int = 12, open_clip_archs: dict | None = None) -> "SP4D":
+    def from_config(cls, params: dict, n_view: int = GENERATED_VIEWS, open_clip_archs: dict | None = None) -> "SP4D":
         """Build from the ``model.params`` tree of sp4d.yaml (plain dicts, as yaml loads them)."""
         net = params["network_config"]
         if not net["target"].endswith("DualSpatialUNetWithCrossComm") or not params.get("dual_concat", False):
@@ -70,6 +71,11 @@ class SP4D(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.model.diffusion_model.net1.out[2].weight.dtype
+
+    @property
+    def image_multiple(self) -> int:
+        """Image sides must be multiples of this: the VAE's upsampling times the UNet's downsampling."""
+        return self.first_stage_model.decoder.upsampling * self.model.diffusion_model.downsampling
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor, cond: dict, unet: nn.Module | None = None
                 ) -> torch.Tensor:
@@ -104,30 +110,32 @@ class SP4D(nn.Module):
         out["cond_view"] = out["cond_view"] * 0
         return out
 
+    def guided(self, cond: dict, scale: torch.Tensor, split: CFGSplit | None = None
+               ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """denoise(x, sigma) -> the guided D of x (F, 8, h, w) at the noise level sigma (a scalar
+        tensor), for a CFG-batched ``cond`` (batch_cond) and per-frame guidance ``scale`` (F,);
+        ``split``: the unconditional half on a second device."""
+        if split is not None:
+            return split.guided(cond, scale)
+
+        def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            x2 = torch.cat([x, x])
+            return guide(self.denoise(x2, sigma * x2.new_ones(x2.shape[0]), cond), scale)
+
+        return denoise
+
     def sample(self, c: dict, uc: dict, noise: torch.Tensor, steps: int = 50, cfg: float = 3.0,
                min_cfg: float = 1.0, sigma_max: float = 700.0, sigma_min: float = 0.002,
                on_step: Callable | None = None, split: CFGSplit | None = None) -> torch.Tensor:
         """Final latents (T·V, 8, h, w) from N(0,1) ``noise`` with linear guidance min_cfg → cfg;
         ``split`` runs the unconditional half on a second device."""
-        cond = self.batch_cond(c, uc)
         sigmas = edm_sigmas(steps, sigma_min, sigma_max, device=noise.device)
         scale = linear_guidance_scale(noise.shape[0], min_cfg, cfg)
-
-        def denoise(x, s):
-            x2 = torch.cat([x, x])
-            return guide(self.denoise(x2, s * x2.new_ones(x2.shape[0]), cond), scale)
-
-        if split is not None:
-            denoise = split.guided(cond, scale)
-
-        return sample_euler_edm(denoise, noise, sigmas, on_step)
+        return sample_euler_edm(self.guided(self.batch_cond(c, uc), scale, split), noise, sigmas, on_step)
 
     def decode(self, z: torch.Tensor, chunk: int = 4) -> torch.Tensor:
-        """Latents (N, 8, h, w) -> images (N, 3, H, 2W) in model range (RGB left, parts right).
-        A compiled decoder (unet_blocks.compile_blocks) gets channels-last weights: 7 % faster
-        compiled, 40 % slower eager (docs/perf.md row 31), so eager keeps them contiguous."""
+        """Latents (N, 8, h, w) -> images (N, 3, H, 2W) in model range (RGB left, parts right),
+        ``chunk`` latents a decoder call."""
         dec = self.first_stage_model.decoder
-        compiled = "Decoder" in compiled_classes()
-        dec.to(memory_format=torch.channels_last if compiled else torch.contiguous_format)
         z = z * (1.0 / self.scale_factor)
         return torch.cat([dec(part.to(dec.conv_in.weight.dtype)) for part in z.split(chunk)])

@@ -17,30 +17,26 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from . import compiled
 from .sampling import guide
-from .unet_blocks import compiled_classes
-
-
-def parse_devices(spec: str | Sequence[str]) -> list[str]:
-    """'cuda:0,cuda:1' or a list -> device names; one name means no split."""
-    names = [d.strip() for d in (spec.split(",") if isinstance(spec, str) else spec) if d.strip()]
-    if not names:
-        raise ValueError("no device named")
-    return names
 
 
 def replicate(module: nn.Module, device: torch.device | str) -> nn.Module:
-    """A copy of ``module`` whose parameters and buffers are made directly on ``device`` (no
-    second copy on the source device, which may be full)."""
+    """An eager copy of ``module`` whose parameters and buffers are made directly on ``device`` (no
+    second copy on the source device, which may be full). Compiled wrappers are not copied: they
+    would run the original's methods (compile the copy with compiled.compile_modules)."""
     memo: dict[int, object] = {}
     for p in module.parameters():
         memo[id(p)] = nn.Parameter(p.detach().to(device, copy=True), requires_grad=p.requires_grad)
     for b in module.buffers():
         memo[id(b)] = b.detach().to(device, copy=True)
-    return copy.deepcopy(module, memo)
+    replica = copy.deepcopy(module, memo)
+    compiled.uncompile_modules([replica])
+    return replica
 
 
-def _device(name: str) -> torch.device:
+def device_of(name: str) -> torch.device:
+    """The device a name means ('cuda': the current CUDA device, with its index)."""
     d = torch.device(name)
     return torch.device("cuda", torch.cuda.current_device()) if d.type == "cuda" and d.index is None else d
 
@@ -60,14 +56,14 @@ class CFGSplit:
         if len(devices) != 2:
             raise ValueError(f"the CFG split needs exactly two devices, got {list(devices)}")
         self.model = model
-        self.devices = [_device(d) for d in devices]
+        self.devices = [device_of(d) for d in devices]
         home = next(model.parameters()).device
         if self.devices[0] != home:
             raise ValueError(f"the first device ({devices[0]}) must hold the model (it is on {home})")
         unet = model.model.diffusion_model
         self.unets = [unet, unet if self.devices[1] == home else replicate(unet, self.devices[1])]
         self.pool = ThreadPoolExecutor(2, thread_name_prefix="sp4d-cfg")
-        self.warmed: set[tuple] = set()  # (shape, dtype, compiled classes) run once one half after the other
+        self.warmed: set[tuple] = set()  # (shape, dtype, compile changes) run once one half after the other
 
     def guided(self, cond: dict, scale: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """denoise(x, sigma) -> guided D for a CFG-batched ``cond`` ([uncond ‖ cond] along dim 0)."""
@@ -86,7 +82,7 @@ class CFGSplit:
                 return d.to(self.devices[0])
 
         def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            key = (tuple(x.shape), x.dtype, compiled_classes())
+            key = (tuple(x.shape), x.dtype, compiled.changes())
             if key not in self.warmed:  # a first call compiles: one half after the other (not thread-safe)
                 d_c, d_u = half(0, x, sigma), half(1, x, sigma)
                 self.warmed.add(key)

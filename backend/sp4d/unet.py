@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .layers import EdgeConv, mlp, timestep_embedding, unet_norm
+from .options import UsesOps
 from .unet_blocks import CrossNetworkLayer, Downsample, SpatioTemporalTransformer, UNetContext, Upsample, VideoResBlock
 
 
@@ -43,7 +44,7 @@ class SpatialTemporalUNet(nn.Module):
                                              adm_in_channels, motion_context_dim)
 
         self.input_blocks = nn.ModuleList([Seq([EdgeConv(in_channels, mc, 3, padding=1)])])
-        chans, ch, ds = [mc], mc, 1
+        chans, ch, ds = [mc], mc, 1  # ds: the latents' downsampling at the current level
         for level, mult in enumerate(channel_mult):
             for _ in range(num_res_blocks):
                 layers = [res(ch, mult * mc)]
@@ -56,6 +57,7 @@ class SpatialTemporalUNet(nn.Module):
                 self.input_blocks.append(Seq([Downsample(ch)]))
                 chans.append(ch)
                 ds *= 2
+        self.downsampling = ds  # latent sides must be multiples of this
         self.middle_block = Seq([res(ch, ch), attn(ch), res(ch, ch)])
         self.output_blocks = nn.ModuleList()
         for level, mult in list(enumerate(channel_mult))[::-1]:
@@ -85,11 +87,11 @@ def ch_of(block: Seq) -> int:
     return last.out_channels if hasattr(last, "out_channels") else last.in_channels
 
 
-class DualSpatialTemporalUNet(nn.Module):
+class DualSpatialTemporalUNet(UsesOps, nn.Module):
     """RGB branch ``net1`` and part branch ``net2`` fused after every block.
 
     Input x: (b·T·V, 2·(4 + 4), h, w) = [RGB latent | concat | part latent | concat];
-    output: (b·T·V, 8, h, w) = [RGB | part].
+    output: (b·T·V, 8, h, w) = [RGB | part]; h and w multiples of ``downsampling``.
     """
 
     def __init__(self, unet_config: dict):
@@ -101,7 +103,12 @@ class DualSpatialTemporalUNet(nn.Module):
         self.middle_cross = CrossNetworkLayer(ch_mid)
         self.output_cross_layers = nn.ModuleList([CrossNetworkLayer(c) for c in chans_out])
 
-    channels_last = False  # set by use_channels_last
+    channels_last = False  # the weights' layout, set by use_channels_last
+
+    @property
+    def downsampling(self) -> int:
+        """The factor by which the deepest level's latents are smaller than the input's."""
+        return self.net1.downsampling
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, context: torch.Tensor, vector: torch.Tensor,
                 cond_view: torch.Tensor, n_time: int, n_view: int) -> torch.Tensor:
@@ -122,11 +129,10 @@ class DualSpatialTemporalUNet(nn.Module):
         h1, h2 = fuses[-1](h1, h2)
         return torch.cat([self.net1.out(h1), self.net2.out(h2)], dim=1)
 
-    @staticmethod
-    def _fuse(fuse: CrossNetworkLayer, h1: torch.Tensor, h2: torch.Tensor,
+    def _fuse(self, fuse: CrossNetworkLayer, h1: torch.Tensor, h2: torch.Tensor,
               skip: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The fused branches, each concatenated with its skip (inside the fusion layer: see there)."""
-        if fuse.CONCAT_SKIPS:
+        if self.ops.skips_in_fusion:
             return fuse(h1, h2, *skip)
         h1, h2 = fuse(h1, h2)
         return torch.cat([h1, skip[0]], 1), torch.cat([h2, skip[1]], 1)
@@ -142,13 +148,6 @@ def use_channels_last(unet: DualSpatialTemporalUNet, on: bool = True) -> None:
         if isinstance(m, (nn.Conv2d, nn.Conv3d)):
             m.weight.data = m.weight.data.contiguous(memory_format=fmt2 if m.weight.dim() == 4 else fmt3)
     unet.channels_last = on
-
-
-def prefers_channels_last(scope: str | None, device: str | torch.device) -> bool:
-    """The UNet layout for a compile scope: channels-last for the compiled layers on CUDA (with
-    inductor's multi-kernel reductions 0.980 -> 0.964 s a step on an H100, docs/perf.md row 38;
-    rows 15 and 22, before multi-kernel, found no gain), NCHW otherwise."""
-    return scope == "layers" and torch.device(device).type == "cuda"
 
 
 def set_layout(unets, channels_last: bool) -> None:

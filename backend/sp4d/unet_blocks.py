@@ -6,16 +6,16 @@ The frame axis of a batch is ``b·T·V`` images, time-major within each batch el
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange, repeat
 from torch import nn
 
-from . import frame_norm
+from . import dispatch
 from .layers import AlphaBlender, Attention, FeedForward, FrameConv, OutLinear, mlp, timestep_embedding, unet_norm
-from .vae import Decoder
+from .options import UsesOps
 
 
 @dataclass
@@ -31,7 +31,7 @@ class UNetContext:
         return self.n_time * self.n_view
 
 
-class ResBlock(nn.Module):
+class ResBlock(UsesOps, nn.Module):
     """GroupNorm-SiLU-conv, + projected embedding, GroupNorm-SiLU-conv, + skip (2-D or 3-D)."""
 
     def __init__(self, ch: int, emb_ch: int, out_ch: int | None = None, dims: int = 2,
@@ -40,7 +40,7 @@ class ResBlock(nn.Module):
         out_ch = out_ch or ch
         self.out_channels = out_ch
         k = tuple(kernel) if isinstance(kernel, (tuple, list)) else (kernel,) * dims
-        # along the frames only: a batched product over frame windows (layers.frame_conv)
+        # along the frames only: FrameConv (dispatch.time_conv)
         conv = nn.Conv2d if dims == 2 else FrameConv if k[1:] == (1, 1) and k[0] % 2 else nn.Conv3d
         pad = tuple(x // 2 for x in k)
         self.in_layers = nn.Sequential(unet_norm(ch), nn.SiLU(), conv(ch, out_ch, k, padding=pad))
@@ -51,10 +51,18 @@ class ResBlock(nn.Module):
         self.emb_time_major = emb_time_major  # 3-D: emb is (b, t, E), moved to (b, C, t, 1, 1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        if frame_norm.usable(x):  # eager half precision on the GPU: norm, embedding sum and SiLU fused
-            return self._forward_frame_norm(x, emb)
-        h = self.in_layers(x)
-        return self.skip_connection(x) + self.out_layers(h + self._embedding(emb, h))
+        """x (n, C, h, w), emb (n, E); 3-D: x (b, C, frames, h, w), emb (b, frames, E)."""
+        h = self.in_layers[2](self._norm_silu(0, x))
+        h = self.out_layers[3](self.out_layers[2](self._norm_silu(1, h, self._embedding(emb, h))))
+        return self.skip_connection(x) + h
+
+    def _norm_silu(self, which: int, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+        """silu(norm(x + add)) of the in (0) or out (1) layers, in the memory layout their
+        convolution reads best (frames-major for the batched product over frame windows)."""
+        norm, conv = (self.in_layers[0], self.in_layers[2]) if which == 0 else (self.out_layers[0], self.out_layers[3])
+        frames_major = isinstance(conv, FrameConv) and dispatch.time_conv_impl(
+            self.ops, x.shape[-2] * x.shape[-1], False) == "frame_conv"
+        return dispatch.norm_silu(self.ops, norm, x, add, frames_major)
 
     def _embedding(self, emb: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """The projected embedding, shaped to add to h: (n, C, 1, 1), or (b, C, frames, 1, 1)."""
@@ -65,22 +73,10 @@ class ResBlock(nn.Module):
             e = e[..., None]
         return e
 
-    def _forward_frame_norm(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """forward with frame_norm's kernels: the same function (the embedding sum and SiLU in
-        float32, rounded once) without F.group_norm's copies of frames-major inputs and the passes
-        of SiLU and the sum."""
-        def norm_silu(norm: nn.GroupNorm, conv: nn.Module, t: torch.Tensor, add=None) -> torch.Tensor:
-            big = isinstance(conv, FrameConv) and t.shape[-2] * t.shape[-1] >= conv.FRAME_MIN
-            return frame_norm.group_norm_silu(t, norm.num_groups, norm.weight, norm.bias, norm.eps, add,
-                                              frames_major=big)  # frame_conv reads frames-major memory
-
-        h = self.in_layers[2](norm_silu(self.in_layers[0], self.in_layers[2], x))
-        e = self._embedding(emb, h)
-        return self.skip_connection(x) + self.out_layers[3](norm_silu(self.out_layers[0], self.out_layers[3], h, e))
-
 
 class VideoResBlock(ResBlock):
-    """A 2-D ResBlock, then a 3-D ResBlock along the b·T·V frame axis, blended by ``time_mixer``."""
+    """A 2-D ResBlock (``spatial``), then a 3-D ResBlock along the b·T·V frame axis, blended by
+    ``time_mixer``."""
 
     def __init__(self, ch: int, emb_ch: int, out_ch: int | None = None, time_kernel=(3, 1, 1)):
         super().__init__(ch, emb_ch, out_ch)
@@ -89,13 +85,15 @@ class VideoResBlock(ResBlock):
         self.time_mixer = AlphaBlender()
 
     def forward(self, x: torch.Tensor, ctx: UNetContext) -> torch.Tensor:
-        x = super().forward(x, ctx.emb)
+        x = self.spatial(x, ctx.emb)
         n = ctx.n_frames
-        bt, c, h, w = x.shape
-        x5 = x.view(bt // n, n, c, h, w).transpose(1, 2)  # b c (T·V) h w
-        xt = self.time_mix_blocks(x5, ctx.emb.view(bt // n, n, -1))
-        out = self.time_mixer(x5, xt)
-        return out.transpose(1, 2).reshape(bt, c, h, w)
+        x5 = rearrange(x, "(b f) c h w -> b c f h w", f=n)  # a view: frames-major memory
+        xt = self.time_mix_blocks(x5, rearrange(ctx.emb, "(b f) e -> b f e", f=n))
+        return rearrange(self.time_mixer(x5, xt), "b c f h w -> (b f) c h w")
+
+    def spatial(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """The 2-D ResBlock (its own method, so that the blocks compile scope compiles it alone)."""
+        return ResBlock.forward(self, x, emb)
 
 
 class Downsample(nn.Module):
@@ -153,13 +151,13 @@ class TimeMixBlock(nn.Module):
         self.norm1, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, n: int) -> torch.Tensor:
-        bn, s, c = x.shape
-        x = x.view(bn // n, n, s, c).transpose(1, 2).reshape(-1, n, c)  # (B/n · S, n, C)
+        s = x.shape[1]
+        x = rearrange(x, "(g n) s c -> (g s) n c", n=n)
         x = self.ff_in(self.norm_in(x)) + x
         x = self.attn1(self.norm1(x)) + x
         x = self.attn2.cross(self.norm2, x, context)
         x = self.ff(self.norm3(x)) + x
-        return x.view(bn // n, s, n, c).transpose(1, 2).reshape(bn, s, c)
+        return rearrange(x, "(g s) n c -> (g n) s c", s=s)
 
 
 class SpatioTemporalTransformer(nn.Module):
@@ -189,44 +187,39 @@ class SpatioTemporalTransformer(nn.Module):
         self.proj_out = OutLinear(inner, ch)
 
     def forward(self, x: torch.Tensor, ctx: UNetContext) -> torch.Tensor:
+        """x (b·T·V, C, h, w) -> same; rows p = pixels (h·w) of a frame, c = channels."""
         context, T, V = ctx.context, ctx.n_time, ctx.n_view
-        b, _, d1 = context.shape
-        _, c, h, w = x.shape
-        hw = h * w
+        c, h, w = x.shape[1:]
         x_in = x
         cond_view = F.interpolate(ctx.cond_view, size=(h, w), mode="bilinear")
-        d2 = cond_view.shape[1]
-        spatial_ctx = context[:, :, None].expand(b, T, V, d1).reshape(-1, 1, d1)
-        camera_ctx = context[:, :, None].expand(b, T, hw, d1).reshape(-1, 1, d1)
-        motion_ctx = cond_view.permute(0, 2, 3, 1).reshape(-1, 1, d2)
+        spatial_ctx = repeat(context, "b t d -> (b t v) 1 d", v=V)  # each frame's CLIP token
+        camera_ctx = repeat(context, "b t d -> (b t p) 1 d", p=h * w)
+        motion_ctx = rearrange(cond_view, "bv d h w -> (bv h w) 1 d")
 
-        x = self.proj_in(self.norm(x).flatten(2).transpose(1, 2))  # (b·T·V, hw, C)
-        inner = x.shape[-1]
+        x = self.proj_in(rearrange(self.norm(x), "n c h w -> n (h w) c"))
+        b = context.shape[0]
         frames = torch.arange(T, device=x.device).repeat(b)
         emb_time = self.time_mix_motion_embed(timestep_embedding(frames, c).to(x.dtype))[:, None]  # (b·T, 1, C)
-        emb_view = self.time_mix_time_embed(ctx.emb.view(b, T, V, -1)[:, 0].reshape(b * V, -1))
-        emb_view = emb_view[:, None].expand(b * V, hw, inner).reshape(-1, 1, inner)  # (b·V·hw, 1, C)
+        emb_view = self.time_mix_time_embed(rearrange(ctx.emb, "(b t v) e -> b t v e", t=T, v=V)[:, 0].flatten(0, 1))
+        emb_view = repeat(emb_view, "bv c -> (bv p) 1 c", p=h * w)  # (b·V·hw, 1, C)
 
         x = self.transformer_blocks[0](x, spatial_ctx)
         # camera: rows (b, v, p), sequence over t; the block then groups rows by V
-        x = x.view(b, T, V, hw, inner).permute(0, 2, 3, 1, 4).reshape(-1, T, inner)
+        x = rearrange(x, "(b t v) p c -> (b v p) t c", t=T, v=V)
         x = self.time_mixer(x, self.time_mix_blocks[0](x + emb_view, camera_ctx, V))
         # motion: rows (b, t), sequence over (v, p); the block groups rows by T
-        x = x.view(b, V, hw, T, inner).permute(0, 3, 1, 2, 4).reshape(b * T, -1, inner)
+        x = rearrange(x, "(b v p) t c -> (b t) (v p) c", v=V, p=h * w)
         x = self.time_mixer_motion(x, self.motion_blocks[0](x + emb_time, motion_ctx, T))
-        x = x.reshape(-1, hw, inner)
-        x = self.proj_out(x).transpose(1, 2).reshape(-1, c, h, w)
+        x = rearrange(self.proj_out(x), "bt (v h w) c -> (bt v) c h w", v=V, h=h)
         return x + x_in
 
 
 class CrossNetworkLayer(nn.Module):
     """BiDiFuse: f = conv1×1(ReLU(conv1×1([h1, h2]))); both branches get + f.
 
-    Given the next output block's skips, each fused branch comes back concatenated with its skip
-    (that block's input): a compiled graph then writes the sums straight into the concatenation,
-    instead of an eager torch.cat reading and writing them once more (docs/perf.md row 37)."""
-
-    CONCAT_SKIPS = True  # False: the UNet concatenates eagerly (to compare)
+    Given the next output block's skips (OpChoices.skips_in_fusion), each fused branch comes back
+    concatenated with its skip (that block's input): a compiled graph then writes the sums straight
+    into the concatenation, instead of an eager torch.cat reading and writing them once more."""
 
     def __init__(self, ch: int):
         super().__init__()
@@ -238,63 +231,3 @@ class CrossNetworkLayer(nn.Module):
         if s1 is None:
             return h1 + f, h2 + f
         return torch.cat([h1 + f, s1], dim=1), torch.cat([h2 + f, s2], dim=1)
-
-
-COMPILE_SCOPES = {
-    # the repeated inner blocks: one graph per shape, shared by every instance
-    "blocks": (TransformerBlock, TimeMixBlock, ResBlock, Decoder),
-    # whole UNet layers: also fuses the camera/motion regroupings, GroupNorms and blends around them,
-    # the branches' fusion (concatenation, 1×1 convolutions, ReLU, the two sums) and the upsampling
-    "layers": (SpatioTemporalTransformer, VideoResBlock, CrossNetworkLayer, Upsample, Decoder),
-}
-# both scopes also compile the VAE decoder whole (one graph per chunk shape, ~30 s): its GroupNorms
-# and SiLUs fuse, its 512-wide attention runs as products (decode 1.69 -> 0.83 s at 576², docs/perf.md
-# rows 31 and 34)
-# `compile: true` means the fastest scope: every headline number is the layers scope's (docs/perf.md);
-# "blocks" compiles fewer, smaller graphs
-DEFAULT_SCOPE = "layers"
-_eager_forward: dict[type, object] = {}
-# inductor's multi-kernel: each reduction compiled both persistent and looped, the faster picked on
-# the first call. Its heuristic otherwise loops the LayerNorms over 320-1280 channels (fused with
-# the residual sums and regroupings) at ~1.5-2 TB/s; picking by time gave -38 ms a step on an H200
-# (0.992 -> 0.954 s, docs/perf.md row 29) for ~30 s more compile. In torch 2.11 / Triton 3.6 a
-# multi-kernel graph loaded from inductor's on-disk graph cache fails at its first call when it
-# looks up its pick in the pick cache (the file name hashes the deserialised Triton function:
-# "'NoneType' object does not support the context manager protocol"). So the pick cache is off
-# (each process times its picks again at its first step, seconds) and the graph cache stays on: a
-# later backend process loads its graphs instead of compiling them again (docs/perf.md row 41).
-MULTI_KERNEL_ENV = {"TORCHINDUCTOR_DISABLE_MULTI_KERNEL_CACHE": "1"}
-INDUCTOR_OPTIONS = {"triton.multi_kernel": 1}
-
-
-def compile_blocks(scope: str = DEFAULT_SCOPE) -> bool:
-    """torch.compile the UNet's blocks of ``scope`` (COMPILE_SCOPES) once per class: a graph per
-    distinct shape is shared by every instance, so compiling stays short while the elementwise
-    work between the matrix products is fused. Opt-in (GPU speed); undone by uncompile_blocks.
-    True when this call wrapped the blocks (the next forward compiles), False when they already were."""
-    import torch._dynamo
-
-    if scope not in COMPILE_SCOPES:
-        raise ValueError(f"compile scope must be one of {sorted(COMPILE_SCOPES)}, got {scope!r}")
-    if set(_eager_forward) == set(COMPILE_SCOPES[scope]):
-        return False  # already compiled: keep the graphs
-    uncompile_blocks()
-    os.environ.update(MULTI_KERNEL_ENV)  # read by each multi-kernel when its graph is loaded
-    # every UNet level has its own shapes: allow a graph per (block, shape) instead of eager fallbacks
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-    for cls in COMPILE_SCOPES[scope]:
-        _eager_forward[cls] = cls.forward
-        cls.forward = torch.compile(cls.forward, dynamic=False, options=INDUCTOR_OPTIONS)
-    return True
-
-
-def compiled_classes() -> tuple[str, ...]:
-    """The block classes whose forwards are compiled now (empty: eager)."""
-    return tuple(sorted(cls.__name__ for cls in _eager_forward))
-
-
-def uncompile_blocks() -> None:
-    """Back to the eager forwards (after a failed compile, or to compare)."""
-    for cls, fn in _eager_forward.items():
-        cls.forward = fn
-    _eager_forward.clear()

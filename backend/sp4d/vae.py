@@ -6,20 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import group_norm_by_image
+from . import dispatch
+from .options import UsesOps
 
 
-class VAEGroupNorm(nn.GroupNorm):
-    """nn.GroupNorm; in compiled graphs from per-image partial sums (layers.group_norm_by_image):
-    inductor's generic decomposition reduced each of the 32 groups of an image in one long pass,
-    40 % of a compiled decode (docs/perf.md row 31)."""
-
-    BY_IMAGE = True  # False: the generic decomposition when compiled, to compare
+class VAEGroupNorm(UsesOps, nn.GroupNorm):
+    """nn.GroupNorm (keys weight, bias) computed as dispatch.vae_group_norm picks."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.BY_IMAGE and torch.compiler.is_compiling():
-            return group_norm_by_image(x, self.num_groups, self.weight, self.bias, self.eps)
-        return super().forward(x)
+        return dispatch.vae_group_norm(self.ops, x, self.num_groups, self.weight, self.bias, self.eps)
 
 
 def vae_norm(ch: int) -> nn.GroupNorm:
@@ -42,10 +37,8 @@ class ResnetBlock(nn.Module):
         return (self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x) + h
 
 
-class AttnBlock(nn.Module):
-    """Single-head self-attention over all pixels (1×1 conv projections)."""
-
-    PRODUCTS = True  # half precision on CUDA: attention as two products (False: SDPA, to compare)
+class AttnBlock(UsesOps, nn.Module):
+    """Single-head self-attention over all pixels (1×1 conv projections; dispatch.vae_attention)."""
 
     def __init__(self, ch: int):
         super().__init__()
@@ -56,27 +49,8 @@ class AttnBlock(nn.Module):
         h = self.norm(x)
         b, c, hh, ww = x.shape
         q, k, v = (p(h).flatten(2).transpose(1, 2) for p in (self.q, self.k, self.v))
-        if self.PRODUCTS and x.is_cuda and x.dtype in (torch.bfloat16, torch.float16):
-            a = product_attention(q, k, v)
-        else:
-            a = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]
+        a = dispatch.vae_attention(self.ops, q, k, v)
         return x + self.proj_out(a.transpose(1, 2).reshape(b, c, hh, ww))
-
-
-def product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(q·kᵀ/√d)·v for one wide head (b, n, d) as two batched products: the scores in
-    float32 (cuBLAS's float32 output of half-precision products), the softmax in float32, its
-    result rounded to v's type for the second product, as flash kernels do. Flash kernels take
-    heads up to 256 wide; PyTorch's memory-efficient kernel ran the decoder's 512-wide head at
-    92 TFLOP/s in compiled graphs (docs/perf.md row 34), and eager SDPA fell back to float32 SIMT
-    products (4.7 ms for 4 images of the encoder, row 39). (On the CPU, which lacks bmm's
-    out_dtype: float32 operands.)"""
-    if q.is_cuda:
-        s = torch.bmm(q, k.transpose(1, 2), out_dtype=torch.float32)
-    else:
-        s = torch.bmm(q.float(), k.float().transpose(1, 2))
-    s = s * q.shape[-1] ** -0.5
-    return torch.bmm(s.softmax(-1).to(v.dtype), v)
 
 
 class Downsample(nn.Module):
@@ -160,6 +134,11 @@ class Decoder(nn.Module):
         self.norm_out = vae_norm(cin)
         self.conv_out = nn.Conv2d(cin, out_ch, 3, padding=1)
 
+    @property
+    def upsampling(self) -> int:
+        """Image side / latent side."""
+        return 2 ** (len(self.up) - 1)
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(z)
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
@@ -175,8 +154,13 @@ class DualDecoder(Decoder):
     """Decodes [RGB latent | part latent] with the same weights; images side by side in width."""
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """(n, 2·z_channels, h, w) -> (n, 3, H, 2W)."""
         z1, z2 = z.chunk(2, dim=1)
-        return torch.cat([super().forward(z1), super().forward(z2)], dim=-1)
+        return torch.cat([self.single(z1), self.single(z2)], dim=-1)
+
+    def single(self, z: torch.Tensor) -> torch.Tensor:
+        """One latent half -> its images (its own method, so that the compile scopes compile it alone)."""
+        return Decoder.forward(self, z)
 
 
 class ModeOnlyAutoencoder(nn.Module):

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-REFERENCE = Path(os.environ.get("SP4D_REFERENCE", ROOT.parent / "shared" / "reference"))
-FIX = REFERENCE / "fixtures" / "sp4d_tiny"
-needs_fixtures = pytest.mark.skipif(not FIX.is_dir() and not os.environ.get("CI"), reason="no SP4D fixtures")
+FIXTURES = ROOT / "tests" / "fixtures"  # the official code's outputs (tests/fixtures/README.md)
+FIX = FIXTURES / "sp4d_tiny"
 CPU_ONLY = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT))
 
 
@@ -22,7 +21,6 @@ def script(name: str, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
-@needs_fixtures
 def test_bench_gpu_runs_a_generation_and_the_cfg_split_on_the_cpu(tmp_path):
     out = tmp_path / "bench.json"
     r = script("bench_gpu.py", "--device", "cpu", "--config", str(FIX / "config.yaml"), "--precision", "fp32",
@@ -82,7 +80,6 @@ def test_bench_decode_smoke_run_on_the_cpu(tmp_path):
     assert script("bench_decode.py", "--smoke", "--variants", "eager,fastest").returncode == 2
 
 
-@needs_fixtures
 def test_bench_condition_smoke_run_on_the_cpu(tmp_path):
     """The conditioning's pieces on the tiny model: every row, encoded once cheaper than per copy."""
     out = tmp_path / "condition.json"

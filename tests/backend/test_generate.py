@@ -18,16 +18,14 @@ from backend.errors import BackendError, Cancelled
 from backend.generate import generate
 from backend.jobdir import JobDir, read_png
 from backend.sp4d.checkpoint import load_config, load_model
-from backend.sp4d.pipeline import generate_views, match_colours, view_angles, window_starts
+from backend.sp4d.compiled import compile_modules, compiled_scope, uncompile_modules
+from backend.sp4d.pipeline import SP4DPipeline, match_colours, view_angles, window_starts
 from backend.sp4d.split import CFGSplit, replicate
-from backend.sp4d.unet_blocks import compile_blocks, compiled_classes, uncompile_blocks
 
 ROOT = Path(__file__).resolve().parents[2]
-REFERENCE = Path(os.environ.get("SP4D_REFERENCE", ROOT.parent / "shared" / "reference"))
-FIX = REFERENCE / "fixtures" / "sp4d_tiny"
-SAMPLES = ROOT.parent / "shared" / "samples" / "clips"
+FIXTURES = ROOT / "tests" / "fixtures"  # the official code's outputs (tests/fixtures/README.md)
+FIX = FIXTURES / "sp4d_tiny"
 
-needs_fixtures = pytest.mark.skipif(not FIX.is_dir() and not os.environ.get("CI"), reason="no SP4D fixtures")
 
 
 @pytest.fixture(scope="module")
@@ -68,19 +66,17 @@ def assert_fixture_images(job: JobDir, sampling) -> None:
             assert np.abs(parts - ref[t, v, :, :, 48:].permute(1, 2, 0).numpy()).max() <= 1
 
 
-@needs_fixtures
-def test_generate_views_reproduces_the_fixture_images(sampling):
+def test_pipeline_views_reproduce_the_fixture_images(sampling):
     model = load_model(FIX / "weights.safetensors", load_config(FIX / "config.yaml"))
     frames = sampling["input.frames_u8"].permute(0, 3, 1, 2).float() / 255 * 2 - 1
     noise = {k: sampling[f"cond.noise.{k}"].float() for k in ("cond_frames", "cond_view", "cond_motion")}
     with torch.inference_mode():
-        rgb, parts = generate_views(model, frames, steps=3, noise=sampling["sampler.randn"], cond_noise=noise)
+        rgb, parts = SP4DPipeline(model).views(frames, steps=3, noise=sampling["sampler.randn"], cond_noise=noise)
     ref = expected_images(sampling)
     for got, want in ((rgb, ref[..., :48]), (parts, ref[..., 48:])):
         assert (got - want).abs().max() <= 1e-4 * want.abs().max()
 
 
-@needs_fixtures
 def test_generate_writes_the_job_folder_and_resumes(fixture_frames, sampling, tmp_path):
     events = []
     rec = generate(fixture_frames, tmp_path / "job", tiny_settings(noise_file=str(FIX / "sampling.safetensors")),
@@ -100,7 +96,6 @@ def test_generate_writes_the_job_folder_and_resumes(fixture_frames, sampling, tm
     assert job.stage_info("generate")["finished"] == before
 
 
-@needs_fixtures
 @pytest.mark.parametrize("extra", [{"device": "cpu,cpu"}, {"low_vram": True}], ids=["cfg-split", "low-vram"])
 def test_speed_and_memory_modes_reproduce_the_fixture(fixture_frames, sampling, tmp_path, extra):
     """device 'cpu,cpu': the conditional and unconditional halves run in two threads and meet
@@ -112,16 +107,20 @@ def test_speed_and_memory_modes_reproduce_the_fixture(fixture_frames, sampling, 
     assert_fixture_images(JobDir(tmp_path / "job"), sampling)
 
 
-@needs_fixtures
 def test_replica_on_another_device_is_a_separate_equal_copy():
     unet = load_model(FIX / "weights.safetensors", load_config(FIX / "config.yaml")).model.diffusion_model
     rep = replicate(unet, "cpu")
     pairs = list(zip(unet.state_dict().items(), rep.state_dict().items(), strict=True))
     assert len(pairs) == len(unet.state_dict()) and all(ka == kb for (ka, _), (kb, _) in pairs)
     assert all(torch.equal(a, b) and a.data_ptr() != b.data_ptr() for (_, a), (_, b) in pairs)
+    # a compiled UNet's copy is eager: its wrappers would call the original's methods
+    compile_modules([unet], "layers")
+    try:
+        assert compiled_scope([replicate(unet, "cpu")]) is None and compiled_scope([unet]) == "layers"
+    finally:
+        uncompile_modules([unet])
 
 
-@needs_fixtures
 def test_cfg_split_runs_each_new_shape_and_compile_state_one_half_after_the_other(sampling):
     """Compiling is not thread-safe: the first call of a shape, and the first after the compiled
     blocks change, run both halves in the calling thread; later calls in the split's two threads."""
@@ -156,11 +155,11 @@ def test_cfg_split_runs_each_new_shape_and_compile_state_one_half_after_the_othe
 
             call = guided(48)
             call(), call()
-            assert compile_blocks("blocks") and compiled_classes()
+            assert compile_modules([model], "blocks") and compiled_scope([model]) == "blocks"
             call(), call()  # compiles, then runs the compiled blocks from two threads
             guided(32)()  # a new shape
     finally:
-        uncompile_blocks()
+        uncompile_modules([model])
         split.close()
     one, two = ["MainThread"], [t for t in seen[1] if t.startswith("sp4d-cfg")]
     assert seen[0] == one and len(two) == 2 == len(seen[1])
@@ -168,9 +167,9 @@ def test_cfg_split_runs_each_new_shape_and_compile_state_one_half_after_the_othe
 
 
 def test_device_lists_are_checked():
-    from backend.sp4d.runtime import resolve_devices
+    from backend.sp4d.options import resolve_devices
 
-    assert resolve_devices("cpu, cpu") == ["cpu", "cpu"]
+    assert resolve_devices("cpu, cpu") == ("cpu", "cpu")
     with pytest.raises(BackendError, match="at most two devices"):
         resolve_devices("cpu,cpu,cpu")
     if torch.cuda.device_count() < 2:
@@ -204,13 +203,15 @@ def test_a_cache_folder_that_cannot_be_made_leaves_inductors_default(tmp_path):
 
 
 def test_compile_true_means_the_fastest_scope():
-    from backend.generate_sp4d import compile_scope
+    from backend.settings import checked
+
+    def compile_scope(value):
+        return checked({"compile": value})["compile"]
 
     assert compile_scope(True) == compile_scope("true") == "layers"  # the scope of docs/perf.md's numbers
     assert compile_scope("blocks") == "blocks" and compile_scope(False) is None and compile_scope(None) is None
 
 
-@needs_fixtures
 def test_unknown_compile_setting_is_a_clear_error(fixture_frames, tmp_path):
     with pytest.raises(BackendError, match="settings.compile must be") as e:
         generate(fixture_frames, tmp_path / "job", tiny_settings(compile="fastest"))
@@ -218,7 +219,6 @@ def test_unknown_compile_setting_is_a_clear_error(fixture_frames, tmp_path):
     assert "generate" not in JobDir(tmp_path / "job").read_status()["stages"]
 
 
-@needs_fixtures
 def test_a_failed_compile_falls_back_to_eager_with_a_warning(fixture_frames, sampling, tmp_path):
     """No working C++ compiler (a real toolchain failure, as on an artist's machine without one):
     the job still runs, uncompiled, reproduces the fixture and records why. Inductor was pointed at
@@ -243,7 +243,6 @@ def test_a_failed_compile_falls_back_to_eager_with_a_warning(fixture_frames, sam
     assert_fixture_images(job, sampling)
 
 
-@needs_fixtures
 def test_long_clip_runs_through_chained_windows(sampling, tmp_path):
     frames = sampling["input.frames_u8"].numpy()
     clip = tmp_path / "long"
@@ -270,7 +269,6 @@ def test_colour_matching_recovers_gain_and_offset():
     assert torch.allclose(gg, gain, atol=1e-4) and torch.allclose(oo, off, atol=1e-4)
 
 
-@needs_fixtures
 def test_cancel_between_steps_leaves_the_job_consistent(fixture_frames, tmp_path):
     cancel = threading.Event()
 
@@ -296,7 +294,6 @@ def _bad_inputs(tmp_path):
             "zero-size image": (zero, "cannot read image"), "missing": (tmp_path / "nope.gif", "does not exist")}
 
 
-@needs_fixtures
 @pytest.mark.parametrize("case", ["no frames", "unreadable file", "zero-size image", "missing"])
 def test_bad_clips_get_clear_errors(case, tmp_path):
     path, msg = _bad_inputs(tmp_path)[case]
@@ -332,19 +329,50 @@ def test_non_plain_background_warns_and_alpha_is_used(tmp_path):
     assert (prep.frames[0][~near] > 250).all()  # white away from the object
 
 
-@pytest.mark.skipif(not SAMPLES.is_dir(), reason="no sample clips")
-@pytest.mark.parametrize("name", ["cows.gif", "robot.gif", "test_video1.mp4"])
-def test_sample_clips_are_read_and_prepared(name):
-    frames = read_clip(SAMPLES / name)
+def write_clip(path: Path, n: int = 21, size: int = 192) -> Path:
+    """A clip of an object walking on white, written as its suffix says: a GIF (Pillow), an MP4 (OpenCV's
+    mp4v) or, without a suffix, a folder of RGBA PNGs on a transparent background. The object (a body and
+    a swinging leg, like the release's sample clips: 21 frames of an animal or a robot) stays inside the
+    frame, so the union of its masks is what preprocessing crops to."""
+    from PIL import Image
+
+    frames = []
+    for i in range(n):
+        img = np.zeros((size, size, 4), np.uint8)
+        body = (slice(size // 3, size // 2), slice(size // 4 + i, size // 2 + i))
+        img[body] = (150, 90, 40, 255)
+        leg = size // 2 + int(round(size / 12 * np.sin(i / 3)))
+        img[size // 2:3 * size // 4, leg:leg + size // 16] = (60, 60, 160, 255)
+        frames.append(img)
+    white = [np.where(f[..., 3:] > 0, f, 255).astype(np.uint8)[..., :3] for f in frames]
+    if path.suffix == ".gif":
+        Image.fromarray(white[0]).save(path, save_all=True, append_images=[Image.fromarray(f) for f in white[1:]],
+                                       duration=80, loop=0)
+    elif path.suffix == ".mp4":
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 12, (size, size))
+        for f in white:
+            writer.write(np.ascontiguousarray(f[:, :, ::-1]))
+        writer.release()
+    else:
+        path.mkdir()
+        for i, f in enumerate(frames):
+            Image.fromarray(f).save(path / f"frame_{i:03d}.png")
+    return path
+
+
+@pytest.mark.parametrize("name", ["walk.gif", "walk.mp4", "walk_rgba"])
+def test_clips_are_read_and_prepared(name, tmp_path):
+    """GIF, MP4 and a folder of transparent PNGs (the formats of the official release's sample clips, made
+    here): every frame read, 4 picked evenly, the object's longest side 0.9 of the 576² frame."""
+    frames = read_clip(write_clip(tmp_path / name))
     assert len(frames) == 21
     prep = prepare_frames(frames, 4, 576)
-    assert prep.source_indices == [0, 7, 13, 20]
+    assert prep.source_indices == [0, 7, 13, 20] and not prep.warnings
     ys, xs = np.nonzero(prep.masks.any(0))
     side = max(ys.max() + 1 - ys.min(), xs.max() + 1 - xs.min())
     assert 0.85 * 576 <= side <= 0.92 * 576
 
 
-@needs_fixtures
 def test_cli_generate_from_a_clip(fixture_frames, tmp_path):
     cmd = [sys.executable, "-m", "backend", "generate", str(tmp_path / "job"), "--clip", str(fixture_frames),
            "--weights", str(FIX / "weights.safetensors"), "--config", str(FIX / "config.yaml"), "--device", "cpu",

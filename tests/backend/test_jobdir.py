@@ -109,3 +109,62 @@ def test_time_left_follows_the_recent_pace():
     clock[0] = 132.0
     ctx.progress("rig", 1, 4)
     assert events[-1]["eta_s"] == 3 * 2.0
+
+
+def test_the_job_schema_imports_without_torch_or_the_backend():
+    """Blender imports sp4d_job (through sp4d_blender/jobfolder.py): standard library and numpy only."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, sp4d_job.layout, sp4d_job.arrays, sp4d_job.settings\n"
+            "print(sorted(m for m in ('torch', 'backend', 'cv2', 'scipy', 'bpy') if m in sys.modules))")
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(root)})
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_settings_are_checked_once_with_the_setting_and_its_allowed_values():
+    from backend.settings import checked
+    from sp4d_job.settings import DEFAULTS
+
+    s = checked({"frames": "7", "cfg": 2, "compile": "on", "device": "CUDA:0, cuda:1", "steps": None, "mine": 1})
+    assert s["frames"] == 7 and s["cfg"] == 2.0 and s["compile"] == "layers" and s["device"] == "cuda:0,cuda:1"
+    assert s["steps"] == DEFAULTS["steps"] and s["mine"] == 1  # null: the default; unknown keys kept
+    cases = {"precision": ("fp8", "one of bf16, fp16, fp32"), "frames": (0, "from 1 to 64"),
+             "image_size": (100, "a multiple of 8"), "low_vram": ("yes", "true or false"),
+             "device": ("cuda:0,cuda:1,cpu", "two of them"), "compile": ("fastest", "'blocks' or 'layers'"),
+             "part_source": ("sam", "one of auto, sp4d, oracle"), "steps": (2.5, "an integer")}
+    for name, (value, allowed) in cases.items():
+        with pytest.raises(BackendError) as e:
+            checked({name: value})
+        assert e.value.code == "bad_input" and e.value.message.startswith(f"settings.{name} must be ")
+        assert allowed in e.value.message and repr(value) in e.value.message
+
+
+def test_npz_schemas_name_the_file_key_and_shape():
+    from sp4d_job import arrays
+
+    w = {"weights": np.ones((5, 2), np.float32), "bone_names": np.array(["a", "b"])}
+    assert arrays.check(w, arrays.WEIGHTS, "rig/weights.npz") == {"N": 5, "B": 2}
+    with pytest.raises(ValueError, match=r"rig/weights.npz 'bone_names' must have shape \('B',\)"):
+        arrays.check({**w, "bone_names": np.array(["a", "b", "c"])}, arrays.WEIGHTS, "rig/weights.npz")
+    with pytest.raises(ValueError, match="has no 'weights'"):
+        arrays.check({"bone_names": w["bone_names"]}, arrays.WEIGHTS, "rig/weights.npz")
+    with pytest.raises(ValueError, match="'faces' must be int32"):
+        arrays.check(arrays.mesh_arrays(np.eye(3), np.array([[0, 1, 2]])) | {"faces": np.zeros((1, 3))},
+                     arrays.MESH, "mesh.npz")
+
+
+def test_stage_registry_runs_the_job_folders_stages_in_order(job_copy):
+    from backend.context import StageContext
+    from backend.stages import COMMANDS, REGISTRY, run_command
+    from sp4d_job.layout import STAGES
+
+    assert tuple(REGISTRY) == STAGES and COMMANDS["run"] == STAGES
+    out = run_command("rig", job_copy, StageContext())
+    assert list(out) == ["parts", "rig"] and job_copy.stage_done("rig", out["rig"]["key"])
+    with pytest.raises(BackendError) as e:
+        run_command("render", job_copy, StageContext())
+    assert e.value.code == "bad_request"

@@ -20,7 +20,6 @@ ROOT = Path(__file__).resolve().parents[2]
 def interpret(code: str) -> str:
     """Run PRELUDE + code under Triton's interpreter; its standard output."""
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
-    env.pop("SP4D_KERNELS", None)
     r = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(code)], env=env, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -65,7 +64,7 @@ def test_geglu_kernel_equals_linear_then_gelu_gate():
     for split in (False, True):
         one = triton.autotune(configs=[kernels._tma_config(32, 32, 32, 1, 4, split)],
                               key=["M", "N", "K"])(kernels._geglu_tma_kernel.fn)
-        for gate in kernels.EXACT_GATES:  # the exact GELU every way
+        for gate in kernels.GATE_NAMES:  # the exact GELU every way
             launches.append(lambda *a, one=one, gate=gate: kernels.geglu_tma(*a, kernel=one, gate=gate))
     for launch in launches:
         o = torch.full((100, 72), float("nan"), dtype=torch.float16)
@@ -180,9 +179,11 @@ def test_short_attention_kernel_equals_softmax_attention():
 
 def test_modules_take_the_kernels_and_agree_with_the_plain_path():
     """GEGLU and Attention switch to the kernels for half-precision inputs and give what the plain
-    PyTorch path gives (both in fp16 on the CPU: the plain path rounds the projection once more)."""
+    PyTorch path gives (both in fp16 on the CPU: the plain path rounds the projection once more);
+    OpChoices.triton_kernels off takes the plain path."""
     out = interpret("""
     from backend.sp4d.layers import Attention, FeedForward
+    from backend.sp4d.options import OpChoices, configure
     torch.manual_seed(0)
     ff, attn = FeedForward(64).half(), Attention(64, 2, 32).half()
     x = torch.randn(30, 12, 64, generator=g).half()
@@ -191,7 +192,8 @@ def test_modules_take_the_kernels_and_agree_with_the_plain_path():
         fn = getattr(kernels, name)
         setattr(kernels, name, lambda *a, _fn=fn, _n=name: calls.append(_n) or _fn(*a))
     fused = ff(x).float(), attn(x).float()
-    kernels.ENABLED = False
+    for m in (ff, attn):
+        configure(m, OpChoices(triton_kernels=False))
     plain = ff(x).float(), attn(x).float()
     assert sorted(calls) == ["geglu_linear", "short_attention"], calls
     print(max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(fused, plain)))
@@ -222,6 +224,7 @@ def test_frame_norm_equals_group_norm_then_silu():
     than their plain half-precision paths."""
     out = interpret("""
     from backend.sp4d import frame_norm
+    from backend.sp4d.options import OpChoices, configure
     from backend.sp4d.unet_blocks import ResBlock
     errs = []
     b, c, f, h, w, groups = 2, 8, 5, 7, 9, 4
@@ -271,7 +274,8 @@ def test_frame_norm_equals_group_norm_then_silu():
     emb2 = torch.randn(4, 16, generator=g)
     ref2 = blk2.double()(x2.double(), emb2.double())
     got2 = blk2.half()(x2.half(), emb2.half())
-    frame_norm.ENABLED = False
+    for m in (blk, blk2):
+        configure(m, OpChoices(frame_norm=False))
     plain = blk(x5.half(), emb.half())
     plain2 = blk2(x2.half(), emb2.half())
     errs += [rel(got, ref), rel(got2, ref2)]

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,17 +15,13 @@ from backend.errors import BackendError
 from backend.sp4d.checkpoint import build_model, check_keys, load_config, load_model, resolve_weights
 from backend.sp4d.clip import preprocess
 from backend.sp4d.model import edm_scalings
+from backend.sp4d.options import OpChoices, configure
 from backend.sp4d.sampling import edm_sigmas, guide, linear_guidance_scale
 
 ROOT = Path(__file__).resolve().parents[2]
-REFERENCE = Path(os.environ.get("SP4D_REFERENCE", ROOT.parent / "shared" / "reference"))
-FIX = REFERENCE / "fixtures" / "sp4d_tiny"
+FIXTURES = ROOT / "tests" / "fixtures"  # the official code's outputs (tests/fixtures/README.md)
+FIX = FIXTURES / "sp4d_tiny"
 TOL = 1e-4  # max|a-b| <= TOL * max|b| per tensor (reference README §7)
-
-if not FIX.is_dir():
-    if os.environ.get("CI"):
-        raise RuntimeError(f"SP4D fixtures not found at {FIX} (set SP4D_REFERENCE)")
-    pytest.skip(f"SP4D fixtures not found at {FIX}", allow_module_level=True)
 
 torch.set_grad_enabled(False)
 
@@ -51,9 +48,19 @@ def u8_to_model(u8):
     return u8.permute(0, 3, 1, 2).float() / 255 * 2 - 1
 
 
+@contextmanager
+def choices(module, **ops):
+    """The module's ops with ``ops`` changed for the block, the defaults again after it."""
+    configure(module, OpChoices(**ops))
+    try:
+        yield
+    finally:
+        configure(module, OpChoices())
+
+
 def test_full_model_has_exactly_the_official_keys_and_shapes():
     expected = {}
-    for line in (REFERENCE / "sp4d_state_dict.tsv").read_text().splitlines():
+    for line in (FIXTURES / "sp4d_state_dict.tsv").read_text().splitlines():
         if line.startswith("#") or not line.strip():
             continue
         key, shape, _ = line.split("\t")
@@ -96,12 +103,11 @@ def test_clip_tower_keeps_cudnn_attention_off_only_while_it_runs(model):
         before = torch.backends.cuda.cudnn_sdp_enabled()
         clip(torch.zeros(1, 3, 64, 64))
         assert seen == [False] and torch.backends.cuda.cudnn_sdp_enabled() == before
-        clip.SDPA_BACKENDS = None  # PyTorch's choice, to compare
-        clip(torch.zeros(1, 3, 64, 64))
+        with choices(clip, clip_attention="pytorch"):  # PyTorch's choice, to compare
+            clip(torch.zeros(1, 3, 64, 64))
         assert seen == [False, before]
     finally:
         hook.remove()
-        del clip.SDPA_BACKENDS  # the class default again
 
 
 def test_denoiser_call(model):
@@ -138,10 +144,15 @@ def test_denoiser_call_channels_last(model):
 def test_layout_follows_the_compile_scope_and_device(model):
     """Channels-last only for the compiled layers on CUDA (the measured gain); set_layout switches
     each distinct UNet once and back."""
-    from backend.sp4d.unet import prefers_channels_last, set_layout
+    from backend.settings import checked
+    from backend.sp4d.options import RunOptions
+    from backend.sp4d.unet import set_layout
 
-    assert prefers_channels_last("layers", "cuda:1")
-    assert not any(prefers_channels_last(s, d) for s, d in (("layers", "cpu"), ("blocks", "cuda"), (None, "cuda")))
+    def channels_last(scope, device):
+        return RunOptions.from_settings(checked({"compile": scope, "device": device}), cuda_count=2).channels_last
+
+    assert channels_last("layers", "cuda:1")
+    assert not any(channels_last(s, d) for s, d in (("layers", "cpu"), ("blocks", "cuda"), (None, "cuda")))
     unet = model.model.diffusion_model
     conv = unet.net1.input_blocks[1][0].in_layers[2]
     try:
@@ -320,7 +331,7 @@ def test_attention_chunking_and_single_key_shortcut_are_exact():
 
     torch.manual_seed(0)
     a = Attention(32, 2, 16, 8)
-    a.MAX_BATCH_HEADS = 10  # force several chunks
+    a.ops = OpChoices(sdpa_max_batch_heads=10)  # force several chunks
 
     def reference(x, c):
         q, k, v = (p(t).view(t.shape[0], t.shape[1], 2, 16).transpose(1, 2) for p, t in
@@ -342,7 +353,7 @@ def test_attention_chunking_and_single_key_shortcut_are_exact():
 def test_short_attention_equals_fused_attention():
     import torch.nn.functional as F
 
-    from backend.sp4d.layers import short_attention
+    from backend.sp4d.functional import short_attention
 
     g = torch.Generator().manual_seed(0)
     for n, m in ((4, 4), (12, 12), (3, 7)):  # the motion block, the camera block, and unequal lengths
@@ -358,7 +369,7 @@ def test_group_norm_by_image_equals_group_norm_on_both_layouts():
     NCHW and channels-last memory."""
     import torch.nn.functional as F
 
-    from backend.sp4d.layers import group_norm_by_image
+    from backend.sp4d.functional import group_norm_by_image
 
     g = torch.Generator().manual_seed(0)
     w, b = torch.randn(12, generator=g, dtype=torch.float64), torch.randn(12, generator=g, dtype=torch.float64)
@@ -380,7 +391,7 @@ def test_frame_conv_equals_conv3d_on_both_layouts_and_rejects_other_kernels():
     PyTorch's conv3d: several videos (windows must not cross between them), k = 1, 3, 5."""
     import torch.nn.functional as F
 
-    from backend.sp4d.layers import frame_conv
+    from backend.sp4d.functional import frame_conv
 
     g = torch.Generator().manual_seed(0)
     for k in (1, 3, 5):
@@ -403,7 +414,8 @@ def test_edge_convolutions_equal_conv2d():
     other strides and for small frames."""
     import torch.nn.functional as F
 
-    from backend.sp4d.layers import EdgeConv, conv_few_in, conv_few_out
+    from backend.sp4d.functional import conv_few_in, conv_few_out
+    from backend.sp4d.layers import EdgeConv
 
     g = torch.Generator().manual_seed(0)
     for k in (1, 3, 5):
@@ -428,7 +440,7 @@ def test_product_attention_equals_sdpa_for_one_wide_head():
     scores) against PyTorch's attention in float64: float32 exact, bf16 within its rounding."""
     import torch.nn.functional as F
 
-    from backend.sp4d.vae import product_attention
+    from backend.sp4d.functional import product_attention
 
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 50, 64, generator=g, dtype=torch.float64) * 2 for _ in range(3))
@@ -443,16 +455,21 @@ def test_product_attention_equals_sdpa_for_one_wide_head():
 @pytest.mark.skipif(not any(map(__import__("shutil").which, ("g++", "c++", "clang++"))), reason="no C++ compiler")
 def test_compiled_decoder_matches_the_fixture_with_its_group_norm_by_image(model):
     """Both compile scopes compile the VAE decoder whole; its GroupNorms then take the per-image
-    partial sums (VAEGroupNorm), which must still give the official decode."""
-    from backend.sp4d.unet_blocks import compile_blocks, compiled_classes, uncompile_blocks
+    partial sums (VAEGroupNorm), which must still give the official decode; compiled, the decoder's
+    weights are channels-last."""
+    from backend.sp4d.compiled import compiled_scope
+    from backend.sp4d.options import RunOptions
+    from backend.sp4d.pipeline import SP4DPipeline
 
     v = load_file(FIX / "vae.safetensors")
+    pipe = SP4DPipeline(model, RunOptions(compile="layers"))
+    dec = model.first_stage_model.decoder
     try:
-        compile_blocks("layers")
-        assert "Decoder" in compiled_classes()
+        assert compiled_scope([dec]) == "layers" and dec.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
         close(model.decode(v["dec.z"]), v["dec.out"])
     finally:
-        uncompile_blocks()
+        pipe.apply(RunOptions())
+    assert compiled_scope([model]) is None and dec.conv_in.weight.is_contiguous()
 
 
 DECODE_COMPILED = """
@@ -461,10 +478,10 @@ import torch
 from safetensors.torch import load_file
 from torch._dynamo.utils import counters
 from backend.sp4d.checkpoint import load_config, load_model
-from backend.sp4d.unet_blocks import compile_blocks
+from backend.sp4d.compiled import compile_modules
 fix = __import__("pathlib").Path(sys.argv[1])
 model = load_model(fix / "weights.safetensors", load_config(fix / "config.yaml"))
-compile_blocks("layers")
+compile_modules([model], "layers")
 with torch.no_grad():
     out = model.decode(load_file(fix / "vae.safetensors")["dec.z"])
 print(json.dumps({"cache": {k: v for k, v in counters["inductor"].items() if k.startswith("fxgraph_cache")},
@@ -514,35 +531,28 @@ def test_out_linear_adds_the_bias_apart_only_in_compiled_half_precision():
 
 
 @pytest.mark.parametrize("edge_min", [0, 1 << 30])
-def test_edge_convolutions_match_the_fixtures_both_ways(model, monkeypatch, edge_min):
-    """EdgeConv forced onto the products (the fixtures' latents are below its MIN_PIXELS_*) and kept on
-    cuDNN: both give the official output."""
-    from backend.sp4d.layers import EdgeConv
-
-    monkeypatch.setattr(EdgeConv, "MIN_PIXELS_IN", edge_min)
-    monkeypatch.setattr(EdgeConv, "MIN_PIXELS_OUT", edge_min)
+def test_edge_convolutions_match_the_fixtures_both_ways(model, edge_min):
+    """EdgeConv forced onto the products (the fixtures' latents are below OpChoices.edge_*_pixels) and
+    kept on cuDNN: both give the official output."""
     u = load_file(FIX / "unet.safetensors")
     cond = {k[len("in.c."):]: u[k] for k in u if k.startswith("in.c.")}
-    close(model.network(u["net_in.x_scaled"], u["net_in.c_noise"], cond), u["net_out"])
+    with choices(model, edge_in_pixels=edge_min, edge_out_pixels=edge_min):
+        close(model.network(u["net_in.x_scaled"], u["net_in.c_noise"], cond), u["net_out"])
 
 
 @pytest.mark.parametrize("frame_min", [0, 1 << 30])
-def test_time_resblocks_match_the_fixtures_through_frame_conv_and_cudnn(model, monkeypatch, frame_min):
-    """FrameConv picks frame_conv or conv3d by frame size; the fixtures' frames are small, so both
-    paths are forced here and must give the official output."""
-    from backend.sp4d.layers import FrameConv
-
-    monkeypatch.setattr(FrameConv, "FRAME_MIN", frame_min)
+def test_time_resblocks_match_the_fixtures_through_frame_conv_and_cudnn(model, frame_min):
+    """FrameConv's convolution is frame_conv or conv3d by frame size; the fixtures' frames are small,
+    so both paths are forced here and must give the official output."""
     u = load_file(FIX / "unet.safetensors")
     cond = {k[len("in.c."):]: u[k] for k in u if k.startswith("in.c.")}
-    close(model.network(u["net_in.x_scaled"], u["net_in.c_noise"], cond), u["net_out"])
+    with choices(model, frame_conv_pixels=frame_min):
+        close(model.network(u["net_in.x_scaled"], u["net_in.c_noise"], cond), u["net_out"])
 
 
-def test_skips_concatenated_in_the_fusion_layers_equal_the_eager_concatenation(model, monkeypatch):
-    """CrossNetworkLayer.CONCAT_SKIPS moves each output block's [h | skip] into the fusion layer
-    before it: the same network output, bit for bit, and the fixture's."""
-    from backend.sp4d.unet_blocks import CrossNetworkLayer
-
+def test_skips_concatenated_in_the_fusion_layers_equal_the_eager_concatenation(model):
+    """OpChoices.skips_in_fusion moves each output block's [h | skip] into the fusion layer before
+    it: the same network output, bit for bit, and the fixture's."""
     u = load_file(FIX / "unet.safetensors")
     cond = {k[len("in.c."):]: u[k] for k in u if k.startswith("in.c.")}
     args = (u["net_in.x_scaled"], u["net_in.c_noise"], cond)
@@ -550,8 +560,8 @@ def test_skips_concatenated_in_the_fusion_layers_equal_the_eager_concatenation(m
     hook = model.model.diffusion_model.middle_cross.register_forward_hook(lambda m, a, o: calls.append(len(a)))
     try:
         inside = model.network(*args)
-        monkeypatch.setattr(CrossNetworkLayer, "CONCAT_SKIPS", False)
-        outside = model.network(*args)
+        with choices(model, skips_in_fusion=False):
+            outside = model.network(*args)
     finally:
         hook.remove()
     assert calls == [4, 2]  # the middle fusion got the first output block's skips, then did not
@@ -561,26 +571,31 @@ def test_skips_concatenated_in_the_fusion_layers_equal_the_eager_concatenation(m
 
 @pytest.mark.skipif(not any(map(__import__("shutil").which, ("g++", "c++", "clang++"))), reason="no C++ compiler")
 @pytest.mark.parametrize("scope, conv", [("blocks", "cudnn"), ("layers", "frame_conv"), ("layers", "channels_last")])
-def test_compiled_unet_matches_eager_and_uncompiles(model, monkeypatch, scope, conv):
-    """compile_blocks on the CPU (inductor's C++ backend): the compiled graphs, with the short
+def test_compiled_unet_matches_eager_and_uncompiles(model, scope, conv):
+    """compile_modules on the CPU (inductor's C++ backend): the compiled graphs, with the short
     attention of the camera and motion blocks and each way of the time ResBlocks' convolution
-    (FrameConv; the fixtures' small frames take none of the large-frame paths unless forced),
-    give the eager network's output."""
+    (dispatch.time_conv; the fixtures' small frames take none of the large-frame paths unless
+    forced), give the eager network's output; only instances are compiled, never their classes."""
     from backend.sp4d import unet_blocks
-    from backend.sp4d.layers import FrameConv
-
-    monkeypatch.setattr(FrameConv, "FRAME_MIN", 0 if conv == "frame_conv" else 1 << 30)
-    monkeypatch.setattr(FrameConv, "CHANNELS_LAST_MIN", 0 if conv == "channels_last" else 1 << 30)
+    from backend.sp4d.compiled import compile_modules, compiled_scope, uncompile_modules
 
     u = load_file(FIX / "unet.safetensors")
     cond = {k[len("in.c."):]: u[k] for k in u if k.startswith("in.c.")}
     args = (u["net_in.x_scaled"], u["net_in.c_noise"], cond)
-    eager_fn = unet_blocks.TimeMixBlock.forward
+    unet = model.model.diffusion_model
+    block = unet.net1.middle_block[1]  # a SpatioTemporalTransformer
+    time_mix = block.time_mix_blocks[0]
+    eager = unet_blocks.TimeMixBlock.forward, unet_blocks.SpatioTemporalTransformer.forward
+    forced = {"frame_conv_pixels": 0 if conv == "frame_conv" else 1 << 30,
+              "frame_conv_channels_last_pixels": 0 if conv == "channels_last" else 1 << 30}
     try:
-        unet_blocks.compile_blocks(scope)
-        compiled = unet_blocks.SpatioTemporalTransformer if scope == "layers" else unet_blocks.TimeMixBlock
-        assert compiled.forward is not unet_blocks._eager_forward[compiled]
-        close(model.network(*args), u["net_out"])
+        with choices(model, **forced):
+            assert compile_modules([unet], scope) and not compile_modules([unet], scope)
+            assert compiled_scope([unet]) == scope
+            assert "forward" in vars(block if scope == "layers" else time_mix)
+            assert "forward" not in vars(time_mix if scope == "layers" else block)
+            close(model.network(*args), u["net_out"])
     finally:
-        unet_blocks.uncompile_blocks()
-    assert unet_blocks.TimeMixBlock.forward is eager_fn and not unet_blocks._eager_forward
+        uncompile_modules([unet])
+    assert (unet_blocks.TimeMixBlock.forward, unet_blocks.SpatioTemporalTransformer.forward) == eager
+    assert compiled_scope([unet]) is None and "forward" not in vars(block) and "forward" not in vars(time_mix)

@@ -28,12 +28,12 @@ def test_manifest_validates():
     assert res.returncode == 0 and "FATAL" not in res.stdout + res.stderr, res.stdout + res.stderr
 
 
-def test_package_bundles_addon_and_backend_only(package):
+def test_package_bundles_addon_backend_and_job_schema_only(package):
     import zipfile
 
     names = zipfile.ZipFile(package).namelist()
     assert "blender_manifest.toml" in names and "__init__.py" in names
-    assert "sp4d_blender/operators.py" in names and "backend/server.py" in names
+    assert "sp4d_blender/operators.py" in names and "backend/server.py" in names and "sp4d_job/layout.py" in names
     assert not [n for n in names if n.startswith(("tests/", ".venv", ".git/")) or "__pycache__" in n]
 
 

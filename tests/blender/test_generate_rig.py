@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from sp4d_blender import api, session
-from sp4d_blender.build import MODIFIER_NAME, build_rig
+from sp4d_blender.build import MODIFIER_NAME, build_rig, read_weights
 from sp4d_blender.client import BackendProcess
+from sp4d_blender.mesh_data import group_weights
 
 
 def test_generate_rig_builds_armature_groups_and_modifier(creature, tmp_path, weights_of):
@@ -23,6 +24,11 @@ def test_generate_rig_builds_armature_groups_and_modifier(creature, tmp_path, we
     assert all(b.parent is not None for b in bones if b.name != "root")
     w = weights_of(creature)
     assert np.allclose(w.sum(1), 1, atol=1e-3) and w.min() >= 0
+    # the add-on reads the groups in bulk (mesh_data.group_weights): the same weights as vertex by vertex
+    names = [g.name for g in creature.vertex_groups]
+    assert np.array_equal(group_weights(creature, names), w.astype(np.float32))
+    assert np.abs(w[:, [names.index(n) for n in read_weights(tmp_path / "job")[1]]]
+                  - read_weights(tmp_path / "job")[0]).max() <= 1e-5  # the job's weights, rounded to 1e-5
     mods = [m for m in creature.modifiers if m.type == "ARMATURE"]
     assert len(mods) == 1 and mods[0].name == MODIFIER_NAME and mods[0].object == arm
     assert creature.parent == arm

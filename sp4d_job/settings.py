@@ -1,0 +1,164 @@
+"""job.json's settings: one schema with types, defaults and allowed values, and its checker.
+
+Blender's preferences write these settings, the backend's command line takes them as flags
+(backend/settings.py makes the flags from this schema), and ``validate`` checks them once, before
+anything runs. Unknown settings are kept and ignored; a setting given as null takes its default.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# compile: false (eager), true (the fastest scope, "layers") or a scope by name
+COMPILE_WORDS = {False: None, None: None, "false": None, "off": None, "": None,
+                 True: "layers", "true": "layers", "on": "layers", "blocks": "blocks", "layers": "layers"}
+DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+class SettingError(ValueError):
+    """A setting that cannot be used: names the setting, what it must be and what it got."""
+
+    def __init__(self, name: str, must: str, value: Any):
+        super().__init__(f"settings.{name} must be {must}, got {value!r}")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: ``kind`` int | float | bool | str | choice | compile | device | path (a str
+    or null); ``choices`` for a choice; ``low``/``high`` bounds and ``multiple`` for numbers;
+    ``stage``: the first stage that reads it; ``flag``: its command-line flag when not --name."""
+
+    name: str
+    default: Any
+    kind: str
+    help: str
+    choices: tuple = ()
+    low: float | None = None
+    high: float | None = None
+    multiple: int | None = None
+    stage: str = "generate"
+    flag: str | None = None
+
+    def must(self) -> str:
+        """What a value must be, in words (error messages, --help)."""
+        if self.kind == "choice":
+            return "one of " + ", ".join(map(str, self.choices))
+        if self.kind == "compile":
+            return "true, false, 'blocks' or 'layers'"
+        if self.kind == "device":
+            return "'auto', 'cpu', 'cuda', 'cuda:N', or two of them separated by a comma (the CFG split)"
+        if self.kind == "path":
+            return "a file path or null"
+        words = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}[self.kind]
+        if self.low is not None and self.high is not None:
+            words += f" from {self.low:g} to {self.high:g}"
+        elif self.low is not None:
+            words += f" of at least {self.low:g}"
+        if self.multiple:
+            words += f", a multiple of {self.multiple}"
+        return words
+
+    def parse(self, value: Any) -> Any:
+        """The value in its type (numbers from numeric strings too); SettingError when it is not
+        one of the allowed values."""
+        try:
+            out = _PARSE[self.kind](self, value)
+        except (TypeError, ValueError, KeyError, OverflowError):
+            raise SettingError(self.name, self.must(), value) from None
+        if self.kind in ("int", "float") and ((self.low is not None and out < self.low)
+                                              or (self.high is not None and out > self.high)
+                                              or (self.multiple and out % self.multiple)):
+            raise SettingError(self.name, self.must(), value)
+        return out
+
+
+def _int(s: Setting, v: Any) -> int:
+    if isinstance(v, bool) or float(v) != int(float(v)):
+        raise ValueError(v)
+    return int(float(v))
+
+
+def _float(s: Setting, v: Any) -> float:
+    if isinstance(v, bool):
+        raise ValueError(v)
+    return float(v)
+
+
+def _bool(s: Setting, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(v)
+    return v
+
+
+def _str(s: Setting, v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise ValueError(v)
+    return v
+
+
+def _choice(s: Setting, v: Any) -> str:
+    if v not in s.choices:
+        raise ValueError(v)
+    return v
+
+
+def _compile(s: Setting, v: Any) -> str | None:
+    return COMPILE_WORDS[v.lower() if isinstance(v, str) else v]
+
+
+def _device(s: Setting, v: Any) -> str:
+    names = [d.strip().lower() for d in _str(s, v).split(",")]
+    if not 1 <= len(names) <= 2 or not all(DEVICE.match(d) for d in names):
+        raise ValueError(v)
+    return ",".join(names)
+
+
+def _path(s: Setting, v: Any) -> str | None:
+    return None if v is None else _str(s, v)
+
+
+_PARSE = {"int": _int, "float": _float, "bool": _bool, "str": _str, "choice": _choice, "compile": _compile,
+          "device": _device, "path": _path}
+
+SETTINGS = (
+    Setting("part_source", "auto", "choice", "where the part images come from: auto (SP4D when it can run, else the "
+            "oracle for meshes with ground truth; always SP4D for clips), sp4d, oracle",
+            choices=("auto", "sp4d", "oracle")),
+    Setting("frames", 4, "int", "frames of the clip to generate (picked evenly)", low=1, high=64),
+    Setting("image_size", 576, "int", "the model's square image size (a multiple of 64 for the released model)",
+            low=16, multiple=8),
+    Setting("steps", 50, "int", "denoising steps", low=1),
+    Setting("cfg", 3.0, "float", "guidance scale of the last frame (linear from min_cfg)"),
+    Setting("min_cfg", 1.0, "float", "guidance scale of the first frame"),
+    Setting("seed", 23, "int", "seed of the noise (a CPU generator)"),
+    Setting("device", "auto", "device", "auto, cpu, cuda, cuda:N, or two GPUs (cuda:0,cuda:1): the unconditional "
+            "half of each guided step on a UNet copy on the second"),
+    Setting("precision", "bf16", "choice", "the GPU's precision (the CPU always computes in fp32)",
+            choices=("bf16", "fp16", "fp32")),
+    Setting("weights", "hub", "str", "sp4d.safetensors, or 'hub' (the gated Hugging Face repo stabilityai/sp4d)"),
+    Setting("model_config", None, "path", "model config yaml (default: the released model's)", flag="--config"),
+    Setting("preprocess", True, "bool", "crop, centre and whiten the clip's frames (off: they are model-ready)"),
+    Setting("decode_chunk", 4, "int", "latents decoded per VAE call", low=1),
+    Setting("noise_file", None, "path", "safetensors with sampler.randn and cond.noise.* (exact reproduction)"),
+    Setting("compile", None, "compile", "torch.compile the UNet and the VAE decoder: true (= layers), 'blocks' or "
+            "'layers' (docs/perf.md)"),
+    Setting("low_vram", False, "bool", "keep the image encoders off the GPU while sampling"),
+    Setting("max_influences", 4, "int", "bones per vertex (0: no limit)", low=0, stage="rig"),
+)
+BY_NAME = {s.name: s for s in SETTINGS}
+DEFAULTS = {s.name: s.default for s in SETTINGS}
+
+
+def validate(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Every setting in its type with the defaults filled in (null means the default); unknown
+    keys kept as they are. SettingError for the first value that is not allowed."""
+    given = dict(settings or {})
+    out = dict(given)
+    for s in SETTINGS:
+        value = given.get(s.name)
+        out[s.name] = s.default if value is None else s.parse(value)
+    return out
