@@ -29,7 +29,8 @@ MESH = {  # mesh.npz: the mesh to rig, object space (Blender writes it; the back
     "gt_labels": Array("int32", ("N",), False, "ground-truth part per vertex (the parts oracle)"),
     "gt_parents": Array("int32", ("P",), False, "ground-truth parent part (-1: root)"),
     "gt_joints": Array("float32", ("P", 3), False, "ground-truth joint per part, object space"),
-    "gt_axes": Array("float32", ("P", 3), False, "ground-truth hinge axis per part"),
+    "gt_axes": Array("float32", ("P", 3), False, "ground-truth hinge axis per part (zero: a ball joint)"),
+    "gt_weights": Array("float32", ("N", "P"), False, "an artist's skinning over the parts (the oracle poses by it)"),
     "from_hull": Array("bool", (), False, "the backend made this mesh: the visual hull of a clip"),
 }
 LABELS = {  # parts/labels.npz: decoded part labels

@@ -13,11 +13,14 @@ import json
 
 import numpy as np
 
+from sp4d_job.arrays import world_vertices
+from sp4d_job.layout import STAGES
+
 from ..context import StageContext
 from ..errors import BackendError
-from ..generate import STAGES, world_vertices
 from ..jobdir import JobDir, digest, read_png, write_json_atomic, write_npz_atomic
 from ..parts.decode import decode_parts
+from ..settings import settings_of
 from .joints import fit_pivot
 from .lift import frame_votes, labels_from_votes, lift_labels
 from .naming import bone_names
@@ -160,7 +163,7 @@ def run_rig(job: JobDir, ctx: StageContext) -> dict:
     mesh = job.read_mesh()
     if mesh is None:  # a clip without a mesh: build one from the silhouettes
         mesh = _hull_mesh(job, ctx)
-    top_k = int(spec["settings"].get("max_influences", 4) or 0)
+    top_k = int(settings_of(spec)["max_influences"] or 0)
     key = digest("rig", job.stage_info("parts").get("key"), job.mesh_npz, top_k)
     if job.stage_done("rig", key):
         return job.stage_info("rig")
