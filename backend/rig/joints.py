@@ -67,3 +67,48 @@ def pivot_residual(rel: np.ndarray, contact: np.ndarray, prior: float = 2.5e-3) 
     b = -rel[1:, :3, 3].reshape(-1)
     q = np.linalg.solve(A.T @ A + prior * np.eye(3), A.T @ b + prior * contact)
     return float(np.sqrt(np.mean((A @ q - b) ** 2)))
+
+
+def contact_vertices(vertices: np.ndarray, labels: np.ndarray, child: int, parent: int,
+                     reach: float = 0.015) -> np.ndarray:
+    """Indices of the child's vertices within ``reach`` × the diagonal of the parent's (the contact
+    patch, whether the two share edges or are separate pieces)."""
+    from scipy.spatial import cKDTree
+
+    vc, vp = np.nonzero(labels == child)[0], np.nonzero(labels == parent)[0]
+    if len(vc) == 0 or len(vp) == 0:
+        return np.zeros(0, int)
+    diag = float(np.linalg.norm(np.ptp(vertices, axis=0)))
+    d, _ = cKDTree(vertices[vp]).query(vertices[vc])
+    return vc[d <= reach * diag]
+
+
+def hinge_on_contact(vertices: np.ndarray, labels: np.ndarray, child: int, patch: np.ndarray,
+                     label_images: np.ndarray, present: np.ndarray, views, part_id: int,
+                     min_spread: float = 0.5, power: float = 2.0) -> np.ndarray | None:
+    """For a broad contact (the patch spreads over ≥ ``min_spread`` of the child's length: a lid
+    on a box, not a limb's ring), the point of the patch that stays put: a turn leaves its hinge
+    in place, so patch vertices near the hinge keep landing on the child's pixels in the later
+    frames while those far from it leave. Each patch vertex scores the share of (frame ≥ 1,
+    view) where its rest position still shows the child; the result is the score^power-weighted
+    mean of the patch. None for a narrow contact or when nothing stays."""
+    pts = vertices[labels == child]
+    if len(patch) < 3 or len(pts) < 3:
+        return None
+    length = np.ptp(pts @ np.linalg.svd(pts - pts.mean(0), full_matrices=False)[2][0])
+    if np.linalg.norm(vertices[patch] - vertices[patch].mean(0), axis=1).max() < min_spread * length:
+        return None
+    score = np.zeros(len(patch))
+    count = 0
+    h, w = label_images.shape[2:]
+    for t in range(1, label_images.shape[0]):
+        for v in np.nonzero(present[t])[0]:
+            u, _ = views.project(vertices[patch], v)
+            px = np.round(u).astype(int)
+            ok = (px[:, 0] >= 0) & (px[:, 0] < w) & (px[:, 1] >= 0) & (px[:, 1] < h)
+            score[ok] += label_images[t, v][px[ok, 1], px[ok, 0]] == part_id
+            count += 1
+    if not count or score.max() <= 0:
+        return None
+    wts = (score / count) ** power
+    return (vertices[patch] * wts[:, None]).sum(0) / wts.sum()

@@ -21,7 +21,7 @@ from ..errors import BackendError
 from ..jobdir import JobDir, digest, read_png, write_json_atomic, write_npz_atomic
 from ..parts.decode import decode_parts
 from ..settings import settings_of
-from .joints import fit_pivot
+from .joints import contact_vertices, fit_pivot, hinge_on_contact
 from .lift import frame_votes, labels_from_votes, lift_labels
 from .naming import bone_names
 from .skeleton import build_bones, roll_for_x_axis
@@ -112,20 +112,25 @@ def _hull_mesh(job: JobDir, ctx: StageContext) -> dict:
 
 
 MIN_ANGLE = 4.0  # degrees: a joint the clip turns less than this keeps its contact centre
+FAR_HINGE = 0.06  # of the diagonal: a broad contact's staying point this far from its centre is the joint
 TRUSTED_PX = 4.0  # px: a part whose tracked points miss their masks by this much on average votes e⁻¹ as much
 SURE = 0.7  # share of frame 0's votes above which a vertex keeps frame 0's part (the later frames settle the rest)
 MIN_VOTES = 0.2  # trusted later-frame votes a vertex needs before they count (one squarely seen view is ~1)
 
 
-def place_joints(structure, motion, vertices: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray,
-                                                                                       list[dict]]:
+def place_joints(structure, motion, vertices: np.ndarray, labels: np.ndarray,
+                 hinges: dict[int, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """(joints (P, 3), hinge axes (P, 3), per-part joint records): the tracked pivot where the clip
-    moves the joint and the pivot lies within the child's reach of the contact (a lid's hinge is
-    at its far edge), the contact centre where it does not."""
+    moves the joint and the pivot lies within the child's reach of the contact, the contact
+    centre where it does not. ``hinges``: for broad contacts, the point of the contact that
+    stays put in the later frames (joints.hinge_on_contact); it wins where it lies far from the
+    contact's centre (a lid's hinge at its back edge), which the tracker, starting from the
+    centre, does not reach."""
     n = len(structure.parent)
     joints = structure.contact_centre.copy()
     axes = np.zeros((n, 3))
     info: list[dict] = [{} for _ in range(n)]
+    size = float(np.linalg.norm(np.ptp(vertices, axis=0)))
     for k in range(n):
         q = structure.parent[k]
         if q < 0:
@@ -140,7 +145,13 @@ def place_joints(structure, motion, vertices: np.ndarray, labels: np.ndarray) ->
         if fit.axis is not None:
             axes[k] = fit.axis
         info[k]["angle_deg"] = round(fit.angle_deg, 2)
-        if fit.method == "motion" and np.linalg.norm(motion.pivots[k] - structure.contact_centre[k]) <= reach:
+        hinge = (hinges or {}).get(k)
+        if fit.angle_deg >= MIN_ANGLE and hinge is not None and \
+                np.linalg.norm(hinge - structure.contact_centre[k]) >= FAR_HINGE * size:
+            joints[k] = hinge
+            info[k] = {"method": "motion", "confidence": round(fit.confidence, 3), "angle_deg": round(fit.angle_deg, 2),
+                       "from": "contact patch that stays put"}
+        elif fit.method == "motion" and np.linalg.norm(motion.pivots[k] - structure.contact_centre[k]) <= reach:
             joints[k] = motion.pivots[k]
             info[k] = {"method": "motion", "confidence": round(fit.confidence, 3), "angle_deg": round(fit.angle_deg, 2),
                        "residual_px": round(float(motion.residual[k]), 3)}
@@ -213,7 +224,15 @@ def _rig(job: JobDir, ctx: StageContext, mesh: dict, top_k: int) -> dict:
         ctx.check()
         motion = track(wv, faces, vlab, s.parent, s.contact_centre, labels, present, part_ids, views,
                        start=first.world, fields=fields, rounds=1)
-    joints, axes, info = place_joints(s, motion, wv, vlab)
+    hinges = {}
+    if motion is not None:
+        for c in range(n):
+            if s.parent[c] >= 0:
+                h = hinge_on_contact(wv, vlab, c, contact_vertices(wv, vlab, c, s.parent[c]), labels, present, views,
+                                     part_ids[c])
+                if h is not None:
+                    hinges[c] = h
+    joints, axes, info = place_joints(s, motion, wv, vlab, hinges)
     names = bone_names(s, wv, vlab)
     skel = build_bones(wv, vlab, s, joints, names, axes, info)
     # normalised space -> world -> the mesh's object space
