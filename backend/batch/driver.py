@@ -118,6 +118,8 @@ class Batch:
             refs = [check.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
                     .remote(str(self.out), token, blender) for n in self.ray.nodes() if n["Alive"]]
             seen = self.ray.get(refs, timeout=120)
+        except self.ray.exceptions.GetTimeoutError as exc:
+            raise BackendError("bad_request", "some nodes did not answer the shared-storage check in 120 s") from exc
         finally:
             (self.out / token).unlink(missing_ok=True)
         bad = [f"{s['host']} (node {s['node']}) {'; '.join(s['problems'])}" for s in seen if s["problems"]]
@@ -131,7 +133,8 @@ class Batch:
         split = "," in str(self.req.settings.get("device") or "")
         n = self.req.model_workers or max(int(self.gpus // (2 if split else 1)), 1)
         gpus = (2 if split else 1) if self.gpus > 0 else 0
-        cls = self.ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=3, max_task_retries=0)(work.ModelWorker)
+        cpus = 1 if self.ray.cluster_resources().get("CPU", 0) > n else 0  # never all CPUs: the stages need one
+        cls = self.ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=3, max_task_retries=0)(work.ModelWorker)
         self.workers = [cls.remote() for _ in range(n)]
         self.free = list(range(n))
 
@@ -218,7 +221,7 @@ class Batch:
             return
         err = res["error"]
         if err["code"] in work.RETRY_CODES:
-            self.retry(item, f"[{err['code']}] {err['message']}", res.get("where", {}).get("node"), task.worker)
+            self.retry(item, err["code"], err["message"], res.get("where", {}).get("node"), task.worker)
         else:
             self.finish(item, False, error=f"[{err['code']}] {err['message']}", code=err["code"],
                         phase=res.get("stage"))
@@ -230,15 +233,17 @@ class Batch:
             return
         item = task.item
         where = last_where(self.log_of(item.key))
-        self.retry(item, f"[backend_died] the worker died: {why}", where.get("node"), task.worker,
+        self.retry(item, "backend_died", f"the worker died: {why}", where.get("node"), task.worker,
                    host=where.get("host"), pid=where.get("pid"))
 
-    def retry(self, item: Item, why: str, node: str | None, worker: int | None, **where) -> None:
-        item.failures.append({"error": why[:500], "node": node, "worker": worker, **where})
-        work.ItemLog(self.log_of(item.key)).write(f"try {len(item.failures)} failed: {why[:500]}")
+    def retry(self, item: Item, code: str, message: str, node: str | None, worker: int | None, **where) -> None:
+        """Try the item's step again (elsewhere), or report it once it failed ``attempts`` times."""
+        why = f"[{code}] {message}"[:500]
+        item.failures.append({"error": why, "node": node, "worker": worker, **where})
+        work.ItemLog(self.log_of(item.key)).write(f"try {len(item.failures)} failed: {why}")
         if len(item.failures) >= self.req.attempts:
-            self.finish(item, False, error=f"failed {len(item.failures)} times; last: {why}", code="backend_died"
-                        if "backend_died" in why else None, phase=self.steps[item.key][item.step][0])
+            self.finish(item, False, error=f"failed {len(item.failures)} times; last: {why}", code=code,
+                        phase=self.steps[item.key][item.step][0], attempts=len(item.failures))
             return
         self.event(f"retry {self.label(item)}: {why[:200]} (try {len(item.failures) + 1} of {self.req.attempts})")
         self.next_step(item, avoid_node=node)

@@ -125,12 +125,11 @@ class Item:
 
     def entry(self, ok: bool, **extra) -> dict:
         """Its line in report.json (the plain batch's keys first)."""
-        out = {"file": self.file, "object": self.object, "ok": ok}
-        out.update(extra)
-        out.update(attempts=len(self.failures) + 1, stages=self.stages, seconds=round(self.seconds, 2),
-                   job=self.job, key=self.key)
+        out = {"file": self.file, "object": self.object, "ok": ok, "attempts": len(self.failures) + 1,
+               "stages": self.stages, "seconds": round(self.seconds, 2), "job": self.job, "key": self.key}
         if self.failures:
             out["retried_after"] = self.failures
+        out.update(extra)
         return out
 
 
