@@ -11,7 +11,7 @@ The batch's workers start it (backend/batch/work.py run_bpy); the backend never 
       without faces to the last file
 
 With the blender executable: blender -b --factory-startup -P batch_bpy.py -- capture FILE ...
-The last line on stdout is "SP4D_BATCH_RESULT " and the result as JSON.
+The last line on stdout is "batch-result: " and the result as JSON.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ sys.path.insert(1, str(HERE))
 
 import bpy  # noqa: E402
 
-RESULT_MARK = "SP4D_BATCH_RESULT "  # backend/batch/work.py reads it
+RESULT_MARK = "batch-result: "  # backend/batch/work.py reads it
 
 
 def die_with_parent() -> None:

@@ -25,7 +25,7 @@ from ..jobdir import JobDir
 from ..stages import REGISTRY
 
 BPY_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "batch_bpy.py"
-RESULT_MARK = "SP4D_BATCH_RESULT "  # the Blender worker's last stdout line: this, then its JSON result
+RESULT_MARK = "batch-result: "  # the Blender worker's last stdout line: this, then its JSON result
 RETRY_CODES = ("backend_died", "internal", "out_of_memory")  # worth another try; bad_input etc. are not
 
 
