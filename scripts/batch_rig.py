@@ -37,6 +37,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                     help="torch.compile the UNet once for the whole batch (one backend process)")
     ap.add_argument("--low-vram", action="store_true", help="image encoders off the GPU while sampling")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per object")
+    ap.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="on Ray (docs/batch.md): a local "
+                    "cluster, or ADDRESS ('auto': the one `ray start` runs here, host:port, ray://host:10001)")
     return ap.parse_args(argv)
 
 
@@ -87,6 +89,9 @@ def rig_file(blend: str | None, args, out: Path, report: list[dict]) -> None:
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
+    if args.ray:  # the whole batch on a Ray cluster: sp4d_blender/batch_ray.py, backend/batch
+        from sp4d_blender.batch_ray import run_on_ray
+        return run_on_ray(args)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     report: list[dict] = []

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create the local environments the demo and the tests need (idempotent, safe to re-run).
-#   .venv              backend: CPU torch 2.13.0 + the backend package and test tools
+#   .venv              backend: CPU torch 2.13.0 + the backend package, test tools and Ray (the batch's tests)
 #   .venv-blender-4.5  headless Blender (bpy 4.5.15 LTS) for the add-on tests and the demo
 #   .venv-blender-5.0  headless Blender (bpy 5.0.1)
 # Usage: scripts/setup_env.sh [backend] [blender-4.5] [blender-5.0]   (no argument: all three)
@@ -47,7 +47,7 @@ for w in "${want[@]}"; do
       stamp="torch==2.13.0 $(sha1sum pyproject.toml | cut -c1-12)"
       if [ ! -f .venv/.stamp ] || [ "$(cat .venv/.stamp)" != "$stamp" ]; then
         make_venv .venv "partial" torch==2.13.0
-        .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+        .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,ray]"
         echo "$stamp" > .venv/.stamp
       fi ;;
     blender-4.5) ensure_blender_libs; make_venv .venv-blender-4.5 "bpy==4.5.15" bpy==4.5.15 "numpy<2" pytest ;;
