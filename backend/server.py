@@ -27,6 +27,7 @@ from .stages import JOB_COMMANDS, run_command
 MAX_LINE = 1 << 20  # bytes: no request is near this long; a longer line is refused, not parsed
 MAX_DEPTH = 32  # nesting of a request's arrays and objects (requests are flat)
 MAX_ID = 200  # characters of a request id
+MAX_JOBS = 32  # jobs under way at once (each a thread); more is a client gone wrong
 COMMANDS = ("ping", *JOB_COMMANDS, "cancel", "shutdown")
 
 
@@ -181,6 +182,8 @@ class Server:
             with self._lock:
                 if rid in self._jobs:
                     raise BadRequest(f"a job with id {json.dumps(rid)} is still running: use another id", rid)
+                if len(self._jobs) >= MAX_JOBS:
+                    raise BadRequest(f"{MAX_JOBS} jobs are under way already: wait for one to end", rid)
                 self._jobs[rid] = (thread, ctx)
             thread.start()
         elif cmd == "cancel":

@@ -42,12 +42,16 @@ def generated_job(tmp_path_factory, creature):
     return job
 
 
+def copy_job(job: JobDir, dst) -> JobDir:
+    """A private copy of ``job`` at ``dst`` that a test may modify."""
+    shutil.copytree(job.root, dst)
+    return JobDir(dst)
+
+
 @pytest.fixture
 def job_copy(generated_job, tmp_path):
-    """A private copy of the generated job that a test may modify."""
-    dst = tmp_path / "job"
-    shutil.copytree(generated_job.root, dst)
-    return JobDir(dst)
+    """A private copy of the generated job."""
+    return copy_job(generated_job, tmp_path / "job")
 
 
 @pytest.fixture(scope="session")
@@ -55,18 +59,15 @@ def rigged_job(tmp_path_factory, generated_job):
     """A job folder with every stage done (the oracle's views, parts, rig), made once per session."""
     from backend.stages import run_command
 
-    job = JobDir(tmp_path_factory.mktemp("rigged") / "job")
-    shutil.copytree(generated_job.root, job.root)
+    job = copy_job(generated_job, tmp_path_factory.mktemp("rigged") / "job")
     run_command("run", job, StageContext())
     return job
 
 
 @pytest.fixture
 def rigged_copy(rigged_job, tmp_path):
-    """A private copy of the rigged job that a test may modify."""
-    dst = tmp_path / "rigged"
-    shutil.copytree(rigged_job.root, dst)
-    return JobDir(dst)
+    """A private copy of the rigged job."""
+    return copy_job(rigged_job, tmp_path / "rigged")
 
 
 @pytest.fixture
