@@ -35,8 +35,7 @@ def job_dir_for(obj: bpy.types.Object, root: Path | None = None) -> Path:
 
 
 def _owner_id(obj: bpy.types.Object, job: Path) -> str:
-    """The id recorded in ``job``'s job.json: the object's, or, for a folder a caller chose, the one
-    already recorded there (so that the folder and the rig built from it keep matching)."""
+    """The object's id, recorded in ``job``'s job.json as the folder's owner."""
     return object_id(obj, job.parent)
 
 

@@ -57,8 +57,10 @@ def object_id(obj: bpy.types.Object, jobs_root: Path | None = None) -> str:
     return oid
 
 
-def find_object(oid: str) -> bpy.types.Object | None:
-    """The object with id ``oid`` (renamed or not), None when it was deleted."""
+def find_object(oid: str | None) -> bpy.types.Object | None:
+    """The object with id ``oid`` (renamed or not), None when it was deleted (or ``oid`` is None)."""
+    if not oid:
+        return None
     for o in bpy.data.objects:
         if o.get(ID_PROP) == oid:
             return o

@@ -114,12 +114,13 @@ class SP4D_OT_generate_rig(_BackendJobModal, bpy.types.Operator):
         obj = context.active_object
         job = api.start_job(obj)
         self._obj_id = obj.get("sp4d_id")  # found again by id: renamed during the job or not
+        self._obj_name = obj.name  # (a linked object has no id of its own: by name)
         return job
 
     def _build(self, job) -> str:
         from .identity import find_object
 
-        obj = find_object(self._obj_id)
+        obj = find_object(self._obj_id) if self._obj_id else bpy.data.objects.get(self._obj_name)
         if obj is None:
             raise ValueError("the object was deleted while its rig was generated; the results stay in "
                              f"{job.job_dir}")

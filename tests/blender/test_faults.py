@@ -213,7 +213,7 @@ def test_the_object_renamed_or_deleted_during_a_modal_job(creature, tmp_path):
     from sp4d_blender.operators import SP4D_OT_generate_rig
 
     rj = api.start_job(creature, tmp_path / "job", ORACLE)
-    op = types.SimpleNamespace(_obj_id=creature[identity.ID_PROP])
+    op = types.SimpleNamespace(_obj_id=creature[identity.ID_PROP], _obj_name=creature.name)
     creature.name = "Renamed while rigging"
     assert rj.wait(timeout=300) == "done"
     assert "Renamed while rigging" in SP4D_OT_generate_rig._build(op, rj)
