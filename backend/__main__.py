@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
             from .rig.reweight import reweight_from_file
 
             top_k = checked(from_flags(args, stage="rig"))["max_influences"]
-            print(json.dumps(reweight_from_file(args.job, args.skeleton, top_k)))
+            with JobDir(args.job).lock("'reweight' (command line)"):
+                print(json.dumps(reweight_from_file(args.job, args.skeleton, top_k)))
             return 0
         if args.cmd == "generate" and args.clip:
             from .generate import generate

@@ -25,9 +25,24 @@ class StageContext:
         self._t0: dict[str, float] = {}
         self._recent: dict[str, deque] = {}
 
+    def cancel(self, code: str = "cancelled", message: str | None = None) -> None:
+        """Ask the stage to stop at its next step: by the user, or (``timeout``) by a time limit."""
+        self.reason = (code, message or ("cancelled by the user" if code == "cancelled" else "timed out"))
+        self.cancel_event.set()
+
     def check(self) -> None:
         if self.cancel_event.is_set():
-            raise Cancelled()
+            code, message = getattr(self, "reason", ("cancelled", "cancelled by the user"))
+            raise Cancelled(message, code)
+
+    def wait_for(self, lock: threading.Lock, stage: str, what: str) -> None:
+        """Acquire ``lock`` (another job holds it), reporting that this job waits and staying
+        cancellable while it does."""
+        if lock.acquire(blocking=False):
+            return
+        self.progress(stage, 0, 1, f"waiting for {what}")
+        while not lock.acquire(timeout=0.2):
+            self.check()
 
     def progress(self, stage: str, step: int, total: int, message: str = "") -> None:
         now = self._clock()

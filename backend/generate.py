@@ -14,7 +14,7 @@ import numpy as np
 # STAGES and world_vertices are defined with the job folder (sp4d_job); re-exported here for the
 # rig stages (backend/rig/pipeline.py imports them from this module)
 from sp4d_job.arrays import world_vertices
-from sp4d_job.layout import STAGES
+from sp4d_job.layout import PREVIEW_MP4, STAGES
 
 from .cameras import cameras_record, normalisation, orbit_cameras
 from .context import StageContext
@@ -27,18 +27,26 @@ STAGE = "generate"
 __all__ = ["STAGES", "generate", "run_generate", "world_vertices"]
 
 
-def sp4d_unavailable_reason(settings: dict) -> str | None:
-    """Why SP4D cannot run for this job, or None when it can (weights are fetched when run)."""
+def sp4d_unavailable(settings: dict) -> BackendError | None:
+    """Why SP4D cannot run for this job (``no_gpu`` or ``missing_weights``), or None when it can
+    (hub weights are fetched when it runs)."""
     import torch
 
     device = str(settings.get("device") or "auto").lower()
     custom = settings.get("model_config")  # a small test configuration runs anywhere
     if not custom and device != "cpu" and not torch.cuda.is_available():
-        return "no CUDA GPU is available (SP4D needs one; set device 'cpu' to force a very slow run)"
+        return BackendError("no_gpu", "no CUDA GPU is available (SP4D needs one; set device 'cpu' to force a "
+                            "very slow run)")
     w = settings.get("weights")
     if w not in (None, "", "hub") and not Path(str(w)).expanduser().is_file():
-        return f"the weights file {w} does not exist"
+        return BackendError("missing_weights", f"the weights file {w} does not exist")
     return None
+
+
+def generated_files(job: JobDir) -> list[str]:
+    """What the generation stage wrote: the views, their cameras and the input frames (the preview
+    video is a convenience, not an output later stages read)."""
+    return job.files("views", "input", exclude=(PREVIEW_MP4,))
 
 
 def run_generate(job: JobDir, ctx: StageContext) -> dict:
@@ -50,13 +58,13 @@ def run_generate(job: JobDir, ctx: StageContext) -> dict:
         s["part_source"] = "sp4d"  # a clip has no ground truth: only SP4D can make its parts
     has_gt = mesh is not None and "gt_labels" in mesh and "gt_parents" in mesh and "gt_joints" in mesh
     source = s["part_source"]
-    reason = sp4d_unavailable_reason(s)
+    why_not = sp4d_unavailable(s)
     if source == "auto":
-        source = "sp4d" if reason is None else ("oracle" if has_gt else None)
+        source = "sp4d" if why_not is None else ("oracle" if has_gt else None)
         if source is None:
-            raise BackendError("missing_weights", f"cannot generate parts: {reason}")
-    if source == "sp4d" and reason:
-        raise BackendError("missing_weights", f"cannot run SP4D: {reason}")
+            raise BackendError(why_not.code, f"cannot generate parts: {why_not.message}")
+    if source == "sp4d" and why_not:
+        raise BackendError(why_not.code, f"cannot run SP4D: {why_not.message}")
     if source == "oracle" and not has_gt:
         raise BackendError("bad_input", "the parts oracle needs a mesh with ground-truth parts "
                            "(mesh.npz gt_labels, gt_parents, gt_joints)")
@@ -65,7 +73,6 @@ def run_generate(job: JobDir, ctx: StageContext) -> dict:
     key = digest(STAGE, source, s["frames"], s["image_size"], job.mesh_npz if mesh is not None else None)
     if job.stage_done(STAGE, key):
         return job.stage_info(STAGE)
-    job.invalidate_from(STAGE, STAGES)
     return _run_oracle(job, ctx, mesh, s, key)
 
 
@@ -98,7 +105,7 @@ def _run_oracle(job: JobDir, ctx: StageContext, mesh: dict, s: dict, key: str) -
     render_oracle((verts - centre) * scale, faces, labels, parents, (joints - centre) * scale, cams,
                   s["frames"], axes, on_image, ctx.check, weights=weights)
     write_json_atomic(job.cameras_json, cameras_record(cams, s["frames"], "oracle", centre, scale))
-    job.mark_stage(STAGE, key, source="oracle", frames=s["frames"], views=len(cams))
+    job.mark_stage(STAGE, key, outputs=generated_files(job), source="oracle", frames=s["frames"], views=len(cams))
     return job.stage_info(STAGE)
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from sp4d_job.arrays import world_vertices
-from sp4d_job.layout import STAGES
 
 from .cameras import cameras_record, normalisation, orbit_cameras
 from .clip_input import prepare_frames, read_clip
@@ -14,6 +15,7 @@ from .errors import BackendError
 from .jobdir import JobDir, digest, read_png, write_json_atomic, write_png_atomic
 
 STAGE = "generate"
+MODEL_LOCK = threading.Lock()  # one generation at a time in a backend process (one model, one GPU)
 
 
 def input_frames(job: JobDir, spec: dict, s: dict) -> tuple[np.ndarray, list[str]]:
@@ -28,9 +30,9 @@ def input_frames(job: JobDir, spec: dict, s: dict) -> tuple[np.ndarray, list[str
             prep = prepare_frames(frames, t, size)
             out, masks, warnings = prep.frames, prep.masks, prep.warnings
         else:  # frames are already model-ready: check, composite on white
-            from .clip_input import pick_frames
+            from .clip_input import frames_at, pick_frames
 
-            chosen = [frames[i] for i in pick_frames(len(frames), t)]
+            chosen = list(frames_at(frames, pick_frames(len(frames), t)))
             if chosen[0].shape[:2] != (size, size):
                 raise BackendError("bad_input", f"with preprocess off the frames must be {size}×{size}, "
                                    f"got {chosen[0].shape[1]}×{chosen[0].shape[0]}")
@@ -61,29 +63,13 @@ def _load_noise(path: str | None):
     return z["sampler.randn"].float(), cond or None
 
 
-def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | None) -> dict:
-    """Generate the views of ``job`` with SP4D (``s``: its checked settings); returns the stage record."""
+def _generate(ctx: StageContext, s: dict, options, frames: np.ndarray, warnings: list[str]):
+    """The model's views of ``frames``: (rgb, parts) tensors (frames, views, 3, H, W) in [0, 1]."""
     import torch
-
-    from .sp4d.runtime import use_compile_cache_dir
-
-    # compiled graphs in the user's cache folder, kept for later backend processes: set before
-    # torch._dynamo's first import, which fixes inductor's folder for the process
-    use_compile_cache_dir()
     import torch._dynamo
 
-    from .sp4d.options import RunOptions
     from .sp4d.runtime import get_pipeline
 
-    options = RunOptions.from_settings(s)  # devices checked before the model is loaded
-    frames, warnings = input_frames(job, spec, s)
-    for w in warnings:
-        ctx.progress(STAGE, 0, 1, f"warning: {w}")
-    keep = ("steps", "cfg", "min_cfg", "seed", "weights", "model_config", "precision", "device")
-    key = digest(STAGE, "sp4d", frames, {k: s[k] for k in keep}, s["noise_file"])
-    if job.stage_done(STAGE, key):
-        return job.stage_info(STAGE)
-    job.invalidate_from(STAGE, STAGES)
     pipe = get_pipeline(s["weights"], s["model_config"], options)
     if s["image_size"] % pipe.image_multiple:
         raise BackendError("bad_input", f"image_size must be a multiple of {pipe.image_multiple} for this model")
@@ -117,6 +103,31 @@ def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | N
     except torch.OutOfMemoryError as exc:
         raise BackendError("out_of_memory", "the GPU ran out of memory while generating: turn on low_vram, "
                            "lower decode_chunk, use bf16 precision or a smaller image_size") from exc
+    return rgb, parts
+
+
+def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | None) -> dict:
+    """Generate the views of ``job`` with SP4D (``s``: its checked settings); returns the stage record."""
+    from .sp4d.runtime import use_compile_cache_dir
+
+    # compiled graphs in the user's cache folder, kept for later backend processes: set before
+    # torch._dynamo's first import, which fixes inductor's folder for the process
+    use_compile_cache_dir()
+    from .sp4d.options import RunOptions
+
+    options = RunOptions.from_settings(s)  # devices checked before the model is loaded
+    frames, warnings = input_frames(job, spec, s)
+    for w in warnings:
+        ctx.progress(STAGE, 0, 1, f"warning: {w}")
+    keep = ("steps", "cfg", "min_cfg", "seed", "weights", "model_config", "precision", "device")
+    key = digest(STAGE, "sp4d", frames, {k: s[k] for k in keep}, s["noise_file"])
+    if job.stage_done(STAGE, key):
+        return job.stage_info(STAGE)
+    ctx.wait_for(MODEL_LOCK, STAGE, "another job's generation (one model at a time)")
+    try:
+        rgb, parts = _generate(ctx, s, options, frames, warnings)
+    finally:
+        MODEL_LOCK.release()
     to_u8 = lambda t: (t.permute(1, 2, 0).numpy() * 255).astype(np.uint8)  # noqa: E731 (truncation as official)
     n, v = rgb.shape[:2]
     for t in range(n):
@@ -130,5 +141,7 @@ def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | N
     from .preview import write_preview
 
     write_preview(job, n, v + 1)
-    job.mark_stage(STAGE, key, source="sp4d", frames=n, views=v + 1, warnings=warnings)
+    from .generate import generated_files
+
+    job.mark_stage(STAGE, key, outputs=generated_files(job), source="sp4d", frames=n, views=v + 1, warnings=warnings)
     return job.stage_info(STAGE)

@@ -1,18 +1,22 @@
 """``python -m backend serve``: the JSON-lines protocol on stdin/stdout (docs/protocol.md).
 
-One request or event per line. Jobs run one at a time on a worker thread so that ``cancel``
-and ``ping`` are answered while a job runs. Logs go to stderr. The process exits on
-``shutdown`` or when stdin closes (its parent died). No network port is opened.
+One request or event per line. Every job runs on a thread of its own, so that ``cancel``,
+``ping`` and other jobs are answered while one runs (generations take turns on the one model:
+generate_sp4d.MODEL_LOCK; two jobs on one folder: the second gets ``busy``). Whatever a line holds
+(not JSON, nested a million deep, not an object, an id that is not a string or number, an
+unknown command, fields of the wrong type), the server answers it with a ``bad_request`` error and
+goes on. Logs go to stderr. The process exits on ``shutdown`` or when stdin closes (its parent
+died). No network port is opened.
 """
 
 from __future__ import annotations
 
+import io
 import json
-import queue
 import sys
 import threading
 import traceback
-from typing import IO, Callable
+from typing import IO, Any, Callable
 
 from . import __version__
 from .context import StageContext
@@ -20,14 +24,105 @@ from .errors import BackendError, from_exception
 from .jobdir import JobDir
 from .stages import JOB_COMMANDS, run_command
 
+MAX_LINE = 1 << 20  # bytes: no request is near this long; a longer line is refused, not parsed
+MAX_DEPTH = 32  # nesting of a request's arrays and objects (requests are flat)
+MAX_ID = 200  # characters of a request id
+MAX_JOBS = 32  # jobs under way at once (each a thread); more is a client gone wrong
+COMMANDS = ("ping", *JOB_COMMANDS, "cancel", "shutdown")
+
+
+class BadRequest(Exception):
+    """A request line that cannot be served; ``rid`` is its id when one could be read."""
+
+    def __init__(self, message: str, rid: Any = None):
+        super().__init__(message)
+        self.rid = rid
+
+
+def nesting(text: str) -> int:
+    """The deepest nesting of arrays and objects in a JSON text (strings skipped), counted
+    without parsing: json.loads would recurse once per level."""
+    depth = deepest = 0
+    in_str = escaped = False
+    for ch in text:
+        if in_str:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _valid_id(rid: Any) -> bool:
+    if rid is None or (isinstance(rid, int) and not isinstance(rid, bool)):
+        return True
+    return isinstance(rid, str) and len(rid) <= MAX_ID
+
+
+def parse_request(line: str) -> dict:
+    """The request of one line, checked: a JSON object with a valid ``id`` and a known ``cmd``;
+    BadRequest saying what is wrong otherwise."""
+    if nesting(line) > MAX_DEPTH:
+        raise BadRequest(f"the request is nested deeper than {MAX_DEPTH} levels")
+    try:
+        req = json.loads(line)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"the request is not JSON: {str(exc)[:200]}") from None
+    if not isinstance(req, dict):
+        raise BadRequest(f"the request must be a JSON object, got {type(req).__name__}")
+    rid = req.get("id")
+    if not _valid_id(rid):
+        raise BadRequest(f"'id' must be a string (at most {MAX_ID} characters), an integer or null, "
+                         f"got {type(rid).__name__}")
+    cmd = req.get("cmd")
+    if not isinstance(cmd, str) or cmd not in COMMANDS:
+        shown = json.dumps(cmd)[:60] if cmd is not None else "nothing"
+        raise BadRequest(f"unknown cmd {shown}; expected one of {', '.join(COMMANDS)}", rid)
+    if cmd in JOB_COMMANDS:
+        job = req.get("job")
+        if not isinstance(job, str) or not job.strip() or "\0" in job:
+            raise BadRequest(f"{cmd} needs 'job': the job folder's path (a non-empty string)", rid)
+    if cmd == "cancel":
+        if not _valid_id(req.get("target")):
+            raise BadRequest("'target' must be a request id (a string or an integer) or absent", rid)
+        if req.get("code", "cancelled") not in ("cancelled", "timeout"):
+            raise BadRequest("'code' of a cancel must be 'cancelled' or 'timeout'", rid)
+        if not isinstance(req.get("message", ""), str):
+            raise BadRequest("'message' of a cancel must be a string", rid)
+    return req
+
+
+def read_lines(stream: IO[bytes], limit: int = MAX_LINE):
+    """Lines of a binary stream as text (undecodable bytes replaced); a line longer than ``limit``
+    comes out as None after being skipped in pieces, never held whole."""
+    while True:
+        line = stream.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit and not line.endswith(b"\n"):
+            while True:  # skip the rest of the long line
+                more = stream.readline(limit)
+                if not more or more.endswith(b"\n"):
+                    break
+            yield None
+            continue
+        yield line.decode("utf-8", errors="replace")
+
 
 class Server:
-    def __init__(self, stdin: IO[str], stdout: IO[str], log: Callable[[str], None]):
+    def __init__(self, stdin: IO[bytes], stdout: IO[str], log: Callable[[str], None]):
         self._in, self._out, self._log = stdin, stdout, log
         self._lock = threading.Lock()
-        self._jobs: queue.Queue = queue.Queue()
-        self._current: tuple[str, StageContext] | None = None
-        self._pending: dict[str, StageContext] = {}
+        self._jobs: dict[Any, tuple[threading.Thread, StageContext]] = {}
         self._stop = threading.Event()
 
     def send(self, event: dict) -> None:
@@ -36,85 +131,89 @@ class Server:
             try:
                 self._out.write(line + "\n")
                 self._out.flush()
-            except (BrokenPipeError, ValueError):  # parent gone: nothing to tell
+            except (BrokenPipeError, ValueError, OSError):  # parent gone: nothing to tell
                 self._stop.set()
 
     def error(self, rid, err: BackendError) -> None:
         self.send({"id": rid, "event": "error", **err.to_dict()})
 
-    def _worker(self) -> None:
-        while True:
-            item = self._jobs.get()
-            if item is None:
-                return
-            rid, cmd, path, ctx = item
-            self._pending.pop(rid, None)
-            self._current = (rid, ctx)
-            job = JobDir(path)
-            try:
-                ctx.check()
-                result = run_command(cmd, job, ctx)
-                self.send({"id": rid, "event": "result", "data": {"job": str(path), "stages": result}})
-            except BaseException as exc:  # noqa: BLE001 - every failure becomes an error event
-                err = from_exception(exc)
-                if err.code == "internal":
-                    self._log(traceback.format_exc())
-                try:
-                    job.update_status(error=err.to_dict())
-                except OSError:
-                    pass
-                self.error(rid, err)
-            finally:
-                self._current = None
-
-    def handle(self, line: str) -> None:
+    def _run_job(self, rid, cmd: str, path: str, ctx: StageContext) -> None:
+        job = JobDir(path)
         try:
-            req = json.loads(line)
-            if not isinstance(req, dict):
-                raise ValueError("not an object")
-        except ValueError as exc:
-            self.error(None, BackendError("bad_request", f"request is not a JSON object: {exc}"))
-            return
-        rid, cmd = req.get("id"), req.get("cmd")
+            ctx.check()
+            result = run_command(cmd, job, ctx)
+            self.send({"id": rid, "event": "result", "data": {"job": str(path), "stages": result}})
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes an error event
+            err = from_exception(exc)
+            if err.code == "internal":
+                self._log(traceback.format_exc())
+            if err.code != "busy":  # a busy folder's status belongs to the job that holds it
+                try:
+                    job.update_status(error=err.to_dict())  # never creates a missing folder
+                except (OSError, BackendError):
+                    pass
+            self.error(rid, err)
+        finally:
+            with self._lock:
+                self._jobs.pop(rid, None)
+
+    def handle(self, line: str | None) -> None:
+        """Answer one line; never raises."""
+        try:
+            if line is None:
+                raise BadRequest(f"the request is longer than {MAX_LINE} bytes")
+            self._dispatch(parse_request(line))
+        except BadRequest as exc:
+            self.error(exc.rid, BackendError("bad_request", str(exc)))
+        except Exception as exc:  # noqa: BLE001 - a server that dies loses every job
+            self._log(traceback.format_exc())
+            self.error(None, from_exception(exc))
+
+    def _dispatch(self, req: dict) -> None:
+        rid, cmd = req.get("id"), req["cmd"]
         if cmd == "ping":
             self.send({"id": rid, "event": "result", "data": {"pong": True, "version": __version__}})
         elif cmd in JOB_COMMANDS:
-            if not isinstance(req.get("job"), str):
-                self.error(rid, BackendError("bad_request", f"{cmd} needs 'job': the job folder path"))
-                return
+            if rid is None:
+                raise BadRequest(f"{cmd} needs an 'id' (its events carry it)")
             ctx = StageContext(lambda e, rid=rid: self.send({"id": rid, **e}))
-            self._pending[rid] = ctx
-            self._jobs.put((rid, cmd, req["job"], ctx))
+            thread = threading.Thread(target=self._run_job, args=(rid, cmd, req["job"], ctx), daemon=True,
+                                      name=f"job {rid}")
+            with self._lock:
+                if rid in self._jobs:
+                    raise BadRequest(f"a job with id {json.dumps(rid)} is still running: use another id", rid)
+                if len(self._jobs) >= MAX_JOBS:
+                    raise BadRequest(f"{MAX_JOBS} jobs are under way already: wait for one to end", rid)
+                self._jobs[rid] = (thread, ctx)
+            thread.start()
         elif cmd == "cancel":
             target = req.get("target")
-            cur = self._current
-            hit = [c for r, c in ([cur] if cur else []) + list(self._pending.items()) if target in (None, r)]
+            with self._lock:
+                hit = [ctx for r, (_, ctx) in self._jobs.items() if target in (None, r)]
             for ctx in hit:
-                ctx.cancel_event.set()
+                ctx.cancel(req.get("code", "cancelled"), req.get("message") or None)
             self.send({"id": rid, "event": "result", "data": {"cancelled": len(hit)}})
         elif cmd == "shutdown":
             self.send({"id": rid, "event": "result", "data": {"shutdown": True}})
             self._stop.set()
-        else:
-            self.error(rid, BackendError("bad_request", f"unknown cmd {cmd!r}; expected ping, "
-                                         "generate, rig, run, cancel or shutdown"))
 
     def serve(self) -> int:
-        worker = threading.Thread(target=self._worker, daemon=True)
-        worker.start()
         self.send({"id": None, "event": "ready", "version": __version__})
-        for line in self._in:
-            if line.strip():
+        for line in read_lines(self._in):
+            if line is None or line.strip():
                 self.handle(line)
             if self._stop.is_set():
                 break
-        # shutdown or EOF: cancel what runs, let the worker finish cleanly
-        for ctx in list(self._pending.values()) + ([self._current[1]] if self._current else []):
-            ctx.cancel_event.set()
-        self._jobs.put(None)
-        worker.join(timeout=30)
+        # shutdown or EOF: cancel what runs, let the jobs finish cleanly
+        with self._lock:
+            running = list(self._jobs.values())
+        for _, ctx in running:
+            ctx.cancel("cancelled", "the backend was shut down")
+        for thread, _ in running:
+            thread.join(timeout=30)
         return 0
 
 
 def serve() -> int:
-    return Server(sys.stdin, sys.stdout, lambda s: print(s, file=sys.stderr, flush=True)).serve()
+    stdin = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else io.BytesIO(sys.stdin.read().encode())
+    return Server(stdin, sys.stdout, lambda s: print(s, file=sys.stderr, flush=True)).serve()

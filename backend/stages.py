@@ -2,8 +2,9 @@
 
 The one registry the command line (``python -m backend``), the server and the tests run jobs
 through. A stage is ``run(job, ctx) -> record``: it reuses its finished record when its inputs'
-digest matches (jobdir.JobDir.stage_done) and otherwise recomputes itself and forgets the stages
-after it.
+digest matches and its files are intact (jobdir.JobDir.stage_done), and otherwise recomputes
+itself; the stages after it see other inputs and recompute too. A command holds the folder's lock
+(sp4d_job.lock) while it runs: a second job on the same folder gets ``busy``.
 """
 
 from __future__ import annotations
@@ -27,15 +28,17 @@ JOB_COMMANDS = (*COMMANDS, "reweight")
 
 
 def run_command(cmd: str, job: JobDir, ctx: StageContext) -> dict:
-    """Run the stages of ``cmd`` (COMMANDS) or ``reweight`` on ``job``; their records by stage."""
-    if cmd == "reweight":
-        from sp4d_job.layout import SKELETON_EDITED_JSON
-
-        from .rig.reweight import reweight_from_file
-        from .settings import settings_of
-
-        top_k = settings_of(job.read_job())["max_influences"]
-        return {"reweight": reweight_from_file(job.root, job.root / SKELETON_EDITED_JSON, top_k)}
-    if cmd not in COMMANDS:
+    """Run the stages of ``cmd`` (COMMANDS) or ``reweight`` on ``job`` under its lock; their records
+    by stage. The folder must exist (BackendError 'bad_input'; it is never created here)."""
+    if cmd not in JOB_COMMANDS:
         raise BackendError("bad_request", f"unknown command {cmd!r}; expected one of {', '.join(JOB_COMMANDS)}")
-    return {stage: REGISTRY[stage](job, ctx) for stage in COMMANDS[cmd]}
+    with job.lock(f"'{cmd}'"):
+        if cmd == "reweight":
+            from sp4d_job.layout import SKELETON_EDITED_JSON
+
+            from .rig.reweight import reweight_from_file
+            from .settings import settings_of
+
+            top_k = settings_of(job.read_job())["max_influences"]
+            return {"reweight": reweight_from_file(job.root, job.root / SKELETON_EDITED_JSON, top_k)}
+        return {stage: REGISTRY[stage](job, ctx) for stage in COMMANDS[cmd]}

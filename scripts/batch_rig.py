@@ -3,15 +3,22 @@
 Inside Blender:   blender -b file.blend -P scripts/batch_rig.py -- --objects A B --out OUT [--export glb]
 With bpy (PyPI):  python scripts/batch_rig.py --files a.blend b.blend --objects A --out OUT [--export fbx]
 
-Without --objects every mesh object is rigged. Each file is saved rigged as OUT/<name>_rigged.blend
-(and exported when asked); OUT/report.json lists every item with its result or error, and the
-batch continues after a failed item. Exit code 0 when every item succeeded, 1 otherwise.
+Without --objects every mesh object is rigged. Each file in which at least one object was rigged
+is saved as OUT/<name>_rigged.blend (and exported when asked); a failed item adds nothing to it, and
+a file with no rigged object writes no file at all. OUT/report.json lists every item with its
+result or error (its stable code when the backend gave one), and the batch continues after a
+failed item. Job folders: OUT/jobs/<file>-<object>-<digest of both> (never shared by two objects).
+
+Exit codes: 0 every item rigged; 1 some items failed, others were rigged; 2 bad arguments;
+3 nothing was rigged (every item failed, or there was nothing to rig).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -50,6 +57,14 @@ def export(path: Path, kind: str) -> None:
                                   export_format="GLB" if kind == "glb" else "GLTF_SEPARATE")
 
 
+def job_dir(out: Path, blend: str, name: str) -> Path:
+    """The item's job folder: readable, and distinct for every (file, object) pair."""
+    from sp4d_blender.identity import readable
+
+    tag = hashlib.sha1(f"{blend}|{name}".encode()).hexdigest()[:10]
+    return out / "jobs" / f"{readable(Path(blend).stem or 'untitled')}-{readable(name)}-{tag}"
+
+
 def rig_file(blend: str | None, args, out: Path, report: list[dict]) -> None:
     import sp4d_blender
     from sp4d_blender import api
@@ -63,6 +78,7 @@ def rig_file(blend: str | None, args, out: Path, report: list[dict]) -> None:
         settings = {"part_source": args.part_source, "frames": 4, "max_influences": args.max_influences,
                     "device": args.device, "compile": args.compile, "low_vram": args.low_vram}
         settings = {k: v for k, v in settings.items() if v is not None}  # unset: the backend's defaults
+        rigged = 0
         for name in names:
             item = {"file": bpy.data.filepath or None, "object": name}
             t0 = time.monotonic()
@@ -70,15 +86,18 @@ def rig_file(blend: str | None, args, out: Path, report: list[dict]) -> None:
             try:
                 if obj is None:
                     raise ValueError(f"no object named '{name}'")
-                arm = api.generate_rig(obj, job_dir=out / "jobs" / f"{stem}-{name}", settings=settings,
+                arm = api.generate_rig(obj, job_dir=job_dir(out, bpy.data.filepath, name), settings=settings,
                                        timeout=args.timeout)
                 item.update(ok=True, armature=arm.name, bones=len(arm.data.bones))
+                rigged += 1
             except Exception as exc:  # noqa: BLE001 - the report says what failed, the batch goes on
-                item.update(ok=False, error=str(exc))
+                item.update(ok=False, error=str(exc), code=getattr(exc, "code", None))
             item["seconds"] = round(time.monotonic() - t0, 2)
             report.append(item)
             print(("ok   " if item["ok"] else "FAIL ") + f"{stem}/{name}: {item.get('error', item.get('armature'))}",
                   flush=True)
+        if not rigged:  # nothing to save: a failed item writes nothing
+            return
         target = out / f"{stem}_rigged.blend"
         bpy.ops.wm.save_as_mainfile(filepath=str(target), copy=True)
         if args.export:
@@ -103,9 +122,20 @@ def main(argv: list[str]) -> int:
             print(f"FAIL {blend}: {exc}", flush=True)
     (out / "report.json").write_text(json.dumps(report, indent=1))
     ok = sum(r["ok"] for r in report)
-    print(f"{ok} rigged, {len(report) - ok} failed; report: {out / 'report.json'}")
+    print(f"{ok} rigged, {len(report) - ok} failed; report: {out / 'report.json'}", flush=True)
+    if ok == 0:
+        return 3
     return 0 if ok == len(report) else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        code = main(sys.argv[1:])
+    except SystemExit as exc:  # argparse: 2 for bad arguments
+        code = exc.code if isinstance(exc.code, int) else 2
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # leave without Python's and Blender's teardown: its work is saved, the backend exits when its
+    # stdin closes, and bpy as a module can hang or crash (SIGSEGV on 4.2) while tearing down,
+    # which would hide the exit code that says what happened
+    os._exit(code)

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Create the local environments the demo and the tests need (idempotent, safe to re-run).
 #   .venv              backend: CPU torch 2.13.0 + the backend package, test tools and Ray (the batch's tests)
+#   .venv-blender-4.2  headless Blender (bpy 4.2.23 LTS, the manifest's minimum) for the add-on tests
 #   .venv-blender-4.5  headless Blender (bpy 4.5.15 LTS) for the add-on tests and the demo
 #   .venv-blender-5.0  headless Blender (bpy 5.0.1)
-# Usage: scripts/setup_env.sh [backend] [blender-4.5] [blender-5.0]   (no argument: all three)
+# Usage: scripts/setup_env.sh [backend] [blender-4.2] [blender-4.5] [blender-5.0]   (no argument: all four)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 want=("$@")
-[ ${#want[@]} -eq 0 ] && want=(backend blender-4.5 blender-5.0)
+[ ${#want[@]} -eq 0 ] && want=(backend blender-4.2 blender-4.5 blender-5.0)
 
 # bpy needs a few X/GL client libraries even headless; install them on a bare Debian.
 ensure_blender_libs() {
@@ -50,6 +51,7 @@ for w in "${want[@]}"; do
         .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,ray]"
         echo "$stamp" > .venv/.stamp
       fi ;;
+    blender-4.2) ensure_blender_libs; make_venv .venv-blender-4.2 "bpy==4.2.23" bpy==4.2.23 "numpy<2" pytest ;;
     blender-4.5) ensure_blender_libs; make_venv .venv-blender-4.5 "bpy==4.5.15" bpy==4.5.15 "numpy<2" pytest ;;
     blender-5.0) ensure_blender_libs; make_venv .venv-blender-5.0 "bpy==5.0.1" bpy==5.0.1 "numpy<2" pytest ;;
     *) echo "unknown environment $w" >&2; exit 2 ;;

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import re
+import hashlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import bpy
@@ -11,6 +12,9 @@ from . import session
 from .build import build_rig, import_hull
 from .capture import write_clip_job, write_job
 from .client import BackendProcess, RigJob
+from .identity import object_id, readable
+from .jobfolder import lock
+from .jobfolder import settings as jobsettings
 from .prefs import cache_dir, get_prefs, job_settings
 
 
@@ -24,16 +28,44 @@ class RigError(RuntimeError):
 
 
 def job_dir_for(obj: bpy.types.Object, root: Path | None = None) -> Path:
-    """A stable job folder per blend file and object, so re-runs reuse finished stages."""
-    blend = Path(bpy.data.filepath).stem if bpy.data.filepath else "untitled"
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{blend}-{obj.name}")
-    return (root or cache_dir()) / "jobs" / safe
+    """The object's own job folder (named by its stable id, identity.object_id), so re-runs reuse
+    finished stages and no two objects ever share one."""
+    jobs = (root or cache_dir()) / "jobs"
+    return jobs / object_id(obj, jobs)
+
+
+def _owner_id(obj: bpy.types.Object, job: Path) -> str:
+    """The object's id, recorded in ``job``'s job.json as the folder's owner."""
+    return object_id(obj, job.parent)
+
+
+@contextmanager
+def _job_folder(job: Path):
+    """``job`` created and locked while Blender writes it; RigError 'busy' when a job runs there,
+    'io_error' when it cannot be written."""
+    try:
+        job.mkdir(parents=True, exist_ok=True)
+        with lock.JobLock(job, "Blender writing the job"):
+            yield job
+    except lock.Busy as exc:
+        raise RigError("busy", str(exc)) from None
+    except OSError as exc:
+        raise RigError("io_error", f"cannot write the job folder {job}: {exc.strerror or exc}; make it writable "
+                       "or choose another cache folder in the SP4D preferences") from None
+    except jobsettings.SettingError as exc:
+        raise RigError("bad_input", str(exc)) from None
 
 
 def start_job(obj: bpy.types.Object, job_dir: str | Path | None = None, settings: dict | None = None,
               backend: BackendProcess | None = None) -> RigJob:
-    """Export ``obj`` into its job folder and start the backend job (non-blocking)."""
-    job = write_job(obj, job_dir or job_dir_for(obj), settings or job_settings())
+    """Export ``obj`` into its job folder and start the backend job (non-blocking). RigError
+    'busy' (and nothing written) when a job is running on that folder, 'bad_input' for settings
+    the schema does not allow."""
+    if obj is None or obj.type != "MESH":
+        raise ValueError("select a mesh object to rig")
+    job = Path(job_dir).resolve() if job_dir else job_dir_for(obj).resolve()
+    with _job_folder(job):
+        write_job(obj, job, job_settings() if settings is None else settings, _owner_id(obj, job))
     backend = backend or session.get_backend(get_prefs().backend_python or None)
     rj = RigJob(backend, job)
     rj.start()
@@ -43,11 +75,19 @@ def start_job(obj: bpy.types.Object, job_dir: str | Path | None = None, settings
 def generate_rig(obj: bpy.types.Object, *, job_dir: str | Path | None = None, settings: dict | None = None,
                  backend: BackendProcess | None = None, timeout: float | None = None,
                  on_event=None) -> bpy.types.Object:
-    """Rig ``obj`` and return its new armature; raises RigError and leaves the scene unchanged
-    when the backend fails."""
+    """Rig ``obj`` and return its new armature (replacing the SP4D rig it had); raises RigError and
+    leaves the scene unchanged when the backend fails or its results cannot be built."""
     rj = start_job(obj, job_dir, settings, backend)
     _wait(rj, timeout, on_event)
-    return build_rig(obj, rj.job_dir)
+    return _built(lambda: build_rig(obj, rj.job_dir))
+
+
+def _built(build):
+    """``build()``, its failures (a job folder whose results went missing) as RigError."""
+    try:
+        return build()
+    except (ValueError, KeyError, OSError) as exc:
+        raise RigError("bad_input", f"could not build the rig: {exc}") from exc
 
 
 def _wait(rj: RigJob, timeout: float | None, on_event) -> None:
@@ -58,9 +98,11 @@ def _wait(rj: RigJob, timeout: float | None, on_event) -> None:
 
 
 def clip_job_dir(clip: str | Path, root: Path | None = None) -> Path:
-    """A stable job folder per clip file."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(clip)).stem)
-    return (root or cache_dir()) / "jobs" / f"clip-{safe}"
+    """A stable job folder per clip file: its readable name and a digest of its full path (two
+    clips of one name in different folders get different folders)."""
+    path = str(Path(bpy.path.abspath(str(clip))).resolve())
+    tag = hashlib.sha1(path.encode()).hexdigest()[:12]
+    return (root or cache_dir()) / "jobs" / f"clip-{readable(Path(path).stem)}-{tag}"
 
 
 def start_clip_job(clip: str | Path | None, job_dir: str | Path | None = None, settings: dict | None = None,
@@ -71,7 +113,8 @@ def start_clip_job(clip: str | Path | None, job_dir: str | Path | None = None, s
         raise ValueError("choose a clip (or an existing clip job folder)")
     job = Path(job_dir or clip_job_dir(clip)).resolve()
     if clip is not None:
-        write_clip_job(clip, job, settings or job_settings())
+        with _job_folder(job):
+            write_clip_job(clip, job, job_settings() if settings is None else settings)
     backend = backend or session.get_backend(get_prefs().backend_python or None)
     rj = RigJob(backend, job, cmd)
     rj.start()
@@ -99,4 +142,4 @@ def rig_clip(clip: str | Path | None, *, job_dir: str | Path | None = None, sett
     rj = start_clip_job(clip, job_dir, settings, backend, cmd)
     _wait(rj, timeout, on_event)
     name = Path(str(clip)).stem if clip is not None else Path(rj.job_dir).name
-    return build_clip_rig(rj.job_dir, name)
+    return _built(lambda: build_clip_rig(rj.job_dir, name))

@@ -11,6 +11,7 @@ import numpy as np
 
 from . import mesh_data
 from .jobfolder import arrays, layout
+from .jobfolder import settings as jobsettings
 
 GT_PART_ATTR = "sp4d_gt_part"  # optional int point attribute: ground-truth part per vertex
 GT_RIG_PROP = "sp4d_gt_rig"  # optional JSON custom property: {"parents": [...], "joints": [[x,y,z]...]}
@@ -33,24 +34,29 @@ def _versions() -> dict:
     return {"blender": bpy.app.version_string}
 
 
-def write_job(obj: bpy.types.Object, job_dir: str | os.PathLike, settings: dict) -> Path:
+def write_job(obj: bpy.types.Object, job_dir: str | os.PathLike, settings: dict, object_id: str | None = None) -> Path:
     """Create or refresh the job folder for ``obj``; finished stages stay reusable when the
-    mesh and settings are unchanged (the backend compares digests)."""
+    mesh and settings are unchanged (the backend compares digests). The settings are checked
+    against the schema first (sp4d_job.settings.SettingError names the setting and its allowed
+    values); ``object_id`` (identity.object_id) is recorded as the folder's owner."""
     if obj is None or obj.type != "MESH":
         raise ValueError("select a mesh object to rig")
     if len(obj.data.vertices) == 0 or len(obj.data.polygons) == 0:
         raise ValueError(f"'{obj.name}' has no faces to rig")
     job = Path(job_dir).resolve()
-    mesh = mesh_arrays(obj)
     settings = dict(settings)
     clip = settings.pop("clip", None)
+    checked = jobsettings.validate(settings)
+    mesh = mesh_arrays(obj)
     source = {"kind": "mesh", "object": obj.name, "blend": bpy.data.filepath or None}
+    if object_id:
+        source["id"] = object_id
     wants_sp4d = settings.get("part_source") == "sp4d" or (
         settings.get("part_source", "auto") == "auto" and "gt_labels" not in mesh)
     if clip:  # the artist's own clip of the object
         source["clip"] = str(Path(clip).resolve())
     elif wants_sp4d:  # SP4D conditions on a clip of the object: render it
-        render_input_frames(obj, job / layout.CAPTURE_DIR, int(settings.get("frames", 4)))
+        render_input_frames(obj, job / layout.CAPTURE_DIR, checked["frames"])
         source["clip"] = layout.CAPTURE_DIR
     layout.write_npz_atomic(job / layout.MESH_NPZ, **mesh)
     layout.write_json_atomic(job / layout.JOB_JSON, layout.job_spec(source, settings, _versions()))
@@ -65,6 +71,7 @@ def write_clip_job(clip: str | os.PathLike, job_dir: str | os.PathLike, settings
         raise ValueError(f"the clip {path} does not exist")
     job = Path(job_dir).resolve()
     settings = {k: v for k, v in settings.items() if k != "clip"}
+    jobsettings.validate(settings)
     layout.write_json_atomic(job / layout.JOB_JSON, layout.job_spec({"kind": "clip", "path": str(path)}, settings,
                                                                       _versions()))
     return job

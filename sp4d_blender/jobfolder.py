@@ -18,3 +18,5 @@ def _schema(name: str):
 
 layout = _schema("layout")
 arrays = _schema("arrays")
+settings = _schema("settings")
+lock = _schema("lock")

@@ -7,7 +7,7 @@ from pathlib import Path
 import bpy
 
 from . import api
-from .build import build_rig
+from .build import RIG_PROP, build_rig
 
 
 def _mesh_poll(context) -> bool:
@@ -37,7 +37,7 @@ class _BackendJobModal:
             return self.execute(context)
         try:
             self._job = self._start(context)
-        except (ValueError, RuntimeError) as exc:
+        except (api.RigError, ValueError, RuntimeError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         wm = context.window_manager
@@ -111,11 +111,20 @@ class SP4D_OT_generate_rig(_BackendJobModal, bpy.types.Operator):
         return f"SP4D: created '{arm.name}' with {len(arm.data.bones) - 1} deform bones"
 
     def _start(self, context):
-        self._obj_name = context.active_object.name
-        return api.start_job(context.active_object)
+        obj = context.active_object
+        job = api.start_job(obj)
+        self._obj_id = obj.get("sp4d_id")  # found again by id: renamed during the job or not
+        self._obj_name = obj.name  # (a linked object has no id of its own: by name)
+        return job
 
     def _build(self, job) -> str:
-        arm = build_rig(bpy.data.objects.get(self._obj_name), job.job_dir)
+        from .identity import find_object
+
+        obj = find_object(self._obj_id) if self._obj_id else bpy.data.objects.get(self._obj_name)
+        if obj is None:
+            raise ValueError("the object was deleted while its rig was generated; the results stay in "
+                             f"{job.job_dir}")
+        arm = build_rig(obj, job.job_dir)
         return f"SP4D: created '{arm.name}'"
 
 
@@ -321,8 +330,8 @@ class SP4D_OT_import_views(_RigOperator, bpy.types.Operator):
 
         arm = _rigged(context)[1]
         try:
-            coll = import_views(arm["sp4d_job"])
-        except (KeyError, OSError, ValueError) as exc:
+            coll = import_views(arm[RIG_PROP])
+        except (KeyError, OSError, ValueError, TypeError) as exc:
             self.report({"ERROR"}, f"SP4D: no generated views to import ({exc})")
             return {"CANCELLED"}
         self.report({"INFO"}, f"SP4D: {len(coll.objects)} view cameras in '{coll.name}'")

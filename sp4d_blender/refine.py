@@ -9,7 +9,16 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from .build import MODIFIER_NAME, edit_mode, read_weights
+from .build import (
+    MODIFIER_NAME,
+    OWNER_PROP,
+    RIG_PROP,
+    USER_GROUPS_PROP,
+    check_owner,
+    edit_mode,
+    previous_rig,
+    read_weights,
+)
 from .client import BackendProcess, RigJob
 from .jobfolder import layout
 from .mesh_data import group_weights, set_group_weights
@@ -18,9 +27,13 @@ SUMMARY_PROP = "sp4d_parts"  # the armature's parts summary (JSON), what the pan
 
 
 def rig_of(obj: bpy.types.Object) -> bpy.types.Object | None:
-    """The SP4D armature deforming ``obj`` (via its SP4D Armature modifier)."""
-    mod = obj.modifiers.get(MODIFIER_NAME) if obj and obj.type == "MESH" else None
-    return mod.object if mod is not None else None
+    """The SP4D armature deforming ``obj`` (via its SP4D Armature modifier, renamed or not)."""
+    if obj is None or obj.type != "MESH":
+        return None
+    mod = obj.modifiers.get(MODIFIER_NAME)
+    if mod is not None and mod.type == "ARMATURE" and mod.object is not None:
+        return mod.object
+    return previous_rig(obj)
 
 
 def deform_weights(obj: bpy.types.Object, arm: bpy.types.Object) -> tuple[np.ndarray, list[str]]:
@@ -35,10 +48,13 @@ def parts_summary(obj: bpy.types.Object, arm: bpy.types.Object) -> list[dict]:
     w, names = deform_weights(obj, arm)
     counts = np.bincount(w.argmax(1), minlength=len(names)) if len(names) else []
     colours = {}
-    job = arm.get("sp4d_job")
+    job = arm.get(RIG_PROP)
     skel = Path(job) / layout.SKELETON_JSON if job else None
-    if skel is not None and skel.exists():
-        colours = {p["bone"]: p.get("colour") for p in json.loads(skel.read_text()).get("parts", [])}
+    try:
+        parts = json.loads(skel.read_text()).get("parts", []) if skel is not None else []
+        colours = {p["bone"]: p.get("colour") for p in parts if isinstance(p, dict) and "bone" in p}
+    except (OSError, ValueError, AttributeError, TypeError, RecursionError):
+        colours = {}  # the colours are a nicety: a missing or broken file leaves them out
     summary = [{"bone": n, "vertices": int(c), "colour": colours.get(n)} for n, c in zip(names, counts, strict=True)]
     arm[SUMMARY_PROP] = json.dumps(summary)
     return summary
@@ -100,29 +116,54 @@ def edited_skeleton(obj: bpy.types.Object, arm: bpy.types.Object) -> dict:
 
 def recompute_weights(obj: bpy.types.Object, arm: bpy.types.Object, backend: BackendProcess | None = None,
                       timeout: float | None = None) -> int:
-    """Send the edited bones to the backend, replace the rig's vertex groups; returns bone count.
-    The mesh keeps its other groups; on failure nothing changes."""
+    """Send the edited bones and this object's own mesh (as it is now) to the backend, replace the
+    rig's vertex groups; returns the bone count. The mesh keeps the user's groups; on failure
+    nothing changes. ValueError when the rig's job folder is gone or belongs to another object,
+    RuntimeError ``[code] message`` when the backend fails (``[busy]``: a job runs on the folder)."""
     from . import session
+    from .capture import mesh_arrays
+    from .identity import object_id
+    from .jobfolder import lock
     from .prefs import get_prefs
 
-    job = arm.get("sp4d_job")
-    if not job or not Path(job, layout.MESH_NPZ).exists():
-        raise ValueError("this armature has no SP4D job folder to recompute from")
-    layout.write_json_atomic(Path(job) / layout.SKELETON_EDITED_JSON, edited_skeleton(obj, arm))
+    job = arm.get(RIG_PROP)
+    if not job or not Path(job, layout.JOB_JSON).exists():
+        raise ValueError("this armature has no SP4D job folder to recompute from (deleted?): run Generate Rig again")
+    owner = arm.get(OWNER_PROP)
+    if owner and obj.get("sp4d_id") and owner != obj["sp4d_id"]:
+        raise ValueError(f"'{arm.name}' was built for another object, not '{obj.name}': run Generate Rig on it")
+    if obj.get("sp4d_id"):
+        object_id(obj, Path(job).parent)  # a duplicate of the rigged object gets an id of its own here
+    check_owner(obj, job)
+    user = set(json.loads(arm.get(USER_GROUPS_PROP) or "[]"))
+    skeleton = edited_skeleton(obj, arm)
+    clash = [b["name"] for b in skeleton["bones"] if b["deform"] and b["name"] in user]
+    if clash:
+        raise ValueError(f"vertex groups of yours are named like bones ({', '.join(clash[:5])}): rename them first")
+    try:
+        with lock.JobLock(job, "Blender writing the edited bones"):
+            layout.write_npz_atomic(Path(job) / layout.MESH_NPZ, **mesh_arrays(obj))  # never another object's
+            layout.write_json_atomic(Path(job) / layout.SKELETON_EDITED_JSON, skeleton)
+    except lock.Busy as exc:
+        raise RuntimeError(f"[busy] {exc}") from None
+    except OSError as exc:
+        raise RuntimeError(f"[io_error] cannot write the job folder {job}: {exc.strerror or exc}") from None
     rj = RigJob(backend or session.get_backend(get_prefs().backend_python or None), job, cmd="reweight")
     rj.start()
     rj.wait(timeout)
     if rj.state != "done":
         raise RuntimeError(f"[{rj.error['code']}] {rj.error['message']}")
-    w, names = read_weights(job)
+    w, names = read_weights(job, layout.WEIGHTS_EDITED_NPZ)
     if w.shape[0] != len(obj.data.vertices):
-        raise ValueError("the mesh changed since the job ran: rig it again")
+        raise ValueError("the mesh changed while the weights were computed: recompute them again")
     old = [b.name for b in arm.data.bones if b.use_deform]
     for n in old:
         g = obj.vertex_groups.get(n)
-        if g is not None:
+        if g is not None and n not in user:
             obj.vertex_groups.remove(g)
     for j, n in enumerate(names):
-        set_group_weights(obj.vertex_groups.new(name=n), w[:, j])
+        g = obj.vertex_groups.get(n) or obj.vertex_groups.new(name=n)
+        g.remove(list(range(len(obj.data.vertices))))
+        set_group_weights(g, w[:, j])
     parts_summary(obj, arm)
     return len(names)

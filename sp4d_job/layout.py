@@ -31,6 +31,7 @@ LABELS_NPZ = "parts/labels.npz"
 SKELETON_JSON = "rig/skeleton.json"
 SKELETON_EDITED_JSON = "rig/skeleton_edited.json"  # Blender's edited bones, for reweight
 WEIGHTS_NPZ = "rig/weights.npz"
+WEIGHTS_EDITED_NPZ = "rig/weights_edited.npz"  # weights for the edited bones (reweight), beside the stage's own
 CAPTURE_DIR = "capture"  # frames Blender rendered of the mesh (source.clip = "capture")
 
 

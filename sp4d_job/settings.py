@@ -7,6 +7,7 @@ anything runs. Unknown settings are kept and ignored; a setting given as null ta
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -83,7 +84,7 @@ def _int(s: Setting, v: Any) -> int:
 
 
 def _float(s: Setting, v: Any) -> float:
-    if isinstance(v, bool):
+    if isinstance(v, bool) or not math.isfinite(float(v)):
         raise ValueError(v)
     return float(v)
 
@@ -130,7 +131,7 @@ SETTINGS = (
             choices=("auto", "sp4d", "oracle")),
     Setting("frames", 4, "int", "frames of the clip to generate (picked evenly)", low=1, high=64),
     Setting("image_size", 576, "int", "the model's square image size (a multiple of 64 for the released model)",
-            low=16, multiple=8),
+            low=16, high=2048, multiple=8),
     Setting("steps", 50, "int", "denoising steps", low=1),
     Setting("cfg", 3.0, "float", "guidance scale of the last frame (linear from min_cfg)"),
     Setting("min_cfg", 1.0, "float", "guidance scale of the first frame"),

@@ -78,7 +78,7 @@ class Task:
 
 class Batch:
     """Schedules one request on a connected cluster and writes its report; ``run`` returns the
-    exit code (0: every item rigged, 1: some failed)."""
+    exit code (0: every item rigged, 1: some failed, 3: none rigged; as scripts/batch_rig.py)."""
 
     def __init__(self, ray, req: Request, progress: Progress | None = None):
         self.ray, self.req = ray, req
@@ -408,7 +408,9 @@ class Batch:
             self.report.close(self.items)
         if self.progress:
             self.progress.show(self.report.done, self.report.failed, {}, force=True)
-        return 0 if self.report.failed == 0 else 1
+        if self.report.failed == 0:
+            return 0
+        return 3 if self.report.done == 0 else 1
 
 
 _WHERE = re.compile(r"on (?P<host>\S+) \(node (?P<node>\S+), pid (?P<pid>\d+)\)")

@@ -14,7 +14,7 @@ import json
 import numpy as np
 
 from sp4d_job.arrays import world_vertices
-from sp4d_job.layout import STAGES
+from sp4d_job.layout import LABELS_NPZ, SKELETON_JSON, WEIGHTS_NPZ
 
 from ..context import StageContext
 from ..errors import BackendError
@@ -37,7 +37,7 @@ def read_cameras(job: JobDir) -> dict:
         cams = json.loads(job.cameras_json.read_text())
         cams["views"], cams["frames"]  # noqa: B018 - presence check
         return cams
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise BackendError("bad_input", f"views/cameras.json is missing or invalid ({exc}); "
                            "run the generate stage first") from exc
 
@@ -52,13 +52,13 @@ def _threads():
 
 def run_parts(job: JobDir, ctx: StageContext) -> dict:
     """Decode views/parts into parts/labels.npz (skipped when already done for these views)."""
-    gen = job.stage_info("generate")
     cams = read_cameras(job)
     n_t, n_v = int(cams["frames"]), len(cams["views"])
-    key = digest("parts", gen.get("key"), n_t, n_v)
+    # the key is the images it reads, by content: new views (or a re-run generate) re-decode
+    key = digest("parts", n_t, n_v, *(job.view_image(kind, v, t) for t in range(n_t) for v in range(n_v)
+                                      for kind in ("parts", "rgb")))
     if job.stage_done("parts", key):
         return job.stage_info("parts")
-    job.invalidate_from("parts", STAGES)
     present = np.zeros((n_t, n_v), bool)
     parts, rgbs = [], []
     shape = None
@@ -84,7 +84,8 @@ def run_parts(job: JobDir, ctx: StageContext) -> dict:
     full[present] = result.labels
     write_npz_atomic(job.labels_npz, labels=full, colours=result.colours, present=present)
     ctx.progress("parts", n_t + 1, n_t + 1, f"{len(result.colours)} parts found")
-    job.mark_stage("parts", key, parts=len(result.colours), merged=result.merges, background=result.background)
+    job.mark_stage("parts", key, outputs=[LABELS_NPZ], parts=len(result.colours), merged=result.merges,
+                   background=result.background)
     return job.stage_info("parts")
 
 
@@ -175,13 +176,12 @@ def run_rig(job: JobDir, ctx: StageContext) -> dict:
     if mesh is None:  # a clip without a mesh: build one from the silhouettes
         mesh = _hull_mesh(job, ctx)
     top_k = int(settings_of(spec)["max_influences"] or 0)
-    key = digest("rig", job.stage_info("parts").get("key"), job.mesh_npz, top_k)
+    key = digest("rig", job.outputs_key("parts"), job.labels_npz, job.cameras_json, job.mesh_npz, top_k)
     if job.stage_done("rig", key):
         return job.stage_info("rig")
-    job.invalidate_from("rig", STAGES)
     with _threads():
         record = _rig(job, ctx, mesh, top_k)
-    job.mark_stage("rig", key, **record)
+    job.mark_stage("rig", key, outputs=[SKELETON_JSON, WEIGHTS_NPZ], **record)
     return job.stage_info("rig")
 
 

@@ -155,7 +155,7 @@ def resolve_devices(spec: str, cuda_count: int | None = None) -> tuple[str, ...]
         except RuntimeError as exc:
             raise BackendError("bad_input", f"{name!r} is not a device: {exc}") from None
         if dev.type == "cuda" and not count and dev.index is None:
-            raise BackendError("missing_weights", f"device {name!r} was asked for but no CUDA GPU is available")
+            raise BackendError("no_gpu", f"device {name!r} was asked for but no CUDA GPU is available")
         if dev.type == "cuda" and (dev.index or 0) >= count:
             raise BackendError("bad_input", f"device {name!r} was asked for but {count} CUDA GPU(s) are visible")
         out.append(name)

@@ -1,6 +1,11 @@
+import json
 import os
+import select
 import shutil
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -37,12 +42,32 @@ def generated_job(tmp_path_factory, creature):
     return job
 
 
+def copy_job(job: JobDir, dst) -> JobDir:
+    """A private copy of ``job`` at ``dst`` that a test may modify."""
+    shutil.copytree(job.root, dst)
+    return JobDir(dst)
+
+
 @pytest.fixture
 def job_copy(generated_job, tmp_path):
-    """A private copy of the generated job that a test may modify."""
-    dst = tmp_path / "job"
-    shutil.copytree(generated_job.root, dst)
-    return JobDir(dst)
+    """A private copy of the generated job."""
+    return copy_job(generated_job, tmp_path / "job")
+
+
+@pytest.fixture(scope="session")
+def rigged_job(tmp_path_factory, generated_job):
+    """A job folder with every stage done (the oracle's views, parts, rig), made once per session."""
+    from backend.stages import run_command
+
+    job = copy_job(generated_job, tmp_path_factory.mktemp("rigged") / "job")
+    run_command("run", job, StageContext())
+    return job
+
+
+@pytest.fixture
+def rigged_copy(rigged_job, tmp_path):
+    """A private copy of the rigged job."""
+    return copy_job(rigged_job, tmp_path / "rigged")
 
 
 @pytest.fixture
@@ -50,3 +75,69 @@ def miou():
     from backend.rig.metrics import part_miou
 
     return part_miou
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Proc:
+    """``python -m backend serve`` as a real subprocess: send requests, read events."""
+
+    def __init__(self, env: dict | None = None, **popen):
+        env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+        self.p = subprocess.Popen([sys.executable, "-u", "-m", "backend", "serve"], cwd=ROOT, env=env,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, **popen)
+        assert self.read()["event"] == "ready"
+
+    def send(self, **req):
+        self.write(json.dumps(req))
+
+    def write(self, line: str):
+        self.p.stdin.write(line + "\n")
+        self.p.stdin.flush()
+
+    def read(self, timeout=120):
+        r, _, _ = select.select([self.p.stdout], [], [], timeout)
+        assert r, "backend did not answer in time"
+        line = self.p.stdout.readline()
+        assert line, f"backend exited: {self.p.stderr.read()}"
+        return json.loads(line)
+
+    def until(self, rid, kinds=("result", "error")):
+        events = []
+        while True:
+            e = self.read()
+            if e.get("id") == rid:
+                events.append(e)
+                if e["event"] in kinds:
+                    return events
+
+    def close(self):
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait()
+        for f in (self.p.stdin, self.p.stdout, self.p.stderr):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def start_server():
+    """A factory of backend server processes, each closed after the test."""
+    procs = []
+
+    def start(**kw):
+        procs.append(Proc(**kw))
+        return procs[-1]
+
+    yield start
+    for p in procs:
+        p.close()
+
+
+@pytest.fixture
+def server(start_server):
+    return start_server()

@@ -31,7 +31,7 @@ def test_options_from_settings():
         RunOptions.from_settings(checked({"device": "cuda:0,cuda:1"}), cuda_count=1)
     with pytest.raises(BackendError, match="no CUDA GPU") as e:
         RunOptions.from_settings(checked({"device": "cuda"}), cuda_count=0)
-    assert e.value.code == "missing_weights"
+    assert e.value.code == "no_gpu"
 
 
 def test_options_are_checked_and_replaced_by_name():

@@ -245,10 +245,14 @@ def test_reweight_an_edited_skeleton(rigged, tmp_path):
             b["name"] = "spine"
         if b["parent"] == "torso":
             b["parent"] = "spine"
+    stage_outputs = {p: p.read_bytes() for p in (job.weights_npz, job.skeleton_json)}
     rec = reweight(job, skel)
-    with np.load(job.weights_npz) as z:
+    with np.load(job.root / rec["weights"]) as z:
         w, names = z["weights"], list(z["bone_names"])
     assert rec["bones"] == len(names) == 12 and "spine" in names and tip["name"] not in names
+    # the rig stage's own files stay as it wrote them: its record stays valid
+    assert all(p.read_bytes() == b for p, b in stage_outputs.items())
+    assert job.stage_done("rig", job.stage_info("rig")["key"])
     assert np.allclose(w.sum(1), 1, atol=1e-5) and (w.max(0) > 0.99).all()
     with pytest.raises(BackendError, match="no deform bones"):
         reweight(job, {"bones": []})

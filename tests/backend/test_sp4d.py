@@ -321,7 +321,8 @@ def test_hub_download_offline_gives_a_clear_message(tmp_path):
             "try:\n    hub_weights()\nexcept BackendError as e:\n    print(e.code, e.message)\n")
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path), PYTHONPATH=str(ROOT))
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert r.stdout.startswith("missing_weights") and "hub cache" in r.stdout, r.stdout + r.stderr
+    assert r.stdout.startswith("offline") and "hub cache" in r.stdout and "HF_HUB_OFFLINE" in r.stdout, \
+        r.stdout + r.stderr
 
 
 def test_attention_chunking_and_single_key_shortcut_are_exact():

@@ -34,7 +34,8 @@ def test_package_bundles_addon_backend_and_job_schema_only(package):
     names = zipfile.ZipFile(package).namelist()
     assert "blender_manifest.toml" in names and "__init__.py" in names
     assert "sp4d_blender/operators.py" in names and "backend/server.py" in names and "sp4d_job/layout.py" in names
-    assert not [n for n in names if n.startswith(("tests/", ".venv", ".git/")) or "__pycache__" in n]
+    assert not [n for n in names if n.startswith(("tests/", ".venv", ".git", "docs/", "scripts/", "build/", ".ruff"))
+                or "__pycache__" in n or ".egg-info" in n]
 
 
 def test_install_enable_and_generate_rig_from_the_zip(package, tmp_path, sample_npz):

@@ -117,7 +117,7 @@ def test_no_ground_truth_and_no_weights_is_a_clear_error(creature, tmp_path, sce
     before = scene_snapshot()
     with pytest.raises(api.RigError) as e:
         api.generate_rig(creature, job_dir=tmp_path / "job", settings={"part_source": "auto"})
-    assert e.value.code == "missing_weights"
+    assert e.value.code == "no_gpu"  # no GPU here: the weights are not what is missing
     assert scene_snapshot() == before
 
 
@@ -255,14 +255,16 @@ def test_rig_clip_failures_add_nothing(tmp_path, scene_snapshot):
     bpy.data.images.remove(img)
     with pytest.raises(api.RigError) as e:  # SP4D is needed for a clip and cannot run here
         api.rig_clip(clip, job_dir=tmp_path / "b", settings={"part_source": "auto"})
-    assert e.value.code == "missing_weights", e.value
+    assert e.value.code == "no_gpu", e.value
     broken = tmp_path / "c"
     broken.mkdir()
     (broken / "mesh.npz").write_bytes(b"not a zip")  # a finished job whose hull mesh is unreadable
     with pytest.raises(ValueError, match="no readable mesh.npz"):
         api.build_clip_rig(broken, "hull")
+    with pytest.raises(api.RigError, match="no readable mesh.npz"):  # api.rig_clip's build step: a RigError
+        api._built(lambda: api.build_clip_rig(broken, "hull"))
     bpy.context.scene.sp4d.clip_path = str(clip)
     assert bpy.ops.sp4d.rig_clip.poll()
-    with pytest.raises(RuntimeError, match="missing_weights"):  # the operator reports the same error
+    with pytest.raises(RuntimeError, match="no_gpu"):  # the operator reports the same error
         bpy.ops.sp4d.rig_clip()
     assert scene_snapshot() == before

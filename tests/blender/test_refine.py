@@ -136,7 +136,8 @@ def test_batch_script_on_two_files_continues_after_a_failure(sample_npz, tmp_pat
     got = {x["object"]: x for x in report}
     assert {k: v["ok"] for k, v in got.items()} == {"Creature0": True, "Creature1": True, "Broken": False}
     assert "no faces" in got["Broken"]["error"]
-    settings = json.loads((out / "jobs" / "file0-Creature0" / "job.json").read_text())["settings"]
+    (job0,) = (out / "jobs").glob("file0-Creature0-*")
+    settings = json.loads((job0 / "job.json").read_text())["settings"]
     assert settings["low_vram"] is True and settings["compile"] == "blocks" and "device" not in settings
     for i in range(2):
         assert (out / f"file{i}_rigged.blend").exists() and (out / f"file{i}_rigged.glb").stat().st_size > 10_000
@@ -145,11 +146,19 @@ def test_batch_script_on_two_files_continues_after_a_failure(sample_npz, tmp_pat
 def test_setup_backend_makes_an_environment_with_the_backend(tmp_path):
     """The preferences' Set Up Backend path: venv + pip install of the bundled backend. Its
     dependencies (torch…) are skipped here; pip fetches only the build tools from PyPI."""
-    from sp4d_blender.setup_backend import setup_backend
+    import shutil
 
+    from sp4d_blender.setup_backend import SOURCES, setup_backend
+
+    ext = tmp_path / "extension"  # an installed extension's folder: the backend's sources, nothing else
+    ext.mkdir()
+    for name in SOURCES:
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy2)(ROOT / name, ext / name)
+    listing = sorted(p.relative_to(ext) for p in ext.rglob("*"))
     lines = []
-    py = setup_backend(tmp_path / "venv", pip_args=("--no-deps",), on_line=lines.append)
+    py = setup_backend(tmp_path / "venv", pip_args=("--no-deps",), on_line=lines.append, source=ext)
     assert py.exists() and any(line.startswith("$ ") for line in lines)
+    assert sorted(p.relative_to(ext) for p in ext.rglob("*")) == listing  # no build/, no *.egg-info left there
     r = subprocess.run([str(py), "-c", "import backend, sys; print(backend.__version__)"], cwd=tmp_path,
                        capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "0.1.0", r.stderr
