@@ -2,8 +2,9 @@
 
 1. The tiny fixtures on CUDA in float32 with TF32 off: worst relative error per fixture tensor.
 2. The full-size dual UNet with random weights: one denoiser call at --size (default 576) with the
-   CFG batch (2 × 48 frames) in float32 (TF32 off), bfloat16 and float16; agreement of the reduced
-   precisions with float32, time per call and peak GPU memory.
+   CFG batch (2 × 48 frames) in float32 (TF32 off), bfloat16, float16 and float32 weights under
+   fp16 autocast (``autocast_float16``: the official script's release mode); agreement of the
+   reduced precisions with float32, time per call and peak GPU memory.
 
 Usage: python scripts/gpu_check_sp4d.py --fixtures PATH/sp4d_tiny [--out results.json]
 """
@@ -93,12 +94,16 @@ def full_size_call(size: int, batch: int, repeats: int, scope: str | None = None
     rows = {}
     ref = None
     for name in dtypes:  # the first is the reference
-        dt = getattr(torch, name)
+        # "autocast_float16": float32 weights under fp16 autocast, the official script's release mode
+        # (products and convolutions in fp16, norms and softmax in float32; our kernels need half weights)
+        autocast = name.startswith("autocast_")
+        dt = torch.float32 if autocast else getattr(torch, name)
         m.model.to(dt)
         pipe.apply(options_for("cuda", dt, scope, **ops))
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-        with torch.inference_mode():
+        amp = torch.autocast("cuda", dtype=getattr(torch, name[len("autocast_"):]), enabled=autocast)
+        with torch.inference_mode(), amp:
             out = m.denoise(x, sigma, cond)  # warm-up (and the value compared)
             torch.cuda.synchronize()
             t0 = time.perf_counter()
@@ -138,8 +143,8 @@ def main() -> int:
                     help="the full-size check's eager ResBlock norms through F.group_norm, not frame_norm's kernels")
     args = ap.parse_args()
     dtypes = tuple(args.dtypes.split(","))
-    if not set(dtypes) <= {"float32", "bfloat16", "float16"} or len(dtypes) < 2:
-        ap.error(f"--dtypes: two or more of float32, bfloat16, float16, got {args.dtypes!r}")
+    if not set(dtypes) <= {"float32", "bfloat16", "float16", "autocast_float16"} or len(dtypes) < 2:
+        ap.error(f"--dtypes: two or more of float32, bfloat16, float16, autocast_float16, got {args.dtypes!r}")
     if not torch.cuda.is_available():
         ap.error("needs a CUDA GPU (run it on the device machine)")
     torch.backends.cuda.matmul.allow_tf32 = False

@@ -102,6 +102,8 @@ def _str(s: Setting, v: Any) -> str:
 
 
 def _choice(s: Setting, v: Any) -> str:
+    if isinstance(v, int) and not isinstance(v, bool) and str(v) in s.choices:
+        return str(v)  # a number among numeric names ("vram": 16)
     if v not in s.choices:
         raise ValueError(v)
     return v
@@ -147,7 +149,9 @@ SETTINGS = (
     Setting("noise_file", None, "path", "safetensors with sampler.randn and cond.noise.* (exact reproduction)"),
     Setting("compile", None, "compile", "torch.compile the UNet and the VAE decoder: true (= layers), 'blocks' or "
             "'layers' (docs/perf.md)"),
-    Setting("low_vram", False, "bool", "keep the image encoders off the GPU while sampling"),
+    Setting("low_vram", False, "bool", "at most the 16 GB memory tier (the image encoders off the GPU while sampling)"),
+    Setting("vram", "auto", "choice", "the GPU memory tier: 24, 16 or 12 (GB), or auto (from the GPU's free memory; "
+            "docs/perf.md)", choices=("auto", "24", "16", "12")),
     Setting("max_influences", 4, "int", "bones per vertex (0: no limit)", low=0, stage="rig"),
 )
 BY_NAME = {s.name: s for s in SETTINGS}

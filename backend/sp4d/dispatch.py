@@ -246,6 +246,11 @@ def describe(options: RunOptions) -> str:
                                   "pytorch": "PyTorch's pick"}[ops.clip_attention]),
         ("conditioner while sampling", f"waits on {options.offload} (low VRAM)" if options.offload
          else "stays on the GPU"),
+        ("memory tier", f"{options.tier} GB" if options.tier else "none (CPU)"),
+        ("guidance halves", "one UNet batch" if options.cfg_batch == "joint"
+         else "two UNet calls, one after the other"),
+        ("UNet weights", "all on the GPU" if options.unet_resident_gib is None
+         else f"{options.unet_resident_gib:g} GiB on the GPU, the largest blocks streamed from pinned host memory"),
         ("decoding", f"{options.decode_chunk} latents a VAE call"
          + (", decoder weights channels-last" if compiled else "")),
     ]
