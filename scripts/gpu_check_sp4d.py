@@ -102,7 +102,8 @@ def full_size_call(size: int, batch: int, repeats: int, scope: str | None = None
         pipe.apply(options_for("cuda", dt, scope, **ops))
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-        amp = torch.autocast("cuda", dtype=getattr(torch, name[len("autocast_"):]), enabled=autocast)
+        amp = torch.autocast("cuda", dtype=getattr(torch, name[len("autocast_"):]) if autocast else torch.float16,
+                             enabled=autocast)
         with torch.inference_mode(), amp:
             out = m.denoise(x, sigma, cond)  # warm-up (and the value compared)
             torch.cuda.synchronize()
