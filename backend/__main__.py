@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("job")
     p.add_argument("skeleton", help="skeleton JSON (rig/skeleton.json format)")
     add_flags(p, stage="rig")
-    p = sub.add_parser("prepare", help="load the model and compile it once at these settings, so that the "
-                       "first job finds the compiled graphs on disk (Set Up's last step)")
+    p = sub.add_parser("prepare", help="run the model once at these settings, so that the first job finds the "
+                       "kernels' tuning and (with --compile) the compiled graphs on disk (Set Up's last step)")
     add_flags(p)
     p = sub.add_parser("sample", help="write the procedural sample creature (npz)")
     p.add_argument("out", help="output .npz path")

@@ -106,6 +106,17 @@ def _generate(ctx: StageContext, s: dict, options, frames: np.ndarray, warnings:
             warnings.append(f"torch.compile failed ({first[:200]}); generated without it")
             ctx.progress(STAGE, 0, 1, f"warning: {warnings[-1]}")
             rgb, parts = run()
+        except BackendError as exc:
+            if exc.code != "numeric_overflow" or options.dtype != torch.float16:
+                raise
+            # fp16's range exceeded (weights or inputs the measurements never saw): the same job in
+            # bf16, whose range is float32's; the model is loaded again in that precision
+            options = options.replace(dtype=torch.bfloat16)
+            warnings.append("fp16 overflowed; generated in bf16 (set precision to bf16 to skip the first try)")
+            ctx.progress(STAGE, 0, 1, f"warning: {warnings[-1]}")
+            pipe = get_pipeline(s["weights"], s["model_config"], options)
+            pipe.apply(options)
+            rgb, parts = run()
     except torch.OutOfMemoryError as exc:
         smaller = {"24": "16", "16": "12"}.get(options.tier or "")
         lower = f"set vram to {smaller} (a smaller memory tier)" if smaller else "lower image_size"

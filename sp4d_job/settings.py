@@ -140,7 +140,8 @@ SETTINGS = (
     Setting("seed", 23, "int", "seed of the noise (a CPU generator)"),
     Setting("device", "auto", "device", "auto, cpu, cuda, cuda:N, or two GPUs (cuda:0,cuda:1): the unconditional "
             "half of each guided step on a UNet copy on the second"),
-    Setting("precision", "bf16", "choice", "the GPU's precision (the CPU always computes in fp32)",
+    Setting("precision", "fp16", "choice", "the GPU's precision (the CPU always computes in fp32); fp16 is as close "
+            "to fp32 as the official fp16 autocast, bf16 has the wider range (docs/perf.md row 52)",
             choices=("bf16", "fp16", "fp32")),
     Setting("weights", "hub", "str", "sp4d.safetensors, or 'hub' (the gated Hugging Face repo stabilityai/sp4d)"),
     Setting("model_config", None, "path", "model config yaml (default: the released model's)", flag="--config"),

@@ -277,6 +277,16 @@ def test_memory_tiers_compute_the_same_sampling_run(model, conditioned, sampling
     close(model.sample(c, uc, sampling["sampler.randn"], steps=3), sampling["step2.x_out"])
 
 
+def test_non_finite_latents_are_a_clear_error(model, sampling):
+    """Half precision past its range yields inf/NaN latents: numeric_overflow (generate_sp4d then
+    runs the job again in bf16), never images of garbage."""
+    frames = u8_to_model(sampling["input.frames_u8"])
+    noise = torch.full_like(sampling["sampler.randn"], float("inf"))
+    with pytest.raises(BackendError) as e:
+        SP4DPipeline(model).window(frames, noise, steps=1)
+    assert e.value.code == "numeric_overflow" and "bf16" in e.value.message
+
+
 def test_blocks_to_stream_take_the_largest_until_the_rest_fits(model):
     unet = model.model.diffusion_model
     total = memory.module_bytes(unet)
