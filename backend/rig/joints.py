@@ -69,6 +69,9 @@ def pivot_residual(rel: np.ndarray, contact: np.ndarray, prior: float = 2.5e-3) 
     return float(np.sqrt(np.mean((A @ q - b) ** 2)))
 
 
+SNAP_DEG = 25.0  # a broad contact's hinge direction this close to one of the patch's principal axes takes it
+
+
 def contact_vertices(vertices: np.ndarray, labels: np.ndarray, child: int, parent: int,
                      reach: float = 0.015) -> np.ndarray:
     """Indices of the child's vertices within ``reach`` × the diagonal of the parent's (the contact
@@ -85,13 +88,17 @@ def contact_vertices(vertices: np.ndarray, labels: np.ndarray, child: int, paren
 
 def hinge_on_contact(vertices: np.ndarray, labels: np.ndarray, child: int, patch: np.ndarray,
                      label_images: np.ndarray, present: np.ndarray, views, part_id: int,
-                     min_spread: float = 0.5, power: float = 2.0) -> np.ndarray | None:
+                     min_spread: float = 0.5, edge_quantile: float = 0.98) -> np.ndarray | None:
     """For a broad contact (the patch spreads over ≥ ``min_spread`` of the child's length: a lid
-    on a box, not a limb's ring), the point of the patch that stays put: a turn leaves its hinge
-    in place, so patch vertices near the hinge keep landing on the child's pixels in the later
-    frames while those far from it leave. Each patch vertex scores the share of (frame ≥ 1,
-    view) where its rest position still shows the child; the result is the score^power-weighted
-    mean of the patch. None for a narrow contact or when nothing stays."""
+    on a box, not a limb's ring), the hinge: a turn leaves the patch's vertices near the hinge in
+    place, so they keep landing on the child's pixels in the later frames while those far from it
+    leave. Each patch vertex scores the share of (frame ≥ 1, view) where its rest position still
+    shows the child; the score's least-squares slope over the patch (a plane fit) points to the
+    hinge's side, and the hinge is the point of the patch's far edge on that side (the
+    ``edge_quantile`` of the positions along the slope) nearest the patch's centre: the point of
+    a hinge axis nearest the contact. A slope, not a score-weighted mean: noisy part images
+    (bleeding, blobs) raise every vertex's score alike, which drags a weighted mean to the
+    centre but leaves the slope's direction. None for a narrow contact or when nothing stays."""
     pts = vertices[labels == child]
     if len(patch) < 3 or len(pts) < 3:
         return None
@@ -110,5 +117,22 @@ def hinge_on_contact(vertices: np.ndarray, labels: np.ndarray, child: int, patch
             count += 1
     if not count or score.max() <= 0:
         return None
-    wts = (score / count) ** power
-    return (vertices[patch] * wts[:, None]).sum(0) / wts.sum()
+    p = vertices[patch]
+    centre = p.mean(0)
+    plane = np.linalg.svd(p - centre, full_matrices=False)[2][:2]  # (2, 3) the patch's own plane
+    xy = (p - centre) @ plane.T
+    slope = np.linalg.lstsq(np.c_[xy, np.ones(len(xy))], score / count, rcond=None)[0][:2]
+    if np.linalg.norm(slope) <= 0:
+        return None
+    d = slope / np.linalg.norm(slope)
+    snap = np.abs(d).argmax()  # a hinge runs along an edge: within SNAP_DEG of one of the patch's axes, take it
+    if abs(d[snap]) >= np.cos(np.radians(SNAP_DEG)):
+        d = np.sign(d[snap]) * np.eye(2)[snap]
+    g = d @ plane
+    side = np.array([-d[1], d[0]])
+    along, across = xy @ d, xy @ side
+    lo, hi = np.quantile(across, [1 - edge_quantile, edge_quantile])
+    mid = 0.5 * (lo + hi)  # the middle of the patch's extent along the hinge (its mean leans with stray labels)
+    band = np.abs(across - mid) <= 0.1 * (hi - lo)  # the patch along the line from its middle towards the hinge
+    return centre + mid * (side @ plane) + float(np.quantile(along[band] if band.sum() >= 3 else along,
+                                                             edge_quantile)) * g
