@@ -69,7 +69,7 @@ def pivot_residual(rel: np.ndarray, contact: np.ndarray, prior: float = 2.5e-3) 
     return float(np.sqrt(np.mean((A @ q - b) ** 2)))
 
 
-SNAP_DEG = 25.0  # a broad contact's hinge direction this close to one of the patch's principal axes takes it
+RIM = 0.15  # share of a broad contact's patch, at each end of its axes, whose staying score names the hinge's side
 
 
 def contact_vertices(vertices: np.ndarray, labels: np.ndarray, child: int, parent: int,
@@ -86,24 +86,35 @@ def contact_vertices(vertices: np.ndarray, labels: np.ndarray, child: int, paren
     return vc[d <= reach * diag]
 
 
+def broad_contact(vertices: np.ndarray, labels: np.ndarray, child: int, patch: np.ndarray,
+                  min_spread: float = 0.5) -> bool:
+    """Whether the contact patch (vertex indices) spreads over ≥ ``min_spread`` of the child's
+    length (a lid on a box, not a limb's ring): its pivot may lie anywhere along it, far from
+    its centre."""
+    pts = vertices[labels == child]
+    if len(patch) < 3 or len(pts) < 3:
+        return False
+    length = np.ptp(pts @ np.linalg.svd(pts - pts.mean(0), full_matrices=False)[2][0])
+    return bool(np.linalg.norm(vertices[patch] - vertices[patch].mean(0), axis=1).max() >= min_spread * length)
+
+
 def hinge_on_contact(vertices: np.ndarray, labels: np.ndarray, child: int, patch: np.ndarray,
                      label_images: np.ndarray, present: np.ndarray, views, part_id: int,
-                     min_spread: float = 0.5, edge_quantile: float = 0.98) -> np.ndarray | None:
+                     min_spread: float = 0.5, edge_quantile: float = 0.98,
+                     towards: np.ndarray | None = None) -> np.ndarray | None:
     """For a broad contact (the patch spreads over ≥ ``min_spread`` of the child's length: a lid
     on a box, not a limb's ring), the hinge: a turn leaves the patch's vertices near the hinge in
     place, so they keep landing on the child's pixels in the later frames while those far from it
     leave. Each patch vertex scores the share of (frame ≥ 1, view) where its rest position still
-    shows the child; the score's least-squares slope over the patch (a plane fit) points to the
-    hinge's side, and the hinge is the point of the patch's far edge on that side (the
-    ``edge_quantile`` of the positions along the slope) nearest the patch's centre: the point of
-    a hinge axis nearest the contact. A slope, not a score-weighted mean: noisy part images
-    (bleeding, blobs) raise every vertex's score alike, which drags a weighted mean to the
-    centre but leaves the slope's direction. None for a narrow contact or when nothing stays."""
-    pts = vertices[labels == child]
-    if len(patch) < 3 or len(pts) < 3:
-        return None
-    length = np.ptp(pts @ np.linalg.svd(pts - pts.mean(0), full_matrices=False)[2][0])
-    if np.linalg.norm(vertices[patch] - vertices[patch].mean(0), axis=1).max() < min_spread * length:
+    shows the child; of the patch's four ends along its principal axes (a hinge runs along an
+    edge), the one whose outer band (RIM) scores highest is the hinge's side, and the hinge is
+    the middle of the patch's far edge there (the ``edge_quantile`` of the positions along that
+    axis, halfway across): the point of a hinge axis nearest the contact. Bands, not a
+    score-weighted mean: noisy part images (bleeding, blobs) raise every vertex's score alike,
+    which drags a weighted mean to the centre but leaves the bands' order. None for a narrow
+    contact or when nothing stays. ``towards``: a pivot found otherwise (the child's free rigid
+    motion); the end of the patch in its direction is the hinge's side instead."""
+    if not broad_contact(vertices, labels, child, patch, min_spread):
         return None
     score = np.zeros(len(patch))
     count = 0
@@ -115,19 +126,23 @@ def hinge_on_contact(vertices: np.ndarray, labels: np.ndarray, child: int, patch
             ok = (px[:, 0] >= 0) & (px[:, 0] < w) & (px[:, 1] >= 0) & (px[:, 1] < h)
             score[ok] += label_images[t, v][px[ok, 1], px[ok, 0]] == part_id
             count += 1
-    if not count or score.max() <= 0:
+    if towards is None and (not count or score.max() <= 0):
         return None
     p = vertices[patch]
     centre = p.mean(0)
-    plane = np.linalg.svd(p - centre, full_matrices=False)[2][:2]  # (2, 3) the patch's own plane
+    plane = np.linalg.svd(p - centre, full_matrices=False)[2][:2]  # (2, 3) the patch's own axes
     xy = (p - centre) @ plane.T
-    slope = np.linalg.lstsq(np.c_[xy, np.ones(len(xy))], score / count, rcond=None)[0][:2]
-    if np.linalg.norm(slope) <= 0:
-        return None
-    d = slope / np.linalg.norm(slope)
-    snap = np.abs(d).argmax()  # a hinge runs along an edge: within SNAP_DEG of one of the patch's axes, take it
-    if abs(d[snap]) >= np.cos(np.radians(SNAP_DEG)):
-        d = np.sign(d[snap]) * np.eye(2)[snap]
+    share = score / max(count, 1)
+    ends = (np.array([1.0, 0]), np.array([-1.0, 0]), np.array([0, 1.0]), np.array([0, -1.0]))
+    if towards is not None:
+        d = max(ends, key=lambda e: float(e @ (plane @ (towards - centre))))
+    else:
+        best = -1.0
+        for e in ends:
+            along = xy @ e
+            rim = along >= np.quantile(along, 1 - RIM)  # the patch's outer band towards e
+            if share[rim].mean() > best:
+                best, d = float(share[rim].mean()), e
     g = d @ plane
     side = np.array([-d[1], d[0]])
     along, across = xy @ d, xy @ side
