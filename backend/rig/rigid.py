@@ -84,7 +84,8 @@ def free_motion(tracker, parts: list[int] | None = None,
     of each part's rows at the tracked motion (P,) and at its free fit (P,), summed over the
     frames, both on the rows selected at the free fit). Frame by frame, each part starting from
     the better of its tracked pose and its last frame's free pose relative to the tracked parent;
-    the rows are selected again at the free poses ``rounds`` times."""
+    the rows are selected again at the free poses ``rounds`` times (the tracker keeps these
+    rows: call its select again before fitting it further)."""
     tracked = np.stack([tracker.world(t) for t in range(tracker.n_t)])
     world = tracked.copy()
     p = world.shape[1]
@@ -111,5 +112,4 @@ def free_motion(tracker, parts: list[int] | None = None,
             rows = _part_rows(tracker.rows[t], k)
             cost_tracked[k] += robust_cost(_residuals(tracker, t, rows, tracked[t, k])[0], 2.0)
             cost_free[k] += robust_cost(_residuals(tracker, t, rows, world[t, k])[0], 2.0)
-        tracker.select(t)  # the tracker's own rows again
     return world, cost_tracked, cost_free
