@@ -69,6 +69,7 @@ def pivot_residual(rel: np.ndarray, contact: np.ndarray, prior: float = 2.5e-3) 
     return float(np.sqrt(np.mean((A @ q - b) ** 2)))
 
 
+MIN_STAY = 0.1  # the least staying score of the hinge side's band (else the score²-weighted mean of the patch)
 RIM = 0.15  # share of a broad contact's patch, at each end of its axes, whose staying score names the hinge's side
 
 
@@ -111,8 +112,10 @@ def hinge_on_contact(vertices: np.ndarray, labels: np.ndarray, child: int, patch
     the middle of the patch's far edge there (the ``edge_quantile`` of the positions along that
     axis, halfway across): the point of a hinge axis nearest the contact. Bands, not a
     score-weighted mean: noisy part images (bleeding, blobs) raise every vertex's score alike,
-    which drags a weighted mean to the centre but leaves the bands' order. None for a narrow
-    contact or when nothing stays. ``towards``: a pivot found otherwise (the child's free rigid
+    which drags a weighted mean to the centre but leaves the bands' order. Where no band stays
+    the child's in MIN_STAY of the later images (a contact made broad by noisy labels, a cap),
+    the score²-weighted mean of the patch. None for a narrow contact or when nothing stays.
+    ``towards``: a pivot found otherwise (the child's free rigid
     motion); the end of the patch in its direction is the hinge's side instead."""
     if not broad_contact(vertices, labels, child, patch, min_spread):
         return None
@@ -143,6 +146,9 @@ def hinge_on_contact(vertices: np.ndarray, labels: np.ndarray, child: int, patch
             rim = along >= np.quantile(along, 1 - RIM)  # the patch's outer band towards e
             if share[rim].mean() > best:
                 best, d = float(share[rim].mean()), e
+        if best < MIN_STAY:  # no side stays the child's: no hinge along an edge; where anything stays
+            wts = share ** 2
+            return (p * wts[:, None]).sum(0) / wts.sum()
     g = d @ plane
     side = np.array([-d[1], d[0]])
     along, across = xy @ d, xy @ side
