@@ -69,6 +69,7 @@ def pivot_residual(rel: np.ndarray, contact: np.ndarray, prior: float = 2.5e-3) 
     return float(np.sqrt(np.mean((A @ q - b) ** 2)))
 
 
+FLAT = 0.1  # a contact patch thinner than this share of its length is flat (face to face: a lid's)
 MIN_STAY = 0.1  # the least staying score of the hinge side's band (else the score²-weighted mean of the patch)
 RIM = 0.15  # share of a broad contact's patch, at each end of its axes, whose staying score names the hinge's side
 
@@ -99,6 +100,15 @@ def broad_contact(vertices: np.ndarray, labels: np.ndarray, child: int, patch: n
     return bool(np.linalg.norm(vertices[patch] - vertices[patch].mean(0), axis=1).max() >= min_spread * length)
 
 
+def flat_contact(vertices: np.ndarray, patch: np.ndarray) -> bool:
+    """Whether the contact patch (vertex indices) is flat, thinner than FLAT of its length (two
+    faces resting on each other: a lid on its box; not a shoulder's socket or a cap)."""
+    if len(patch) < 3:
+        return False
+    s = np.linalg.svd(vertices[patch] - vertices[patch].mean(0), compute_uv=False)
+    return bool(s[2] <= FLAT * s[0])
+
+
 def hinge_on_contact(vertices: np.ndarray, labels: np.ndarray, child: int, patch: np.ndarray,
                      label_images: np.ndarray, present: np.ndarray, views, part_id: int,
                      min_spread: float = 0.5, edge_quantile: float = 0.98,
@@ -112,9 +122,10 @@ def hinge_on_contact(vertices: np.ndarray, labels: np.ndarray, child: int, patch
     the middle of the patch's far edge there (the ``edge_quantile`` of the positions along that
     axis, halfway across): the point of a hinge axis nearest the contact. Bands, not a
     score-weighted mean: noisy part images (bleeding, blobs) raise every vertex's score alike,
-    which drags a weighted mean to the centre but leaves the bands' order. Where no band stays
-    the child's in MIN_STAY of the later images (a contact made broad by noisy labels, a cap),
-    the score²-weighted mean of the patch. None for a narrow contact or when nothing stays.
+    which drags a weighted mean to the centre but leaves the bands' order. Where the patch is
+    not flat (FLAT: a shoulder's socket, a cap) or no band stays the child's in MIN_STAY of the
+    later images (a contact made broad by noisy labels), the score²-weighted mean of the patch.
+    None for a narrow contact or when nothing stays.
     ``towards``: a pivot found otherwise (the child's free rigid
     motion); the end of the patch in its direction is the hinge's side instead."""
     if not broad_contact(vertices, labels, child, patch, min_spread):
@@ -146,7 +157,7 @@ def hinge_on_contact(vertices: np.ndarray, labels: np.ndarray, child: int, patch
             rim = along >= np.quantile(along, 1 - RIM)  # the patch's outer band towards e
             if share[rim].mean() > best:
                 best, d = float(share[rim].mean()), e
-        if best < MIN_STAY:  # no side stays the child's: no hinge along an edge; where anything stays
+        if best < MIN_STAY or not flat_contact(vertices, patch):  # no hinge along an edge: where anything stays
             wts = share ** 2
             return (p * wts[:, None]).sum(0) / wts.sum()
     g = d @ plane

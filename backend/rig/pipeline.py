@@ -21,7 +21,7 @@ from ..errors import BackendError
 from ..jobdir import JobDir, digest, read_png, write_json_atomic, write_npz_atomic
 from ..parts.decode import decode_parts
 from ..settings import settings_of
-from .joints import broad_contact, contact_vertices, fit_pivot, hinge_on_contact
+from .joints import broad_contact, contact_vertices, fit_pivot, flat_contact, hinge_on_contact
 from .lift import frame_votes, labels_from_votes, lift_labels
 from .naming import bone_names
 from .rigid import free_motion
@@ -165,8 +165,9 @@ def place_joints(structure, motion, vertices: np.ndarray, labels: np.ndarray,
 def _broad_hinges(vertices, labels, structure, motion, tracker, label_images, present, views,
                   part_ids) -> dict[int, tuple[np.ndarray, str]]:
     """Hinges of the children with broad contacts (joints.broad_contact): their pivot may lie far
-    from the contact's centre, where the tracker's pull holds it. The hinge is on the edge of the
-    contact patch (joints.hinge_on_contact); its side is the one the child's free rigid motion
+    from the contact's centre, where the tracker's pull holds it. Where the contact is also flat
+    (joints.flat_contact: a lid), the hinge is on the edge of the contact patch
+    (joints.hinge_on_contact); its side is the one the child's free rigid motion
     (rigid.free_motion) turns about, where that motion explains the masks far better than the
     tracked one (cost ratio ≤ FREE_GAIN) and turns about one point (residual ≤ FREE_RESIDUAL of
     the diagonal: a separate lid), else the side whose rest positions stay the child's in the
@@ -177,7 +178,8 @@ def _broad_hinges(vertices, labels, structure, motion, tracker, label_images, pr
     broad = [c for c, p in patches.items() if broad_contact(vertices, labels, c, p)]
     if not broad:
         return {}
-    world, cost_tracked, cost_free = free_motion(tracker, broad)
+    flat = [c for c in broad if flat_contact(vertices, patches[c])]  # lids: the free fit may name the side
+    world, cost_tracked, cost_free = free_motion(tracker, flat)
     out = {}
     for c in broad:
         q = structure.parent[c]
@@ -185,12 +187,13 @@ def _broad_hinges(vertices, labels, structure, motion, tracker, label_images, pr
         pts = vertices[labels == c]
         reach = 1.1 * float(np.linalg.norm(pts - structure.contact_centre[c], axis=1).max())
         alone = fit_pivot(rel, structure.contact_centre[c], reach, min_angle=MIN_ANGLE)
-        freer = cost_free[c] <= FREE_GAIN * cost_tracked[c] and alone.method == "motion" and \
+        freer = c in flat and cost_free[c] <= FREE_GAIN * cost_tracked[c] and alone.method == "motion" and \
             alone.residual <= FREE_RESIDUAL * size
         h = hinge_on_contact(vertices, labels, c, patches[c], label_images, present, views, part_ids[c],
                              towards=alone.position if freer else None)
         if h is not None:
-            out[c] = (h, "the child's free rigid motion" if freer else "the side that stays put")
+            out[c] = (h, "the child's free rigid motion" if freer else
+                      "the side that stays put" if c in flat else "where it stays put")
     return out
 
 
