@@ -126,10 +126,9 @@ def place_joints(structure, motion, vertices: np.ndarray, labels: np.ndarray,
                  hinges: dict[int, tuple[np.ndarray, str]] | None = None) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """(joints (P, 3), hinge axes (P, 3), per-part joint records): the tracked pivot where the clip
     moves the joint and the pivot lies within the child's reach of the contact, the contact
-    centre where it does not. ``hinges``: for broad contacts, the point of the contact that
-    stays put in the later frames (joints.hinge_on_contact); it wins where it lies far from the
-    contact's centre (a lid's hinge at its back edge), which the tracker, starting from the
-    centre, does not reach; each with what chose its side of the contact."""
+    centre where it does not. ``hinges``: for broad contacts, the hinge on the contact patch and
+    what placed it (_broad_hinges); it wins where it lies far from the contact's centre (a lid's
+    hinge at its back edge), which the tracker, pulled towards the centre, does not reach."""
     n = len(structure.parent)
     joints = structure.contact_centre.copy()
     axes = np.zeros((n, 3))
