@@ -69,6 +69,11 @@ def pivot_residual(rel: np.ndarray, contact: np.ndarray, prior: float = 2.5e-3) 
     return float(np.sqrt(np.mean((A @ q - b) ** 2)))
 
 
+FLAT = 0.1  # a contact patch thinner than this share of its length is flat (face to face: a lid's)
+MIN_STAY = 0.1  # the least staying score of the hinge side's band (else the score²-weighted mean of the patch)
+RIM = 0.15  # share of a broad contact's patch, at each end of its axes, whose staying score names the hinge's side
+
+
 def contact_vertices(vertices: np.ndarray, labels: np.ndarray, child: int, parent: int,
                      reach: float = 0.015) -> np.ndarray:
     """Indices of the child's vertices within ``reach`` × the diagonal of the parent's (the contact
@@ -83,20 +88,47 @@ def contact_vertices(vertices: np.ndarray, labels: np.ndarray, child: int, paren
     return vc[d <= reach * diag]
 
 
-def hinge_on_contact(vertices: np.ndarray, labels: np.ndarray, child: int, patch: np.ndarray,
-                     label_images: np.ndarray, present: np.ndarray, views, part_id: int,
-                     min_spread: float = 0.5, power: float = 2.0) -> np.ndarray | None:
-    """For a broad contact (the patch spreads over ≥ ``min_spread`` of the child's length: a lid
-    on a box, not a limb's ring), the point of the patch that stays put: a turn leaves its hinge
-    in place, so patch vertices near the hinge keep landing on the child's pixels in the later
-    frames while those far from it leave. Each patch vertex scores the share of (frame ≥ 1,
-    view) where its rest position still shows the child; the result is the score^power-weighted
-    mean of the patch. None for a narrow contact or when nothing stays."""
+def broad_contact(vertices: np.ndarray, labels: np.ndarray, child: int, patch: np.ndarray,
+                  min_spread: float = 0.5) -> bool:
+    """Whether the contact patch (vertex indices) spreads over ≥ ``min_spread`` of the child's
+    length (a lid on a box, not a limb's ring): its pivot may lie anywhere along it, far from
+    its centre."""
     pts = vertices[labels == child]
     if len(patch) < 3 or len(pts) < 3:
-        return None
+        return False
     length = np.ptp(pts @ np.linalg.svd(pts - pts.mean(0), full_matrices=False)[2][0])
-    if np.linalg.norm(vertices[patch] - vertices[patch].mean(0), axis=1).max() < min_spread * length:
+    return bool(np.linalg.norm(vertices[patch] - vertices[patch].mean(0), axis=1).max() >= min_spread * length)
+
+
+def flat_contact(vertices: np.ndarray, patch: np.ndarray) -> bool:
+    """Whether the contact patch (vertex indices) is flat, thinner than FLAT of its length (two
+    faces resting on each other: a lid on its box; not a shoulder's socket or a cap)."""
+    if len(patch) < 3:
+        return False
+    s = np.linalg.svd(vertices[patch] - vertices[patch].mean(0), compute_uv=False)
+    return bool(s[2] <= FLAT * s[0])
+
+
+def hinge_on_contact(vertices: np.ndarray, labels: np.ndarray, child: int, patch: np.ndarray,
+                     label_images: np.ndarray, present: np.ndarray, views, part_id: int,
+                     min_spread: float = 0.5, edge_quantile: float = 0.98,
+                     towards: np.ndarray | None = None) -> np.ndarray | None:
+    """For a broad contact (the patch spreads over ≥ ``min_spread`` of the child's length: a lid
+    on a box, not a limb's ring), the hinge: a turn leaves the patch's vertices near the hinge in
+    place, so they keep landing on the child's pixels in the later frames while those far from it
+    leave. Each patch vertex scores the share of (frame ≥ 1, view) where its rest position still
+    shows the child; of the patch's four ends along its principal axes (a hinge runs along an
+    edge), the one whose outer band (RIM) scores highest is the hinge's side, and the hinge is
+    the middle of the patch's far edge there (the ``edge_quantile`` of the positions along that
+    axis, halfway across): the point of a hinge axis nearest the contact. Bands, not a
+    score-weighted mean: noisy part images (bleeding, blobs) raise every vertex's score alike,
+    which drags a weighted mean to the centre but leaves the bands' order. Where the patch is
+    not flat (FLAT: a shoulder's socket, a cap) or no band stays the child's in MIN_STAY of the
+    later images (a contact made broad by noisy labels), the score²-weighted mean of the patch.
+    None for a narrow contact or when nothing stays.
+    ``towards``: a pivot found otherwise (the child's free rigid
+    motion); the end of the patch in its direction is the hinge's side instead."""
+    if not broad_contact(vertices, labels, child, patch, min_spread):
         return None
     score = np.zeros(len(patch))
     count = 0
@@ -108,7 +140,31 @@ def hinge_on_contact(vertices: np.ndarray, labels: np.ndarray, child: int, patch
             ok = (px[:, 0] >= 0) & (px[:, 0] < w) & (px[:, 1] >= 0) & (px[:, 1] < h)
             score[ok] += label_images[t, v][px[ok, 1], px[ok, 0]] == part_id
             count += 1
-    if not count or score.max() <= 0:
+    if towards is None and (not count or score.max() <= 0):
         return None
-    wts = (score / count) ** power
-    return (vertices[patch] * wts[:, None]).sum(0) / wts.sum()
+    p = vertices[patch]
+    centre = p.mean(0)
+    plane = np.linalg.svd(p - centre, full_matrices=False)[2][:2]  # (2, 3) the patch's own axes
+    xy = (p - centre) @ plane.T
+    share = score / max(count, 1)
+    ends = (np.array([1.0, 0]), np.array([-1.0, 0]), np.array([0, 1.0]), np.array([0, -1.0]))
+    if towards is not None:
+        d = max(ends, key=lambda e: float(e @ (plane @ (towards - centre))))
+    else:
+        best = -1.0
+        for e in ends:
+            along = xy @ e
+            rim = along >= np.quantile(along, 1 - RIM)  # the patch's outer band towards e
+            if share[rim].mean() > best:
+                best, d = float(share[rim].mean()), e
+        if best < MIN_STAY or not flat_contact(vertices, patch):  # no hinge along an edge: where anything stays
+            wts = share ** 2
+            return (p * wts[:, None]).sum(0) / wts.sum()
+    g = d @ plane
+    side = np.array([-d[1], d[0]])
+    along, across = xy @ d, xy @ side
+    lo, hi = np.quantile(across, [1 - edge_quantile, edge_quantile])
+    mid = 0.5 * (lo + hi)  # the middle of the patch's extent along the hinge (its mean leans with stray labels)
+    band = np.abs(across - mid) <= 0.1 * (hi - lo)  # the patch along the line from its middle towards the hinge
+    return centre + mid * (side @ plane) + float(np.quantile(along[band] if band.sum() >= 3 else along,
+                                                             edge_quantile)) * g

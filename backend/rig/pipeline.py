@@ -21,9 +21,10 @@ from ..errors import BackendError
 from ..jobdir import JobDir, digest, read_png, write_json_atomic, write_npz_atomic
 from ..parts.decode import decode_parts
 from ..settings import settings_of
-from .joints import contact_vertices, fit_pivot, hinge_on_contact
+from .joints import broad_contact, contact_vertices, fit_pivot, flat_contact, hinge_on_contact
 from .lift import frame_votes, labels_from_votes, lift_labels
 from .naming import bone_names
+from .rigid import free_motion
 from .skeleton import build_bones, roll_for_x_axis
 from .structure import build_structure
 from .tracking import mask_fields, track
@@ -114,19 +115,20 @@ def _hull_mesh(job: JobDir, ctx: StageContext) -> dict:
 
 MIN_ANGLE = 4.0  # degrees: a joint the clip turns less than this keeps its contact centre
 FAR_HINGE = 0.06  # of the diagonal: a broad contact's staying point this far from its centre is the joint
+FREE_GAIN = 0.5  # a broad contact's child whose free rigid fit costs at most this share of the tracked one...
+FREE_RESIDUAL = 0.006  # ...and turns about one point within this share of the diagonal takes that point
 TRUSTED_PX = 4.0  # px: a part whose tracked points miss their masks by this much on average votes e⁻¹ as much
 SURE = 0.7  # share of frame 0's votes above which a vertex keeps frame 0's part (the later frames settle the rest)
 MIN_VOTES = 0.2  # trusted later-frame votes a vertex needs before they count (one squarely seen view is ~1)
 
 
 def place_joints(structure, motion, vertices: np.ndarray, labels: np.ndarray,
-                 hinges: dict[int, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+                 hinges: dict[int, tuple[np.ndarray, str]] | None = None) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """(joints (P, 3), hinge axes (P, 3), per-part joint records): the tracked pivot where the clip
     moves the joint and the pivot lies within the child's reach of the contact, the contact
-    centre where it does not. ``hinges``: for broad contacts, the point of the contact that
-    stays put in the later frames (joints.hinge_on_contact); it wins where it lies far from the
-    contact's centre (a lid's hinge at its back edge), which the tracker, starting from the
-    centre, does not reach."""
+    centre where it does not. ``hinges``: for broad contacts, the hinge on the contact patch and
+    what placed it (_broad_hinges); it wins where it lies far from the contact's centre (a lid's
+    hinge at its back edge), which the tracker, pulled towards the centre, does not reach."""
     n = len(structure.parent)
     joints = structure.contact_centre.copy()
     axes = np.zeros((n, 3))
@@ -146,17 +148,52 @@ def place_joints(structure, motion, vertices: np.ndarray, labels: np.ndarray,
         if fit.axis is not None:
             axes[k] = fit.axis
         info[k]["angle_deg"] = round(fit.angle_deg, 2)
-        hinge = (hinges or {}).get(k)
+        hinge, side = (hinges or {}).get(k, (None, ""))
         if fit.angle_deg >= MIN_ANGLE and hinge is not None and \
                 np.linalg.norm(hinge - structure.contact_centre[k]) >= FAR_HINGE * size:
             joints[k] = hinge
             info[k] = {"method": "motion", "confidence": round(fit.confidence, 3), "angle_deg": round(fit.angle_deg, 2),
-                       "from": "contact patch that stays put"}
+                       "from": f"edge of the contact patch ({side})"}
         elif fit.method == "motion" and np.linalg.norm(motion.pivots[k] - structure.contact_centre[k]) <= reach:
             joints[k] = motion.pivots[k]
             info[k] = {"method": "motion", "confidence": round(fit.confidence, 3), "angle_deg": round(fit.angle_deg, 2),
                        "residual_px": round(float(motion.residual[k]), 3)}
     return joints, axes, info
+
+
+def _broad_hinges(vertices, labels, structure, motion, tracker, label_images, present, views,
+                  part_ids) -> dict[int, tuple[np.ndarray, str]]:
+    """Hinges of the children with broad contacts (joints.broad_contact): their pivot may lie far
+    from the contact's centre, where the tracker's pull holds it. Where the contact is also flat
+    (joints.flat_contact: a lid), the hinge is on the edge of the contact patch
+    (joints.hinge_on_contact); its side is the one the child's free rigid motion
+    (rigid.free_motion) turns about, where that motion explains the masks far better than the
+    tracked one (cost ratio ≤ FREE_GAIN) and turns about one point (residual ≤ FREE_RESIDUAL of
+    the diagonal: a separate lid), else the side whose rest positions stay the child's in the
+    later frames."""
+    size = float(np.linalg.norm(np.ptp(vertices, axis=0)))
+    patches = {c: contact_vertices(vertices, labels, c, structure.parent[c]) for c in range(len(structure.parent))
+               if structure.parent[c] >= 0}
+    broad = [c for c, p in patches.items() if broad_contact(vertices, labels, c, p)]
+    if not broad:
+        return {}
+    flat = [c for c in broad if flat_contact(vertices, patches[c])]  # lids: the free fit may name the side
+    world, cost_tracked, cost_free = free_motion(tracker, flat)
+    out = {}
+    for c in broad:
+        q = structure.parent[c]
+        rel = np.einsum("tij,tjk->tik", np.linalg.inv(motion.world[:, q]), world[:, c])
+        pts = vertices[labels == c]
+        reach = 1.1 * float(np.linalg.norm(pts - structure.contact_centre[c], axis=1).max())
+        alone = fit_pivot(rel, structure.contact_centre[c], reach, min_angle=MIN_ANGLE)
+        freer = c in flat and cost_free[c] <= FREE_GAIN * cost_tracked[c] and alone.method == "motion" and \
+            alone.residual <= FREE_RESIDUAL * size
+        h = hinge_on_contact(vertices, labels, c, patches[c], label_images, present, views, part_ids[c],
+                             towards=alone.position if freer else None)
+        if h is not None:
+            out[c] = (h, "the child's free rigid motion" if freer else
+                      "the side that stays put" if c in flat else "where it stays put")
+    return out
 
 
 def frames_from(structure, motion, joints: np.ndarray) -> np.ndarray:
@@ -203,7 +240,7 @@ def _rig(job: JobDir, ctx: StageContext, mesh: dict, top_k: int) -> dict:
     n = len(used)
     ctx.progress("rig", 2, 5, "finding the structure and tracking the motion")
     s = build_structure(wv, faces, vlab, n)
-    motion = None
+    motion = tracker = None
     if labels.shape[0] > 1 and n > 1:
         ctx.check()
         part_ids = [int(u) + 1 for u in used]
@@ -222,16 +259,9 @@ def _rig(job: JobDir, ctx: StageContext, mesh: dict, top_k: int) -> dict:
             vlab, conf = relabelled, conf_all
         s = build_structure(wv, faces, vlab, n, first.world)
         ctx.check()
-        motion = track(wv, faces, vlab, s.parent, s.contact_centre, labels, present, part_ids, views,
-                       start=first.world, fields=fields, rounds=1)
-    hinges = {}
-    if motion is not None:
-        for c in range(n):
-            if s.parent[c] >= 0:
-                h = hinge_on_contact(wv, vlab, c, contact_vertices(wv, vlab, c, s.parent[c]), labels, present, views,
-                                     part_ids[c])
-                if h is not None:
-                    hinges[c] = h
+        motion, tracker = track(wv, faces, vlab, s.parent, s.contact_centre, labels, present, part_ids, views,
+                                start=first.world, fields=fields, rounds=1, keep=True)
+    hinges = _broad_hinges(wv, vlab, s, motion, tracker, labels, present, views, part_ids) if motion is not None else {}
     joints, axes, info = place_joints(s, motion, wv, vlab, hinges)
     names = bone_names(s, wv, vlab)
     skel = build_bones(wv, vlab, s, joints, names, axes, info)

@@ -158,9 +158,10 @@ class Tracker:
     def world(self, t: int) -> np.ndarray:
         return self.skel.forward(self.root[t], self.local[t])
 
-    def select(self, t: int) -> None:
-        """Choose frame t's residual points at the current motion (visibility)."""
-        world, field = self.world(t), self.fields[t]
+    def select(self, t: int, world: np.ndarray | None = None) -> None:
+        """Choose frame t's residual points at the current motion (visibility), or at the parts'
+        transforms ``world`` (P, 4, 4)."""
+        world, field = self.world(t) if world is None else world, self.fields[t]
         lab = self.labels
         posed = np.einsum("nij,nj->ni", world[lab][:, :3, :3], self.v) + world[lab][:, :3, 3]
         occ = self.occluders.points(posed)
@@ -412,14 +413,17 @@ def mask_fields(label_images: np.ndarray, present: np.ndarray, part_ids: list[in
 
 
 def track(vertices, faces, labels, parent, contact, label_images, present, part_ids, views: ViewSet,
-          start: np.ndarray | None = None, rounds: int = 2, **options) -> Motion:
+          start: np.ndarray | None = None, rounds: int = 2, keep: bool = False, **options):
     """Fit the articulated motion (see the module doc). vertices (N, 3) and contact (P, 3: each
     part's contact centre with its parent; the root: its centroid) in the cameras' normalised
     space; labels (N,) part of each vertex; label_images (T, V, H, W) with part_ids[k] the label
     of part k; present (T, V) which images exist. ``start``: a motion (T, P, 4, 4) fitted before
-    (another tree or labels) to continue from instead of tracking frame by frame."""
+    (another tree or labels) to continue from instead of tracking frame by frame. With ``keep``:
+    (Motion, the Tracker), for fits on the same data (rigid.py)."""
     tracker = Tracker(vertices, faces, labels, parent, contact, label_images, present, part_ids, views, **options)
     if start is None:
-        return tracker.run(rounds=rounds)
-    tracker.start_from(start)
-    return tracker.refine(rounds=rounds)
+        motion = tracker.run(rounds=rounds)
+    else:
+        tracker.start_from(start)
+        motion = tracker.refine(rounds=rounds)
+    return (motion, tracker) if keep else motion

@@ -281,14 +281,17 @@ def test_clip_without_mesh_is_rigged_on_its_visual_hull(job_copy, creature, miou
     assert abs(sum(b["deform"] for b in skel["bones"]) - len(creature.names)) <= 2
 
 
-def test_hinged_lid_joint_moves_to_the_hinge(tmp_path):
-    """A lid opening about its back edge: the joint leaves the contact's centre for the hinge."""
+@pytest.mark.parametrize("separate", [False, True])
+def test_hinged_lid_joint_moves_to_the_hinge(tmp_path, separate):
+    """A lid opening about its back edge: the joint leaves the contact's centre for the hinge;
+    a lid that is a separate piece resting on the box too (its side named by its free rigid
+    motion: the underside it would stay on is never seen)."""
     from backend.generate import run_generate
     from backend.jobdir import JobDir
     from backend.sample.assets import build_asset
     from backend.sample.catalogue import CHEST
 
-    a = build_asset(CHEST, 60)
+    a = build_asset(CHEST, 60, separate=separate)
     job = JobDir(tmp_path / "job")
     job.create({"kind": "mesh"}, {"part_source": "oracle"})
     job.write_mesh(a.vertices, a.faces, gt_labels=a.labels, gt_parents=a.parents, gt_joints=a.joints,
@@ -301,5 +304,7 @@ def test_hinged_lid_joint_moves_to_the_hinge(tmp_path):
     diag = np.linalg.norm(np.ptp(a.vertices, 0))
     assert joint["method"] == "motion"  # the contact's centre is 24 % of the diagonal away
     assert np.linalg.norm(np.array(joint["position"]) - a.joints[1]) / diag < 0.03
+    if separate:
+        assert "free rigid motion" in joint["from"]
     names = {b["name"] for b in skel["bones"]}
     assert {"base", "lid"} <= names

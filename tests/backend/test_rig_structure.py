@@ -40,6 +40,38 @@ def test_weld_joins_seams_and_keeps_the_users_vertices(humanoid):
     assert connected_components(adjacency(len(v), f))[0] == 1
 
 
+def test_weld_keeps_pieces_touching_face_to_face_apart():
+    """A lid resting on its box: the coincident vertices of the lid's underside and the box's top
+    face away from each other and stay two surfaces (each keeps its own part)."""
+    asset = ASSETS["chest_lid_piece"][0]()
+    v, f, back = weld(asset.vertices.astype(float), asset.faces)
+    lab = np.full(len(v), -1)
+    lab[back] = asset.labels
+    shared = np.bincount(back, minlength=len(v)) > 1
+    mixed = np.zeros(len(v), bool)
+    mixed[back[asset.labels != lab[back]]] = True
+    assert not (shared & mixed).any()  # welded regardless of normals, 1,504 vertices would join lid and box
+
+
+def test_broad_contact_hinge_lies_on_the_patch_edge_the_motion_names():
+    """A lid resting on its box: a broad contact; given a rough pivot from the lid's own motion
+    (here the true hinge, 10 % of the diagonal off), the hinge is the middle of the patch's edge
+    on that side, within 2 % of the diagonal of the true hinge."""
+    from backend.rig.joints import broad_contact, contact_vertices, hinge_on_contact
+
+    asset = ASSETS["chest_lid_piece"][0]()
+    v, f, back = weld(asset.vertices.astype(float), asset.faces)
+    lab = np.zeros(len(v), int)
+    lab[back] = asset.labels
+    diag = float(np.linalg.norm(np.ptp(v, 0)))
+    patch = contact_vertices(v, lab, 1, 0)
+    assert broad_contact(v, lab, 1, patch)
+    rough = asset.joints[1] + np.array([0.08, -0.05, 0.09]) * diag
+    frames = np.zeros((1, 1, 4, 4), np.uint16)
+    h = hinge_on_contact(v, lab, 1, patch, frames, np.ones((1, 1), bool), None, 2, towards=rough)
+    assert np.linalg.norm(h - asset.joints[1]) < 0.02 * diag
+
+
 @pytest.mark.parametrize("name,root", [("humanoid", "hips"), ("wolf", "hips"), ("spider", "cephalothorax"),
                                        ("dragon", "body"), ("bird", "body"), ("desk_lamp", "base"),
                                        ("robot_arm", "base"), ("chest", "box")])
