@@ -11,6 +11,7 @@ ERROR_CODES = {
     "missing_weights": "no SP4D checkpoint and no other part source for this job",
     "missing_dependency": "the backend's Python lacks packages it needs (torch, ...): run Set Up Backend",
     "no_backend": "no backend interpreter is set up (client side): run Set Up Backend",
+    "setup_failed": "a step of Set Up Backend failed (client side): the message names it and its last output",
     "licence_required": "the SP4D licence must be accepted before its weights are downloaded",
     "gated": "Hugging Face refused the gated weights: accept the licence on the model page and log in",
     "no_gpu": "SP4D needs a CUDA GPU and none is available (and no other part source for this job)",

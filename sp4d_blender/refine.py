@@ -124,7 +124,6 @@ def recompute_weights(obj: bpy.types.Object, arm: bpy.types.Object, backend: Bac
     from .capture import mesh_arrays
     from .identity import object_id
     from .jobfolder import lock
-    from .prefs import get_prefs
 
     job = arm.get(RIG_PROP)
     if not job or not Path(job, layout.JOB_JSON).exists():
@@ -148,7 +147,7 @@ def recompute_weights(obj: bpy.types.Object, arm: bpy.types.Object, backend: Bac
         raise RuntimeError(f"[busy] {exc}") from None
     except OSError as exc:
         raise RuntimeError(f"[io_error] cannot write the job folder {job}: {exc.strerror or exc}") from None
-    rj = RigJob(backend or session.get_backend(get_prefs().backend_python or None), job, cmd="reweight")
+    rj = RigJob(backend or session.get_backend(), job, cmd="reweight")
     rj.start()
     rj.wait(timeout)
     if rj.state != "done":
