@@ -225,7 +225,7 @@ def build_rig(obj: bpy.types.Object, job_dir: str | Path, name: str | None = Non
             bpy.context.scene.collection.objects.link(arm_obj)
         arm_obj.matrix_world = obj.matrix_world.copy()
         arm_obj.show_in_front = True
-        arm_obj[RIG_PROP] = str(Path(job_dir).resolve())
+        arm_obj[RIG_PROP] = stored_job_path(job_dir)
         if obj.get("sp4d_id"):
             arm_obj[OWNER_PROP] = obj["sp4d_id"]
         arm_obj[USER_GROUPS_PROP] = json.dumps(user_groups)
@@ -341,3 +341,20 @@ def apply_motion(arm_obj: bpy.types.Object, skel: dict, frame_start: int | None 
             pb.keyframe_insert("rotation_quaternion", frame=f, group=pb.name)
     scene.frame_end = max(scene.frame_end, start + len(frames) - 1)
     return len(frames)
+
+
+def stored_job_path(job_dir: str | Path) -> str:
+    """How an armature records its job folder: relative to the saved .blend ("//sp4d_jobs/…") when the
+    folder lies beside it, so the file and its job folders can move together; absolute otherwise."""
+    job = Path(job_dir).resolve()
+    if bpy.data.filepath:
+        blend_dir = Path(bpy.path.abspath("//")).resolve()
+        if blend_dir in job.parents:
+            return "//" + job.relative_to(blend_dir).as_posix()
+    return str(job)
+
+
+def job_path(arm: bpy.types.Object) -> Path | None:
+    """The job folder an armature SP4D built records (RIG_PROP), made absolute; None without one."""
+    job = arm.get(RIG_PROP)
+    return Path(bpy.path.abspath(job)) if job else None

@@ -79,6 +79,7 @@ class BackendProcess:
         self.proc: subprocess.Popen | None = None
         self.events: queue.Queue = queue.Queue()  # events of no request of ours (ready, bad lines)
         self._queues: dict[str, queue.Queue] = {}
+        self._sent_to: dict[str, subprocess.Popen] = {}  # the process each request went to
         self._routes = threading.Lock()
         self._ids = itertools.count(1)
         self._write_lock = threading.Lock()
@@ -130,8 +131,8 @@ class BackendProcess:
             if isinstance(ev, dict):
                 self._route(ev)
         exit_ev = {"event": "exit", "returncode": proc.wait()}
-        with self._routes:
-            targets = list(self._queues.values())
+        with self._routes:  # the jobs sent to this process, not those of a process started since
+            targets = [q for rid, q in self._queues.items() if self._sent_to.get(rid) is proc]
         for q in (*targets, self.events):  # every job under way learns of the exit
             q.put(exit_ev)
 
@@ -144,6 +145,7 @@ class BackendProcess:
         """Stop routing events of a finished request."""
         with self._routes:
             self._queues.pop(rid, None)
+            self._sent_to.pop(rid, None)
 
     def stderr_tail(self, n: int = 1500) -> str:
         try:
@@ -158,6 +160,8 @@ class BackendProcess:
         if not self.alive:
             return None
         self.queue_for(rid)
+        with self._routes:
+            self._sent_to[rid] = self.proc
         with self._write_lock:
             try:
                 self.proc.stdin.write(json.dumps({"id": rid, "cmd": cmd, **fields}) + "\n")

@@ -8,7 +8,7 @@ from pathlib import Path
 import bpy
 
 from . import api
-from .build import RIG_PROP, build_rig
+from .build import build_rig, job_path
 
 # failures the panel answers with a button: the backend is not set up, the licence, the hub's refusal
 NEEDS = ("no_backend", "missing_dependency", "licence_required", "gated")
@@ -239,8 +239,13 @@ class SP4D_OT_setup_backend(bpy.types.Operator):
     _timer = None
 
     def _args(self, context) -> dict:
+        """Where and from what to install; stops this session's backend first (its interpreter may be
+        the one being replaced, and Windows does not replace a running python.exe)."""
+        from . import session
         from .paths import backend_env
         from .prefs import get_prefs
+
+        session.shutdown()
 
         prefs = get_prefs(context)
         return {"target": backend_env(), "package_index": bpy.path.abspath(prefs.package_index)
@@ -466,7 +471,7 @@ class SP4D_OT_import_views(_RigOperator, bpy.types.Operator):
 
         arm = _rigged(context)[1]
         try:
-            coll = import_views(arm[RIG_PROP])
+            coll = import_views(job_path(arm))
         except (KeyError, OSError, ValueError, TypeError) as exc:
             self.report({"ERROR"}, f"SP4D: no generated views to import ({exc})")
             return {"CANCELLED"}

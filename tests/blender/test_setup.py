@@ -6,7 +6,7 @@
 - The whole flow in fresh Blender processes with the extension installed from its zip: no backend
   yet (the panel asks to set up, never Blender's own Python), Set Up against a local wheel folder
   (no index, no network), the environment in the extension's user folder and job folders beside
-  the saved .blend, both found again by a second Blender process.
+  the saved .blend, both found again by a second Blender process (the .blend's folder moved).
 - The weights: the licence before the first download, Blender's online access, the hub cache
   offline, the gated repository's refusal (a test-only hub on 127.0.0.1: tests/hub_server.py).
 """
@@ -107,7 +107,8 @@ def test_the_preferences_say_what_runs_here():
             "platform": "win32", "gpus": [{"index": 0, "name": "NVIDIA GeForce RTX 4070", "vram_gib": 11.99,
                                            "capability": "8.9", "supported": True}]}
     lines = describe(cuda)
-    assert lines[0].startswith("torch 2.9.0+cu128 (CUDA 12.8)") and "RTX 4070, 12.0 GB, compute capability 8.9" in lines[1]
+    assert lines[0].startswith("torch 2.9.0+cu128 (CUDA 12.8)")
+    assert "RTX 4070, 12.0 GB, compute capability 8.9" in lines[1]
     old = dict(cuda, gpus=[dict(cuda["gpus"][0], supported=False)])
     assert "no kernels" in describe(old)[1]
     for platform in ("darwin", "linux"):
@@ -141,6 +142,7 @@ ops = importlib.import_module(mod + ".sp4d_blender.operators")
 session = importlib.import_module(mod + ".sp4d_blender.session")
 paths = importlib.import_module(mod + ".sp4d_blender.paths")
 sample = importlib.import_module(mod + ".sp4d_blender.sample")
+build = importlib.import_module(mod + ".sp4d_blender.build")
 prefs = bpy.context.preferences.addons[mod].preferences
 out = {{}}
 
@@ -167,7 +169,8 @@ os.environ["SP4D_BACKEND_PYTHON"] = {backend!r}
 out["rig"] = op(bpy.ops.sp4d.generate_rig)
 del os.environ["SP4D_BACKEND_PYTHON"]
 session.shutdown()
-out["job"] = obj.parent["sp4d_job"]
+out["job"] = str(build.job_path(obj.parent))
+out["job_recorded"] = obj.parent["sp4d_job"]
 bpy.ops.wm.save_mainfile()
 # 3. Set Up from a local wheel folder, no index (Blender's online access is off headless)
 prefs.find_links = {wheels!r}
@@ -199,12 +202,13 @@ else:  # bpy 4.2 as a module crashes in read_userpref; the installed extension i
     bpy.ops.preferences.addon_enable(module=mod)
 ops = importlib.import_module(mod + ".sp4d_blender.operators")
 session = importlib.import_module(mod + ".sp4d_blender.session")
+build = importlib.import_module(mod + ".sp4d_blender.build")
 bpy.ops.wm.open_mainfile(filepath={blend!r})
 obj = bpy.data.objects["SP4D Creature"]
 arm = obj.parent
 bpy.context.view_layer.objects.active = obj
 out = {{"python": session.backend_python(), "report": bpy.context.preferences.addons[mod].preferences.backend_report,
-        "job": arm["sp4d_job"], "recompute": op(bpy.ops.sp4d.recompute_weights)}}
+        "job": str(build.job_path(arm)), "recompute": op(bpy.ops.sp4d.recompute_weights)}}
 out["needs"] = bpy.context.window_manager.sp4d_needs
 out["needs_message"] = bpy.context.window_manager.sp4d_needs_message
 out["prompt"] = ops.setup_prompt(bpy.context)
@@ -241,6 +245,7 @@ def test_set_up_and_everything_survives_a_new_blender_process(package, sample_np
     assert first["rig"] == ["FINISHED"]
     job = Path(first["job"])
     assert job.parent == blend.parent / "sp4d_jobs" and (job / "rig" / "weights.npz").is_file()
+    assert first["job_recorded"] == f"//sp4d_jobs/{job.name}"  # relative: the file and its job folders move together
     # the environment in the extension's own user folder
     env_dir = Path(first["env"])
     assert env_dir == tmp_path / "user" / "extensions" / ".user" / "user_default" / "sp4d_blender" / "backend-env"
@@ -257,8 +262,10 @@ def test_set_up_and_everything_survives_a_new_blender_process(package, sample_np
         assert first["setup"] == ["CANCELLED"] and first["report"] == ""
         assert first["python_after"] == str(python)  # the venv was made; its packages were not installed
 
-    second = _blender(SECOND.format(blend=str(blend)), env, tmp_path, 300)
-    assert second["python"] == str(python) and second["job"] == first["job"]
+    moved = tmp_path / "moved"
+    blend.parent.rename(moved)  # the artist moves the project folder
+    second = _blender(SECOND.format(blend=str(moved / blend.name)), env, tmp_path, 300)
+    assert second["python"] == str(python) and second["job"] == str(moved / "sp4d_jobs" / job.name)
     if FULL:  # the reopened file's rig recomputes with the environment Set Up made
         assert second["report"] == first["report"] and second["recompute"] == ["FINISHED"]
         assert second["needs"] == "" and second["prompt"] is None
