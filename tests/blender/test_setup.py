@@ -174,7 +174,11 @@ out["job_recorded"] = obj.parent["sp4d_job"]
 bpy.ops.wm.save_mainfile()
 # 3. Set Up from a local wheel folder, no index (Blender's online access is off headless)
 prefs.find_links = {wheels!r}
+ext = Path(ops.__file__).parents[1]
+listing = lambda: sorted(str(p.relative_to(ext)) for p in ext.rglob("*") if "__pycache__" not in p.parts)
+before = listing()
 out["setup"] = op(bpy.ops.sp4d.setup_backend)
+out["extension_unchanged"] = listing() == before  # built from a copy: no build/, no *.egg-info there
 out["report"] = prefs.backend_report
 out["env"] = str(paths.backend_env())
 out["python_after"] = session.backend_python()
@@ -251,7 +255,7 @@ def test_set_up_and_everything_survives_a_new_blender_process(package, sample_np
     assert env_dir == tmp_path / "user" / "extensions" / ".user" / "user_default" / "sp4d_blender" / "backend-env"
     assert not str(env_dir).startswith(first["tempdir"]) and not str(job).startswith(first["tempdir"])
     ext = tmp_path / "user" / "extensions" / "user_default" / "sp4d_blender"
-    assert not (ext / "build").exists() and not list(ext.glob("*.egg-info"))  # built from a copy
+    assert first["extension_unchanged"] and not (ext / "build").exists() and not list(ext.glob("*.egg-info"))
     python = env_dir / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
     if FULL:
         report = json.loads(first["report"])
@@ -400,3 +404,24 @@ def test_a_backend_without_torch_asks_for_set_up(creature, tmp_path, monkeypatch
         session.shutdown()
         wm = bpy.context.window_manager
         wm.sp4d_needs = wm.sp4d_needs_message = ""
+
+
+def test_set_up_respects_online_access(monkeypatch, tmp_path):
+    """Online access off and no local wheel folder: Set Up refuses, saying why, and makes nothing."""
+    from sp4d_blender import paths
+
+    system = bpy.context.preferences.system
+    online = system.use_online_access
+    system.use_online_access = False
+    prefs = get_prefs()
+    monkeypatch.setattr(prefs, "find_links", "")
+    monkeypatch.setattr(prefs, "package_index", "")
+    env = paths.backend_env()
+    existed = env.exists() and any(env.iterdir())
+    try:
+        assert not bpy.app.online_access
+        with pytest.raises(RuntimeError, match="online access is off"):
+            bpy.ops.sp4d.setup_backend()
+        assert existed or not any(env.iterdir())
+    finally:
+        system.use_online_access = online
