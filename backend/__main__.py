@@ -1,4 +1,4 @@
-"""Command line: ``python -m backend {serve,run,generate,rig,reweight,weights,doctor,sample}``.
+"""Command line: ``python -m backend {serve,run,generate,rig,reweight,weights,doctor,prepare,sample}``.
 
 ``serve`` and ``doctor`` look for the backend's packages before importing any (backend/doctor.py):
 an interpreter without torch or numpy serves ``missing_dependency`` answers instead of dying on an
@@ -11,6 +11,8 @@ import argparse
 import json
 import sys
 
+from .allocator import allocator_config
+
 
 def _print_progress(e: dict) -> None:
     eta = f" (ETA {e['eta_s']:.0f} s)" if e.get("eta_s") else ""
@@ -18,6 +20,7 @@ def _print_progress(e: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    allocator_config()  # before torch starts CUDA
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] in (["serve"], ["doctor"]):
         from . import doctor
@@ -53,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="accept the Stability AI Community License of stabilityai/sp4d (read it first on the "
                         "model page)")
     sub.add_parser("doctor", help="what this interpreter lacks, torch and its GPUs (--json: one JSON object)")
+    p = sub.add_parser("prepare", help="run the model once at these settings, so that the first job finds the "
+                       "kernels' tuning and (with --compile) the compiled graphs on disk (Set Up's last step)")
+    add_flags(p)
     p = sub.add_parser("sample", help="write the procedural sample creature (npz)")
     p.add_argument("out", help="output .npz path")
     args = ap.parse_args(argv)
@@ -71,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
             from .weights import fetch_weights
 
             print(fetch_weights(StageContext(_print_progress), accepted=True if args.accept_licence else None))
+            return 0
+        if args.cmd == "prepare":
+            from .prepare import prepare
+
+            print(json.dumps(prepare(from_flags(args), on_event=_print_progress), indent=1))
             return 0
         if args.cmd == "reweight":
             from .rig.reweight import reweight_from_file
