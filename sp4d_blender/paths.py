@@ -35,6 +35,8 @@ def user_folder(name: str) -> Path:
     if pkg.startswith(EXTENSION_PREFIX) and hasattr(bpy.utils, "extension_path_user"):
         return Path(bpy.utils.extension_path_user(pkg, path=name, create=True))
     base = bpy.utils.user_resource("DATAFILES", path="sp4d_blender", create=True)
+    if not base:  # Blender could not make its user folder (read-only home?): a folder in the home, not cwd
+        base = Path.home() / ".sp4d_blender"
     folder = Path(base) / name
     folder.mkdir(parents=True, exist_ok=True)
     return folder
