@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("skeleton", help="skeleton JSON (rig/skeleton.json format)")
     add_flags(p, stage="rig")
     p = sub.add_parser("weights", help="download sp4d.safetensors into the Hugging Face cache (resumes a partial "
-                       "download; needs the licence accepted: --accept-licence or SP4D_LICENCE_ACCEPTED=1)")
+                       "download; needs the licence accepted: --accept-licence)")
     p.add_argument("--accept-licence", action="store_true",
                    help="accept the Stability AI Community License of stabilityai/sp4d (read it first on the "
                         "model page)")
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "weights":
             from .weights import fetch_weights
 
-            print(fetch_weights(StageContext(_print_progress), accepted=True if args.accept_licence else None))
+            print(fetch_weights(StageContext(_print_progress), accepted=args.accept_licence))
             return 0
         if args.cmd == "prepare":
             from .prepare import prepare

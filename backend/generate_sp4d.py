@@ -147,7 +147,7 @@ def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | N
         if s["weights"] in (None, "", "hub"):  # downloaded here with progress, cancellable and resumable;
             from .weights import fetch_weights  # the pipeline then finds the file in the hub cache
 
-            fetch_weights(ctx)
+            fetch_weights(ctx, accepted=s["accept_licence"])
         rgb, parts = _generate(ctx, s, options, frames, warnings)
     finally:
         MODEL_LOCK.release()

@@ -99,6 +99,8 @@ def parse_request(line: str) -> dict:
             raise BadRequest("'code' of a cancel must be 'cancelled' or 'timeout'", rid)
         if not isinstance(req.get("message", ""), str):
             raise BadRequest("'message' of a cancel must be a string", rid)
+    if cmd == "weights" and not isinstance(req.get("accept_licence", False), bool):
+        raise BadRequest("'accept_licence' of a weights request must be true or false", rid)
     return req
 
 
@@ -158,13 +160,13 @@ class Server:
             with self._lock:
                 self._jobs.pop(rid, None)
 
-    def _run_weights(self, rid, ctx: StageContext) -> None:
+    def _run_weights(self, rid, ctx: StageContext, accepted: bool) -> None:
         """Download the SP4D weights into the hub cache (backend/weights.py): progress events,
-        cancellable, resumed by the next request."""
+        cancellable, resumed by the next request; ``accepted``: the request's accept_licence."""
         from .weights import fetch_weights
 
         try:
-            path = fetch_weights(ctx)
+            path = fetch_weights(ctx, accepted=accepted)
             self.send({"id": rid, "event": "result", "data": {"weights": str(path), "bytes": path.stat().st_size}})
         except BaseException as exc:  # noqa: BLE001 - every failure becomes an error event
             err = from_exception(exc)
@@ -195,8 +197,8 @@ class Server:
             if rid is None:
                 raise BadRequest(f"{cmd} needs an 'id' (its events carry it)")
             ctx = StageContext(lambda e, rid=rid: self.send({"id": rid, **e}))
-            target, args = (self._run_weights, (rid, ctx)) if cmd == "weights" else (self._run_job,
-                                                                                    (rid, cmd, req["job"], ctx))
+            target, args = ((self._run_weights, (rid, ctx, req.get("accept_licence", False))) if cmd == "weights"
+                            else (self._run_job, (rid, cmd, req["job"], ctx)))
             thread = threading.Thread(target=target, args=args, daemon=True, name=f"job {rid}")
             with self._lock:
                 if rid in self._jobs:

@@ -13,7 +13,7 @@ is one, as the hub's is for large files) before it is moved into ``blobs/<etag>`
 from ``snapshots/<commit>/``: the hub cache's documented layout.
 
 Before any download: Blender's online access (HF_HUB_OFFLINE, ``offline``), the licence
-(``licence_required`` until accepted: sp4d_job.hub), and the hub's refusal of the gated repo
+(``licence_required`` unless the caller says it was accepted: sp4d_job.hub), and the hub's refusal of the gated repo
 (``gated``, saying what to do). Tokens come from the hub's own store or HF_TOKEN, never from us.
 """
 
@@ -25,7 +25,7 @@ import re
 import time
 from pathlib import Path
 
-from sp4d_job.hub import HUB_FILE, HUB_REPO, LICENCE_ENV, LICENCE_NAME, LICENCE_URL, MODEL_PAGE, licence_accepted
+from sp4d_job.hub import HUB_FILE, HUB_REPO, LICENCE_NAME, LICENCE_URL, MODEL_PAGE
 from sp4d_job.lock import Busy, JobLock
 
 from .context import StageContext
@@ -74,7 +74,8 @@ def cached(repo: str = HUB_REPO, filename: str = HUB_FILE, revision: str = "main
 def licence_message() -> str:
     return (f"the SP4D weights are under the {LICENCE_NAME} ({LICENCE_URL}): read it and accept it before they are "
             "downloaded — in Blender: Edit > Preferences > Add-ons > SP4D Rig > Accept Licence; on the command "
-            f"line: python -m backend weights --accept-licence, or set {LICENCE_ENV}=1")
+            "line: python -m backend weights --accept-licence (or generate --accept-licence); in job.json: the "
+            "setting accept_licence: true")
 
 
 def gated_message(detail: str = "") -> str:
@@ -85,10 +86,10 @@ def gated_message(detail: str = "") -> str:
 
 
 def fetch_weights(ctx: StageContext | None = None, repo: str = HUB_REPO, filename: str = HUB_FILE,
-                  revision: str = "main", token: str | None = None, accepted: bool | None = None) -> Path:
+                  revision: str = "main", token: str | None = None, accepted: bool = False) -> Path:
     """The local path of ``repo``/``filename``: from the hub cache, else downloaded into it with
-    progress (``ctx``), resuming a partial download. ``accepted`` None reads the licence's
-    acceptance from the environment (LICENCE_ENV). BackendError ``offline``, ``licence_required``,
+    progress (``ctx``), resuming a partial download; ``accepted``: the artist accepted the licence
+    (without it nothing is downloaded). BackendError ``offline``, ``licence_required``,
     ``gated``, ``missing_weights``, ``busy``, ``cancelled`` (the partial file kept for the next
     call), ``bad_checkpoint`` (the download does not match the hub's digest)."""
     ctx = ctx or StageContext()
@@ -101,7 +102,7 @@ def fetch_weights(ctx: StageContext | None = None, repo: str = HUB_REPO, filenam
     if why:
         raise BackendError("offline", f"{why}, and {filename} is not in the hub cache: connect and try again, or "
                            "download it elsewhere and set a local weights file")
-    if not (licence_accepted(os.environ) if accepted is None else accepted):
+    if not accepted:
         raise BackendError("licence_required", licence_message())
     meta = _metadata(repo, filename, revision, token)
     storage = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"

@@ -213,8 +213,10 @@ class RigJob:
     """One backend job (``run`` for Generate Rig, ``rig``, ``reweight``; ``weights`` without a job
     folder: the weights download), followed to its end."""
 
-    def __init__(self, backend: BackendProcess, job_dir: str | os.PathLike | None, cmd: str = "run"):
+    def __init__(self, backend: BackendProcess, job_dir: str | os.PathLike | None, cmd: str = "run",
+                 fields: dict | None = None):
         self.backend = backend
+        self.fields = dict(fields or {})  # more fields of the request (the weights' accept_licence)
         self.job_dir = Path(job_dir).resolve() if job_dir is not None else None
         self.cmd = cmd
         self.state = "new"  # new | running | done | failed | cancelled
@@ -234,7 +236,7 @@ class RigJob:
         except NoBackend as exc:
             self._fail(NoBackend.code, str(exc))
             return
-        fields = {} if self.job_dir is None else {"job": str(self.job_dir)}
+        fields = dict(self.fields) if self.job_dir is None else {"job": str(self.job_dir), **self.fields}
         self.rid = self.backend.send(self.cmd, **fields)
         if self.rid is None:
             self._fail("backend_died", "the backend is not running")

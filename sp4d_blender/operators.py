@@ -364,8 +364,10 @@ class SP4D_OT_download_weights(_BackendJobModal, bpy.types.Operator):
     def _start(self, context):
         from . import session
         from .client import RigJob
+        from .prefs import get_prefs
 
-        job = RigJob(session.get_backend(), None, cmd="weights")
+        job = RigJob(session.get_backend(), None, cmd="weights",
+                     fields={"accept_licence": bool(get_prefs(context).licence_accepted)})
         job.start()
         return job
 

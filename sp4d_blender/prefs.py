@@ -175,6 +175,7 @@ def job_settings(context=None) -> dict:
             "clip": bpy.path.abspath(s.clip_path) if s.clip_path else None,
             "device": DEVICES.get(p.device, p.device.lower()), "precision": p.precision.lower(),
             "compile": None if p.compile == "OFF" else p.compile.lower(), "low_vram": bool(p.low_vram),
+            "accept_licence": bool(p.licence_accepted),  # the preferences' Accept Licence (never in the .blend)
             "weights": bpy.path.abspath(p.weights_path) if p.weights_source == "LOCAL" and p.weights_path else "hub"}
 
 

@@ -35,19 +35,11 @@ def backend_python(context=None) -> str | None:
 
 def _environment() -> dict:
     """What the backend inherits from Blender's settings: no network when Blender's online access
-    is off (HF_HUB_OFFLINE: the hub is not asked, a missing download is the error ``offline``), and
-    the SP4D licence's acceptance (kept in the add-on's preferences, never in a .blend)."""
+    is off (HF_HUB_OFFLINE: the hub is not asked, a missing download is the error ``offline``). (The
+    licence's acceptance goes with each request: the job setting and the weights request's field.)"""
     import bpy
 
-    from .jobfolder import hub
-    from .prefs import get_prefs
-
-    env = {}
-    if not getattr(bpy.app, "online_access", True):
-        env["HF_HUB_OFFLINE"] = "1"
-    if getattr(get_prefs(), "licence_accepted", False):
-        env[hub.LICENCE_ENV] = "1"
-    return env
+    return {} if getattr(bpy.app, "online_access", True) else {"HF_HUB_OFFLINE": "1"}
 
 
 def _log_dir():
@@ -61,7 +53,7 @@ def _log_dir():
 
 def get_backend(python: str | None = None) -> BackendProcess:
     """The running backend, restarted when it died, the interpreter or the environment (online
-    access, the licence) changed. ``python`` None: backend_python()."""
+    access) changed. ``python`` None: backend_python()."""
     global _backend
     python = python or backend_python()
     env = _environment()

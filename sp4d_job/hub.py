@@ -1,8 +1,10 @@
 """The SP4D weights on Hugging Face and their licence: one definition for Blender and the backend.
 
 Blender shows the licence with its link before the first download and, once the artist accepts
-it, starts the backend with ``LICENCE_ENV=1`` (the acceptance lives in the add-on's preferences,
-never in a .blend file); the backend refuses to download without it (``licence_required``).
+it, says so in every request that may download (the job setting ``accept_licence``, the
+``weights`` request's field of that name; the acceptance lives in the add-on's preferences, never
+in a .blend file); the backend refuses to download without it (``licence_required``). An explicit
+field, not an environment variable: the backend reads no switch of its own from the environment.
 Standard library only.
 """
 
@@ -11,9 +13,3 @@ HUB_FILE = "sp4d.safetensors"
 MODEL_PAGE = f"https://huggingface.co/{HUB_REPO}"
 LICENCE_NAME = "Stability AI Community License"
 LICENCE_URL = f"{MODEL_PAGE}/blob/main/LICENSE.md"
-LICENCE_ENV = "SP4D_LICENCE_ACCEPTED"
-
-
-def licence_accepted(environ) -> bool:
-    """Whether ``environ`` says the licence was accepted (LICENCE_ENV set to 1/true/yes/on)."""
-    return str(environ.get(LICENCE_ENV, "")).strip().lower() in ("1", "true", "yes", "on")

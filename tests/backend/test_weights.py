@@ -46,7 +46,7 @@ def local_hub():
 
 def _env(hub_env, hub, **extra):
     env = {**hub_env, "HF_ENDPOINT": hub.url, **extra}
-    for k in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "SP4D_LICENCE_ACCEPTED"):
+    for k in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         env.setdefault(k, "")
     return env
 
@@ -63,8 +63,8 @@ def test_download_streams_progress_cancels_and_resumes(start_server, local_hub, 
     request; the finished file is where huggingface_hub itself finds it offline."""
     payload = os.urandom(3 << 20)
     hub = local_hub(payload, rate=1.5e6)  # ~2 s for the whole file
-    srv = start_server(env=_env(hub_env, hub, SP4D_LICENCE_ACCEPTED="1"))
-    srv.send(id="w1", cmd="weights")
+    srv = start_server(env=_env(hub_env, hub))
+    srv.send(id="w1", cmd="weights", accept_licence=True)
     while True:
         e = srv.read()
         assert e["id"] == "w1" and e["event"] == "progress", e
@@ -80,7 +80,7 @@ def test_download_streams_progress_cancels_and_resumes(start_server, local_hub, 
     assert 0 < have < len(payload) and _cached(hub_env) is None
 
     hub.rate = None
-    srv.send(id="w2", cmd="weights")
+    srv.send(id="w2", cmd="weights", accept_licence=True)
     events = srv.until("w2")
     assert events[-1]["event"] == "result", events[-1]
     gets = [r for r in hub.requests if r[0] == "GET"]
@@ -94,7 +94,7 @@ def test_download_streams_progress_cancels_and_resumes(start_server, local_hub, 
 
     assert Path(hf_hub_download(REPO, FILE, cache_dir=hub_env["HF_HUB_CACHE"], local_files_only=True)) == path
     n = len(hub.requests)
-    srv.send(id="w3", cmd="weights")  # cached now: no request at all
+    srv.send(id="w3", cmd="weights")  # cached now: no request at all (and no licence question)
     assert srv.until("w3")[-1]["event"] == "result" and len(hub.requests) == n
 
 
@@ -104,14 +104,17 @@ def test_download_refused_until_the_licence_is_accepted(start_server, local_hub,
     srv.send(id="w", cmd="weights")
     e = srv.until("w")[-1]
     assert e["event"] == "error" and e["code"] == "licence_required", e
+    srv.send(id="bad", cmd="weights", accept_licence="yes")
+    e2 = srv.until("bad")[-1]
+    assert e2["event"] == "error" and e2["code"] == "bad_request" and "accept_licence" in e2["message"]
     assert "Stability AI Community License" in e["message"] and "huggingface.co/stabilityai/sp4d" in e["message"]
     assert hub.requests == []  # nothing asked of the hub before the licence is accepted
 
 
 def test_gated_repo_refusal_says_what_to_do(start_server, local_hub, hub_env):
     hub = local_hub(b"weights", gated=True)
-    srv = start_server(env=_env(hub_env, hub, SP4D_LICENCE_ACCEPTED="1"))
-    srv.send(id="w", cmd="weights")
+    srv = start_server(env=_env(hub_env, hub))
+    srv.send(id="w", cmd="weights", accept_licence=True)
     e = srv.until("w")[-1]
     assert e["event"] == "error" and e["code"] == "gated", e
     assert "https://huggingface.co/stabilityai/sp4d" in e["message"] and "hf auth login" in e["message"]
@@ -120,8 +123,8 @@ def test_gated_repo_refusal_says_what_to_do(start_server, local_hub, hub_env):
 
 def test_a_corrupted_download_is_deleted_not_used(start_server, local_hub, hub_env):
     hub = local_hub(b"not the weights", etag=hashlib.sha256(b"the weights").hexdigest())
-    srv = start_server(env=_env(hub_env, hub, SP4D_LICENCE_ACCEPTED="1"))
-    srv.send(id="w", cmd="weights")
+    srv = start_server(env=_env(hub_env, hub))
+    srv.send(id="w", cmd="weights", accept_licence=True)
     e = srv.until("w")[-1]
     assert e["event"] == "error" and e["code"] == "bad_checkpoint" and "SHA-256" in e["message"], e
     assert not list((Path(hub_env["HF_HUB_CACHE"]) / "models--stabilityai--sp4d" / "blobs").iterdir())
@@ -132,8 +135,8 @@ def test_offline_downloads_nothing_and_says_so(start_server, local_hub, hub_env)
     """Blender's online access off (HF_HUB_OFFLINE): offline at once, even with the licence
     accepted, and no request reaches the hub."""
     hub = local_hub(b"weights")
-    srv = start_server(env=_env(hub_env, hub, SP4D_LICENCE_ACCEPTED="1", HF_HUB_OFFLINE="1"))
-    srv.send(id="w", cmd="weights")
+    srv = start_server(env=_env(hub_env, hub, HF_HUB_OFFLINE="1"))
+    srv.send(id="w", cmd="weights", accept_licence=True)
     e = srv.until("w")[-1]
     assert e["event"] == "error" and e["code"] == "offline" and "Allow Online Access" in e["message"], e
     assert hub.requests == []

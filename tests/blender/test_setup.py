@@ -315,7 +315,7 @@ def hub_env(tmp_path, monkeypatch):
     for k, v in {"HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_CACHE": str(tmp_path / "hub"),
                  "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": ""}.items():
         monkeypatch.setenv(k, v)
-    for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "SP4D_LICENCE_ACCEPTED"):
+    for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(k, raising=False)
     system = bpy.context.preferences.system
     online = system.use_online_access
@@ -340,7 +340,8 @@ def _op(op) -> str:
 
 
 def _weights_job(on_event=None) -> RigJob:
-    job = RigJob(session.get_backend(), None, cmd="weights")
+    """The weights request as Download Weights sends it (the preferences' acceptance in it)."""
+    job = RigJob(session.get_backend(), None, cmd="weights", fields={"accept_licence": get_prefs().licence_accepted})
     job.start()
     job.wait(120, on_event)
     return job
@@ -356,6 +357,9 @@ def test_weights_need_the_licence_then_download_with_progress_and_work_offline(h
     assert op == "sp4d.accept_licence" and "Stability AI Community License" in text and "stabilityai/sp4d" in url
 
     assert bpy.ops.sp4d.accept_licence() == {"FINISHED"} and get_prefs().licence_accepted
+    from sp4d_blender.prefs import job_settings
+
+    assert job_settings()["accept_licence"] is True  # jobs that download say so too
     assert ctx.window_manager.sp4d_needs == ""
     seen = []
     job = _weights_job(seen.append)
