@@ -1,4 +1,9 @@
-"""Command line: ``python -m backend {serve,run,generate,rig,reweight,prepare,sample}``."""
+"""Command line: ``python -m backend {serve,run,generate,rig,reweight,weights,doctor,prepare,sample}``.
+
+``serve`` and ``doctor`` look for the backend's packages before importing any (backend/doctor.py):
+an interpreter without torch or numpy serves ``missing_dependency`` answers instead of dying on an
+ImportError that Blender would only show as a dead process.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,6 @@ import json
 import sys
 
 from .allocator import allocator_config
-from .context import StageContext
-from .errors import BackendError, from_exception
-from .jobdir import JobDir
-from .settings import add_flags, checked, from_flags
 
 
 def _print_progress(e: dict) -> None:
@@ -20,6 +21,21 @@ def _print_progress(e: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     allocator_config()  # before torch starts CUDA
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["serve"], ["doctor"]):
+        from . import doctor
+
+        if argv[0] == "doctor":
+            return doctor.main(argv[1:])
+        lacking = doctor.missing()
+        if lacking:
+            print(doctor.missing_message(lacking), file=sys.stderr, flush=True)
+            return doctor.serve_missing(lacking)
+    from .context import StageContext
+    from .errors import BackendError, from_exception
+    from .jobdir import JobDir
+    from .settings import add_flags, checked, from_flags
+
     ap = argparse.ArgumentParser(prog="python -m backend", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("serve", help="speak the JSON-lines protocol on stdin/stdout")
@@ -34,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("job")
     p.add_argument("skeleton", help="skeleton JSON (rig/skeleton.json format)")
     add_flags(p, stage="rig")
+    p = sub.add_parser("weights", help="download sp4d.safetensors into the Hugging Face cache (resumes a partial "
+                       "download; needs the licence accepted: --accept-licence)")
+    p.add_argument("--accept-licence", action="store_true",
+                   help="accept the Stability AI Community License of stabilityai/sp4d (read it first on the "
+                        "model page)")
+    sub.add_parser("doctor", help="what this interpreter lacks, torch and its GPUs (--json: one JSON object)")
     p = sub.add_parser("prepare", help="run the model once at these settings, so that the first job finds the "
                        "kernels' tuning and (with --compile) the compiled graphs on disk (Set Up's last step)")
     add_flags(p)
@@ -50,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
 
             save_asset(make_creature(), args.out)
             print(args.out)
+            return 0
+        if args.cmd == "weights":
+            from .weights import fetch_weights
+
+            print(fetch_weights(StageContext(_print_progress), accepted=args.accept_licence))
             return 0
         if args.cmd == "prepare":
             from .prepare import prepare

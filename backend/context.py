@@ -44,7 +44,10 @@ class StageContext:
         while not lock.acquire(timeout=0.2):
             self.check()
 
-    def progress(self, stage: str, step: int, total: int, message: str = "") -> None:
+    def progress(self, stage: str, step: int, total: int, message: str = "", **extra) -> None:
+        """Report ``step`` of ``total`` (with the time left from the recent pace) and raise
+        Cancelled when asked to stop; ``extra`` fields go into the event as they are (a
+        download's bytes and rate)."""
         now = self._clock()
         t0 = self._t0.setdefault(stage, now)
         recent = self._recent.setdefault(stage, deque(maxlen=self.RECENT))
@@ -60,5 +63,5 @@ class StageContext:
             per_step = (tb - ta) / (sb - sa) if sb > sa else (now - t0) / step
             eta = per_step * (total - step)
         self._on_event({"event": "progress", "stage": stage, "step": step, "total": total,
-                        "message": message, "eta_s": None if eta is None else round(eta, 2)})
+                        "message": message, "eta_s": None if eta is None else round(eta, 2), **extra})
         self.check()

@@ -144,6 +144,10 @@ def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | N
         return job.stage_info(STAGE)
     ctx.wait_for(MODEL_LOCK, STAGE, "another job's generation (one model at a time)")
     try:
+        if s["weights"] in (None, "", "hub"):  # downloaded here with progress, cancellable and resumable;
+            from .weights import fetch_weights  # the pipeline then finds the file in the hub cache
+
+            fetch_weights(ctx, accepted=s["accept_licence"])
         rgb, parts = _generate(ctx, s, options, frames, warnings)
     finally:
         MODEL_LOCK.release()

@@ -38,6 +38,11 @@ def prepare(settings: Mapping | None = None, on_event: Callable[[dict], None] | 
             on_event({"event": "progress", "stage": "prepare", "step": 0, "total": 1, "message": message})
 
     t0 = time.perf_counter()
+    if s["weights"] in (None, "", "hub"):  # downloaded with progress first (the licence: accept_licence)
+        from .context import StageContext
+        from .weights import fetch_weights
+
+        fetch_weights(StageContext(on_event), accepted=s["accept_licence"])
     say("loading the model")
     pipe = get_pipeline(s["weights"], s["model_config"], options)
     load_s = time.perf_counter() - t0

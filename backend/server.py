@@ -28,7 +28,8 @@ MAX_LINE = 1 << 20  # bytes: no request is near this long; a longer line is refu
 MAX_DEPTH = 32  # nesting of a request's arrays and objects (requests are flat)
 MAX_ID = 200  # characters of a request id
 MAX_JOBS = 32  # jobs under way at once (each a thread); more is a client gone wrong
-COMMANDS = ("ping", *JOB_COMMANDS, "cancel", "shutdown")
+COMMANDS = ("ping", *JOB_COMMANDS, "weights", "cancel", "shutdown")
+THREADED = (*JOB_COMMANDS, "weights")  # commands that run on a thread of their own until their result or error
 
 
 class BadRequest(Exception):
@@ -98,6 +99,8 @@ def parse_request(line: str) -> dict:
             raise BadRequest("'code' of a cancel must be 'cancelled' or 'timeout'", rid)
         if not isinstance(req.get("message", ""), str):
             raise BadRequest("'message' of a cancel must be a string", rid)
+    if cmd == "weights" and not isinstance(req.get("accept_licence", False), bool):
+        raise BadRequest("'accept_licence' of a weights request must be true or false", rid)
     return req
 
 
@@ -157,6 +160,23 @@ class Server:
             with self._lock:
                 self._jobs.pop(rid, None)
 
+    def _run_weights(self, rid, ctx: StageContext, accepted: bool) -> None:
+        """Download the SP4D weights into the hub cache (backend/weights.py): progress events,
+        cancellable, resumed by the next request; ``accepted``: the request's accept_licence."""
+        from .weights import fetch_weights
+
+        try:
+            path = fetch_weights(ctx, accepted=accepted)
+            self.send({"id": rid, "event": "result", "data": {"weights": str(path), "bytes": path.stat().st_size}})
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes an error event
+            err = from_exception(exc)
+            if err.code == "internal":
+                self._log(traceback.format_exc())
+            self.error(rid, err)
+        finally:
+            with self._lock:
+                self._jobs.pop(rid, None)
+
     def handle(self, line: str | None) -> None:
         """Answer one line; never raises."""
         try:
@@ -173,12 +193,13 @@ class Server:
         rid, cmd = req.get("id"), req["cmd"]
         if cmd == "ping":
             self.send({"id": rid, "event": "result", "data": {"pong": True, "version": __version__}})
-        elif cmd in JOB_COMMANDS:
+        elif cmd in THREADED:
             if rid is None:
                 raise BadRequest(f"{cmd} needs an 'id' (its events carry it)")
             ctx = StageContext(lambda e, rid=rid: self.send({"id": rid, **e}))
-            thread = threading.Thread(target=self._run_job, args=(rid, cmd, req["job"], ctx), daemon=True,
-                                      name=f"job {rid}")
+            target, args = ((self._run_weights, (rid, ctx, req.get("accept_licence", False))) if cmd == "weights"
+                            else (self._run_job, (rid, cmd, req["job"], ctx)))
+            thread = threading.Thread(target=target, args=args, daemon=True, name=f"job {rid}")
             with self._lock:
                 if rid in self._jobs:
                     raise BadRequest(f"a job with id {json.dumps(rid)} is still running: use another id", rid)
@@ -198,7 +219,7 @@ class Server:
             self._stop.set()
 
     def serve(self) -> int:
-        self.send({"id": None, "event": "ready", "version": __version__})
+        self.send({"id": None, "event": "ready", "version": __version__, "missing": []})
         for line in read_lines(self._in):
             if line is None or line.strip():
                 self.handle(line)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Create the local environments the demo and the tests need (idempotent, safe to re-run).
 #   .venv              backend: CPU torch 2.13.0 + the backend package, test tools and Ray (the batch's tests)
+#   .wheelhouse        wheels of the backend and its dependencies (CPU torch): the Set Up Backend test installs
+#                      from this folder alone, like an artist's offline install (tests/blender/test_setup.py)
 #   .venv-blender-4.2  headless Blender (bpy 4.2.23 LTS, the manifest's minimum) for the add-on tests
 #   .venv-blender-4.5  headless Blender (bpy 4.5.15 LTS) for the add-on tests and the demo
 #   .venv-blender-5.0  headless Blender (bpy 5.0.1)
@@ -50,6 +52,13 @@ for w in "${want[@]}"; do
         make_venv .venv "partial" torch==2.13.0
         .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,ray]"
         echo "$stamp" > .venv/.stamp
+      fi
+      if [ ! -f .wheelhouse/.stamp ] || [ "$(cat .wheelhouse/.stamp)" != "$stamp" ]; then
+        echo "setup: filling .wheelhouse"
+        rm -rf .wheelhouse && mkdir -p .wheelhouse
+        # the same torch as .venv's, from the same sources (pip's cache makes it a copy), and setuptools to build with
+        .venv/bin/python -m pip download -q --disable-pip-version-check -d .wheelhouse torch==2.13.0 "setuptools>=61" .
+        echo "$stamp" > .wheelhouse/.stamp
       fi ;;
     blender-4.2) ensure_blender_libs; make_venv .venv-blender-4.2 "bpy==4.2.23" bpy==4.2.23 "numpy<2" pytest ;;
     blender-4.5) ensure_blender_libs; make_venv .venv-blender-4.5 "bpy==4.5.15" bpy==4.5.15 "numpy<2" pytest ;;

@@ -15,7 +15,8 @@ from .client import BackendProcess, RigJob
 from .identity import object_id, readable
 from .jobfolder import lock
 from .jobfolder import settings as jobsettings
-from .prefs import cache_dir, get_prefs, job_settings
+from .paths import jobs_root
+from .prefs import job_settings
 
 
 class RigError(RuntimeError):
@@ -29,8 +30,9 @@ class RigError(RuntimeError):
 
 def job_dir_for(obj: bpy.types.Object, root: Path | None = None) -> Path:
     """The object's own job folder (named by its stable id, identity.object_id), so re-runs reuse
-    finished stages and no two objects ever share one."""
-    jobs = (root or cache_dir()) / "jobs"
+    finished stages and no two objects ever share one: in ``root``/jobs, else in paths.jobs_root
+    (beside the saved .blend, or the add-on's user folder; never a temp folder)."""
+    jobs = Path(root) / "jobs" if root else jobs_root()
     return jobs / object_id(obj, jobs)
 
 
@@ -66,7 +68,7 @@ def start_job(obj: bpy.types.Object, job_dir: str | Path | None = None, settings
     job = Path(job_dir).resolve() if job_dir else job_dir_for(obj).resolve()
     with _job_folder(job):
         write_job(obj, job, job_settings() if settings is None else settings, _owner_id(obj, job))
-    backend = backend or session.get_backend(get_prefs().backend_python or None)
+    backend = backend or session.get_backend()
     rj = RigJob(backend, job)
     rj.start()
     return rj
@@ -102,7 +104,7 @@ def clip_job_dir(clip: str | Path, root: Path | None = None) -> Path:
     clips of one name in different folders get different folders)."""
     path = str(Path(bpy.path.abspath(str(clip))).resolve())
     tag = hashlib.sha1(path.encode()).hexdigest()[:12]
-    return (root or cache_dir()) / "jobs" / f"clip-{readable(Path(path).stem)}-{tag}"
+    return (Path(root) / "jobs" if root else jobs_root()) / f"clip-{readable(Path(path).stem)}-{tag}"
 
 
 def start_clip_job(clip: str | Path | None, job_dir: str | Path | None = None, settings: dict | None = None,
@@ -115,7 +117,7 @@ def start_clip_job(clip: str | Path | None, job_dir: str | Path | None = None, s
     if clip is not None:
         with _job_folder(job):
             write_clip_job(clip, job, job_settings() if settings is None else settings)
-    backend = backend or session.get_backend(get_prefs().backend_python or None)
+    backend = backend or session.get_backend()
     rj = RigJob(backend, job, cmd)
     rj.start()
     return rj

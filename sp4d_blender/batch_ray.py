@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .client import BACKEND_ROOT, default_backend_python
+from .client import BACKEND_ROOT, NO_BACKEND
 
 
 def blender_command() -> dict:
@@ -52,6 +52,12 @@ def run_on_ray(args) -> int:
     layout.write_json_atomic(path, req)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join([str(BACKEND_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    cmd = [default_backend_python(), "-m", "backend.batch", str(path)]
+    from .session import backend_python
+
+    python = backend_python()
+    if not python:
+        print(f"batch on Ray: {NO_BACKEND}", flush=True)
+        return 2
+    cmd = [python, "-m", "backend.batch", str(path)]
     print(f"batch on Ray: {' '.join(cmd)}", flush=True)
     return subprocess.call(cmd, cwd=str(BACKEND_ROOT), env=env)

@@ -26,6 +26,7 @@ MODIFIER_NAME = "SP4D Armature"
 
 
 RIG_PROP = "sp4d_job"  # on an armature SP4D built: its job folder
+RIG_REL_PROP = "sp4d_job_rel"  # and that folder relative to the .blend when it lies beside it (relative_job_path)
 OWNER_PROP = "sp4d_owner"  # on that armature: the id of the mesh object it rigs (identity.object_id)
 USER_GROUPS_PROP = "sp4d_user_groups"  # on that armature: the mesh's groups before it was built (JSON)
 
@@ -226,6 +227,9 @@ def build_rig(obj: bpy.types.Object, job_dir: str | Path, name: str | None = Non
         arm_obj.matrix_world = obj.matrix_world.copy()
         arm_obj.show_in_front = True
         arm_obj[RIG_PROP] = str(Path(job_dir).resolve())
+        rel = relative_job_path(job_dir)
+        if rel:
+            arm_obj[RIG_REL_PROP] = rel
         if obj.get("sp4d_id"):
             arm_obj[OWNER_PROP] = obj["sp4d_id"]
         arm_obj[USER_GROUPS_PROP] = json.dumps(user_groups)
@@ -341,3 +345,28 @@ def apply_motion(arm_obj: bpy.types.Object, skel: dict, frame_start: int | None 
             pb.keyframe_insert("rotation_quaternion", frame=f, group=pb.name)
     scene.frame_end = max(scene.frame_end, start + len(frames) - 1)
     return len(frames)
+
+
+def relative_job_path(job_dir: str | Path) -> str | None:
+    """The job folder relative to the saved .blend ("//sp4d_jobs/…") when it lies beside it, else
+    None: kept on the armature beside the absolute path, so that a project folder moved as a whole
+    still finds its job folders (and a file saved elsewhere still has the absolute one)."""
+    job = Path(job_dir).resolve()
+    if bpy.data.filepath:
+        blend_dir = Path(bpy.path.abspath("//")).resolve()
+        if blend_dir in job.parents:
+            return "//" + job.relative_to(blend_dir).as_posix()
+    return None
+
+
+def job_path(arm: bpy.types.Object) -> Path | None:
+    """The job folder of an armature SP4D built: the absolute path it recorded when that folder is
+    there, else its path relative to the .blend when that one is (the folder moved with the file);
+    None without a record."""
+    job = arm.get(RIG_PROP)
+    rel = arm.get(RIG_REL_PROP)
+    if job and Path(job).is_dir():
+        return Path(job)
+    if rel and Path(bpy.path.abspath(rel)).is_dir():
+        return Path(bpy.path.abspath(rel))
+    return Path(job) if job else None

@@ -17,7 +17,6 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,15 +26,27 @@ BACKEND_ROOT = Path(__file__).resolve().parent.parent  # the folder that holds b
 KEEP_LOGS = 5  # backend logs kept in the log folder (the newest)
 
 
-def default_backend_python() -> str:
-    """SP4D_BACKEND_PYTHON, else the repository's .venv, else this interpreter."""
+def default_backend_python(root: Path = BACKEND_ROOT) -> str | None:
+    """SP4D_BACKEND_PYTHON, else the repository's .venv (a development checkout), else None. Never
+    this interpreter: inside Blender that is Blender's own Python, which has no torch, and the
+    artist would read "No module named 'torch'" instead of being asked to set the backend up."""
     env = os.environ.get("SP4D_BACKEND_PYTHON")
     if env:
         return env
-    for cand in (BACKEND_ROOT / ".venv" / "bin" / "python", BACKEND_ROOT / ".venv" / "Scripts" / "python.exe"):
+    for cand in (root / ".venv" / "bin" / "python", root / ".venv" / "Scripts" / "python.exe"):
         if cand.exists():
             return str(cand)
-    return sys.executable
+    return None
+
+
+NO_BACKEND = ("no backend is set up: press Set Up Backend (Edit > Preferences > Add-ons > SP4D Rig, or the SP4D "
+              "panel) to install it, or set Backend Python to an interpreter with the backend's packages")
+
+
+class NoBackend(RuntimeError):
+    """No interpreter to run the backend with (error code ``no_backend``)."""
+
+    code = "no_backend"
 
 
 def default_log_dir() -> Path:
@@ -60,7 +71,7 @@ class BackendProcess:
 
     def __init__(self, python: str | None = None, root: Path = BACKEND_ROOT, env: dict | None = None,
                  log_dir: str | os.PathLike | None = None):
-        self.python = python or default_backend_python()
+        self.python = python or default_backend_python()  # None: start() raises NoBackend
         self.root = Path(root)
         self.env = dict(env or {})
         self.log_dir = Path(log_dir) if log_dir else default_log_dir()
@@ -68,6 +79,7 @@ class BackendProcess:
         self.proc: subprocess.Popen | None = None
         self.events: queue.Queue = queue.Queue()  # events of no request of ours (ready, bad lines)
         self._queues: dict[str, queue.Queue] = {}
+        self._sent_to: dict[str, subprocess.Popen] = {}  # the process each request went to
         self._routes = threading.Lock()
         self._ids = itertools.count(1)
         self._write_lock = threading.Lock()
@@ -79,6 +91,8 @@ class BackendProcess:
     def start(self) -> None:
         if self.alive:
             return
+        if not self.python:
+            raise NoBackend(NO_BACKEND)
         env = dict(os.environ)
         env.update(self.env)
         env["PYTHONPATH"] = os.pathsep.join([str(self.root)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
@@ -117,8 +131,8 @@ class BackendProcess:
             if isinstance(ev, dict):
                 self._route(ev)
         exit_ev = {"event": "exit", "returncode": proc.wait()}
-        with self._routes:
-            targets = list(self._queues.values())
+        with self._routes:  # the jobs sent to this process, not those of a process started since
+            targets = [q for rid, q in self._queues.items() if self._sent_to.get(rid) is proc]
         for q in (*targets, self.events):  # every job under way learns of the exit
             q.put(exit_ev)
 
@@ -131,6 +145,7 @@ class BackendProcess:
         """Stop routing events of a finished request."""
         with self._routes:
             self._queues.pop(rid, None)
+            self._sent_to.pop(rid, None)
 
     def stderr_tail(self, n: int = 1500) -> str:
         try:
@@ -145,6 +160,8 @@ class BackendProcess:
         if not self.alive:
             return None
         self.queue_for(rid)
+        with self._routes:
+            self._sent_to[rid] = self.proc
         with self._write_lock:
             try:
                 self.proc.stdin.write(json.dumps({"id": rid, "cmd": cmd, **fields}) + "\n")
@@ -193,11 +210,14 @@ def died_message(rc, tail: str) -> str:
 
 
 class RigJob:
-    """One backend job (``run`` for Generate Rig, ``rig``, ``reweight``), followed to its end."""
+    """One backend job (``run`` for Generate Rig, ``rig``, ``reweight``; ``weights`` without a job
+    folder: the weights download), followed to its end."""
 
-    def __init__(self, backend: BackendProcess, job_dir: str | os.PathLike, cmd: str = "run"):
+    def __init__(self, backend: BackendProcess, job_dir: str | os.PathLike | None, cmd: str = "run",
+                 fields: dict | None = None):
         self.backend = backend
-        self.job_dir = Path(job_dir).resolve()
+        self.fields = dict(fields or {})  # more fields of the request (the weights' accept_licence)
+        self.job_dir = Path(job_dir).resolve() if job_dir is not None else None
         self.cmd = cmd
         self.state = "new"  # new | running | done | failed | cancelled
         self.error: dict | None = None
@@ -211,8 +231,13 @@ class RigJob:
         return self.state in ("done", "failed", "cancelled")
 
     def start(self) -> None:
-        self.backend.start()
-        self.rid = self.backend.send(self.cmd, job=str(self.job_dir))
+        try:
+            self.backend.start()
+        except NoBackend as exc:
+            self._fail(NoBackend.code, str(exc))
+            return
+        fields = dict(self.fields) if self.job_dir is None else {"job": str(self.job_dir), **self.fields}
+        self.rid = self.backend.send(self.cmd, **fields)
         if self.rid is None:
             self._fail("backend_died", "the backend is not running")
         else:
@@ -283,3 +308,22 @@ class RigJob:
             if not self.finished:
                 time.sleep(interval)
         return self.state
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def _duration(s: float) -> str:
+    return f"{s / 60:.0f} min" if s >= 90 else f"{s:.0f} s"
+
+
+def progress_text(p: dict) -> str:
+    """A progress event in words for the status bar and the panel: steps and the time left, or a
+    download's bytes, rate and time left."""
+    eta = f", {_duration(p['eta_s'])} left" if p.get("eta_s") is not None else ""
+    if p.get("bytes") is not None:
+        total = f" of {_size(p['bytes_total'])}" if p.get("bytes_total") else ""
+        rate = f", {p['rate_bps'] / 1e6:.1f} MB/s" if p.get("rate_bps") else ""
+        return f"SP4D {p.get('stage', 'weights')}: {_size(p['bytes'])}{total}{rate}{eta} (Esc cancels)"
+    return f"SP4D {p.get('stage', '')}: {p.get('step', 0)}/{p.get('total', 0)}{eta} (Esc cancels)"

@@ -2,12 +2,57 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import bpy
 
 from . import api
-from .build import RIG_PROP, build_rig
+from .build import build_rig, job_path
+
+# failures the panel answers with a button: the backend is not set up, the licence, the hub's refusal
+NEEDS = ("no_backend", "missing_dependency", "licence_required", "gated")
+
+
+def _code_of(exc: BaseException) -> str | None:
+    """The stable code of a failure: RigError's, or a ``[code] message`` text's."""
+    code = getattr(exc, "code", None)
+    if code:
+        return code
+    m = re.match(r"^\[(\w+)\]", str(exc))
+    return m.group(1) if m else None
+
+
+def remember_failure(context, code: str | None, message: str) -> None:
+    """Keep a failure the panel answers with a button (NEEDS); any other outcome clears it."""
+    wm = context.window_manager
+    if not hasattr(wm, "sp4d_needs"):
+        return
+    wm.sp4d_needs = code if code in NEEDS else ""
+    wm.sp4d_needs_message = message if code in NEEDS else ""
+
+
+def setup_prompt(context) -> tuple[str, str, str] | None:
+    """What the panel asks of the artist before anything can run, or None: (text, operator id,
+    url or ''). No backend interpreter at all: Set Up (asked before the first job fails); a
+    job's missing_dependency: Set Up; licence_required: Accept Licence; gated: the model page."""
+    from .jobfolder import hub
+    from .session import backend_python
+
+    wm = context.window_manager
+    needs = getattr(wm, "sp4d_needs", "")
+    if needs == "licence_required":
+        return (f"The SP4D weights are under the {hub.LICENCE_NAME}: read and accept it first.",
+                "sp4d.accept_licence", hub.LICENCE_URL)
+    if needs == "gated":
+        return ("Hugging Face refused the gated weights: accept the licence on the model page, then log in "
+                "(hf auth login, or HF_TOKEN).", "", hub.MODEL_PAGE)
+    if needs in ("no_backend", "missing_dependency"):
+        return (wm.sp4d_needs_message or "The backend is not set up.", "sp4d.setup_backend", "")
+    if not backend_python(context):
+        return ("The backend is not set up yet: Set Up Backend installs it (PyTorch for this machine, a few GB).",
+                "sp4d.setup_backend", "")
+    return None
 
 
 def _mesh_poll(context) -> bool:
@@ -27,8 +72,10 @@ class _BackendJobModal:
         try:
             message = self._run(context)
         except (api.RigError, ValueError, RuntimeError) as exc:
+            remember_failure(context, _code_of(exc), getattr(exc, "message", str(exc)))
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
+        remember_failure(context, None, "")
         self.report({"INFO"}, message)
         return {"FINISHED"}
 
@@ -38,7 +85,12 @@ class _BackendJobModal:
         try:
             self._job = self._start(context)
         except (api.RigError, ValueError, RuntimeError) as exc:
+            remember_failure(context, _code_of(exc), getattr(exc, "message", str(exc)))
             self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        if self._job.finished and self._job.state != "done":  # ended at once (no backend)
+            remember_failure(context, self._job.error["code"], self._job.error["message"])
+            self.report({"ERROR"}, f"SP4D: {self._job.error['message']}")
             return {"CANCELLED"}
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.1, window=context.window)
@@ -76,12 +128,13 @@ class _BackendJobModal:
         job.poll()
         p = job.progress
         if p and job.state == "running":
-            eta = f", {p['eta_s']:.0f} s left" if p.get("eta_s") is not None else ""
-            frac = p["step"] / max(p["total"], 1)
-            self._status(context, f"SP4D {p['stage']}: {p['step']}/{p['total']}{eta} (Esc cancels)", frac)
+            from .client import progress_text
+
+            self._status(context, progress_text(p), p["step"] / max(p["total"], 1))
         if not job.finished:
             return {"RUNNING_MODAL"}
         self._finish(context)
+        remember_failure(context, job.error["code"] if job.error else None, job.error["message"] if job.error else "")
         if job.state != "done":
             level = {"WARNING"} if job.state == "cancelled" else {"ERROR"}
             self.report(level, f"SP4D: {job.error['message']}")
@@ -161,11 +214,10 @@ class SP4D_OT_add_sample(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     def execute(self, context):
-        from .prefs import get_prefs
         from .sample import import_sample
 
         try:
-            obj = import_sample(python=get_prefs(context).backend_python or None)
+            obj = import_sample()
         except (RuntimeError, OSError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -177,7 +229,8 @@ class SP4D_OT_add_sample(bpy.types.Operator):
 
 
 class SP4D_OT_setup_backend(bpy.types.Operator):
-    """Create a Python environment for the backend and install it with pip (needs the internet)"""
+    """Install the backend in the add-on's user folder: a Python environment with PyTorch for this
+    machine's GPU and the backend's packages (a few GB from the internet), then check the GPU"""
 
     bl_idname = "sp4d.setup_backend"
     bl_label = "Set Up Backend"
@@ -185,40 +238,76 @@ class SP4D_OT_setup_backend(bpy.types.Operator):
     _thread = None
     _timer = None
 
-    def execute(self, context):  # blocking (headless)
-        from .prefs import cache_dir
-        from .setup_backend import setup_backend
+    def _args(self, context) -> dict:
+        """Where and from what to install; stops this session's backend first (its interpreter may be
+        the one being replaced, and Windows does not replace a running python.exe)."""
+        from . import session
+        from .paths import backend_env
+        from .prefs import get_prefs
 
-        try:
-            py = setup_backend(cache_dir(context) / "backend-venv", on_line=print)
-        except (RuntimeError, OSError) as exc:
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        return self._done(context, py)
+        session.shutdown()
 
-    def _done(self, context, py):
-        """Point the preferences at the new interpreter (when the add-on system holds them)."""
+        prefs = get_prefs(context)
+        return {"target": backend_env(), "package_index": bpy.path.abspath(prefs.package_index)
+                if prefs.package_index and "://" not in prefs.package_index else prefs.package_index,
+                "find_links": bpy.path.abspath(prefs.find_links) if prefs.find_links else ""}
+
+    def _refuse_offline(self, context) -> bool:
+        """Blender's online access off and nothing local to install from: say so, do nothing."""
         from .prefs import get_prefs
 
         prefs = get_prefs(context)
-        if hasattr(prefs, "bl_idname"):
-            prefs.backend_python = str(py)
-        self.report({"INFO"}, f"SP4D backend ready: {py}")
+        if getattr(bpy.app, "online_access", True) or prefs.find_links or (
+                prefs.package_index and "://" not in prefs.package_index):
+            return False
+        self.report({"ERROR"}, "SP4D: Set Up Backend downloads PyTorch and the backend's packages, but online access "
+                    "is off (Preferences > System > Network); allow it, or set a Wheel Folder to install from")
+        return True
+
+    def execute(self, context):  # blocking (headless)
+        from .setup_backend import SetupError, setup_backend
+
+        if self._refuse_offline(context):
+            return {"CANCELLED"}
+        try:
+            py, report = setup_backend(**self._args(context), on_line=print)
+        except (SetupError, OSError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        return self._done(context, py, report)
+
+    def _done(self, context, py, report):
+        """Keep the verified report in the preferences; the next job runs with the new environment."""
+        import json
+
+        from . import session
+        from .prefs import get_prefs
+        from .setup_backend import summary
+
+        prefs = get_prefs(context)
+        prefs.backend_report = json.dumps(report)
+        prefs.backend_python = ""  # the environment made here (session.backend_python finds it)
+        session.shutdown()
+        remember_failure(context, None, "")
+        self.report({"INFO"}, f"{summary(report)} ({py})")
         return {"FINISHED"}
 
     def invoke(self, context, event):
         import threading
 
-        from .prefs import cache_dir
-        from .setup_backend import setup_backend
+        from .setup_backend import SetupError, setup_backend
 
+        if bpy.app.background:
+            return self.execute(context)
+        if self._refuse_offline(context):
+            return {"CANCELLED"}
         self._lines, self._result = [], {}
+        args = self._args(context)
 
         def work():
             try:
-                self._result["python"] = setup_backend(cache_dir(context) / "backend-venv",
-                                                       on_line=self._lines.append)
-            except (RuntimeError, OSError) as exc:
+                self._result["python"], self._result["report"] = setup_backend(**args, on_line=self._lines.append)
+            except (SetupError, OSError) as exc:
                 self._result["error"] = str(exc)
 
         self._thread = threading.Thread(target=work, daemon=True)
@@ -230,15 +319,67 @@ class SP4D_OT_setup_backend(bpy.types.Operator):
     def modal(self, context, event):
         wm = context.window_manager
         if self._lines:
-            wm.sp4d_status = self._lines[-1][:120]
+            wm.sp4d_status = "Set Up: " + self._lines[-1][:110]
+            if context.workspace:
+                context.workspace.status_text_set(wm.sp4d_status)
         if event.type != "TIMER" or self._thread.is_alive():
             return {"PASS_THROUGH"}
         wm.event_timer_remove(self._timer)
         wm.sp4d_status = ""
+        if context.workspace:
+            context.workspace.status_text_set(None)
         if "error" in self._result:
             self.report({"ERROR"}, self._result["error"])
             return {"CANCELLED"}
-        return self._done(context, self._result["python"])
+        return self._done(context, self._result["python"], self._result["report"])
+
+
+class SP4D_OT_accept_licence(bpy.types.Operator):
+    """Accept the Stability AI Community License of the SP4D weights (read it first: Read the
+    licence); remembered in the preferences, never in a .blend file"""
+
+    bl_idname = "sp4d.accept_licence"
+    bl_label = "Accept Licence"
+
+    def execute(self, context):
+        from .jobfolder import hub
+        from .prefs import get_prefs
+
+        get_prefs(context).licence_accepted = True
+        remember_failure(context, None, "")
+        self.report({"INFO"}, f"SP4D: {hub.LICENCE_NAME} accepted; the weights may be downloaded")
+        return {"FINISHED"}
+
+    def invoke(self, context, event):
+        return context.window_manager.invoke_confirm(self, event)
+
+
+class SP4D_OT_download_weights(_BackendJobModal, bpy.types.Operator):
+    """Download the SP4D weights (about 10 GB) into the Hugging Face cache: progress in the status
+    bar, Esc cancels, a later download continues where this one stopped"""
+
+    bl_idname = "sp4d.download_weights"
+    bl_label = "Download Weights"
+
+    def _start(self, context):
+        from . import session
+        from .client import RigJob
+        from .prefs import get_prefs
+
+        job = RigJob(session.get_backend(), None, cmd="weights",
+                     fields={"accept_licence": bool(get_prefs(context).licence_accepted)})
+        job.start()
+        return job
+
+    def _run(self, context) -> str:
+        job = self._start(context)
+        job.wait()
+        if job.state != "done":
+            raise api.RigError(job.error["code"], job.error["message"])
+        return self._build(job)
+
+    def _build(self, job) -> str:
+        return f"SP4D: weights ready at {job.result['weights']}"
 
 
 def _rigged(context):
@@ -313,8 +454,10 @@ class SP4D_OT_recompute_weights(_RigOperator, bpy.types.Operator):
         try:
             n = recompute_weights(*_rigged(context))
         except (ValueError, RuntimeError) as exc:
+            remember_failure(context, _code_of(exc), re.sub(r"^\[\w+\] ", "", str(exc)))
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
+        remember_failure(context, None, "")
         self.report({"INFO"}, f"SP4D: weights recomputed for {n} bones")
         return {"FINISHED"}
 
@@ -330,7 +473,7 @@ class SP4D_OT_import_views(_RigOperator, bpy.types.Operator):
 
         arm = _rigged(context)[1]
         try:
-            coll = import_views(arm[RIG_PROP])
+            coll = import_views(job_path(arm))
         except (KeyError, OSError, ValueError, TypeError) as exc:
             self.report({"ERROR"}, f"SP4D: no generated views to import ({exc})")
             return {"CANCELLED"}
@@ -357,6 +500,16 @@ class SP4D_PT_panel(bpy.types.Panel):
         row.operator(SP4D_OT_generate_rig.bl_idname, icon="ARMATURE_DATA")
         row.operator(SP4D_OT_rig_clip.bl_idname, icon="FILE_MOVIE")
         wm = context.window_manager
+        prompt = setup_prompt(context)
+        if prompt:
+            text, op, url = prompt
+            box = col.box()
+            for i in range(0, len(text), 60):
+                box.label(text=text[i:i + 60], icon="ERROR" if i == 0 else "NONE")
+            if op:
+                box.operator(op)
+            if url:
+                box.operator("wm.url_open", text="Open the page", icon="URL").url = url
         if wm.sp4d_status:
             col.label(text=wm.sp4d_status)
             col.prop(wm, "sp4d_progress", text="")
@@ -379,5 +532,6 @@ class SP4D_PT_panel(bpy.types.Panel):
         col.operator(SP4D_OT_import_views.bl_idname, icon="CAMERA_DATA")
 
 
-CLASSES = (SP4D_OT_generate_rig, SP4D_OT_rig_clip, SP4D_OT_add_sample, SP4D_OT_setup_backend, SP4D_OT_merge_parts,
+CLASSES = (SP4D_OT_generate_rig, SP4D_OT_rig_clip, SP4D_OT_add_sample, SP4D_OT_setup_backend, SP4D_OT_accept_licence,
+           SP4D_OT_download_weights, SP4D_OT_merge_parts,
            SP4D_OT_limit_influences, SP4D_OT_recompute_weights, SP4D_OT_import_views, SP4D_PT_panel)

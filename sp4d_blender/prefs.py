@@ -1,16 +1,16 @@
 """Add-on preferences and per-scene settings.
 
 Tokens are never stored here or in the .blend: Hugging Face downloads use the hub's own token
-store (``huggingface-cli login``) or the HF_TOKEN environment variable of the backend.
+store (``hf auth login`` / ``huggingface-cli login``) or the HF_TOKEN environment variable of the
+backend. The preferences live in Blender's userpref.blend, not in scene files: the licence's
+acceptance and the backend's verified report are kept there.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
 
 import bpy
-
-from .client import default_backend_python
 
 ADDON_ID = __package__.rpartition(".")[0] or __package__  # the extension's top-level module
 
@@ -20,7 +20,22 @@ class SP4DPreferences(bpy.types.AddonPreferences):
 
     backend_python: bpy.props.StringProperty(
         name="Backend Python", subtype="FILE_PATH", default="",
-        description="Interpreter with the backend's packages (empty: SP4D_BACKEND_PYTHON or the repository .venv)")
+        description="Interpreter with the backend's packages (empty: the environment Set Up Backend made, "
+                    "SP4D_BACKEND_PYTHON, or a development checkout's .venv)")
+    package_index: bpy.props.StringProperty(
+        name="Package Index", default="",
+        description="Set Up Backend installs from this package index (a URL or a folder) instead of PyPI and the "
+                    "PyTorch index: a mirror, or a company index")
+    find_links: bpy.props.StringProperty(
+        name="Wheel Folder", subtype="DIR_PATH", default="",
+        description="A folder of wheels (pip --find-links) Set Up Backend installs from; without a package index, "
+                    "only from this folder (offline install)")
+    backend_report: bpy.props.StringProperty(
+        name="Backend Report", default="", options={"HIDDEN"},
+        description="What Set Up Backend verified (JSON: torch, CUDA, GPUs); shown in these preferences")
+    licence_accepted: bpy.props.BoolProperty(
+        name="SP4D Licence Accepted", default=False, options={"HIDDEN"},
+        description="The Stability AI Community License of the SP4D weights was accepted (Accept Licence)")
     weights_source: bpy.props.EnumProperty(
         name="Weights", default="HUB",
         items=[("HUB", "Hugging Face", "stabilityai/sp4d, using the hub's own token store"),
@@ -44,20 +59,39 @@ class SP4DPreferences(bpy.types.AddonPreferences):
     low_vram: bpy.props.BoolProperty(
         name="Low VRAM", default=False,
         description="Keep the image encoders off the GPU while sampling (about 14 GiB instead of 16 at 576 px)")
-    cache_dir: bpy.props.StringProperty(name="Cache Folder", subtype="DIR_PATH", default="",
-                                        description="Where job folders live (empty: the temporary folder)")
+    cache_dir: bpy.props.StringProperty(
+        name="Cache Folder", subtype="DIR_PATH", default="",
+        description="Where job folders live (empty: sp4d_jobs beside the saved .blend, or the add-on's user folder "
+                    "for files never saved)")
 
     def draw(self, context):
-        col = self.layout.column()
-        col.prop(self, "backend_python")
-        col.label(text=f"In use: {self.backend_python or default_backend_python()}")
-        col.operator("sp4d.setup_backend", icon="CONSOLE")
+        from .session import backend_python
+        from .setup_backend import describe
+
+        layout = self.layout
+        box = layout.box()
+        box.label(text="Backend", icon="CONSOLE")
+        box.prop(self, "backend_python")
+        py = backend_python(context)
+        box.label(text=f"In use: {py}" if py else "In use: none — press Set Up Backend", icon="NONE" if py else "ERROR")
+        for line in describe(backend_report(self)):
+            box.label(text=line)
+        row = box.row()
+        row.operator("sp4d.setup_backend", icon="IMPORT")
         status = context.window_manager.sp4d_status
         if status:
-            col.label(text=status)
-        col.prop(self, "weights_source")
+            box.label(text=status)
+        sub = box.column()
+        sub.prop(self, "package_index")
+        sub.prop(self, "find_links")
+        box = layout.box()
+        box.label(text="Weights", icon="FILE_BLEND")
+        box.prop(self, "weights_source")
         if self.weights_source == "LOCAL":
-            col.prop(self, "weights_path")
+            box.prop(self, "weights_path")
+        else:
+            draw_licence(box, self)
+        col = layout.column()
         col.prop(self, "device")
         col.prop(self, "precision")
         col.prop(self, "compile")
@@ -65,8 +99,37 @@ class SP4DPreferences(bpy.types.AddonPreferences):
         col.prop(self, "cache_dir")
 
 
+def backend_report(prefs) -> dict | None:
+    """The report Set Up Backend stored (torch, CUDA, GPUs), or None."""
+    try:
+        return json.loads(prefs.backend_report) if getattr(prefs, "backend_report", "") else None
+    except ValueError:
+        return None
+
+
+def draw_licence(layout, prefs) -> None:
+    """The licence of the SP4D weights, its link, and Accept (before the first download) or
+    Download Weights (after)."""
+    from .jobfolder import hub
+
+    layout.label(text=f"{hub.HUB_REPO} is under the {hub.LICENCE_NAME}.")
+    layout.operator("wm.url_open", text="Read the licence", icon="URL").url = hub.LICENCE_URL
+    if not prefs.licence_accepted:
+        layout.label(text="Accept it before the weights (about 10 GB) are downloaded.")
+        layout.operator("sp4d.accept_licence", icon="CHECKMARK")
+    else:
+        layout.label(text="Licence accepted. Gated repository: accept it on the model page too and log in "
+                          "(hf auth login, or HF_TOKEN).")
+        layout.operator("wm.url_open", text="Open the model page", icon="URL").url = hub.MODEL_PAGE
+        layout.operator("sp4d.download_weights", icon="IMPORT")
+
+
 class _Defaults:
     backend_python = ""
+    package_index = ""
+    find_links = ""
+    backend_report = ""
+    licence_accepted = False
     weights_source = "HUB"
     weights_path = ""
     device = "AUTO"
@@ -76,16 +139,14 @@ class _Defaults:
     cache_dir = ""
 
 
+_DEFAULTS = _Defaults()  # one instance: what a script sets on it (the licence accepted) holds for the process
+
+
 def get_prefs(context=None):
     """The add-on preferences, or the defaults when loaded without the add-on system (tests)."""
     context = context or bpy.context
     addon = context.preferences.addons.get(ADDON_ID)
-    return addon.preferences if addon is not None and addon.preferences is not None else _Defaults()
-
-
-def cache_dir(context=None) -> Path:
-    p = get_prefs(context).cache_dir
-    return Path(bpy.path.abspath(p)) if p else Path(bpy.app.tempdir or "/tmp") / "sp4d"
+    return addon.preferences if addon is not None and addon.preferences is not None else _DEFAULTS
 
 
 class SP4DSettings(bpy.types.PropertyGroup):
@@ -114,6 +175,7 @@ def job_settings(context=None) -> dict:
             "clip": bpy.path.abspath(s.clip_path) if s.clip_path else None,
             "device": DEVICES.get(p.device, p.device.lower()), "precision": p.precision.lower(),
             "compile": None if p.compile == "OFF" else p.compile.lower(), "low_vram": bool(p.low_vram),
+            "accept_licence": bool(p.licence_accepted),  # the preferences' Accept Licence (never in the .blend)
             "weights": bpy.path.abspath(p.weights_path) if p.weights_source == "LOCAL" and p.weights_path else "hub"}
 
 
@@ -124,10 +186,14 @@ def register_props() -> None:
     bpy.types.Scene.sp4d = bpy.props.PointerProperty(type=SP4DSettings)
     bpy.types.WindowManager.sp4d_status = bpy.props.StringProperty(default="")
     bpy.types.WindowManager.sp4d_progress = bpy.props.FloatProperty(default=0.0, min=0, max=1, subtype="FACTOR")
+    # the last job's failure that the panel answers with a button (Set Up, Accept Licence): its code and message
+    bpy.types.WindowManager.sp4d_needs = bpy.props.StringProperty(default="")
+    bpy.types.WindowManager.sp4d_needs_message = bpy.props.StringProperty(default="")
 
 
 def unregister_props() -> None:
     for owner, name in ((bpy.types.Scene, "sp4d"), (bpy.types.WindowManager, "sp4d_status"),
-                        (bpy.types.WindowManager, "sp4d_progress")):
+                        (bpy.types.WindowManager, "sp4d_progress"), (bpy.types.WindowManager, "sp4d_needs"),
+                        (bpy.types.WindowManager, "sp4d_needs_message")):
         if hasattr(owner, name):
             delattr(owner, name)

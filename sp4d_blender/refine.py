@@ -12,10 +12,10 @@ import numpy as np
 from .build import (
     MODIFIER_NAME,
     OWNER_PROP,
-    RIG_PROP,
     USER_GROUPS_PROP,
     check_owner,
     edit_mode,
+    job_path,
     previous_rig,
     read_weights,
 )
@@ -48,8 +48,8 @@ def parts_summary(obj: bpy.types.Object, arm: bpy.types.Object) -> list[dict]:
     w, names = deform_weights(obj, arm)
     counts = np.bincount(w.argmax(1), minlength=len(names)) if len(names) else []
     colours = {}
-    job = arm.get(RIG_PROP)
-    skel = Path(job) / layout.SKELETON_JSON if job else None
+    job = job_path(arm)
+    skel = job / layout.SKELETON_JSON if job else None
     try:
         parts = json.loads(skel.read_text()).get("parts", []) if skel is not None else []
         colours = {p["bone"]: p.get("colour") for p in parts if isinstance(p, dict) and "bone" in p}
@@ -124,9 +124,8 @@ def recompute_weights(obj: bpy.types.Object, arm: bpy.types.Object, backend: Bac
     from .capture import mesh_arrays
     from .identity import object_id
     from .jobfolder import lock
-    from .prefs import get_prefs
 
-    job = arm.get(RIG_PROP)
+    job = job_path(arm)
     if not job or not Path(job, layout.JOB_JSON).exists():
         raise ValueError("this armature has no SP4D job folder to recompute from (deleted?): run Generate Rig again")
     owner = arm.get(OWNER_PROP)
@@ -148,7 +147,7 @@ def recompute_weights(obj: bpy.types.Object, arm: bpy.types.Object, backend: Bac
         raise RuntimeError(f"[busy] {exc}") from None
     except OSError as exc:
         raise RuntimeError(f"[io_error] cannot write the job folder {job}: {exc.strerror or exc}") from None
-    rj = RigJob(backend or session.get_backend(get_prefs().backend_python or None), job, cmd="reweight")
+    rj = RigJob(backend or session.get_backend(), job, cmd="reweight")
     rj.start()
     rj.wait(timeout)
     if rj.state != "done":

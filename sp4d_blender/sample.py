@@ -13,14 +13,20 @@ import numpy as np
 
 from . import mesh_data
 from .capture import GT_PART_ATTR, GT_RIG_PROP
-from .client import BACKEND_ROOT, default_backend_python
+from .client import BACKEND_ROOT, NO_BACKEND
 
 
 def generate_sample_npz(out: str | os.PathLike, python: str | None = None) -> Path:
     """Run ``python -m backend sample OUT`` (no shell) and return the npz path."""
     out = Path(out).resolve()
+    if python is None:
+        from .session import backend_python
+
+        python = backend_python()
+    if not python:
+        raise RuntimeError(f"[no_backend] {NO_BACKEND}")
     env = dict(os.environ, PYTHONPATH=str(BACKEND_ROOT))
-    res = subprocess.run([python or default_backend_python(), "-m", "backend", "sample", str(out)],
+    res = subprocess.run([python, "-m", "backend", "sample", str(out)],
                          cwd=str(BACKEND_ROOT), env=env, capture_output=True, text=True, timeout=300)
     if res.returncode != 0 or not out.exists():
         raise RuntimeError(f"the backend could not make the sample: {res.stderr.strip()[-800:]}")

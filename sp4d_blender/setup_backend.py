@@ -1,46 +1,247 @@
-"""Create the backend's own Python environment from Blender (the preferences' Set up button).
+"""Create the backend's own Python environment from Blender (the preferences' Set Up Backend).
 
-A virtual environment next to the cache folder, then pip installs the backend bundled in the
-extension (its pyproject lists torch, safetensors, huggingface_hub, …). pip builds from a copy of
-the backend's sources in a temporary folder, so that nothing (build/, *.egg-info) is written into
-the installed extension's folder. Runs as a subprocess (no shell); each output line is reported so
-the UI can show progress.
+Where: the extension's persistent user folder (paths.backend_env), never Blender's per-session
+temp folder, so the environment survives a restart. What: a virtual environment of Blender's
+Python, then torch built for this machine, then the backend bundled in the extension (its
+pyproject lists safetensors, huggingface_hub, numpy, …), then a check with the new interpreter
+(``python -m backend doctor --json``: nothing missing, torch's version, CUDA, each GPU's name,
+memory and compute capability) whose report the preferences show.
+
+Which torch: pip's default torch is CPU-only on Windows and a 3 GB CUDA build on Linux, whatever
+the machine has. So the NVIDIA driver is asked first (``nvidia-smi``: the newest CUDA it runs) and
+torch comes from the PyTorch index built for the newest CUDA at or below it (cu118 … cu130); a
+machine without an NVIDIA GPU gets the CPU build (macOS: PyPI's, with MPS). With ``uv`` on the PATH,
+``uv pip install --torch-backend=auto`` makes the same choice. A package index or a folder of
+wheels (find-links) set in the preferences replaces every index (mirrors, offline installs, tests).
+
+pip builds the backend from a copy of its sources in a temporary folder, so nothing (build/,
+*.egg-info) is written into the installed extension's folder. Every step runs as a subprocess (an
+argument list, no shell); each output line is reported so the UI can show progress.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from .client import BACKEND_ROOT
 
+TORCH_REQUIREMENT = "torch>=2.4"
+PYTORCH_INDEX = "https://download.pytorch.org/whl/"
+# (the newest CUDA a driver runs, the wheel tag built for it), newest first: a driver runs every
+# toolkit up to its own version, so the newest tag at or below it
+CUDA_TAGS = (((13, 0), "cu130"), ((12, 9), "cu129"), ((12, 8), "cu128"), ((12, 6), "cu126"), ((12, 4), "cu124"),
+             ((12, 1), "cu121"), ((11, 8), "cu118"))
+
+
+class SetupError(RuntimeError):
+    """Set Up failed; ``code`` is a stable error code (docs/protocol.md): ``setup_failed`` for a
+    step that exited with an error, ``missing_dependency`` when the new environment lacks a package."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"[{code}] {message}")
+        self.code = code
+        self.message = message
+
 
 def venv_python(target: Path) -> Path:
-    return target / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+    return Path(target) / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
 
 
-def setup_backend(target: str | Path, base_python: str | None = None, pip_args: tuple[str, ...] = (),
-                  on_line: Callable[[str], None] = lambda s: None, source: str | Path = BACKEND_ROOT) -> Path:
-    """Make the environment at ``target`` and install the backend from ``source`` (the extension's
-    folder, left untouched); returns its interpreter."""
+@dataclass
+class Gpu:
+    """What the NVIDIA driver says: the newest CUDA it runs and its GPUs (name, memory in MiB)."""
+
+    cuda: tuple[int, int] | None
+    names: list[str] = field(default_factory=list)
+    memory_mib: list[int] = field(default_factory=list)
+    driver: str | None = None
+
+
+def parse_nvidia_smi(summary: str, query: str = "") -> Gpu | None:
+    """``nvidia-smi``'s summary (its header says ``CUDA Version: 12.4``) and, optionally, the
+    output of ``--query-gpu=name,memory.total,driver_version --format=csv,noheader,nounits``.
+    None when the summary names no CUDA version (no driver, or no GPU)."""
+    m = re.search(r"CUDA Version:\s*(\d+)\.(\d+)", summary)
+    if not m:
+        return None
+    gpu = Gpu(cuda=(int(m.group(1)), int(m.group(2))))
+    d = re.search(r"Driver Version:\s*([\d.]+)", summary)
+    gpu.driver = d.group(1) if d else None
+    for line in query.splitlines():
+        cells = [c.strip() for c in line.split(",")]
+        if len(cells) >= 2 and cells[0]:
+            gpu.names.append(cells[0])
+            gpu.memory_mib.append(int(float(cells[1])) if re.fullmatch(r"[\d.]+", cells[1]) else 0)
+    return gpu
+
+
+def detect_nvidia(nvidia_smi: str | None = None, timeout: float = 15) -> Gpu | None:
+    """Ask the NVIDIA driver (``nvidia-smi`` on the PATH, or the given one); None without one."""
+    exe = nvidia_smi or shutil.which("nvidia-smi")
+    if not exe and sys.platform == "win32":
+        cand = Path(os.environ.get("SystemRoot", r"C:\Windows")) / "System32" / "nvidia-smi.exe"
+        exe = str(cand) if cand.exists() else None
+    if not exe:
+        return None
+    try:
+        summary = subprocess.run([exe], capture_output=True, text=True, timeout=timeout).stdout
+        query = subprocess.run([exe, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader,nounits"],
+                               capture_output=True, text=True, timeout=timeout).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_nvidia_smi(summary, query)
+
+
+def torch_tag(cuda: tuple[int, int] | None) -> str:
+    """The PyTorch wheel tag for a driver that runs CUDA ``cuda`` (cu118 … cu130), 'cpu' without
+    one or with a driver older than every CUDA build."""
+    if cuda is None:
+        return "cpu"
+    for version, tag in CUDA_TAGS:
+        if tuple(cuda) >= version:
+            return tag
+    return "cpu"
+
+
+@dataclass
+class Plan:
+    """The commands of one Set Up (argument lists, run in order) and what they install."""
+
+    commands: list[list[str]]
+    torch_source: str  # in words, for the log and the preferences
+    python: Path
+
+
+def _index_args(package_index: str, find_links: str) -> list[str]:
+    """pip/uv arguments that replace every index: a package index (URL or folder) and/or a
+    find-links folder (alone: offline, nothing but that folder)."""
+    args: list[str] = []
+    if package_index:
+        args += ["--index-url", package_index]
+    if find_links:
+        args += ["--find-links", find_links]
+        if not package_index:
+            args.append("--no-index")
+    return args
+
+
+def plan(target: Path, source: Path, *, platform: str = sys.platform, gpu: Gpu | None = None,
+         uv: str | None = None, base_python: str | None = None, package_index: str = "",
+         find_links: str = "") -> Plan:
+    """The Set Up commands for this machine (see the module's docstring); pure, so every platform's
+    choice is tested on any machine."""
     target = Path(target)
+    py = str(venv_python(target))
+    base = base_python or sys.executable
+    override = _index_args(package_index, find_links)
+    if uv:
+        torch_args = override or ["--torch-backend=auto"]
+        what = ("the package index set in the preferences" if override else
+                "uv's --torch-backend=auto (the PyTorch build for this machine's driver)")
+        return Plan([[uv, "venv", "--allow-existing", "--python", base, str(target)],
+                     [uv, "pip", "install", "--python", py, *torch_args, TORCH_REQUIREMENT, str(source)]],
+                    what, venv_python(target))
+    if override:
+        torch_args, what = override, "the package index set in the preferences"
+    elif platform == "darwin":
+        torch_args, what = [], "PyPI (macOS: CPU and Apple MPS)"
+    else:
+        tag = torch_tag(gpu.cuda if gpu else None)
+        torch_args = ["--index-url", PYTORCH_INDEX + tag]
+        what = (f"the PyTorch index for {tag} (the driver runs CUDA {gpu.cuda[0]}.{gpu.cuda[1]})"
+                if tag != "cpu" and gpu else "the PyTorch CPU index (no NVIDIA GPU found)" if gpu is None
+                else "the PyTorch CPU index (the NVIDIA driver is older than every CUDA build: update it)")
+    pip = [py, "-m", "pip", "install", "--disable-pip-version-check"]
+    return Plan([[base, "-m", "venv", str(target)],
+                 [*pip, *torch_args, TORCH_REQUIREMENT],
+                 [*pip, *override, str(source)]], what, venv_python(target))
+
+
+def _run(cmd: list[str], on_line: Callable[[str], None], cwd: str) -> None:
+    on_line("$ " + " ".join(cmd))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd)
+    tail: list[str] = []
+    for line in proc.stdout:
+        on_line(line.rstrip())
+        tail = (tail + [line.rstrip()])[-6:]
+    if proc.wait() != 0:
+        last = next((t for t in reversed(tail) if t.strip()), "")
+        raise SetupError("setup_failed", f"setting up the backend failed at: {' '.join(cmd[:5])} (exit "
+                         f"{proc.returncode}){': ' + last if last else ''}")
+
+
+def verify(python: str | Path, timeout: float = 300) -> dict:
+    """The new interpreter's own report (backend/doctor.py): what it lacks, torch, CUDA, GPUs."""
+    env = dict(os.environ, PYTHONPATH=str(BACKEND_ROOT))
+    r = subprocess.run([str(python), "-m", "backend", "doctor", "--json"], capture_output=True, text=True,
+                       timeout=timeout, cwd=str(BACKEND_ROOT), env=env)
+    try:
+        return json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise SetupError("setup_failed", f"the new environment's Python does not run ({python}): "
+                         f"{(r.stderr or r.stdout).strip()[-500:]}") from None
+
+
+def setup_backend(target: str | Path, base_python: str | None = None, on_line: Callable[[str], None] = lambda s: None,
+                  source: str | Path = BACKEND_ROOT, package_index: str = "", find_links: str = "",
+                  gpu: Gpu | None | bool = True, uv: str | None | bool = True) -> tuple[Path, dict]:
+    """Make the environment at ``target`` and install torch and the backend from ``source`` (the
+    extension's folder, left untouched); returns its interpreter and its verified report.
+    ``gpu``/``uv`` True: detect them. SetupError (``setup_failed``, ``missing_dependency``)."""
+    target = Path(target)
+    gpu = detect_nvidia() if gpu is True else gpu
+    uv = shutil.which("uv") if uv is True else uv
     with tempfile.TemporaryDirectory(prefix="sp4d-setup-") as tmp:
         src = _source_copy(Path(source), Path(tmp) / "backend-src")
-        steps = [[base_python or sys.executable, "-m", "venv", str(target)],
-                 [str(venv_python(target)), "-m", "pip", "install", "--disable-pip-version-check", *pip_args,
-                  str(src)]]
-        for cmd in steps:
-            on_line("$ " + " ".join(cmd))
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp)
-            for line in proc.stdout:
-                on_line(line.rstrip())
-            if proc.wait() != 0:
-                raise RuntimeError(f"setting up the backend failed at: {' '.join(cmd[:4])} (exit {proc.returncode})")
-    return venv_python(target)
+        p = plan(target, src, gpu=gpu or None, uv=uv or None, base_python=base_python, package_index=package_index,
+                 find_links=find_links)
+        on_line(f"torch from {p.torch_source}")
+        for cmd in p.commands:
+            _run(cmd, on_line, tmp)
+    report = verify(p.python)
+    report["torch_source"] = p.torch_source
+    if report.get("missing"):
+        raise SetupError("missing_dependency", f"the new environment lacks {', '.join(report['missing'])}")
+    on_line(summary(report))
+    return p.python, report
+
+
+def describe(report: dict | None, platform: str = sys.platform) -> list[str]:
+    """The preferences' lines about the backend's environment and what runs on this machine."""
+    if not report:
+        lines = ["Backend not verified yet: press Set Up Backend."]
+        if platform == "darwin":
+            lines.append("macOS: SP4D generation needs an NVIDIA GPU (CUDA); the rig stages, the parts oracle and "
+                         "Recompute Weights run here.")
+        return lines
+    if report.get("missing"):
+        return [f"Missing in the backend's Python: {', '.join(report['missing'])} — press Set Up Backend."]
+    lines = [f"torch {report.get('torch')}" + (f" (CUDA {report['cuda_build']})" if report.get("cuda_build") else "")
+             + f", Python {report.get('python')}"]
+    for g in report.get("gpus") or []:
+        lines.append(f"GPU {g['index']}: {g['name']}, {g['vram_gib']:.1f} GB, compute capability {g['capability']}"
+                     + ("" if g.get("supported", True) else " — this torch has no kernels for it: update the "
+                        "NVIDIA driver and press Set Up Backend again"))
+    if not report.get("cuda"):
+        where = "macOS" if report.get("platform") == "darwin" else "No CUDA GPU usable here"
+        lines.append(f"{where}: SP4D generation needs an NVIDIA GPU with CUDA. The rig stages, the parts oracle "
+                     "(meshes with known parts), Recompute Weights and rigs from existing views work.")
+        if report.get("error"):
+            lines.append(f"torch said: {report['error'][:200]}")
+    return lines
+
+
+def summary(report: dict) -> str:
+    return "SP4D backend ready: " + "; ".join(describe(report))
 
 
 SOURCES = ("pyproject.toml", "README.md", "LICENSE", "backend", "sp4d_job")  # what pip needs to build the backend

@@ -144,6 +144,8 @@ SETTINGS = (
             "to fp32 as the official fp16 autocast, bf16 has the wider range (docs/perf.md row 52)",
             choices=("bf16", "fp16", "fp32")),
     Setting("weights", "hub", "str", "sp4d.safetensors, or 'hub' (the gated Hugging Face repo stabilityai/sp4d)"),
+    Setting("accept_licence", False, "bool", "accept the Stability AI Community License of the SP4D weights, so that "
+            "'hub' may download them (read it first: https://huggingface.co/stabilityai/sp4d)"),
     Setting("model_config", None, "path", "model config yaml (default: the released model's)", flag="--config"),
     Setting("preprocess", True, "bool", "crop, centre and whiten the clip's frames (off: they are model-ready)"),
     Setting("decode_chunk", 4, "int", "latents decoded per VAE call", low=1),

@@ -1,7 +1,8 @@
 """Building SP4D and loading official weights: strictly, from safetensors only.
 
 Weights come from a local ``sp4d.safetensors`` or the gated Hugging Face repo
-``stabilityai/sp4d`` (huggingface_hub with its own token store or HF_TOKEN). The model is built
+``stabilityai/sp4d`` (huggingface_hub with its own token store or HF_TOKEN; the download itself:
+backend/weights.py). The model is built
 on the meta device and every tensor is read from the file straight to the target device and
 dtype, one at a time: no float32 copy of the 5 B parameters is ever made on the host.
 """
@@ -13,14 +14,14 @@ from pathlib import Path
 import torch
 import yaml
 
+from sp4d_job.hub import HUB_FILE, HUB_REPO  # noqa: F401 (names kept for callers)
 from sp4d_job.layout import GENERATED_VIEWS
 
 from ..errors import BackendError
+from ..weights import fetch_weights, hub_reachable, offline_reason  # noqa: F401 (offline_reason: older callers)
 from .model import SP4D
 from .vae import ModeOnlyAutoencoder
 
-HUB_REPO = "stabilityai/sp4d"
-HUB_FILE = "sp4d.safetensors"
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "sp4d.yaml"
 
 
@@ -37,60 +38,10 @@ def build_model(config: dict, device: str | torch.device = "meta") -> SP4D:
                                 open_clip_archs=archs)
 
 
-def offline_reason(environ=None) -> str | None:
-    """Why the hub must not be asked (HF_HUB_OFFLINE, which Blender sets when its online access is
-    off), or None."""
-    import os
-
-    value = (environ if environ is not None else os.environ).get("HF_HUB_OFFLINE", "")
-    if value.strip().lower() in ("1", "on", "yes", "true"):
-        return "network access is off (HF_HUB_OFFLINE is set; in Blender: Preferences > System > Network > " \
-               "Allow Online Access)"
-    return None
-
-
-def hub_reachable(endpoint: str, timeout: float = 5.0) -> str | None:
-    """None when a connection to the hub's host opens within ``timeout`` s, else why not. Skipped
-    (None) behind a proxy, where only the proxy knows."""
-    import os
-    import socket
-    from urllib.parse import urlparse
-
-    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return None
-    url = urlparse(endpoint)
-    try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
-    except OSError as exc:
-        return f"cannot reach {url.hostname} ({exc})"
-    return None
-
-
-def hub_weights(token: str | None = None) -> Path:
-    """sp4d.safetensors from the hub cache, else downloaded, with clear errors. Offline (or with
-    the hub out of reach) it fails at once with ``offline`` instead of retrying for half a minute."""
-    from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
-
-    try:  # the cache first: no network when the file is there
-        return Path(hf_hub_download(HUB_REPO, HUB_FILE, token=token, local_files_only=True))
-    except LocalEntryNotFoundError:
-        pass
-    why = offline_reason() or hub_reachable(constants.ENDPOINT)
-    if why:
-        raise BackendError("offline", f"{why}, and sp4d.safetensors is not in the hub cache: connect and try "
-                           "again, or download it elsewhere and set a local weights file")
-    try:
-        return Path(hf_hub_download(HUB_REPO, HUB_FILE, token=token, etag_timeout=10))
-    except GatedRepoError as exc:
-        raise BackendError("missing_weights", f"{HUB_REPO} is gated: accept its licence on Hugging Face with "
-                           "your account, then log in (`hf auth login`) or set HF_TOKEN") from exc
-    except RepositoryNotFoundError as exc:
-        raise BackendError("missing_weights", f"{HUB_REPO} was not found or your token cannot see it: log in "
-                           "(`hf auth login`) or set HF_TOKEN after accepting the licence") from exc
-    except LocalEntryNotFoundError as exc:
-        raise BackendError("offline", "cannot reach Hugging Face and sp4d.safetensors is not in the "
-                           "hub cache: download it elsewhere and set a local weights file") from exc
+def hub_weights(token: str | None = None, ctx=None) -> Path:
+    """sp4d.safetensors from the hub cache, else downloaded into it (backend/weights.py: progress
+    on ``ctx``, cancellable, resumable, the licence, offline and gated refusals as clear errors)."""
+    return fetch_weights(ctx, token=token)
 
 
 def resolve_weights(spec: str | None) -> Path:

@@ -1,10 +1,11 @@
 import json
 import os
-import select
+import queue
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -88,7 +89,16 @@ class Proc:
         self.p = subprocess.Popen([sys.executable, "-u", "-m", "backend", "serve"], cwd=ROOT, env=env,
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True, **popen)
+        # lines through a thread: select() on the pipe misses lines already in the text wrapper's buffer
+        # (several events arriving at once), and a test would wait for an event it was already sent
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
         assert self.read()["event"] == "ready"
+
+    def _pump(self):
+        for line in self.p.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
 
     def send(self, **req):
         self.write(json.dumps(req))
@@ -98,9 +108,10 @@ class Proc:
         self.p.stdin.flush()
 
     def read(self, timeout=120):
-        r, _, _ = select.select([self.p.stdout], [], [], timeout)
-        assert r, "backend did not answer in time"
-        line = self.p.stdout.readline()
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError("backend did not answer in time") from None
         assert line, f"backend exited: {self.p.stderr.read()}"
         return json.loads(line)
 

@@ -6,12 +6,16 @@ The backend interpreter comes from SP4D_BACKEND_PYTHON (scripts/test.sh points i
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+# Blender's user folder (the add-on's job folders for unsaved files, its logs, a Set Up environment)
+# in a folder of this run, never the user's own: read when bpy starts, so before importing it
+os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="sp4d-blender-user-"))
 
 import bpy  # noqa: E402
 
@@ -84,6 +88,18 @@ def weight_matrix(obj):
 @pytest.fixture
 def weights_of():
     return weight_matrix
+
+
+@pytest.fixture(scope="session")
+def package(tmp_path_factory):
+    """The extension zip, built by Blender's own extension CLI from the repository."""
+    cli = Path(bpy.utils.system_resource("SCRIPTS")) / "addons_core" / "bl_pkg" / "cli" / "blender_ext.py"
+    out = tmp_path_factory.mktemp("dist")
+    res = subprocess.run([sys.executable, str(cli), "build", "--source-dir", str(ROOT), "--output-dir", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    (zip_path,) = out.glob("sp4d_blender-*.zip")
+    return zip_path
 
 
 def run_backend_python(*args, **kw):

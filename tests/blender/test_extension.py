@@ -7,20 +7,9 @@ import textwrap
 from pathlib import Path
 
 import bpy
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = Path(bpy.utils.system_resource("SCRIPTS")) / "addons_core" / "bl_pkg" / "cli" / "blender_ext.py"
-
-
-@pytest.fixture(scope="module")
-def package(tmp_path_factory):
-    out = tmp_path_factory.mktemp("dist")
-    res = subprocess.run([sys.executable, str(CLI), "build", "--source-dir", str(ROOT), "--output-dir", str(out)],
-                         capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stdout + res.stderr
-    (zip_path,) = out.glob("sp4d_blender-*.zip")
-    return zip_path
 
 
 def test_manifest_validates():

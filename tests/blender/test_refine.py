@@ -143,30 +143,6 @@ def test_batch_script_on_two_files_continues_after_a_failure(sample_npz, tmp_pat
         assert (out / f"file{i}_rigged.blend").exists() and (out / f"file{i}_rigged.glb").stat().st_size > 10_000
 
 
-def test_setup_backend_makes_an_environment_with_the_backend(tmp_path):
-    """The preferences' Set Up Backend path: venv + pip install of the bundled backend. Its
-    dependencies (torch…) are skipped here; pip fetches only the build tools from PyPI."""
-    import shutil
-
-    from sp4d_blender.setup_backend import SOURCES, setup_backend
-
-    ext = tmp_path / "extension"  # an installed extension's folder: the backend's sources, nothing else
-    ext.mkdir()
-    for name in SOURCES:
-        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy2)(ROOT / name, ext / name)
-    listing = sorted(p.relative_to(ext) for p in ext.rglob("*"))
-    lines = []
-    py = setup_backend(tmp_path / "venv", pip_args=("--no-deps",), on_line=lines.append, source=ext)
-    assert py.exists() and any(line.startswith("$ ") for line in lines)
-    assert sorted(p.relative_to(ext) for p in ext.rglob("*")) == listing  # no build/, no *.egg-info left there
-    r = subprocess.run([str(py), "-c", "import backend, sys; print(backend.__version__)"], cwd=tmp_path,
-                       capture_output=True, text=True)
-    assert r.returncode == 0 and r.stdout.strip() == "0.1.0", r.stderr
-    with pytest.raises(RuntimeError, match="failed"):
-        setup_backend(tmp_path / "venv2", pip_args=("--no-index", "--no-deps", "no-such-package-xyz==1"),
-                      on_line=lines.append)
-
-
 def test_preview_screenshot_renders(rigged, tmp_path):
     """The README's picture comes from this renderer (scripts/demo.sh); it must draw the rig."""
     from sp4d_blender.preview import render_rig_preview
