@@ -42,7 +42,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--device", help="auto, cuda, cpu, or cuda:0,cuda:1 (CFG split over two GPUs)")
     ap.add_argument("--compile", choices=["blocks", "layers"],
                     help="torch.compile the UNet once for the whole batch (one backend process)")
-    ap.add_argument("--low-vram", action="store_true", help="image encoders off the GPU while sampling")
+    ap.add_argument("--low-vram", action="store_true", help="at most the 16 GB memory tier")
+    ap.add_argument("--vram", choices=("auto", "24", "16", "12"), default="auto",
+                    help="the GPU memory tier (docs/generation.md; auto: from the GPU's free memory)")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per object")
     ap.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="on Ray (docs/batch.md): a local "
                     "cluster, or ADDRESS ('auto': the one `ray start` runs here, host:port, ray://host:10001)")
@@ -76,7 +78,8 @@ def rig_file(blend: str | None, args, out: Path, report: list[dict]) -> None:
         stem = Path(bpy.data.filepath).stem or "untitled"
         names = args.objects or [o.name for o in bpy.data.objects if o.type == "MESH"]
         settings = {"part_source": args.part_source, "frames": 4, "max_influences": args.max_influences,
-                    "device": args.device, "compile": args.compile, "low_vram": args.low_vram}
+                    "device": args.device, "compile": args.compile, "low_vram": args.low_vram,
+                    "vram": args.vram}
         settings = {k: v for k, v in settings.items() if v is not None}  # unset: the backend's defaults
         rigged = 0
         for name in names:

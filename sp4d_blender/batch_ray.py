@@ -36,7 +36,8 @@ def request_of(args) -> dict:
             raise SystemExit("--ray needs saved .blend files: the workers open them (save this file or pass --files)")
         files = [bpy.data.filepath]
     settings = {"part_source": args.part_source, "frames": 4, "max_influences": args.max_influences,
-                "device": args.device, "compile": args.compile, "low_vram": args.low_vram}
+                "device": args.device, "compile": args.compile, "low_vram": args.low_vram,
+                "vram": getattr(args, "vram", "auto")}
     return {"out": str(Path(args.out).resolve()), "files": files, "objects": args.objects, "export": args.export,
             "settings": {k: v for k, v in settings.items() if v is not None}, "timeout": args.timeout,
             "address": None if args.ray == "local" else args.ray, "blender": blender_command()}

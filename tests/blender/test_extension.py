@@ -37,14 +37,16 @@ def test_install_enable_and_generate_rig_from_the_zip(package, tmp_path, sample_
         mod = "bl_ext.user_default.sp4d_blender"
         assert mod in bpy.context.preferences.addons, list(bpy.context.preferences.addons.keys())
         prefs = bpy.context.preferences.addons[mod].preferences
-        assert prefs.device == "AUTO" and prefs.precision == "BF16" and prefs.compile == "OFF"
+        assert prefs.device == "AUTO" and prefs.precision == "FP16" and prefs.compile == "OFF"
+        assert prefs.vram == "AUTO"
         job_settings = importlib.import_module(mod + ".sp4d_blender.prefs").job_settings
-        prefs.device, prefs.compile, prefs.low_vram = "CUDA2", "LAYERS", True
+        prefs.device, prefs.compile, prefs.vram = "CUDA2", "LAYERS", "12"
         s = job_settings()
-        assert s["device"] == "cuda:0,cuda:1" and s["compile"] == "layers" and s["low_vram"] is True, s
-        prefs.device, prefs.compile, prefs.low_vram = "AUTO", "OFF", False
+        assert s["device"] == "cuda:0,cuda:1" and s["compile"] == "layers" and s["vram"] == "12", s
+        assert s["precision"] == "fp16", s
+        prefs.device, prefs.compile, prefs.vram = "AUTO", "OFF", "AUTO"
         s = job_settings()
-        assert s["device"] == "auto" and s["compile"] is None and s["low_vram"] is False, s
+        assert s["device"] == "auto" and s["compile"] is None and s["vram"] == "auto", s
         sample = importlib.import_module(mod + ".sp4d_blender.sample")
         bpy.ops.wm.read_homefile(use_empty=True)
         obj = sample.import_sample({str(sample_npz)!r})
