@@ -66,37 +66,39 @@ def hub_reachable(endpoint: str, timeout: float = 5.0) -> str | None:
     return None
 
 
-def hub_weights(token: str | None = None) -> Path:
-    """sp4d.safetensors from the hub cache, else downloaded, with clear errors. Offline (or with
-    the hub out of reach) it fails at once with ``offline`` instead of retrying for half a minute."""
+def hub_weights(token: str | None = None, repo: str = HUB_REPO, filename: str = HUB_FILE) -> Path:
+    """``filename`` of the hub ``repo`` (default: sp4d.safetensors of stabilityai/sp4d; SVD passes
+    its own) from the hub cache, else downloaded, with clear errors. Offline (or with the hub out
+    of reach) it fails at once with ``offline`` instead of retrying for half a minute."""
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:  # the cache first: no network when the file is there
-        return Path(hf_hub_download(HUB_REPO, HUB_FILE, token=token, local_files_only=True))
+        return Path(hf_hub_download(repo, filename, token=token, local_files_only=True))
     except LocalEntryNotFoundError:
         pass
     why = offline_reason() or hub_reachable(constants.ENDPOINT)
     if why:
-        raise BackendError("offline", f"{why}, and sp4d.safetensors is not in the hub cache: connect and try "
+        raise BackendError("offline", f"{why}, and {filename} is not in the hub cache: connect and try "
                            "again, or download it elsewhere and set a local weights file")
     try:
-        return Path(hf_hub_download(HUB_REPO, HUB_FILE, token=token, etag_timeout=10))
+        return Path(hf_hub_download(repo, filename, token=token, etag_timeout=10))
     except GatedRepoError as exc:
-        raise BackendError("missing_weights", f"{HUB_REPO} is gated: accept its licence on Hugging Face with "
+        raise BackendError("missing_weights", f"{repo} is gated: accept its licence on Hugging Face with "
                            "your account, then log in (`hf auth login`) or set HF_TOKEN") from exc
     except RepositoryNotFoundError as exc:
-        raise BackendError("missing_weights", f"{HUB_REPO} was not found or your token cannot see it: log in "
+        raise BackendError("missing_weights", f"{repo} was not found or your token cannot see it: log in "
                            "(`hf auth login`) or set HF_TOKEN after accepting the licence") from exc
     except LocalEntryNotFoundError as exc:
-        raise BackendError("offline", "cannot reach Hugging Face and sp4d.safetensors is not in the "
+        raise BackendError("offline", f"cannot reach Hugging Face and {filename} is not in the "
                            "hub cache: download it elsewhere and set a local weights file") from exc
 
 
-def resolve_weights(spec: str | None) -> Path:
-    """A weights spec ('hub', None or a path) to a local safetensors path."""
+def resolve_weights(spec: str | None, repo: str = HUB_REPO, filename: str = HUB_FILE) -> Path:
+    """A weights spec ('hub', None or a path) to a local safetensors path (the hub: ``filename``
+    of ``repo``, SP4D's by default)."""
     if spec in (None, "", "hub"):
-        return hub_weights()
+        return hub_weights(repo=repo, filename=filename)
     p = Path(spec).expanduser()
     if not p.is_file():
         raise BackendError("missing_weights", f"weights file {p} does not exist")
@@ -109,8 +111,8 @@ def _describe(keys: list[str], n: int = 8) -> str:
     return ", ".join(keys[:n]) + (f" … (+{len(keys) - n} more)" if len(keys) > n else "")
 
 
-def check_keys(expected: dict[str, tuple], found: dict[str, tuple]) -> None:
-    """Raise bad_checkpoint naming missing, unexpected and mis-shaped keys."""
+def check_keys(expected: dict[str, tuple], found: dict[str, tuple], what: str = "SP4D") -> None:
+    """Raise bad_checkpoint naming missing, unexpected and mis-shaped keys (``what``: the model)."""
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     shaped = sorted(f"{k} {tuple(found[k])} != {tuple(expected[k])}" for k in set(expected) & set(found)
@@ -123,7 +125,7 @@ def check_keys(expected: dict[str, tuple], found: dict[str, tuple]) -> None:
             parts.append(f"{len(unexpected)} unexpected: {_describe(unexpected)}")
         if shaped:
             parts.append(f"{len(shaped)} with wrong shapes: {_describe(shaped)}")
-        raise BackendError("bad_checkpoint", "the checkpoint does not match the SP4D model: " + "; ".join(parts))
+        raise BackendError("bad_checkpoint", f"the checkpoint does not match the {what} model: " + "; ".join(parts))
 
 
 def drop_unused(model: SP4D) -> SP4D:
