@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == "generate":
             p.add_argument("--clip", help="video, GIF, image, folder or glob: creates the job from this clip with "
                            "the settings below (docs/generation.md)")
+            p.add_argument("--image", help="one picture: creates the job from it, animated by SVD first "
+                           "(backend/generate_svd.py), with the settings below")
             add_flags(p)
     p = sub.add_parser("reweight", help="recompute rig/weights.npz for an edited skeleton")
     p.add_argument("job")
@@ -53,10 +55,13 @@ def main(argv: list[str] | None = None) -> int:
             with JobDir(args.job).lock("'reweight' (command line)"):
                 print(json.dumps(reweight_from_file(args.job, args.skeleton, top_k)))
             return 0
-        if args.cmd == "generate" and args.clip:
+        if args.cmd == "generate" and (args.clip or args.image):
             from .generate import generate
 
-            result = generate(args.clip, args.job, from_flags(args), on_event=_print_progress)
+            if args.clip and args.image:
+                raise BackendError("bad_request", "give --clip or --image, not both")
+            result = generate(args.clip or args.image, args.job, from_flags(args), on_event=_print_progress,
+                              kind="image" if args.image else "clip")
             print(json.dumps(result, indent=1, default=str))
             return 0
         from .stages import run_command

@@ -18,15 +18,20 @@ STAGE = "generate"
 MODEL_LOCK = threading.Lock()  # one generation at a time in a backend process (one model, one GPU)
 
 
-def input_frames(job: JobDir, spec: dict, s: dict) -> tuple[np.ndarray, list[str]]:
-    """The model-ready frames (T, S, S, 3) uint8 of this job, written to input/."""
+def input_frames(job: JobDir, spec: dict, s: dict, ctx: StageContext | None = None
+                 ) -> tuple[np.ndarray, list[str]]:
+    """The model-ready frames (T, S, S, 3) uint8 of this job, written to input/. A picture, or
+    with animate_still frames that do not move, are animated by SVD first (generate_svd.py)."""
+    from .generate_svd import svd_input
+
     src = spec["source"]
     size, t = s["image_size"], s["frames"]
     warnings: list[str] = []
+    animated = svd_input(job, ctx or StageContext(), spec, s)
     clip = src.get("path") if src.get("kind") == "clip" else (job.root / src["clip"] if src.get("clip") else None)
-    if clip is not None:  # a clip file, or frames Blender rendered of the mesh (source.clip)
-        frames = read_clip(clip)
-        if s["preprocess"]:
+    if animated is not None or clip is not None:  # a clip file, frames Blender rendered (source.clip), SVD's
+        frames = animated if animated is not None else read_clip(clip)
+        if s["preprocess"] or animated is not None:  # SVD's 16:9 frames are never model-ready
             prep = prepare_frames(frames, t, size)
             out, masks, warnings = prep.frames, prep.masks, prep.warnings
         else:  # frames are already model-ready: check, composite on white
@@ -116,7 +121,7 @@ def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | N
     from .sp4d.options import RunOptions
 
     options = RunOptions.from_settings(s)  # devices checked before the model is loaded
-    frames, warnings = input_frames(job, spec, s)
+    frames, warnings = input_frames(job, spec, s, ctx)
     for w in warnings:
         ctx.progress(STAGE, 0, 1, f"warning: {w}")
     keep = ("steps", "cfg", "min_cfg", "seed", "weights", "model_config", "precision", "device")
