@@ -230,3 +230,21 @@ def test_resize_and_crop(fx, case):
     f = fx["preprocess"]
     out = resize_and_crop(f[f"{case}.in_u8"][0].numpy(), 48, 32)
     assert np.array_equal(out, f[f"{case}.out_u8"][0].numpy())
+
+
+def test_bench_svd_runs_on_the_cpu(tmp_path):
+    """scripts/bench_svd.py (the lead runs it on a GPU) works: ours only, tiny config."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_svd.py"), "--device", "cpu", "--config",
+                        str(FIX / "config.yaml"), "--width", "48", "--height", "32", "--frames", "6", "--steps", "2",
+                        "--decoding-t", "4", "--repeats", "1", "--out", str(out)],
+                       cwd=ROOT, env=dict(os.environ, CUDA_VISIBLE_DEVICES=""), capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert res["seconds"]["ours_end_to_end_eager"] > 0 and "ours_unet_call_eager" in r.stdout
