@@ -10,7 +10,7 @@ import bpy
 
 from . import session
 from .build import build_rig, import_hull
-from .capture import write_clip_job, write_job
+from .capture import write_clip_job, write_image_job, write_job
 from .client import BackendProcess, RigJob
 from .identity import object_id, readable
 from .jobfolder import lock
@@ -143,3 +143,44 @@ def rig_clip(clip: str | Path | None, *, job_dir: str | Path | None = None, sett
     _wait(rj, timeout, on_event)
     name = Path(str(clip)).stem if clip is not None else Path(rj.job_dir).name
     return _built(lambda: build_clip_rig(rj.job_dir, name))
+
+
+def image_job_dir(image, root: Path | None = None) -> Path:
+    """A stable job folder per picture: a file by its full path, a Blender image by its name."""
+    if isinstance(image, bpy.types.Image):
+        name, key = image.name, "image:" + image.name
+    else:
+        key = str(Path(bpy.path.abspath(str(image))).resolve())
+        name = Path(key).stem
+    tag = hashlib.sha1(key.encode()).hexdigest()[:12]
+    return (root or cache_dir()) / "jobs" / f"image-{readable(name)}-{tag}"
+
+
+def start_image_job(image, job_dir: str | Path | None = None, settings: dict | None = None,
+                    backend: BackendProcess | None = None, cmd: str = "run") -> RigJob:
+    """Start the backend job for one picture (a file path or a Blender image; non-blocking): SVD
+    animates it, SP4D generates the views of the chosen frames, the visual hull is rigged."""
+    if image is None or image == "":
+        raise ValueError("choose an image (a file or a Blender image)")
+    job = Path(job_dir or image_job_dir(image)).resolve()
+    with _job_folder(job):
+        write_image_job(image, job, job_settings() if settings is None else settings)
+    backend = backend or session.get_backend(get_prefs().backend_python or None)
+    rj = RigJob(backend, job, cmd)
+    rj.start()
+    return rj
+
+
+def image_name(image) -> str:
+    return image.name if isinstance(image, bpy.types.Image) else Path(str(image)).stem
+
+
+def rig_image(image, *, job_dir: str | Path | None = None, settings: dict | None = None,
+              backend: BackendProcess | None = None, timeout: float | None = None, on_event=None,
+              cmd: str = "run") -> tuple[bpy.types.Object, bpy.types.Object]:
+    """Rig the object of one picture: SVD clip, SP4D views, the visual hull as a new mesh with its
+    armature, keyed with the generated motion. Returns (mesh object, armature); raises RigError
+    and leaves the scene unchanged when the backend fails."""
+    rj = start_image_job(image, job_dir, settings, backend, cmd)
+    _wait(rj, timeout, on_event)
+    return _built(lambda: build_clip_rig(rj.job_dir, readable(image_name(image))))

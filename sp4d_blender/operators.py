@@ -153,6 +153,39 @@ class SP4D_OT_rig_clip(_BackendJobModal, bpy.types.Operator):
         return f"SP4D: created '{obj.name}' and '{arm.name}'"
 
 
+def chosen_image(context):
+    """Rig Image's picture: the scene's Blender image, else its image file, else None."""
+    s = context.scene.sp4d
+    return s.image if s.image is not None else (s.image_path or None)
+
+
+class SP4D_OT_rig_image(_BackendJobModal, bpy.types.Operator):
+    """Rig an object from one picture: Stable Video Diffusion animates it, SP4D generates the
+    views of the chosen frames, the visual hull of their silhouettes becomes a new mesh, rigged
+    and keyed with the generated motion"""
+
+    bl_idname = "sp4d.rig_image"
+    bl_label = "Rig Image"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return chosen_image(context) is not None
+
+    def _run(self, context) -> str:
+        obj, arm = api.rig_image(chosen_image(context))
+        return f"SP4D: created '{obj.name}' and '{arm.name}'"
+
+    def _start(self, context):
+        self._image = chosen_image(context)
+        self._name = api.image_name(self._image)
+        return api.start_image_job(self._image)
+
+    def _build(self, job) -> str:
+        obj, arm = api.build_clip_rig(job.job_dir, self._name)
+        return f"SP4D: created '{obj.name}' and '{arm.name}'"
+
+
 class SP4D_OT_add_sample(bpy.types.Operator):
     """Add the procedural sample creature (with ground-truth parts for the oracle)"""
 
@@ -353,9 +386,16 @@ class SP4D_PT_panel(bpy.types.Panel):
         col.prop(s, "frames")
         col.prop(s, "max_influences")
         col.prop(s, "clip_path")
+        col.prop(s, "image")
+        col.prop(s, "image_path")
+        col.prop(s, "animate_still")
+        row = col.row(align=True)
+        row.prop(s, "motion_bucket")
+        row.prop(s, "svd_seed")
         row = col.row(align=True)
         row.operator(SP4D_OT_generate_rig.bl_idname, icon="ARMATURE_DATA")
         row.operator(SP4D_OT_rig_clip.bl_idname, icon="FILE_MOVIE")
+        row.operator(SP4D_OT_rig_image.bl_idname, icon="IMAGE_DATA")
         wm = context.window_manager
         if wm.sp4d_status:
             col.label(text=wm.sp4d_status)
@@ -379,5 +419,6 @@ class SP4D_PT_panel(bpy.types.Panel):
         col.operator(SP4D_OT_import_views.bl_idname, icon="CAMERA_DATA")
 
 
-CLASSES = (SP4D_OT_generate_rig, SP4D_OT_rig_clip, SP4D_OT_add_sample, SP4D_OT_setup_backend, SP4D_OT_merge_parts,
-           SP4D_OT_limit_influences, SP4D_OT_recompute_weights, SP4D_OT_import_views, SP4D_PT_panel)
+CLASSES = (SP4D_OT_generate_rig, SP4D_OT_rig_clip, SP4D_OT_rig_image, SP4D_OT_add_sample, SP4D_OT_setup_backend,
+           SP4D_OT_merge_parts, SP4D_OT_limit_influences, SP4D_OT_recompute_weights, SP4D_OT_import_views,
+           SP4D_PT_panel)
