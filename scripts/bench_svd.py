@@ -95,6 +95,8 @@ def main() -> int:
     ap.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="bf16", help="ours (CUDA)")
     ap.add_argument("--compile", choices=("off", "blocks", "layers"), default="layers",
                     help="ours compiled with this scope too (CUDA only)")
+    ap.add_argument("--low-vram", action="store_true",
+                    help="ours in low-VRAM mode (conditioner off the GPU while sampling, CFG halves one by one)")
     ap.add_argument("--xformers", choices=("auto", "real", "standin", "none"), default="auto",
                     help="official attention: auto = the installed xformers if it runs, else the stand-in")
     ap.add_argument("--out", type=Path, help="also write the numbers as JSON")
@@ -184,7 +186,9 @@ def main() -> int:
             torch.cuda.empty_cache()
 
     ours.to(dtype)
-    pipe = SVDPipeline(ours, RunOptions(devices=(dev,), dtype=dtype))
+    offload = "cpu" if args.low_vram else None
+    res["low_vram"] = bool(args.low_vram)
+    pipe = SVDPipeline(ours, RunOptions(devices=(dev,), dtype=dtype, offload=offload))
 
     def run_unet():
         with torch.inference_mode():
@@ -214,7 +218,8 @@ def main() -> int:
     scopes = [None] + ([args.compile] if cuda and args.compile != "off" else [])
     for scope in scopes:
         name = "eager" if scope is None else scope
-        pipe.apply(RunOptions(devices=(dev,), dtype=dtype, compile=scope, channels_last=scope == "layers" and cuda))
+        pipe.apply(RunOptions(devices=(dev,), dtype=dtype, compile=scope, channels_last=scope == "layers" and cuda,
+                              offload=offload))
         if scope is not None:
             sec[f"ours_unet_call_{name}"], out_unet_c = timed(run_unet, args.repeats, dev)
             sec[f"ours_decode_{name}"], _ = timed(run_decode, args.repeats, dev)
@@ -239,7 +244,8 @@ def main() -> int:
                                       + sec["official_decode"])
 
     print(f"SVD-XT 1.1, {T} frames {params.width}×{params.height}, {params.steps} steps, decoding_t "
-          f"{params.decoding_t}, on {res['device']}; ours {args.precision if cuda else 'fp32'}")
+          f"{params.decoding_t}, on {res['device']}; ours {args.precision if cuda else 'fp32'}"
+          f"{', low VRAM' if args.low_vram else ''}")
     rows = [(k, v) for k, v in sec.items()]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:

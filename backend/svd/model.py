@@ -110,11 +110,19 @@ class SVD(nn.Module):
         c, uc = frames(c), frames(uc)
         return {k: torch.cat([uc[k], c[k]]) for k in c}
 
-    def guided(self, cond: dict, scale: torch.Tensor, n_frames: int
+    def guided(self, cond: dict, scale: torch.Tensor, n_frames: int, halves: bool = False
                ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """denoise(x, σ) -> the guided D of x (T, 4, h, w) at the noise level σ (a scalar tensor)
-        for a CFG-batched ``cond`` (batch_cond) and per-frame guidance ``scale`` (T,)."""
+        for a CFG-batched ``cond`` (batch_cond) and per-frame guidance ``scale`` (T,).
+        ``halves``: the unconditional and conditional halves as two network calls of T rows
+        instead of one of 2T (half the activation memory; each video is computed on its own rows,
+        so the result is the same up to float rounding)."""
         def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            if halves:
+                s = sigma * x.new_ones(x.shape[0])
+                d = [self.denoise(x, s, {k: v[i * n_frames:(i + 1) * n_frames] for k, v in cond.items()}, n_frames)
+                     for i in (0, 1)]
+                return guide(torch.cat(d), scale)
             x2 = torch.cat([x, x])
             return guide(self.denoise(x2, sigma * x2.new_ones(x2.shape[0]), cond, n_frames), scale)
 
@@ -122,13 +130,13 @@ class SVD(nn.Module):
 
     def sample(self, c: dict, uc: dict, noise: torch.Tensor, steps: int = 30, min_cfg: float = 1.5,
                max_cfg: float = 3.0, sigma_max: float = 700.0, sigma_min: float = 0.002,
-               on_step: Callable | None = None) -> torch.Tensor:
+               on_step: Callable | None = None, halves: bool = False) -> torch.Tensor:
         """Final latents (T, 4, h, w) from N(0, 1) ``noise`` (T, 4, h, w): Euler EDM, no churn,
-        guidance min_cfg (frame 0) → max_cfg (last frame)."""
+        guidance min_cfg (frame 0) → max_cfg (last frame); ``halves``: see guided."""
         T = noise.shape[0]
         sigmas = edm_sigmas(steps, sigma_min, sigma_max, device=noise.device)
         scale = linear_guidance_scale(T, min_cfg, max_cfg)
-        return sample_euler_edm(self.guided(self.batch_cond(c, uc, T), scale, T), noise, sigmas, on_step)
+        return sample_euler_edm(self.guided(self.batch_cond(c, uc, T), scale, T, halves), noise, sigmas, on_step)
 
     def decode(self, z: torch.Tensor, chunk: int = 7) -> torch.Tensor:
         """Latents (T, 4, h, w) -> images (T, 3, 8h, 8w) in model range, ``chunk`` frames a decoder

@@ -4,7 +4,9 @@
 motion bucket 127, cond_aug 0.02, decoding_t 7, 1024×576, guidance 1.5 → 3.0 per frame);
 ``RunOptions`` (backend/sp4d/options.py, shared with SP4D) is how this process runs it: device,
 precision, compile scope, layout, op choices, low-VRAM offloading. The CFG split over two devices
-is SP4D's only; SVD runs on the options' first device.
+is SP4D's only; SVD runs on the options' first device. Low-VRAM mode (``options.offload``) keeps the
+conditioner off the GPU while sampling and runs the two CFG halves of each step one after the other
+(half the UNet's activation memory, the same result up to float rounding).
 
 Randomness (SVD reference §10): after seeding, exactly two draws in this order, on the CPU (so
 that a seed gives the same clip on every device): the cond_aug noise (1, 3, H, W), then the
@@ -108,7 +110,7 @@ class SVDPipeline:
                 on_step(i + 1, n)
 
         return self.model.sample(c, uc, noise["init"].to(dev), steps=params.steps, min_cfg=params.min_cfg,
-                                 max_cfg=params.max_cfg, on_step=step)
+                                 max_cfg=params.max_cfg, on_step=step, halves=self.options.offload is not None)
 
     def generate(self, image: np.ndarray, params: SVDParams = SVDParams(), seed: int = 42,
                  noise: dict[str, torch.Tensor] | None = None,
