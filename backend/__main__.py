@@ -1,4 +1,4 @@
-"""Command line: ``python -m backend {serve,run,generate,rig,sample}``."""
+"""Command line: ``python -m backend {serve,run,generate,rig,reweight,orbits,sample}``."""
 
 from __future__ import annotations
 
@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("job")
     p.add_argument("skeleton", help="skeleton JSON (rig/skeleton.json format)")
     add_flags(p, stage="rig")
+    p = sub.add_parser("orbits", help="one MP4 per generated view and a grid (views/orbit/) of a generated job")
+    p.add_argument("job")
+    p.add_argument("--fps", type=float, default=8.0)
     p = sub.add_parser("sample", help="write the procedural sample creature (npz)")
     p.add_argument("out", help="output .npz path")
     args = ap.parse_args(argv)
@@ -47,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
 
             save_asset(make_creature(), args.out)
             print(args.out)
+            return 0
+        if args.cmd == "orbits":
+            from .video import export_orbits
+
+            print(json.dumps(export_orbits(JobDir(args.job), args.fps), indent=1))
             return 0
         if args.cmd == "reweight":
             from .rig.reweight import reweight_from_file

@@ -12,15 +12,13 @@ articulation, no blur). A finished clip with the same picture and settings is re
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import numpy as np
 
 from .clip_input import frames_at, pick_frames, read_clip
 from .context import StageContext
 from .errors import BackendError
 from .jobdir import JobDir, digest, read_png, write_json_atomic, write_png_atomic
+from .video import write_mp4
 
 STAGE = "generate"
 SVD_DIR = "input/svd"
@@ -52,27 +50,6 @@ def svd_params(s: dict):
 
     return SVDParams(frames=s["svd_frames"], steps=s["svd_steps"], motion_bucket_id=s["motion_bucket"],
                      width=s["svd_width"], height=s["svd_height"])
-
-
-def write_mp4(path, frames: np.ndarray, fps: float) -> bool:
-    """frames (T, H, W, 3) uint8 RGB as an MP4 (mp4v, atomically); False when no encoder is there."""
-    import cv2
-
-    h, w = frames.shape[1:3]
-    fd, tmp = tempfile.mkstemp(suffix=".mp4", dir=os.path.dirname(path))
-    os.close(fd)
-    writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    try:
-        if writer.isOpened():
-            for f in frames:
-                writer.write(np.ascontiguousarray(f[:, :, ::-1]))
-    finally:
-        writer.release()
-    if os.path.getsize(tmp) == 0:
-        os.unlink(tmp)
-        return False
-    os.replace(tmp, path)
-    return True
 
 
 def svd_clip(job: JobDir, ctx: StageContext, picture: np.ndarray, s: dict) -> tuple[np.ndarray, dict]:

@@ -123,3 +123,21 @@ def test_animate_still_takes_the_first_frame_of_a_clip_that_does_not_move(tmp_pa
     assert svd_picture(job, {"source": {"kind": "clip", "path": str(moving)}}, on) is None
     assert svd_picture(job, {"source": {"kind": "clip", "path": str(still)}}, validate({})) is None
     assert svd_picture(job, {"source": {"kind": "mesh"}}, on) is None  # nothing captured
+
+
+def test_orbit_videos_of_a_generated_job(job_copy):
+    """One MP4 per view (its frames over time) and a grid, from the command line."""
+    from backend.video import read_mp4
+
+    r = backend("orbits", job_copy.root, "--fps", "7")
+    res = json.loads(r.stdout)
+    assert res["views"] == 13 and len(res["videos"]) == 14
+    v3 = read_mp4(job_copy.root / "views" / "orbit" / "v03.mp4")
+    assert v3.shape[0] == res["frames"] and v3.shape[1:] == read_png(job_copy.view_image("rgb", 3, 0)).shape
+    assert read_mp4(job_copy.root / "views" / "orbit" / "grid.mp4").shape[0] == res["frames"]
+    from backend.errors import BackendError
+    from backend.video import export_orbits
+
+    with pytest.raises(BackendError) as e:
+        export_orbits(JobDir(job_copy.root / "nothing"))
+    assert e.value.code == "bad_input"
