@@ -75,7 +75,7 @@ def _generate(ctx: StageContext, s: dict, options, frames: np.ndarray, warnings:
 
     from .sp4d.runtime import get_pipeline
 
-    pipe = get_pipeline(s["weights"], s["model_config"], options)
+    pipe = get_pipeline(s["weights"], s["model_config"], options, s["model"])
     if s["image_size"] % pipe.image_multiple:
         raise BackendError("bad_input", f"image_size must be a multiple of {pipe.image_multiple} for this model")
     if pipe.apply(options):  # a compile was set up: its graphs are kept for the process's later jobs
@@ -124,7 +124,7 @@ def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | N
     frames, warnings = input_frames(job, spec, s, ctx)
     for w in warnings:
         ctx.progress(STAGE, 0, 1, f"warning: {w}")
-    keep = ("steps", "cfg", "min_cfg", "seed", "weights", "model_config", "precision", "device")
+    keep = ("steps", "cfg", "min_cfg", "seed", "weights", "model_config", "precision", "device", "model")
     key = digest(STAGE, "sp4d", frames, {k: s[k] for k in keep}, s["noise_file"])
     if job.stage_done(STAGE, key):
         return job.stage_info(STAGE)
@@ -139,14 +139,22 @@ def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | N
         write_png_atomic(job.view_image("rgb", 0, t), frames[t])
         for k in range(v):
             write_png_atomic(job.view_image("rgb", k + 1, t), to_u8(rgb[t, k]))
-            write_png_atomic(job.view_image("parts", k + 1, t), to_u8(parts[t, k]))
+            if parts is not None:  # SV4D 2.0 (model sv4d2) generates RGB views only
+                write_png_atomic(job.view_image("parts", k + 1, t), to_u8(parts[t, k]))
     centre, scale = normalisation(world_vertices(mesh)) if mesh is not None else (np.zeros(3), 1.0)
-    write_json_atomic(job.cameras_json, cameras_record(orbit_cameras(size=s["image_size"], n_views=v + 1), n, "sp4d",
+    source = s["model"]  # 'sp4d' or 'sv4d2'
+    write_json_atomic(job.cameras_json, cameras_record(orbit_cameras(size=s["image_size"], n_views=v + 1), n, source,
                                                        centre, scale, warnings=warnings))
     from .preview import write_preview
 
     write_preview(job, n, v + 1)
     from .generate import generated_files
 
-    job.mark_stage(STAGE, key, outputs=generated_files(job), source="sp4d", frames=n, views=v + 1, warnings=warnings)
+    orbits = None
+    if parts is None:  # orbit videos are what SV4D 2.0's views are for (views/orbit, video.py)
+        from .video import export_orbits
+
+        orbits = export_orbits(job)["videos"]
+    job.mark_stage(STAGE, key, outputs=generated_files(job), source=source, frames=n, views=v + 1, warnings=warnings,
+                   **({"orbits": orbits} if orbits else {}))
     return job.stage_info(STAGE)

@@ -129,6 +129,8 @@ SETTINGS = (
     Setting("part_source", "auto", "choice", "where the part images come from: auto (SP4D when it can run, else the "
             "oracle for meshes with ground truth; always SP4D for clips), sp4d, oracle",
             choices=("auto", "sp4d", "oracle")),
+    Setting("model", "sp4d", "choice", "the generating model: sp4d (RGB and part views), or sv4d2 (SV4D 2.0 weights "
+            "in SP4D's RGB branch: RGB views and orbit videos only, no rig)", choices=("sp4d", "sv4d2")),
     Setting("frames", 4, "int", "frames of the clip to generate (picked evenly)", low=1, high=64),
     Setting("image_size", 576, "int", "the model's square image size (a multiple of 64 for the released model)",
             low=16, high=2048, multiple=8),

@@ -29,12 +29,20 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> dict:
     return yaml.safe_load(Path(path).read_text())
 
 
-def build_model(config: dict, device: str | torch.device = "meta") -> SP4D:
-    """SP4D from a parsed config on ``device`` (meta: no memory, for loading or key checks)."""
+MODELS = ("sp4d", "sv4d2")  # the ``model`` setting: SP4D, or SV4D 2.0 in its RGB branch (sv4d2.py)
+NAMES = {"sp4d": "SP4D", "sv4d2": "SV4D 2.0"}
+
+
+def build_model(config: dict, device: str | torch.device = "meta", kind: str = "sp4d") -> SP4D:
+    """SP4D (or with ``kind`` 'sv4d2' SV4D 2.0: SP4D's RGB branch alone, sv4d2.py) from a parsed
+    config on ``device`` (meta: no memory, for loading or key checks)."""
+    from .sv4d2 import SV4D2
+
     archs = {"SP4D-tiny-ViT": config["open_clip_tiny_cfg"]} if "open_clip_tiny_cfg" in config else {}
+    cls = {"sp4d": SP4D, "sv4d2": SV4D2}[kind]
     with torch.device(device):
-        return SP4D.from_config(config["model"]["params"], n_view=int(config.get("N_VIEW", GENERATED_VIEWS)),
-                                open_clip_archs=archs)
+        return cls.from_config(config["model"]["params"], n_view=int(config.get("N_VIEW", GENERATED_VIEWS)),
+                               open_clip_archs=archs)
 
 
 def offline_reason(environ=None) -> str | None:
@@ -138,18 +146,19 @@ def drop_unused(model: SP4D) -> SP4D:
 
 
 def load_model(weights: str | Path, config: dict | None = None, device: str = "cpu",
-               dtype: torch.dtype = torch.float32) -> SP4D:
-    """Build SP4D and load ``weights`` strictly, each tensor straight to ``device``/``dtype``."""
+               dtype: torch.dtype = torch.float32, kind: str = "sp4d") -> SP4D:
+    """Build SP4D (``kind`` 'sv4d2': SV4D 2.0) and load ``weights`` strictly, each tensor straight
+    to ``device``/``dtype``."""
     from safetensors import SafetensorError, safe_open
 
     config = config or load_config()
-    model = build_model(config, "meta")
+    model = build_model(config, "meta", kind)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     path = Path(weights)
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
             found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-            check_keys(expected, found)
+            check_keys(expected, found, NAMES[kind])
             sd = {k: f.get_tensor(k).to(dtype) for k in drop_unused(model).state_dict()}
     except SafetensorError as exc:
         raise BackendError("bad_checkpoint", f"{path.name} is not a readable safetensors file: {exc}") from exc
