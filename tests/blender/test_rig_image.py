@@ -77,3 +77,32 @@ def test_generate_rig_animates_a_still_mesh_first(creature, tmp_path):
     rec = json.loads((job / "input" / "svd" / "svd.json").read_text())
     assert rec["frames"] == 6 and len(rec["chosen"]) == 4
     assert (job / "views" / "rgb" / "v01_t003.png").is_file()
+
+
+def test_batch_images_report_each_picture(tmp_path):
+    """batch_rig.py --images: one report item a picture; a missing file fails alone, and without a GPU
+    or weights the backend's code is reported (a rig needs the released weights)."""
+    import os
+    import subprocess
+    import sys
+
+    pic = tmp_path / "figure.png"
+    _save(blender_image(), pic)
+    out = tmp_path / "out"
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "batch_rig.py"), "--images", str(pic),
+                        str(tmp_path / "missing.png"), "--out", str(out), "--motion-bucket", "90"],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 3, r.stdout + r.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert [x["ok"] for x in report] == [False, False] and "does not exist" in report[1]["error"]
+    assert report[0]["code"] in ("no_gpu", "missing_weights", "offline")
+    spec = json.loads(next((out / "jobs").glob("image-figure-*/job.json")).read_text())
+    assert spec["source"]["kind"] == "image" and spec["settings"]["motion_bucket"] == 90
+    assert not list(out.glob("*_rigged.*"))
+
+
+def _save(img, path):
+    copy = img.copy()
+    copy.filepath_raw, copy.file_format = str(path), "PNG"
+    copy.save()
