@@ -77,21 +77,8 @@ def svd_clip(job: JobDir, ctx: StageContext, picture: np.ndarray, s: dict) -> tu
     options = RunOptions.from_settings(s)
     ctx.wait_for(MODEL_LOCK, STAGE, "another job's generation (one model at a time)")
     try:
-        pipe = runtime.get_pipeline(s["svd_weights"], s["svd_config"], options)
-        pipe.apply(options.replace(compile=None) if options.compile and not options.device.startswith("cuda")
-                   else options)
-
-        def on_step(done, total):
-            ctx.progress(STAGE, done, total, f"SVD: animating the picture, step {done}/{total}")
-            ctx.check()
-
-        import torch
-
-        try:
-            clip = pipe.generate(image, params, seed=s["svd_seed"], on_step=on_step)
-        except torch.OutOfMemoryError as exc:
-            raise BackendError("out_of_memory", "the GPU ran out of memory while SVD animated the picture: use "
-                               "bf16 precision, low_vram, or smaller svd_width/svd_height") from exc
+        clip = _animate(ctx, runtime.get_pipeline(s["svd_weights"], s["svd_config"], options), options, image,
+                        params, s["svd_seed"])
     finally:
         MODEL_LOCK.release()
         if options.offload:
@@ -106,6 +93,33 @@ def svd_clip(job: JobDir, ctx: StageContext, picture: np.ndarray, s: dict) -> tu
               "mp4": "clip.mp4" if write_mp4(folder / "clip.mp4", clip, fps) else None}
     write_json_atomic(record_path, record)
     return clip, record
+
+
+def _animate(ctx: StageContext, pipe, options, image: np.ndarray, params, seed: int) -> np.ndarray:
+    """pipe.generate with the job's options; a failed compile falls back to eager (as SP4D's)."""
+    import torch
+    import torch._dynamo
+
+    def on_step(done, total):
+        ctx.progress(STAGE, done, total, f"SVD: animating the picture, step {done}/{total}")
+
+    def run():
+        return pipe.generate(image, params, seed=seed, on_step=on_step)
+
+    if pipe.apply(options):
+        ctx.progress(STAGE, 0, 1, f"compiling SVD's UNet and decoder ({options.compile}) during the first step")
+    try:
+        try:
+            return run()
+        except torch._dynamo.exc.TorchDynamoException as exc:
+            if not options.compile:
+                raise
+            pipe.apply(options.replace(compile=None))
+            ctx.progress(STAGE, 0, 1, f"warning: torch.compile failed ({str(exc).strip()[:200]}); SVD runs eager")
+            return run()
+    except torch.OutOfMemoryError as exc:
+        raise BackendError("out_of_memory", "the GPU ran out of memory while SVD animated the picture: use bf16 "
+                           "precision, low_vram, or smaller svd_width/svd_height") from exc
 
 
 def svd_input(job: JobDir, ctx: StageContext, spec: dict, s: dict) -> list[np.ndarray] | None:

@@ -183,4 +183,22 @@ def rig_image(image, *, job_dir: str | Path | None = None, settings: dict | None
     and leaves the scene unchanged when the backend fails."""
     rj = start_image_job(image, job_dir, settings, backend, cmd)
     _wait(rj, timeout, on_event)
-    return _built(lambda: build_clip_rig(rj.job_dir, readable(image_name(image))))
+    obj, arm = _built(lambda: build_clip_rig(rj.job_dir, readable(image_name(image))))
+    load_generated_clip(rj.job_dir)
+    return obj, arm
+
+
+def load_generated_clip(job_dir: str | Path) -> bpy.types.MovieClip | None:
+    """The clip SVD generated for a picture or a still mesh (input/svd/clip.mp4) as a Movie Clip
+    data-block, to watch in the Movie Clip editor; None when the job has none (or Blender cannot
+    read it). Loading twice returns the same data-block."""
+    path = (Path(job_dir) / "input" / "svd" / "clip.mp4").resolve()
+    if not path.is_file():
+        return None
+    for clip in bpy.data.movieclips:
+        if Path(bpy.path.abspath(clip.filepath)).resolve() == path:
+            return clip
+    try:
+        return bpy.data.movieclips.load(str(path))
+    except RuntimeError:
+        return None

@@ -183,6 +183,7 @@ class SP4D_OT_rig_image(_BackendJobModal, bpy.types.Operator):
 
     def _build(self, job) -> str:
         obj, arm = api.build_clip_rig(job.job_dir, self._name)
+        api.load_generated_clip(job.job_dir)
         return f"SP4D: created '{obj.name}' and '{arm.name}'"
 
 

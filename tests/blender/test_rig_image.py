@@ -46,6 +46,8 @@ def test_rig_image_runs_svd_and_sp4d_through_the_backend(tmp_path, scene_snapsho
     rec = json.loads((job / "input" / "svd" / "svd.json").read_text())
     assert rec["frames"] == 6 and rec["motion_bucket"] == 180 and rec["seed"] == 3 and len(rec["chosen"]) == 4
     assert (job / "views" / "parts" / "v12_t003.png").is_file()  # SP4D ran on the chosen frames
+    clip = api.load_generated_clip(job)  # the generated motion, viewable in the Movie Clip editor
+    assert clip is not None and clip.frame_duration == 6 and api.load_generated_clip(job) == clip
 
 
 def test_rig_image_operator_polls_and_refuses_a_missing_file(tmp_path, scene_snapshot):
