@@ -202,3 +202,14 @@ def load_generated_clip(job_dir: str | Path) -> bpy.types.MovieClip | None:
         return bpy.data.movieclips.load(str(path))
     except RuntimeError:
         return None
+
+
+def export_orbits(job_dir: str | Path, backend: BackendProcess | None = None, timeout: float | None = 600
+                  ) -> list[Path]:
+    """The orbit videos of a generated job folder (views/orbit/vVV.mp4 per view, grid.mp4), written
+    by the backend ('orbits'); their paths. RigError with the backend's code when it fails."""
+    backend = backend or session.get_backend(get_prefs().backend_python or None)
+    rj = RigJob(backend, Path(job_dir).resolve(), "orbits")
+    rj.start()
+    _wait(rj, timeout, None)
+    return [rj.job_dir / p for p in rj.result["stages"]["orbits"]["videos"]]

@@ -372,6 +372,31 @@ class SP4D_OT_import_views(_RigOperator, bpy.types.Operator):
         return {"FINISHED"}
 
 
+class SP4D_OT_export_orbits(bpy.types.Operator):
+    """Write the orbit videos of a generated job: an MP4 per generated view and a grid (views/orbit/)"""
+
+    bl_idname = "sp4d.export_orbits"
+    bl_label = "Export Orbit Videos"
+
+    directory: bpy.props.StringProperty(name="Job Folder", subtype="DIR_PATH")
+
+    def invoke(self, context, event):
+        arm = _rigged(context)[1]
+        if arm is not None and not self.directory:
+            self.directory = str(arm.get(RIG_PROP, ""))
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context):
+        try:
+            videos = api.export_orbits(bpy.path.abspath(self.directory))
+        except api.RigError as exc:
+            self.report({"ERROR"}, f"SP4D: {exc}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"SP4D: {len(videos)} videos in {videos[0].parent}")
+        return {"FINISHED"}
+
+
 class SP4D_PT_panel(bpy.types.Panel):
     bl_label = "SP4D Rig"
     bl_idname = "SP4D_PT_panel"
@@ -402,6 +427,7 @@ class SP4D_PT_panel(bpy.types.Panel):
             col.label(text=wm.sp4d_status)
             col.prop(wm, "sp4d_progress", text="")
         layout.operator(SP4D_OT_add_sample.bl_idname, icon="MONKEY")
+        layout.operator(SP4D_OT_export_orbits.bl_idname, icon="RENDER_ANIMATION")
         obj, arm = _rigged(context)
         if arm is None:
             return
@@ -422,4 +448,4 @@ class SP4D_PT_panel(bpy.types.Panel):
 
 CLASSES = (SP4D_OT_generate_rig, SP4D_OT_rig_clip, SP4D_OT_rig_image, SP4D_OT_add_sample, SP4D_OT_setup_backend,
            SP4D_OT_merge_parts, SP4D_OT_limit_influences, SP4D_OT_recompute_weights, SP4D_OT_import_views,
-           SP4D_PT_panel)
+           SP4D_OT_export_orbits, SP4D_PT_panel)

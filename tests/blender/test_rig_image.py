@@ -108,3 +108,16 @@ def _save(img, path):
     copy = img.copy()
     copy.filepath_raw, copy.file_format = str(path), "PNG"
     copy.save()
+
+
+def test_export_orbit_videos_from_blender(creature, tmp_path):
+    """A generated job's orbit videos through the backend ('orbits'), from the API and the operator."""
+    job = tmp_path / "job"
+    api.generate_rig(creature, job_dir=job, settings={"part_source": "oracle"})
+    videos = api.export_orbits(job)
+    assert len(videos) == 14 and all(v.is_file() and v.stat().st_size > 0 for v in videos)
+    assert {v.name for v in videos} >= {"v00.mp4", "v12.mp4", "grid.mp4"}
+    assert bpy.ops.sp4d.export_orbits(directory=str(job)) == {"FINISHED"}
+    with pytest.raises(api.RigError) as e:
+        api.export_orbits(tmp_path / "empty")
+    assert e.value.code == "bad_input"
