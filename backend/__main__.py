@@ -1,4 +1,4 @@
-"""Command line: ``python -m backend {serve,run,generate,rig,reweight,orbits,sample}``."""
+"""Command line: ``python -m backend {serve,run,generate,rig,reweight,prepare,orbits,sample}``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from .allocator import allocator_config
 from .context import StageContext
 from .errors import BackendError, from_exception
 from .jobdir import JobDir
@@ -18,6 +19,7 @@ def _print_progress(e: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    allocator_config()  # before torch starts CUDA
     ap = argparse.ArgumentParser(prog="python -m backend", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("serve", help="speak the JSON-lines protocol on stdin/stdout")
@@ -34,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("job")
     p.add_argument("skeleton", help="skeleton JSON (rig/skeleton.json format)")
     add_flags(p, stage="rig")
+    p = sub.add_parser("prepare", help="run the model once at these settings, so that the first job finds the "
+                       "kernels' tuning and (with --compile) the compiled graphs on disk (Set Up's last step)")
+    add_flags(p)
     p = sub.add_parser("orbits", help="one MP4 per generated view and a grid (views/orbit/) of a generated job")
     p.add_argument("job")
     p.add_argument("--fps", type=float, default=8.0)
@@ -50,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
 
             save_asset(make_creature(), args.out)
             print(args.out)
+            return 0
+        if args.cmd == "prepare":
+            from .prepare import prepare
+
+            print(json.dumps(prepare(from_flags(args), on_event=_print_progress), indent=1))
             return 0
         if args.cmd == "orbits":
             from .video import export_orbits

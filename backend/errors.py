@@ -13,6 +13,7 @@ ERROR_CODES = {
     "offline": "the weights must be downloaded but the network is off or unreachable",
     "bad_checkpoint": "the checkpoint's keys or shapes do not match the model",
     "out_of_memory": "the device ran out of memory",
+    "numeric_overflow": "half precision overflowed (non-finite values): bf16 or fp32 precision avoids it",
     "busy": "another job is running on this job folder",
     "io_error": "the job folder cannot be written (read-only, no permission, disk full)",
     "cancelled": "the job was cancelled",

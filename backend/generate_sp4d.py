@@ -73,8 +73,14 @@ def _generate(ctx: StageContext, s: dict, options, frames: np.ndarray, warnings:
     import torch
     import torch._dynamo
 
+    from .sp4d.memory import TIERS, describe_tier
     from .sp4d.runtime import get_pipeline
 
+    if options.tier:
+        ctx.progress(STAGE, 0, 1, f"memory: {describe_tier(TIERS[options.tier])}")
+        if s["compile"] and not options.compile:
+            warnings.append(f"compile is off in the {options.tier} GB tier (its streamed UNet blocks run eager)")
+            ctx.progress(STAGE, 0, 1, f"warning: {warnings[-1]}")
     pipe = get_pipeline(s["weights"], s["model_config"], options, s["model"])
     if s["image_size"] % pipe.image_multiple:
         raise BackendError("bad_input", f"image_size must be a multiple of {pipe.image_multiple} for this model")
@@ -105,9 +111,22 @@ def _generate(ctx: StageContext, s: dict, options, frames: np.ndarray, warnings:
             warnings.append(f"torch.compile failed ({first[:200]}); generated without it")
             ctx.progress(STAGE, 0, 1, f"warning: {warnings[-1]}")
             rgb, parts = run()
+        except BackendError as exc:
+            if exc.code != "numeric_overflow" or options.dtype != torch.float16:
+                raise
+            # fp16's range exceeded (weights or inputs the measurements never saw): the same job in
+            # bf16, whose range is float32's; the model is loaded again in that precision
+            options = options.replace(dtype=torch.bfloat16)
+            warnings.append("fp16 overflowed; generated in bf16 (set precision to bf16 to skip the first try)")
+            ctx.progress(STAGE, 0, 1, f"warning: {warnings[-1]}")
+            pipe = get_pipeline(s["weights"], s["model_config"], options)
+            pipe.apply(options)
+            rgb, parts = run()
     except torch.OutOfMemoryError as exc:
-        raise BackendError("out_of_memory", "the GPU ran out of memory while generating: turn on low_vram, "
-                           "lower decode_chunk, use bf16 precision or a smaller image_size") from exc
+        smaller = {"24": "16", "16": "12"}.get(options.tier or "")
+        lower = f"set vram to {smaller} (a smaller memory tier)" if smaller else "lower image_size"
+        raise BackendError("out_of_memory", f"the GPU ran out of memory while generating ({options.tier} GB tier): "
+                           f"{lower}, close other programs using the GPU, or lower decode_chunk") from exc
     return rgb, parts
 
 

@@ -189,7 +189,8 @@ def main() -> int:
     ours.to(dtype)
     offload = "cpu" if args.low_vram else None
     res["low_vram"] = bool(args.low_vram)
-    pipe = SVDPipeline(ours, RunOptions(devices=(dev,), dtype=dtype, offload=offload))
+    cfg_batch = "sequential" if args.low_vram else "joint"
+    pipe = SVDPipeline(ours, RunOptions(devices=(dev,), dtype=dtype, offload=offload, cfg_batch=cfg_batch))
 
     def run_unet():
         with torch.inference_mode():
@@ -220,7 +221,7 @@ def main() -> int:
     for scope in scopes:
         name = "eager" if scope is None else scope
         pipe.apply(RunOptions(devices=(dev,), dtype=dtype, compile=scope, channels_last=scope == "layers" and cuda,
-                              offload=offload))
+                              offload=offload, cfg_batch=cfg_batch))
         if scope is not None:
             sec[f"ours_unet_call_{name}"], out_unet_c = timed(run_unet, args.repeats, dev)
             sec[f"ours_decode_{name}"], _ = timed(run_decode, args.repeats, dev)

@@ -2,8 +2,9 @@
 
 1. The tiny fixtures on CUDA in float32 with TF32 off: worst relative error per fixture tensor.
 2. The full-size dual UNet with random weights: one denoiser call at --size (default 576) with the
-   CFG batch (2 × 48 frames) in float32 (TF32 off), bfloat16 and float16; agreement of the reduced
-   precisions with float32, time per call and peak GPU memory.
+   CFG batch (2 × 48 frames) in float32 (TF32 off), bfloat16, float16 and float32 weights under
+   fp16 autocast (``autocast_float16``: the official script's release mode); agreement of the
+   reduced precisions with float32, time per call and peak GPU memory.
 
 Usage: python scripts/gpu_check_sp4d.py --fixtures PATH/sp4d_tiny [--out results.json]
 """
@@ -22,6 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.sp4d.checkpoint import build_model, load_config, load_model  # noqa: E402
+from backend.sp4d.model import edm_scalings  # noqa: E402
 from backend.sp4d.options import RunOptions  # noqa: E402
 from backend.sp4d.pipeline import SP4DPipeline  # noqa: E402
 from backend.sp4d.testing import random_init_  # noqa: E402
@@ -93,29 +95,47 @@ def full_size_call(size: int, batch: int, repeats: int, scope: str | None = None
     rows = {}
     ref = None
     for name in dtypes:  # the first is the reference
-        dt = getattr(torch, name)
+        # "autocast_float16": float32 weights under fp16 autocast, the official script's release mode
+        # (products and convolutions in fp16, norms and softmax in float32; our kernels need half weights)
+        autocast = name.startswith("autocast_")
+        dt = torch.float32 if autocast else getattr(torch, name)
         m.model.to(dt)
-        pipe.apply(options_for("cuda", dt, scope, **ops))
+        # under autocast the plain PyTorch ops run (our kernels take half-precision weights)
+        pipe.apply(options_for("cuda", dt, scope, **ops, **({"triton_kernels": False, "frame_norm": False}
+                                                            if autocast else {})))
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-        with torch.inference_mode():
-            out = m.denoise(x, sigma, cond)  # warm-up (and the value compared)
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(repeats):
-                m.denoise(x, sigma, cond)
-            torch.cuda.synchronize()
+        amp = torch.autocast("cuda", dtype=getattr(torch, name[len("autocast_"):]) if autocast else torch.float16,
+                             enabled=autocast)
+        try:
+            with torch.inference_mode(), amp:
+                out = m.denoise(x, sigma, cond)  # warm-up (and the value compared)
+                c_skip, c_out, c_in, c_noise = edm_scalings(sigma)
+                net = m.network(x * c_in.view(-1, 1, 1, 1), c_noise, cond)  # the UNet's own output, undiluted
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                for _ in range(repeats):
+                    m.denoise(x, sigma, cond)
+                torch.cuda.synchronize()
+        except RuntimeError as exc:  # a variant that cannot run here is reported, the others still measured
+            rows[name] = {"error": str(exc).splitlines()[0][:300]}
+            print(f"{name}: {rows[name]['error']}")
+            continue
         dt_s = (time.perf_counter() - t0) / repeats
         row = {"seconds_per_call": dt_s, "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30,
                "finite": bool(torch.isfinite(out).all())}
         if ref is None:
-            ref = out.float()
+            ref, ref_net = out.float(), net.float()
         else:
             err = (out.float() - ref).abs()
             row["max_rel_to_fp32"] = float(err.max() / ref.abs().max())
             row["mean_rel_to_fp32"] = float(err.mean() / ref.abs().mean())
+            # the network output before the EDM skip (x·c_skip dominates D at high noise levels)
+            err = (net.float() - ref_net).abs()
+            row["net_max_rel_to_fp32"] = float(err.max() / ref_net.abs().max())
+            row["net_mean_rel_to_fp32"] = float(err.mean() / ref_net.abs().mean())
         rows[name] = row
-        del out
+        del out, net
         torch.cuda.empty_cache()
     return {"size": size, "batch": batch, "frames": n, "rows": rows}
 
@@ -138,8 +158,8 @@ def main() -> int:
                     help="the full-size check's eager ResBlock norms through F.group_norm, not frame_norm's kernels")
     args = ap.parse_args()
     dtypes = tuple(args.dtypes.split(","))
-    if not set(dtypes) <= {"float32", "bfloat16", "float16"} or len(dtypes) < 2:
-        ap.error(f"--dtypes: two or more of float32, bfloat16, float16, got {args.dtypes!r}")
+    if not set(dtypes) <= {"float32", "bfloat16", "float16", "autocast_float16"} or len(dtypes) < 2:
+        ap.error(f"--dtypes: two or more of float32, bfloat16, float16, autocast_float16, got {args.dtypes!r}")
     if not torch.cuda.is_available():
         ap.error("needs a CUDA GPU (run it on the device machine)")
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -164,10 +184,14 @@ def main() -> int:
         print("float32 CFG batch does not fit: measuring the conditional half only")
         full = full_size_call(args.size, 1, args.repeats, args.compile_blocks, dtypes, **ops)
     print(f"\nfull-size dual UNet, one denoiser call: {full['frames']} frames at {args.size}px")
-    print(f"  {'dtype':9s} {'s/call':>8s} {'peak GiB':>9s} {'max rel':>9s} {'mean rel':>9s}")
+    print(f"  {'dtype':16s} {'s/call':>8s} {'peak GiB':>9s} {'D max rel':>9s} {'D mean':>9s} {'net max':>9s} "
+          f"{'net mean':>9s}")
     for name, r in full["rows"].items():
-        print(f"  {name:9s} {r['seconds_per_call']:8.3f} {r['peak_gib']:9.2f} "
-              f"{r.get('max_rel_to_fp32', 0):9.2e} {r.get('mean_rel_to_fp32', 0):9.2e}")
+        if "error" in r:
+            continue
+        print(f"  {name:16s} {r['seconds_per_call']:8.3f} {r['peak_gib']:9.2f} "
+              f"{r.get('max_rel_to_fp32', 0):9.2e} {r.get('mean_rel_to_fp32', 0):9.2e} "
+              f"{r.get('net_max_rel_to_fp32', 0):9.2e} {r.get('net_mean_rel_to_fp32', 0):9.2e}")
     if args.out:
         args.out.write_text(json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
                                         "fixtures": fx, "full": full}, indent=1))

@@ -43,7 +43,8 @@ def request_of(args) -> dict:
 
 
 def run_on_ray(args) -> int:
-    """Write the request, run the driver, return its exit code (0 all rigged, 1 some failed, 2 no start, 3 none rigged)."""
+    """Write the request, run the driver, return its exit code (0 all rigged, 1 some failed,
+    2 no start, 3 none rigged)."""
     from .jobfolder import layout
 
     req = request_of(args)

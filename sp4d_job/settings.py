@@ -102,6 +102,8 @@ def _str(s: Setting, v: Any) -> str:
 
 
 def _choice(s: Setting, v: Any) -> str:
+    if isinstance(v, int) and not isinstance(v, bool) and str(v) in s.choices:
+        return str(v)  # a number among numeric names ("vram": 16)
     if v not in s.choices:
         raise ValueError(v)
     return v
@@ -140,7 +142,8 @@ SETTINGS = (
     Setting("seed", 23, "int", "seed of the noise (a CPU generator)"),
     Setting("device", "auto", "device", "auto, cpu, cuda, cuda:N, or two GPUs (cuda:0,cuda:1): the unconditional "
             "half of each guided step on a UNet copy on the second"),
-    Setting("precision", "bf16", "choice", "the GPU's precision (the CPU always computes in fp32)",
+    Setting("precision", "fp16", "choice", "the GPU's precision (the CPU always computes in fp32); fp16 is as close "
+            "to fp32 as the official fp16 autocast, bf16 has the wider range (docs/perf.md row 52)",
             choices=("bf16", "fp16", "fp32")),
     Setting("weights", "hub", "str", "sp4d.safetensors, or 'hub' (the gated Hugging Face repo stabilityai/sp4d)"),
     Setting("model_config", None, "path", "model config yaml (default: the released model's)", flag="--config"),
@@ -149,7 +152,9 @@ SETTINGS = (
     Setting("noise_file", None, "path", "safetensors with sampler.randn and cond.noise.* (exact reproduction)"),
     Setting("compile", None, "compile", "torch.compile the UNet and the VAE decoder: true (= layers), 'blocks' or "
             "'layers' (docs/perf.md)"),
-    Setting("low_vram", False, "bool", "keep the image encoders off the GPU while sampling"),
+    Setting("low_vram", False, "bool", "at most the 16 GB memory tier (the image encoders off the GPU while sampling)"),
+    Setting("vram", "auto", "choice", "the GPU memory tier: 24, 16 or 12 (GB), or auto (from the GPU's free memory; "
+            "docs/perf.md)", choices=("auto", "24", "16", "12")),
     Setting("max_influences", 4, "int", "bones per vertex (0: no limit)", low=0, stage="rig"),
     # the SVD front stage (backend/generate_svd.py): a picture (source kind 'image'), or a mesh whose
     # captured frames do not move (animate_still), becomes a clip before SP4D

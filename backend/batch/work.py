@@ -125,6 +125,9 @@ class ModelWorker:
     serve``; each result says whether this item loaded it ("loaded") or found it ("warm")."""
 
     def __init__(self):
+        from ..allocator import allocator_config
+
+        allocator_config()  # this worker process's CUDA allocator as the memory tiers expect
         self.items = 0
         self.loads = 0
 

@@ -106,11 +106,11 @@ def out_linear(ops: OpChoices, x: torch.Tensor, weight: torch.Tensor, bias: torc
 def unet_norm_impl(ops: OpChoices, dims: int, dtype: torch.dtype, compiled: bool) -> str:
     """The UNet's GroupNorm (float32 statistics as the official GroupNorm32): 'by image'
     (functional.group_norm_by_image, for the time ResBlocks' 5-D inputs when compiled), 'native'
-    (F.group_norm in bfloat16, which accumulates its statistics in float32: the float32 round trip
+    (F.group_norm in half precision, which accumulates its statistics in float32: the float32 round trip
     costs two full-tensor casts) or 'float32' (the round trip)."""
     if compiled and dims == 5 and ops.norm_by_image:
         return "by image"
-    return "native" if dtype == torch.bfloat16 else "float32"
+    return "native" if dtype in HALF else "float32"
 
 
 def unet_group_norm(ops: OpChoices, x: torch.Tensor, groups: int, weight: torch.Tensor, bias: torch.Tensor,
@@ -246,6 +246,11 @@ def describe(options: RunOptions) -> str:
                                   "pytorch": "PyTorch's pick"}[ops.clip_attention]),
         ("conditioner while sampling", f"waits on {options.offload} (low VRAM)" if options.offload
          else "stays on the GPU"),
+        ("memory tier", f"{options.tier} GB" if options.tier else "none (CPU)"),
+        ("guidance halves", "one UNet batch" if options.cfg_batch == "joint"
+         else "two UNet calls, one after the other"),
+        ("UNet weights", "all on the GPU" if options.unet_resident_gib is None
+         else f"{options.unet_resident_gib:g} GiB on the GPU, the largest blocks streamed from pinned host memory"),
         ("decoding", f"{options.decode_chunk} latents a VAE call"
          + (", decoder weights channels-last" if compiled else "")),
     ]

@@ -21,6 +21,7 @@ products are wrong).
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import threading
@@ -68,6 +69,11 @@ def _head_dim_ok(d: int) -> bool:
 
 
 if triton is not None:
+    # the autotuners' picks kept in Triton's on-disk cache (Triton 3.2 on): a new process, as a
+    # user's first job after Set Up's compile (backend/prepare.py), finds them instead of timing
+    # every config for each shape again during its first step
+    _AUTOTUNE_ON_DISK = {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters \
+        else {}
     _GEMM_CONFIGS = [
         triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8}, num_stages=s, num_warps=w)
         for bm, bn, bk, s, w in ((128, 128, 64, 3, 8), (128, 128, 64, 4, 8), (128, 64, 64, 4, 4),
@@ -75,7 +81,7 @@ if triton is not None:
                                  (256, 64, 64, 3, 8), (64, 64, 64, 5, 4))
     ] if not INTERPRET else [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2})]
 
-    @triton.autotune(configs=_GEMM_CONFIGS, key=["M", "N", "K"])
+    @triton.autotune(configs=_GEMM_CONFIGS, key=["M", "N", "K"], **_AUTOTUNE_ON_DISK)
     @triton.jit
     def _geglu_kernel(x_ptr, w_ptr, b_ptr, o_ptr, M, N, K, s_xm, s_xk, s_wn, s_wk, s_om, s_on,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -139,7 +145,7 @@ if triton is not None:
         rows_in_group = min(n_m - first_m, GROUP_M)
         return first_m + (t % (GROUP_M * n_n)) % rows_in_group, (t % (GROUP_M * n_n)) // rows_in_group
 
-    @triton.autotune(configs=_TMA_CONFIGS, key=["M", "N", "K"])
+    @triton.autotune(configs=_TMA_CONFIGS, key=["M", "N", "K"], **_AUTOTUNE_ON_DISK)
     @triton.jit
     def _geglu_tma_kernel(x_desc, w_desc, b_ptr, o_desc, M, N, K, PROGRAMS: tl.constexpr, GATE: tl.constexpr,
                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,

@@ -137,5 +137,5 @@ class AlphaBlender(nn.Module):
 
     def forward(self, x_spatial: torch.Tensor, x_temporal: torch.Tensor) -> torch.Tensor:
         # a·s + (1 − a)·t as one fused lerp t + a·(s − t) (equal up to float rounding)
-        a = torch.sigmoid(self.mix_factor).to(x_spatial.dtype)
-        return torch.lerp(x_temporal, x_spatial, a)
+        dt = x_temporal.dtype  # the two can differ under autocast (a precision comparison runs one)
+        return torch.lerp(x_temporal, x_spatial.to(dt), torch.sigmoid(self.mix_factor).to(dt))

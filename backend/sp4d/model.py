@@ -116,13 +116,22 @@ class SP4D(nn.Module):
         out["cond_view"] = out["cond_view"] * 0
         return out
 
-    def guided(self, cond: dict, scale: torch.Tensor, split: CFGSplit | None = None
+    def guided(self, cond: dict, scale: torch.Tensor, split: CFGSplit | None = None, sequential: bool = False
                ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """denoise(x, sigma) -> the guided D of x (F, 8, h, w) at the noise level sigma (a scalar
         tensor), for a CFG-batched ``cond`` (batch_cond) and per-frame guidance ``scale`` (F,);
-        ``split``: the unconditional half on a second device."""
+        ``split``: the unconditional half on a second device; ``sequential``: the two halves as
+        two UNet calls of F frames instead of one of 2F (half the activations, same result)."""
         if split is not None:
             return split.guided(cond, scale)
+        if sequential:
+            halves = [{k: v.chunk(2)[i] for k, v in cond.items()} for i in range(2)]  # uncond, cond
+
+            def denoise_halves(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+                s = sigma * x.new_ones(x.shape[0])
+                return guide(torch.cat([self.denoise(x, s, h) for h in halves]), scale)
+
+            return denoise_halves
 
         def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             x2 = torch.cat([x, x])
@@ -132,12 +141,14 @@ class SP4D(nn.Module):
 
     def sample(self, c: dict, uc: dict, noise: torch.Tensor, steps: int = 50, cfg: float = 3.0,
                min_cfg: float = 1.0, sigma_max: float = 700.0, sigma_min: float = 0.002,
-               on_step: Callable | None = None, split: CFGSplit | None = None) -> torch.Tensor:
+               on_step: Callable | None = None, split: CFGSplit | None = None, sequential: bool = False
+               ) -> torch.Tensor:
         """Final latents (T·V, 8, h, w) from N(0,1) ``noise`` with linear guidance min_cfg → cfg;
-        ``split`` runs the unconditional half on a second device."""
+        ``split`` runs the unconditional half on a second device, ``sequential`` the two halves
+        one after the other (guided)."""
         sigmas = edm_sigmas(steps, sigma_min, sigma_max, device=noise.device)
         scale = linear_guidance_scale(noise.shape[0], min_cfg, cfg)
-        return sample_euler_edm(self.guided(self.batch_cond(c, uc), scale, split), noise, sigmas, on_step)
+        return sample_euler_edm(self.guided(self.batch_cond(c, uc), scale, split, sequential), noise, sigmas, on_step)
 
     def decode(self, z: torch.Tensor, chunk: int = 4) -> torch.Tensor:
         """Latents (N, 8, h, w) -> images (N, 3, H, 2W) in model range (RGB left, parts right),

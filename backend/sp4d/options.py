@@ -82,7 +82,11 @@ class RunOptions:
     compiles whole UNet layers and the VAE decoder, ``blocks`` the repeated blocks and the decoder).
     ``channels_last``: the UNet's activations and convolution weights NHWC. ``offload``: where the
     conditioner (image tower, VAE encoder) waits while the UNet samples (low-VRAM mode), or None.
-    ``decode_chunk``: latents decoded per VAE call."""
+    ``decode_chunk``: latents decoded per VAE call. ``cfg_batch``: the guided step's two halves as one
+    UNet batch ("joint") or two calls ("sequential": half the activations). ``unet_resident_gib``:
+    the UNet's weights kept on the GPU up to this many GiB, the rest streamed block by block
+    from host memory (memory.py; eager only), None: all resident. ``tier``: the memory tier
+    (memory.TIERS) these came from, for messages."""
 
     devices: tuple[str, ...] = ("cpu",)
     dtype: torch.dtype = torch.float32
@@ -90,6 +94,9 @@ class RunOptions:
     channels_last: bool = False
     offload: str | None = None
     decode_chunk: int = 4
+    cfg_batch: str = "joint"
+    unet_resident_gib: float | None = None
+    tier: str | None = None
     ops: OpChoices = field(default_factory=OpChoices)
 
     def __post_init__(self) -> None:
@@ -101,6 +108,10 @@ class RunOptions:
             raise ValueError(f"dtype must be a floating-point type, got {self.dtype}")
         if self.decode_chunk < 1:
             raise ValueError(f"decode_chunk must be at least 1, got {self.decode_chunk}")
+        if self.cfg_batch not in ("joint", "sequential"):
+            raise ValueError(f"cfg_batch must be 'joint' or 'sequential', got {self.cfg_batch!r}")
+        if self.unet_resident_gib is not None and (self.compile is not None or len(self.devices) > 1):
+            raise ValueError("streamed UNet blocks (unet_resident_gib) run eager on one device")
 
     @property
     def device(self) -> str:
@@ -116,19 +127,39 @@ class RunOptions:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def from_settings(cls, settings: Mapping, cuda_count: int | None = None) -> RunOptions:
+    def from_settings(cls, settings: Mapping, cuda_count: int | None = None,
+                      available: int | None = None) -> RunOptions:
         """The options of a job whose settings passed sp4d_job.settings.validate: devices
         resolved ('auto': the GPU when there is one) and checked against the GPUs present,
         precision (the CPU always computes in float32: half precision there is slow and lossy), the
         compile scope and the layout it prefers (channels-last for the compiled layers on CUDA,
-        NCHW otherwise), low-VRAM offloading, the decode chunk. BackendError for a device that is
-        not there."""
+        NCHW otherwise), the memory tier (``vram``: memory.TIERS, 'auto' chosen from ``available``
+        bytes, by default the GPU's free memory plus what this process holds; ``low_vram`` caps it
+        at 16 GB) and what it sets: offloading, the CFG batch, the decode chunk (the smaller of
+        the tier's and the setting's), streamed UNet blocks (which run eager). BackendError for a
+        device that is not there."""
+        from .memory import TIERS, available_bytes, choose_tier
+
         devices = resolve_devices(settings["device"], cuda_count)
         scope = settings["compile"]
         cuda = torch.device(devices[0]).type == "cuda"
-        return cls(devices=devices, dtype=DTYPES[settings["precision"]] if cuda else torch.float32,
-                   compile=scope, channels_last=scope == "layers" and cuda,
-                   offload="cpu" if settings["low_vram"] else None, decode_chunk=settings["decode_chunk"])
+        chunk = settings["decode_chunk"]
+        common = dict(devices=devices, dtype=DTYPES[settings["precision"]] if cuda else torch.float32)
+        if not cuda:  # memory tiers are about GPU memory
+            return cls(**common, compile=scope, offload="cpu" if settings["low_vram"] else None, decode_chunk=chunk)
+        vram = settings.get("vram", "auto")
+        if vram == "auto":
+            tier = choose_tier(available if available is not None else available_bytes(devices[0]))
+        else:
+            tier = TIERS[vram]
+        if settings["low_vram"] and tier.name == "24":
+            tier = TIERS["16"]
+        streamed = tier.unet_resident_gib is not None and len(devices) == 1
+        scope = None if streamed else scope
+        return cls(**common, compile=scope, channels_last=scope == "layers",
+                   offload="cpu" if tier.offload else None, decode_chunk=min(chunk, tier.decode_chunk),
+                   cfg_batch=tier.cfg_batch if len(devices) == 1 else "joint",
+                   unet_resident_gib=tier.unet_resident_gib if streamed else None, tier=tier.name)
 
     def describe(self) -> str:
         """What runs for each op with these options on their first device and dtype, one line an

@@ -19,6 +19,7 @@ from sp4d_job.layout import GENERATED_VIEWS
 
 from ..errors import BackendError
 from . import compiled
+from .memory import StreamedBlocks, blocks_to_stream
 from .model import SP4D
 from .options import RunOptions, configure
 from .sampling import linear_guidance_scale
@@ -75,6 +76,7 @@ class SP4DPipeline:
         self.model = model
         self.options = RunOptions(devices=(str(next(model.parameters()).device),), dtype=model.dtype)
         self.split: CFGSplit | None = None
+        self.streamed: StreamedBlocks | None = None
         self.apply(options or self.options)
 
     @property
@@ -97,6 +99,7 @@ class SP4DPipeline:
             except torch.OutOfMemoryError as exc:
                 raise BackendError("out_of_memory", f"the second copy of the UNet does not fit on "
                                    f"{options.devices[1]}: free its memory or run on one device") from exc
+        self._stream(options)
         configure(self.model, options.ops)
         for unet in self.unets:
             configure(unet, options.ops)
@@ -110,6 +113,21 @@ class SP4DPipeline:
         dec.to(memory_format=torch.channels_last if options.compile else torch.contiguous_format)
         self.options = options
         return fresh
+
+    def _stream(self, options: RunOptions) -> None:
+        """Stream the UNet's largest blocks from host memory as ``options.unet_resident_gib`` asks
+        (memory.py), or put every block back on the GPU."""
+        want = options.unet_resident_gib
+        have = self.options.unet_resident_gib if self.streamed is not None else None
+        if want == have:
+            return
+        if self.streamed is not None:
+            self.streamed.close()
+            self.streamed = None
+        if want is not None:
+            unet = self.model.model.diffusion_model
+            compiled.uncompile_modules([unet])
+            self.streamed = StreamedBlocks(blocks_to_stream(unet, want), options.device)
 
     def close(self) -> None:
         """Drop the split's UNet copy (its memory on the second device)."""
@@ -134,7 +152,8 @@ class SP4DPipeline:
                ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """denoise(x, sigma) -> the guided D of ``frames`` latents: one denoising step's network work."""
         scale = linear_guidance_scale(frames, min_cfg, cfg)
-        return self.model.guided(self.model.batch_cond(c, uc), scale, self.split)
+        return self.model.guided(self.model.batch_cond(c, uc), scale, self.split,
+                                 self.options.cfg_batch == "sequential")
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents (N, 8, h, w) -> images (N, 3, H, 2W) in [0, 1] (RGB left, parts right)."""
@@ -145,7 +164,11 @@ class SP4DPipeline:
                on_step: Callable | None = None) -> torch.Tensor:
         """One window: frames (T, 3, H, W) in [-1, 1] -> decoded (T·V, 3, H, 2W) in [0, 1]."""
         c, uc = self.condition(frames, cond_noise, generator)
-        z = self.model.sample(c, uc, noise, steps=steps, cfg=cfg, min_cfg=min_cfg, on_step=on_step, split=self.split)
+        z = self.model.sample(c, uc, noise, steps=steps, cfg=cfg, min_cfg=min_cfg, on_step=on_step, split=self.split,
+                              sequential=self.options.cfg_batch == "sequential")
+        if not torch.isfinite(z).all():
+            raise BackendError("numeric_overflow", f"the denoised latents are not finite in {self.options.dtype}: "
+                               "set precision to bf16 (wider range than fp16) or fp32")
         return self.decode(z)
 
     def views(self, frames: torch.Tensor, *, steps: int = 50, cfg: float = 3.0, min_cfg: float = 1.0,

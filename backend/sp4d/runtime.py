@@ -10,6 +10,7 @@ import torch
 
 from ..errors import BackendError
 from .checkpoint import DEFAULT_CONFIG, load_config, load_model, resolve_weights
+from .memory import place_streamed
 from .options import RunOptions
 from .pipeline import SP4DPipeline
 
@@ -55,9 +56,15 @@ def get_pipeline(weights: str | None, config: str | None, options: RunOptions, k
             old.close()
         _cache.clear()  # one model at a time (and no copy of the old one)
         try:
-            model = load_model(path, load_config(cfg_path), device=options.device, dtype=options.dtype, kind=kind)
+            if options.unet_resident_gib is None:
+                model = load_model(path, load_config(cfg_path), device=options.device, dtype=options.dtype, kind=kind)
+            else:  # a tier that streams UNet blocks: the whole model never on the GPU at once
+                model = load_model(path, load_config(cfg_path), device="cpu", dtype=options.dtype, kind=kind)
+                place_streamed(model, model.model.diffusion_model, options.device, options.unet_resident_gib,
+                               (model.conditioner,) if options.offload else ())
         except torch.OutOfMemoryError as exc:
-            raise BackendError("out_of_memory", f"the SP4D weights do not fit on {options.device}: use bf16 "
-                               "precision, free GPU memory, or a larger GPU") from exc
+            raise BackendError("out_of_memory", f"the {'SV4D 2.0' if kind == 'sv4d2' else 'SP4D'} weights do not "
+                               f"fit on {options.device}: choose a smaller memory tier (vram: 16 or 12), free GPU "
+                               "memory, or use a larger GPU") from exc
         _cache[key] = (sv4d2.SV4D2Pipeline if kind == "sv4d2" else SP4DPipeline)(model)
     return _cache[key]

@@ -4,9 +4,10 @@
 motion bucket 127, cond_aug 0.02, decoding_t 7, 1024×576, guidance 1.5 → 3.0 per frame);
 ``RunOptions`` (backend/sp4d/options.py, shared with SP4D) is how this process runs it: device,
 precision, compile scope, layout, op choices, low-VRAM offloading. The CFG split over two devices
-is SP4D's only; SVD runs on the options' first device. Low-VRAM mode (``options.offload``) keeps the
-conditioner off the GPU while sampling and runs the two CFG halves of each step one after the other
-(half the UNet's activation memory, the same result up to float rounding).
+is SP4D's only, and so are streamed UNet blocks (``unet_resident_gib``: SVD's 1.5 B-parameter UNet
+stays resident); SVD runs on the options' first device. ``options.offload`` keeps the conditioner
+off the GPU while sampling; ``options.cfg_batch`` 'sequential' runs the two CFG halves of each step
+one after the other (half the UNet's activation memory, the same result up to float rounding).
 
 Randomness (SVD reference §10): after seeding, exactly two draws in this order, on the CPU (so
 that a seed gives the same clip on every device): the cond_aug noise (1, 3, H, W), then the
@@ -110,7 +111,7 @@ class SVDPipeline:
                 on_step(i + 1, n)
 
         return self.model.sample(c, uc, noise["init"].to(dev), steps=params.steps, min_cfg=params.min_cfg,
-                                 max_cfg=params.max_cfg, on_step=step, halves=self.options.offload is not None)
+                                 max_cfg=params.max_cfg, on_step=step, halves=self.options.cfg_batch == "sequential")
 
     def generate(self, image: np.ndarray, params: SVDParams = SVDParams(), seed: int = 42,
                  noise: dict[str, torch.Tensor] | None = None,
@@ -124,4 +125,8 @@ class SVDPipeline:
         noise = noise or draws(params, seed, self.model.first_stage_model.decoder.upsampling)
         with torch.inference_mode():
             z = self.latents(to_model(image).to(self.model.device), params, noise, on_step)
-            return to_u8(self.model.decode(z, params.decoding_t))
+            out = self.model.decode(z, params.decoding_t)
+            if not (torch.isfinite(z).all() and torch.isfinite(out).all()):
+                raise BackendError("numeric_overflow", f"SVD's latents or frames are not finite in "
+                                   f"{self.options.dtype}: set precision to bf16 (wider range than fp16) or fp32")
+            return to_u8(out)

@@ -40,7 +40,8 @@ def test_bench_gpu_names_a_missing_config(tmp_path):
 
 
 @pytest.mark.parametrize("name, args", [("bench_kernels.py", []), ("gpu_check_sp4d.py", ["--fixtures", "x"]),
-                                        ("bench_condition.py", []), ("bench_ceiling.py", [])])
+                                        ("bench_condition.py", []), ("bench_ceiling.py", []),
+                                        ("bench_memory.py", [])])
 def test_cuda_only_scripts_refuse_without_a_gpu(name, args):
     r = script(name, *args)
     assert r.returncode == 2 and "needs a CUDA GPU" in r.stderr

@@ -20,9 +20,9 @@ def test_options_from_settings():
     """One place turns settings into options: devices ('auto' is the GPU when there is one), the
     precision (the CPU always float32), the compile scope and the layout it prefers, low VRAM."""
     opts = RunOptions.from_settings(checked({"device": "auto", "compile": True, "low_vram": True,
-                                             "decode_chunk": 8}), cuda_count=1)
-    assert opts.devices == ("cuda",) and opts.dtype == torch.bfloat16 and opts.compile == "layers"
-    assert opts.channels_last and opts.offload == "cpu" and opts.decode_chunk == 8
+                                             "decode_chunk": 1}), cuda_count=1)
+    assert opts.devices == ("cuda",) and opts.compile == "layers"
+    assert opts.channels_last and opts.offload == "cpu" and opts.decode_chunk == 1
     cpu = RunOptions.from_settings(checked({"precision": "fp16", "compile": "blocks"}), cuda_count=0)
     assert cpu.devices == ("cpu",) and cpu.dtype == torch.float32 and not cpu.channels_last
     split = RunOptions.from_settings(checked({"device": "cuda:0,cuda:1"}), cuda_count=2)
@@ -32,6 +32,41 @@ def test_options_from_settings():
     with pytest.raises(BackendError, match="no CUDA GPU") as e:
         RunOptions.from_settings(checked({"device": "cuda"}), cuda_count=0)
     assert e.value.code == "no_gpu"
+
+
+def test_memory_tiers_from_settings():
+    """The tier ('vram') is chosen from the memory available on the GPU unless set; low_vram caps it
+    at 16 GB; the 12 GB tier streams UNet blocks and so runs eager; the CPU has no tier."""
+    from backend.sp4d.memory import GIB, TIERS
+
+    def opts(available, **s):
+        return RunOptions.from_settings(checked({"device": "cuda", **s}), cuda_count=1, available=available)
+
+    assert [opts(a * GIB).tier for a in (79, 23, 16, 11, 6)] == ["24", "24", "16", "12", "12"]
+    big = opts(79 * GIB, compile=True)
+    assert (big.offload, big.cfg_batch, big.unet_resident_gib, big.compile) == (None, "joint", None, "layers")
+    mid = opts(79 * GIB, vram=16, compile=True)
+    assert (mid.offload, mid.cfg_batch, mid.unet_resident_gib, mid.compile) == ("cpu", "sequential", None, "layers")
+    assert mid.decode_chunk == TIERS["16"].decode_chunk
+    small = opts(79 * GIB, vram="12", compile=True)
+    assert small.unet_resident_gib == TIERS["12"].unet_resident_gib and small.compile is None
+    assert opts(79 * GIB, low_vram=True).tier == "16" and opts(11 * GIB, low_vram=True).tier == "12"
+    assert RunOptions.from_settings(checked({"vram": "12"}), cuda_count=0).tier is None
+    with pytest.raises(BackendError) as e:
+        checked({"vram": "8"})
+    assert e.value.code == "bad_input" and "24" in str(e.value)
+    with pytest.raises(ValueError, match="eager"):
+        RunOptions(unet_resident_gib=4.0, compile="layers")
+
+
+def test_allocator_config_is_expandable_except_on_windows_or_when_set():
+    from backend.allocator import allocator_config
+
+    env = {}
+    assert allocator_config(env, "linux") == "expandable_segments:True" == env["PYTORCH_CUDA_ALLOC_CONF"]
+    assert allocator_config({}, "win32") is None
+    own = {"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:128"}
+    assert allocator_config(own, "linux") == "max_split_size_mb:128"
 
 
 def test_options_are_checked_and_replaced_by_name():

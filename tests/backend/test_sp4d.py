@@ -12,10 +12,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from backend.errors import BackendError
+from backend.sp4d import memory
 from backend.sp4d.checkpoint import build_model, check_keys, load_config, load_model, resolve_weights
 from backend.sp4d.clip import preprocess
 from backend.sp4d.model import edm_scalings
-from backend.sp4d.options import OpChoices, configure
+from backend.sp4d.options import OpChoices, RunOptions, configure
+from backend.sp4d.pipeline import SP4DPipeline
 from backend.sp4d.sampling import edm_sigmas, guide, linear_guidance_scale
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -250,6 +252,49 @@ def test_full_sampling_run_and_decode(model, conditioned, sampling):
     for i in range(3):
         close(steps[i], sampling[f"step{i}.x_out"])
     close(model.decode(z), sampling["decode.out"])
+
+
+def test_memory_tiers_compute_the_same_sampling_run(model, conditioned, sampling):
+    """What the 16 and 12 GB tiers change (backend/sp4d/memory.py) leaves the fixture's sampling
+    run as it is: the guided step's halves as two UNet calls, and every UNet block streamed from
+    host memory for its own forward (here host and device are both the CPU: the same hooks and
+    copies run), then put back."""
+    c, uc = conditioned
+    pipe = SP4DPipeline(model)
+    unet = model.model.diffusion_model
+    before = {k: v.clone() for k, v in unet.state_dict().items()}
+    try:
+        pipe.apply(RunOptions(cfg_batch="sequential", unet_resident_gib=0.0))
+        assert pipe.streamed is not None and len(pipe.streamed.names) == len(memory.unet_blocks(unet))
+        assert unet.net1.middle_block._forward_pre_hooks
+        z = model.sample(c, uc, sampling["sampler.randn"], steps=3, sequential=True)
+        close(z, sampling["step2.x_out"])
+        # the streamed weights are back in host memory between calls, unchanged
+        assert all(torch.equal(v, before[k]) for k, v in unet.state_dict().items())
+    finally:
+        pipe.apply(RunOptions())
+    assert pipe.streamed is None and not unet.net1.middle_block._forward_pre_hooks
+    close(model.sample(c, uc, sampling["sampler.randn"], steps=3), sampling["step2.x_out"])
+
+
+def test_non_finite_latents_are_a_clear_error(model, sampling):
+    """Half precision past its range yields inf/NaN latents: numeric_overflow (generate_sp4d then
+    runs the job again in bf16), never images of garbage."""
+    frames = u8_to_model(sampling["input.frames_u8"])
+    noise = torch.full_like(sampling["sampler.randn"], float("inf"))
+    with pytest.raises(BackendError) as e:
+        SP4DPipeline(model).window(frames, noise, steps=1)
+    assert e.value.code == "numeric_overflow" and "bf16" in e.value.message
+
+
+def test_blocks_to_stream_take_the_largest_until_the_rest_fits(model):
+    unet = model.model.diffusion_model
+    total = memory.module_bytes(unet)
+    assert memory.blocks_to_stream(unet, total / memory.GIB) == []
+    half = memory.blocks_to_stream(unet, total / 2 / memory.GIB)
+    sizes = [memory.module_bytes(b) for _, b in half]
+    assert sizes == sorted(sizes, reverse=True) and total - sum(sizes) <= total / 2
+    assert total - sum(sizes[:-1]) > total / 2  # no block more than needed
 
 
 def _write(path, tensors):

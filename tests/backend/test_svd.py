@@ -219,9 +219,9 @@ def test_pipeline_end_to_end_with_the_stored_draws(model, fx):
     out = pipe.generate(f["input.image_u8"][0].numpy(), params, seed=1, on_step=lambda i, n: seen.append((i, n)))
     assert seen == [(1, 3), (2, 3), (3, 3)]
     frames_close(out, f["output.frames_u8"].numpy())
-    pipe.apply(pipe.options.replace(offload="cpu"))  # low VRAM: CFG halves one after the other
+    pipe.apply(pipe.options.replace(offload="cpu", cfg_batch="sequential"))  # low VRAM: CFG halves one by one
     frames_close(pipe.generate(f["input.image_u8"][0].numpy(), params, seed=1), f["output.frames_u8"].numpy())
-    pipe.apply(pipe.options.replace(offload=None))
+    pipe.apply(pipe.options.replace(offload=None, cfg_batch="joint"))
     with pytest.raises(BackendError) as e:
         pipe.generate(f["input.image_u8"][0].numpy(), SVDParams(width=50, height=32))
     assert e.value.code == "bad_input"

@@ -1,0 +1,104 @@
+"""A fresh install's first job against a warm compiled job, on one GPU (docs/perf.md).
+
+With an empty inductor cache (a fresh install), in order:
+1. Set Up's last step, ``python -m backend prepare`` (load, compile at the job's settings);
+2. the first job: a new ``python -m backend generate JOB`` process, timed from its start to its
+   exit (imports, CUDA start, the weights load, the compiled graphs loaded from the cache, the
+   generation, the files written);
+3. a warm job: one process runs two jobs, the second is timed (model loaded, graphs compiled).
+The jobs are 4-frame clips of the sample creature at the recipe's settings with compile on, on
+random weights of the real size read from a checkpoint on local disk (what a user's run reads).
+Prints a table and writes JSON.
+
+    python scripts/bench_first_job.py [--steps 50] [--precision fp16] [--out rows.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+
+def timed(cmd: list[str], env: dict) -> tuple[float, subprocess.CompletedProcess]:
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, cwd=str(ROOT), env=env, capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    if r.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stderr[-3000:]}")
+    return dt, r
+
+
+def twice(first: str, second: str) -> None:
+    """Two generate jobs in this process; prints the seconds of each."""
+    from backend.context import StageContext
+    from backend.jobdir import JobDir
+    from backend.stages import run_command
+
+    for name, job in (("in_process_first", first), ("warm", second)):
+        t0 = time.perf_counter()
+        run_command("generate", JobDir(job), StageContext())
+        print(f"TIME {name} {time.perf_counter() - t0:.3f}", flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--precision", default="fp16")
+    ap.add_argument("--size", type=int, default=576)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--twice", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.twice:
+        twice(*args.twice)
+        return 0
+    import torch
+
+    if not torch.cuda.is_available():
+        print("bench_first_job.py needs a CUDA GPU", file=sys.stderr)
+        return 2
+    from bench_batch_ray import clip_jobs, random_checkpoint
+
+    work = Path(tempfile.mkdtemp(prefix="first-job-"))
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(work / "inductor"))  # a fresh install's empty cache
+    t0 = time.perf_counter()
+    weights = random_checkpoint(None, "cuda")
+    row = {"gpu": torch.cuda.get_device_name(0), "steps": args.steps, "precision": args.precision,
+           "size": args.size, "checkpoint_gib": weights.stat().st_size / 2 ** 30,
+           "write_checkpoint_s": time.perf_counter() - t0}
+    settings = {"part_source": "sp4d", "weights": str(weights), "steps": args.steps, "image_size": args.size,
+                "precision": args.precision, "compile": "layers"}
+    jobs = clip_jobs(work / "jobs", 3, settings)
+    py = sys.executable
+    flags = ["--weights", str(weights), "--precision", args.precision, "--image-size", str(args.size),
+             "--compile", "layers"]
+    row["prepare_s"], r = timed([py, "-m", "backend", "prepare", *flags], env)
+    row["prepare"] = json.loads(r.stdout[r.stdout.index("{"):])
+    row["first_job_process_s"], _ = timed([py, "-m", "backend", "generate", jobs[0]], env)
+    _, r = timed([py, __file__, "--twice", jobs[1], jobs[2]], env)
+    for line in r.stdout.splitlines():
+        if line.startswith("TIME "):
+            _, name, sec = line.split()
+            row[f"{name}_s"] = float(sec)
+    row["first_over_warm"] = row["first_job_process_s"] / row["warm_s"]
+    print(json.dumps(row, indent=1))
+    print("\nSet Up's compile | first job (new process) | warm compiled job | first / warm")
+    print(f"{row['prepare_s']:.1f} s | {row['first_job_process_s']:.1f} s | {row['warm_s']:.1f} s | "
+          f"{row['first_over_warm']:.2f}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(row, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
