@@ -1,4 +1,4 @@
-"""Command line: ``python -m backend {serve,run,generate,rig,reweight,weights,doctor,prepare,sample}``.
+"""Command line: ``python -m backend {serve,run,generate,rig,reweight,weights,doctor,prepare,orbits,sample}``.
 
 ``serve`` and ``doctor`` look for the backend's packages before importing any (backend/doctor.py):
 an interpreter without torch or numpy serves ``missing_dependency`` answers instead of dying on an
@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == "generate":
             p.add_argument("--clip", help="video, GIF, image, folder or glob: creates the job from this clip with "
                            "the settings below (docs/generation.md)")
+            p.add_argument("--image", help="one picture: creates the job from it, animated by SVD first "
+                           "(backend/generate_svd.py), with the settings below")
             add_flags(p)
     p = sub.add_parser("reweight", help="recompute rig/weights.npz for an edited skeleton")
     p.add_argument("job")
@@ -59,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("prepare", help="run the model once at these settings, so that the first job finds the "
                        "kernels' tuning and (with --compile) the compiled graphs on disk (Set Up's last step)")
     add_flags(p)
+    p = sub.add_parser("orbits", help="one MP4 per generated view and a grid (views/orbit/) of a generated job")
+    p.add_argument("job")
+    p.add_argument("--fps", type=float, default=8.0)
     p = sub.add_parser("sample", help="write the procedural sample creature (npz)")
     p.add_argument("out", help="output .npz path")
     args = ap.parse_args(argv)
@@ -83,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
 
             print(json.dumps(prepare(from_flags(args), on_event=_print_progress), indent=1))
             return 0
+        if args.cmd == "orbits":
+            from .video import export_orbits
+
+            print(json.dumps(export_orbits(JobDir(args.job), args.fps), indent=1))
+            return 0
         if args.cmd == "reweight":
             from .rig.reweight import reweight_from_file
 
@@ -90,10 +100,13 @@ def main(argv: list[str] | None = None) -> int:
             with JobDir(args.job).lock("'reweight' (command line)"):
                 print(json.dumps(reweight_from_file(args.job, args.skeleton, top_k)))
             return 0
-        if args.cmd == "generate" and args.clip:
+        if args.cmd == "generate" and (args.clip or args.image):
             from .generate import generate
 
-            result = generate(args.clip, args.job, from_flags(args), on_event=_print_progress)
+            if args.clip and args.image:
+                raise BackendError("bad_request", "give --clip or --image, not both")
+            result = generate(args.clip or args.image, args.job, from_flags(args), on_event=_print_progress,
+                              kind="image" if args.image else "clip")
             print(json.dumps(result, indent=1, default=str))
             return 0
         from .stages import run_command

@@ -54,8 +54,8 @@ def run_generate(job: JobDir, ctx: StageContext) -> dict:
     spec = job.read_job()
     s = settings_of(spec)
     mesh = job.read_mesh()
-    if spec["source"].get("kind") == "clip" and s["part_source"] == "auto":
-        s["part_source"] = "sp4d"  # a clip has no ground truth: only SP4D can make its parts
+    if spec["source"].get("kind") in ("clip", "image") and s["part_source"] == "auto":
+        s["part_source"] = "sp4d"  # a clip or picture has no ground truth: only SP4D can make its parts
     has_gt = mesh is not None and "gt_labels" in mesh and "gt_parents" in mesh and "gt_joints" in mesh
     source = s["part_source"]
     why_not = sp4d_unavailable(s)
@@ -110,12 +110,15 @@ def _run_oracle(job: JobDir, ctx: StageContext, mesh: dict, s: dict, key: str) -
 
 
 def generate(clip: str | Path, job_dir: str | Path, settings: dict | None = None,
-             on_event=None, cancel=None) -> dict:
+             on_event=None, cancel=None, kind: str = "clip") -> dict:
     """Generate the 13 views × T frames of RGB and part images for ``clip`` into ``job_dir``.
 
     ``settings`` as in job.json (docs/job-folder.md); returns the stage record. Re-running with
-    the same clip and settings reuses the finished stage.
+    the same clip and settings reuses the finished stage. ``kind`` 'image': ``clip`` is one
+    picture, animated by SVD first (generate_svd.py).
     """
+    if kind not in ("clip", "image"):
+        raise BackendError("bad_input", f"a generation source is a 'clip' or an 'image', got {kind!r}")
     job = JobDir(job_dir)
-    job.create({"kind": "clip", "path": str(Path(clip).resolve())}, {"part_source": "sp4d", **(settings or {})})
+    job.create({"kind": kind, "path": str(Path(clip).resolve())}, {"part_source": "sp4d", **(settings or {})})
     return run_generate(job, StageContext(on_event, cancel))

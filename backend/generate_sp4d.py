@@ -18,15 +18,20 @@ STAGE = "generate"
 MODEL_LOCK = threading.Lock()  # one generation at a time in a backend process (one model, one GPU)
 
 
-def input_frames(job: JobDir, spec: dict, s: dict) -> tuple[np.ndarray, list[str]]:
-    """The model-ready frames (T, S, S, 3) uint8 of this job, written to input/."""
+def input_frames(job: JobDir, spec: dict, s: dict, ctx: StageContext | None = None
+                 ) -> tuple[np.ndarray, list[str]]:
+    """The model-ready frames (T, S, S, 3) uint8 of this job, written to input/. A picture, or
+    with animate_still frames that do not move, are animated by SVD first (generate_svd.py)."""
+    from .generate_svd import svd_input
+
     src = spec["source"]
     size, t = s["image_size"], s["frames"]
     warnings: list[str] = []
+    animated = svd_input(job, ctx or StageContext(), spec, s)
     clip = src.get("path") if src.get("kind") == "clip" else (job.root / src["clip"] if src.get("clip") else None)
-    if clip is not None:  # a clip file, or frames Blender rendered of the mesh (source.clip)
-        frames = read_clip(clip)
-        if s["preprocess"]:
+    if animated is not None or clip is not None:  # a clip file, frames Blender rendered (source.clip), SVD's
+        frames = animated if animated is not None else read_clip(clip)
+        if s["preprocess"] or animated is not None:  # SVD's 16:9 frames are never model-ready
             prep = prepare_frames(frames, t, size)
             out, masks, warnings = prep.frames, prep.masks, prep.warnings
         else:  # frames are already model-ready: check, composite on white
@@ -76,7 +81,7 @@ def _generate(ctx: StageContext, s: dict, options, frames: np.ndarray, warnings:
         if s["compile"] and not options.compile:
             warnings.append(f"compile is off in the {options.tier} GB tier (its streamed UNet blocks run eager)")
             ctx.progress(STAGE, 0, 1, f"warning: {warnings[-1]}")
-    pipe = get_pipeline(s["weights"], s["model_config"], options)
+    pipe = get_pipeline(s["weights"], s["model_config"], options, s["model"])
     if s["image_size"] % pipe.image_multiple:
         raise BackendError("bad_input", f"image_size must be a multiple of {pipe.image_multiple} for this model")
     if pipe.apply(options):  # a compile was set up: its graphs are kept for the process's later jobs
@@ -114,7 +119,7 @@ def _generate(ctx: StageContext, s: dict, options, frames: np.ndarray, warnings:
             options = options.replace(dtype=torch.bfloat16)
             warnings.append("fp16 overflowed; generated in bf16 (set precision to bf16 to skip the first try)")
             ctx.progress(STAGE, 0, 1, f"warning: {warnings[-1]}")
-            pipe = get_pipeline(s["weights"], s["model_config"], options)
+            pipe = get_pipeline(s["weights"], s["model_config"], options, s["model"])
             pipe.apply(options)
             rgb, parts = run()
     except torch.OutOfMemoryError as exc:
@@ -135,19 +140,21 @@ def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | N
     from .sp4d.options import RunOptions
 
     options = RunOptions.from_settings(s)  # devices checked before the model is loaded
-    frames, warnings = input_frames(job, spec, s)
+    frames, warnings = input_frames(job, spec, s, ctx)
     for w in warnings:
         ctx.progress(STAGE, 0, 1, f"warning: {w}")
-    keep = ("steps", "cfg", "min_cfg", "seed", "weights", "model_config", "precision", "device")
+    keep = ("steps", "cfg", "min_cfg", "seed", "weights", "model_config", "precision", "device", "model")
     key = digest(STAGE, "sp4d", frames, {k: s[k] for k in keep}, s["noise_file"])
     if job.stage_done(STAGE, key):
         return job.stage_info(STAGE)
     ctx.wait_for(MODEL_LOCK, STAGE, "another job's generation (one model at a time)")
     try:
         if s["weights"] in (None, "", "hub"):  # downloaded here with progress, cancellable and resumable;
-            from .weights import fetch_weights  # the pipeline then finds the file in the hub cache
+            from .sp4d import sv4d2  # the pipeline then finds the file in the hub cache
+            from .weights import HUB_FILE, HUB_REPO, fetch_weights
 
-            fetch_weights(ctx, accepted=s["accept_licence"])
+            repo, name = (sv4d2.HUB_REPO, sv4d2.HUB_FILE) if s["model"] == "sv4d2" else (HUB_REPO, HUB_FILE)
+            fetch_weights(ctx, repo=repo, filename=name, accepted=s["accept_licence"])
         rgb, parts = _generate(ctx, s, options, frames, warnings)
     finally:
         MODEL_LOCK.release()
@@ -157,14 +164,22 @@ def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | N
         write_png_atomic(job.view_image("rgb", 0, t), frames[t])
         for k in range(v):
             write_png_atomic(job.view_image("rgb", k + 1, t), to_u8(rgb[t, k]))
-            write_png_atomic(job.view_image("parts", k + 1, t), to_u8(parts[t, k]))
+            if parts is not None:  # SV4D 2.0 (model sv4d2) generates RGB views only
+                write_png_atomic(job.view_image("parts", k + 1, t), to_u8(parts[t, k]))
     centre, scale = normalisation(world_vertices(mesh)) if mesh is not None else (np.zeros(3), 1.0)
-    write_json_atomic(job.cameras_json, cameras_record(orbit_cameras(size=s["image_size"], n_views=v + 1), n, "sp4d",
+    source = s["model"]  # 'sp4d' or 'sv4d2'
+    write_json_atomic(job.cameras_json, cameras_record(orbit_cameras(size=s["image_size"], n_views=v + 1), n, source,
                                                        centre, scale, warnings=warnings))
     from .preview import write_preview
 
     write_preview(job, n, v + 1)
     from .generate import generated_files
 
-    job.mark_stage(STAGE, key, outputs=generated_files(job), source="sp4d", frames=n, views=v + 1, warnings=warnings)
+    orbits = None
+    if parts is None:  # orbit videos are what SV4D 2.0's views are for (views/orbit, video.py)
+        from .video import export_orbits
+
+        orbits = export_orbits(job)["videos"]
+    job.mark_stage(STAGE, key, outputs=generated_files(job), source=source, frames=n, views=v + 1, warnings=warnings,
+                   **({"orbits": orbits} if orbits else {}))
     return job.stage_info(STAGE)

@@ -22,14 +22,15 @@ from .rig.pipeline import run_parts, run_rig
 Stage = Callable[[JobDir, StageContext], dict]
 REGISTRY: dict[str, Stage] = {"generate": run_generate, "parts": run_parts, "rig": run_rig}
 assert tuple(REGISTRY) == STAGES, "the registry lists the job folder's stages in their order"
-# command -> the stages it runs, in order ('reweight' is no stage: it recomputes rig/weights.npz)
+# command -> the stages it runs, in order ('reweight' is no stage: it recomputes rig/weights.npz; 'orbits'
+# writes the orbit videos of the generated views, video.py)
 COMMANDS: dict[str, tuple[str, ...]] = {"generate": ("generate",), "rig": ("parts", "rig"), "run": STAGES}
-JOB_COMMANDS = (*COMMANDS, "reweight")
+JOB_COMMANDS = (*COMMANDS, "reweight", "orbits")
 
 
 def run_command(cmd: str, job: JobDir, ctx: StageContext) -> dict:
-    """Run the stages of ``cmd`` (COMMANDS) or ``reweight`` on ``job`` under its lock; their records
-    by stage. The folder must exist (BackendError 'bad_input'; it is never created here)."""
+    """Run the stages of ``cmd`` (COMMANDS), ``reweight`` or ``orbits`` on ``job`` under its lock;
+    their records by stage. The folder must exist (BackendError 'bad_input'; it is never created here)."""
     if cmd not in JOB_COMMANDS:
         raise BackendError("bad_request", f"unknown command {cmd!r}; expected one of {', '.join(JOB_COMMANDS)}")
     with job.lock(f"'{cmd}'"):
@@ -41,4 +42,8 @@ def run_command(cmd: str, job: JobDir, ctx: StageContext) -> dict:
 
             top_k = settings_of(job.read_job())["max_influences"]
             return {"reweight": reweight_from_file(job.root, job.root / SKELETON_EDITED_JSON, top_k)}
+        if cmd == "orbits":
+            from .video import export_orbits
+
+            return {"orbits": export_orbits(job)}
         return {stage: REGISTRY[stage](job, ctx) for stage in COMMANDS[cmd]}

@@ -3,6 +3,9 @@
 Inside Blender:   blender -b file.blend -P scripts/batch_rig.py -- --objects A B --out OUT [--export glb]
 With bpy (PyPI):  python scripts/batch_rig.py --files a.blend b.blend --objects A --out OUT [--export fbx]
 
+With --images the pictures are rigged instead (Rig Image: SVD clip, SP4D views, the visual hull as a
+new mesh rigged) into OUT/images_rigged.blend.
+
 Without --objects every mesh object is rigged. Each file in which at least one object was rigged
 is saved as OUT/<name>_rigged.blend (and exported when asked); a failed item adds nothing to it, and
 a file with no rigged object writes no file at all. OUT/report.json lists every item with its
@@ -45,6 +48,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--low-vram", action="store_true", help="at most the 16 GB memory tier")
     ap.add_argument("--vram", choices=("auto", "24", "16", "12"), default="auto",
                     help="the GPU memory tier (docs/generation.md; auto: from the GPU's free memory)")
+    ap.add_argument("--images", nargs="*", default=[], help="pictures to rig with Rig Image (instead of .blend files)")
+    ap.add_argument("--animate-still", action="store_true",
+                    help="animate meshes that do not move with SVD first (Generate Rig's 'Animate Still Mesh First')")
+    ap.add_argument("--motion-bucket", type=int, help="SVD's motion amount, 1-255 (default 127)")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per object")
     ap.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="on Ray (docs/batch.md): a local "
                     "cluster, or ADDRESS ('auto': the one `ray start` runs here, host:port, ray://host:10001)")
@@ -67,6 +74,48 @@ def job_dir(out: Path, blend: str, name: str) -> Path:
     return out / "jobs" / f"{readable(Path(blend).stem or 'untitled')}-{readable(name)}-{tag}"
 
 
+def batch_settings(args) -> dict:
+    """The job settings the flags give (unset: the backend's defaults)."""
+    settings = {"part_source": args.part_source, "frames": 4, "max_influences": args.max_influences,
+                "device": args.device, "compile": args.compile, "low_vram": args.low_vram, "vram": args.vram,
+                "animate_still": args.animate_still or None, "motion_bucket": args.motion_bucket}
+    return {k: v for k, v in settings.items() if v is not None}
+
+
+def rig_images(args, out: Path, report: list[dict]) -> None:
+    """Rig Image for every picture into one new file, OUT/images_rigged.blend."""
+    import sp4d_blender
+    from sp4d_blender import api
+    from sp4d_blender.identity import readable
+
+    bpy.ops.wm.read_homefile(use_empty=True)
+    sp4d_blender.register()
+    try:
+        settings = {k: v for k, v in batch_settings(args).items() if k != "part_source"}
+        rigged = 0
+        for image in args.images:
+            item = {"image": str(Path(image).resolve()), "object": None}
+            t0 = time.monotonic()
+            tag = hashlib.sha1(item["image"].encode()).hexdigest()[:10]
+            job = out / "jobs" / f"image-{readable(Path(image).stem)}-{tag}"
+            try:
+                obj, arm = api.rig_image(item["image"], job_dir=job, settings=settings, timeout=args.timeout)
+                item.update(ok=True, object=obj.name, armature=arm.name, bones=len(arm.data.bones))
+                rigged += 1
+            except Exception as exc:  # noqa: BLE001 - the report says what failed, the batch goes on
+                item.update(ok=False, error=str(exc), code=getattr(exc, "code", None))
+            item["seconds"] = round(time.monotonic() - t0, 2)
+            report.append(item)
+            result = item.get("error", item.get("armature"))
+            print(("ok   " if item["ok"] else "FAIL ") + f"{Path(image).name}: {result}", flush=True)
+        if rigged:
+            bpy.ops.wm.save_as_mainfile(filepath=str(out / "images_rigged.blend"), copy=True)
+            if args.export:
+                export(out / "images_rigged", args.export)
+    finally:
+        sp4d_blender.unregister()
+
+
 def rig_file(blend: str | None, args, out: Path, report: list[dict]) -> None:
     import sp4d_blender
     from sp4d_blender import api
@@ -77,10 +126,7 @@ def rig_file(blend: str | None, args, out: Path, report: list[dict]) -> None:
     try:
         stem = Path(bpy.data.filepath).stem or "untitled"
         names = args.objects or [o.name for o in bpy.data.objects if o.type == "MESH"]
-        settings = {"part_source": args.part_source, "frames": 4, "max_influences": args.max_influences,
-                    "device": args.device, "compile": args.compile, "low_vram": args.low_vram,
-                    "vram": args.vram}
-        settings = {k: v for k, v in settings.items() if v is not None}  # unset: the backend's defaults
+        settings = batch_settings(args)
         rigged = 0
         for name in names:
             item = {"file": bpy.data.filepath or None, "object": name}
@@ -112,12 +158,17 @@ def rig_file(blend: str | None, args, out: Path, report: list[dict]) -> None:
 def main(argv: list[str]) -> int:
     args = parse(argv)
     if args.ray:  # the whole batch on a Ray cluster: sp4d_blender/batch_ray.py, backend/batch
+        if args.images:
+            print("--images runs locally, not on Ray", file=sys.stderr)
+            return 2
         from sp4d_blender.batch_ray import run_on_ray
         return run_on_ray(args)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     report: list[dict] = []
-    for blend in args.files or [None]:
+    if args.images:
+        rig_images(args, out, report)
+    for blend in ([] if args.images and not args.files else args.files or [None]):
         try:
             rig_file(blend, args, out, report)
         except Exception as exc:  # noqa: BLE001 - an unreadable file is one failed item

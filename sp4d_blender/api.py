@@ -10,7 +10,7 @@ import bpy
 
 from . import session
 from .build import build_rig, import_hull
-from .capture import write_clip_job, write_job
+from .capture import write_clip_job, write_image_job, write_job
 from .client import BackendProcess, RigJob
 from .identity import object_id, readable
 from .jobfolder import lock
@@ -145,3 +145,73 @@ def rig_clip(clip: str | Path | None, *, job_dir: str | Path | None = None, sett
     _wait(rj, timeout, on_event)
     name = Path(str(clip)).stem if clip is not None else Path(rj.job_dir).name
     return _built(lambda: build_clip_rig(rj.job_dir, name))
+
+
+def image_job_dir(image, root: Path | None = None) -> Path:
+    """A stable job folder per picture: a file by its full path, a Blender image by its name."""
+    if isinstance(image, bpy.types.Image):
+        name, key = image.name, "image:" + image.name
+    else:
+        key = str(Path(bpy.path.abspath(str(image))).resolve())
+        name = Path(key).stem
+    tag = hashlib.sha1(key.encode()).hexdigest()[:12]
+    return (Path(root) / "jobs" if root else jobs_root()) / f"image-{readable(name)}-{tag}"
+
+
+def start_image_job(image, job_dir: str | Path | None = None, settings: dict | None = None,
+                    backend: BackendProcess | None = None, cmd: str = "run") -> RigJob:
+    """Start the backend job for one picture (a file path or a Blender image; non-blocking): SVD
+    animates it, SP4D generates the views of the chosen frames, the visual hull is rigged."""
+    if image is None or image == "":
+        raise ValueError("choose an image (a file or a Blender image)")
+    job = Path(job_dir or image_job_dir(image)).resolve()
+    with _job_folder(job):
+        write_image_job(image, job, job_settings() if settings is None else settings)
+    backend = backend or session.get_backend()
+    rj = RigJob(backend, job, cmd)
+    rj.start()
+    return rj
+
+
+def image_name(image) -> str:
+    return image.name if isinstance(image, bpy.types.Image) else Path(str(image)).stem
+
+
+def rig_image(image, *, job_dir: str | Path | None = None, settings: dict | None = None,
+              backend: BackendProcess | None = None, timeout: float | None = None, on_event=None,
+              cmd: str = "run") -> tuple[bpy.types.Object, bpy.types.Object]:
+    """Rig the object of one picture: SVD clip, SP4D views, the visual hull as a new mesh with its
+    armature, keyed with the generated motion. Returns (mesh object, armature); raises RigError
+    and leaves the scene unchanged when the backend fails."""
+    rj = start_image_job(image, job_dir, settings, backend, cmd)
+    _wait(rj, timeout, on_event)
+    obj, arm = _built(lambda: build_clip_rig(rj.job_dir, readable(image_name(image))))
+    load_generated_clip(rj.job_dir)
+    return obj, arm
+
+
+def load_generated_clip(job_dir: str | Path) -> bpy.types.MovieClip | None:
+    """The clip SVD generated for a picture or a still mesh (input/svd/clip.mp4) as a Movie Clip
+    data-block, to watch in the Movie Clip editor; None when the job has none (or Blender cannot
+    read it). Loading twice returns the same data-block."""
+    path = (Path(job_dir) / "input" / "svd" / "clip.mp4").resolve()
+    if not path.is_file():
+        return None
+    for clip in bpy.data.movieclips:
+        if Path(bpy.path.abspath(clip.filepath)).resolve() == path:
+            return clip
+    try:
+        return bpy.data.movieclips.load(str(path))
+    except RuntimeError:
+        return None
+
+
+def export_orbits(job_dir: str | Path, backend: BackendProcess | None = None, timeout: float | None = 600
+                  ) -> list[Path]:
+    """The orbit videos of a generated job folder (views/orbit/vVV.mp4 per view, grid.mp4), written
+    by the backend ('orbits'); their paths. RigError with the backend's code when it fails."""
+    backend = backend or session.get_backend()
+    rj = RigJob(backend, Path(job_dir).resolve(), "orbits")
+    rj.start()
+    _wait(rj, timeout, None)
+    return [rj.job_dir / p for p in rj.result["stages"]["orbits"]["videos"]]

@@ -77,6 +77,43 @@ def write_clip_job(clip: str | os.PathLike, job_dir: str | os.PathLike, settings
     return job
 
 
+IMAGE_FILE = "picture.png"  # a Blender image saved into its job folder
+
+
+def save_image(image: bpy.types.Image, path: Path) -> Path:
+    """A Blender image (loaded, packed, generated or rendered) as a PNG at ``path``, written from a
+    copy so that the artist's image keeps its own file path and format."""
+    copy = image.copy()
+    try:
+        copy.filepath_raw = str(path)
+        copy.file_format = "PNG"
+        copy.save()
+    finally:
+        bpy.data.images.remove(copy)
+    if not path.is_file():
+        raise ValueError(f"the image '{image.name}' could not be saved (has it any pixels?)")
+    return path
+
+
+def write_image_job(image, job_dir: str | os.PathLike, settings: dict) -> Path:
+    """Create or refresh the job folder for one picture (a file path or a Blender image): the
+    backend animates it with SVD, generates the views of the chosen frames, and rigs the visual
+    hull of their silhouettes (source kind 'image', backend/generate_svd.py)."""
+    job = Path(job_dir).resolve()
+    if isinstance(image, bpy.types.Image):
+        job.mkdir(parents=True, exist_ok=True)
+        path = save_image(image, job / IMAGE_FILE)
+    else:
+        path = Path(bpy.path.abspath(str(image))).resolve()
+        if not path.is_file():
+            raise ValueError(f"the image {path} does not exist")
+    settings = {k: v for k, v in settings.items() if k != "clip"}
+    jobsettings.validate(settings)
+    layout.write_json_atomic(job / layout.JOB_JSON, layout.job_spec({"kind": "image", "path": str(path)}, settings,
+                                                                      _versions()))
+    return job
+
+
 def is_animated(obj: bpy.types.Object) -> bool:
     """True when the object, a parent, or its shape keys carry animation."""
     o = obj

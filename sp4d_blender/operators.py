@@ -206,6 +206,40 @@ class SP4D_OT_rig_clip(_BackendJobModal, bpy.types.Operator):
         return f"SP4D: created '{obj.name}' and '{arm.name}'"
 
 
+def chosen_image(context):
+    """Rig Image's picture: the scene's Blender image, else its image file, else None."""
+    s = context.scene.sp4d
+    return s.image if s.image is not None else (s.image_path or None)
+
+
+class SP4D_OT_rig_image(_BackendJobModal, bpy.types.Operator):
+    """Rig an object from one picture: Stable Video Diffusion animates it, SP4D generates the
+    views of the chosen frames, the visual hull of their silhouettes becomes a new mesh, rigged
+    and keyed with the generated motion"""
+
+    bl_idname = "sp4d.rig_image"
+    bl_label = "Rig Image"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return chosen_image(context) is not None
+
+    def _run(self, context) -> str:
+        obj, arm = api.rig_image(chosen_image(context))
+        return f"SP4D: created '{obj.name}' and '{arm.name}'"
+
+    def _start(self, context):
+        self._image = chosen_image(context)
+        self._name = api.image_name(self._image)
+        return api.start_image_job(self._image)
+
+    def _build(self, job) -> str:
+        obj, arm = api.build_clip_rig(job.job_dir, self._name)
+        api.load_generated_clip(job.job_dir)
+        return f"SP4D: created '{obj.name}' and '{arm.name}'"
+
+
 class SP4D_OT_add_sample(bpy.types.Operator):
     """Add the procedural sample creature (with ground-truth parts for the oracle)"""
 
@@ -481,6 +515,31 @@ class SP4D_OT_import_views(_RigOperator, bpy.types.Operator):
         return {"FINISHED"}
 
 
+class SP4D_OT_export_orbits(bpy.types.Operator):
+    """Write the orbit videos of a generated job: an MP4 per generated view and a grid (views/orbit/)"""
+
+    bl_idname = "sp4d.export_orbits"
+    bl_label = "Export Orbit Videos"
+
+    directory: bpy.props.StringProperty(name="Job Folder", subtype="DIR_PATH")
+
+    def invoke(self, context, event):
+        arm = _rigged(context)[1]
+        if arm is not None and not self.directory:
+            self.directory = str(job_path(arm) or "")
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context):
+        try:
+            videos = api.export_orbits(bpy.path.abspath(self.directory))
+        except api.RigError as exc:
+            self.report({"ERROR"}, f"SP4D: {exc}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"SP4D: {len(videos)} videos in {videos[0].parent}")
+        return {"FINISHED"}
+
+
 class SP4D_PT_panel(bpy.types.Panel):
     bl_label = "SP4D Rig"
     bl_idname = "SP4D_PT_panel"
@@ -496,9 +555,16 @@ class SP4D_PT_panel(bpy.types.Panel):
         col.prop(s, "frames")
         col.prop(s, "max_influences")
         col.prop(s, "clip_path")
+        col.prop(s, "image")
+        col.prop(s, "image_path")
+        col.prop(s, "animate_still")
+        row = col.row(align=True)
+        row.prop(s, "motion_bucket")
+        row.prop(s, "svd_seed")
         row = col.row(align=True)
         row.operator(SP4D_OT_generate_rig.bl_idname, icon="ARMATURE_DATA")
         row.operator(SP4D_OT_rig_clip.bl_idname, icon="FILE_MOVIE")
+        row.operator(SP4D_OT_rig_image.bl_idname, icon="IMAGE_DATA")
         wm = context.window_manager
         prompt = setup_prompt(context)
         if prompt:
@@ -514,6 +580,7 @@ class SP4D_PT_panel(bpy.types.Panel):
             col.label(text=wm.sp4d_status)
             col.prop(wm, "sp4d_progress", text="")
         layout.operator(SP4D_OT_add_sample.bl_idname, icon="MONKEY")
+        layout.operator(SP4D_OT_export_orbits.bl_idname, icon="RENDER_ANIMATION")
         obj, arm = _rigged(context)
         if arm is None:
             return
@@ -532,6 +599,6 @@ class SP4D_PT_panel(bpy.types.Panel):
         col.operator(SP4D_OT_import_views.bl_idname, icon="CAMERA_DATA")
 
 
-CLASSES = (SP4D_OT_generate_rig, SP4D_OT_rig_clip, SP4D_OT_add_sample, SP4D_OT_setup_backend, SP4D_OT_accept_licence,
-           SP4D_OT_download_weights, SP4D_OT_merge_parts,
-           SP4D_OT_limit_influences, SP4D_OT_recompute_weights, SP4D_OT_import_views, SP4D_PT_panel)
+CLASSES = (SP4D_OT_generate_rig, SP4D_OT_rig_clip, SP4D_OT_rig_image, SP4D_OT_add_sample, SP4D_OT_setup_backend,
+           SP4D_OT_accept_licence, SP4D_OT_download_weights, SP4D_OT_merge_parts, SP4D_OT_limit_influences,
+           SP4D_OT_recompute_weights, SP4D_OT_import_views, SP4D_OT_export_orbits, SP4D_PT_panel)

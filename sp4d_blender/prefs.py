@@ -169,6 +169,21 @@ class SP4DSettings(bpy.types.PropertyGroup):
     clip_path: bpy.props.StringProperty(
         name="Clip", subtype="FILE_PATH", default="",
         description="A video, GIF or image folder of the object moving (empty: render the object)")
+    image_path: bpy.props.StringProperty(
+        name="Image File", subtype="FILE_PATH", default="",
+        description="One picture of the object for Rig Image (used when no Blender image is chosen)")
+    image: bpy.props.PointerProperty(
+        name="Image", type=bpy.types.Image,
+        description="A Blender image of the object for Rig Image (before the image file)")
+    animate_still: bpy.props.BoolProperty(
+        name="Animate Still Mesh First", default=False,
+        description="When the mesh does not move, animate a render of it with Stable Video Diffusion so that "
+                    "joints can be fitted from motion")
+    motion_bucket: bpy.props.IntProperty(
+        name="Motion Amount", default=127, min=1, max=255,
+        description="How much Stable Video Diffusion moves the picture (its motion bucket: 1 calm, 255 wild)")
+    svd_seed: bpy.props.IntProperty(name="Motion Seed", default=42, min=0,
+                                    description="Seed of the generated motion")
 
 
 DEVICES = {"CUDA2": "cuda:0,cuda:1"}
@@ -181,6 +196,7 @@ def job_settings(context=None) -> dict:
     p = get_prefs(context)
     return {"part_source": s.part_source.lower(), "frames": s.frames, "max_influences": s.max_influences,
             "clip": bpy.path.abspath(s.clip_path) if s.clip_path else None,
+            "animate_still": bool(s.animate_still), "motion_bucket": s.motion_bucket, "svd_seed": s.svd_seed,
             "device": DEVICES.get(p.device, p.device.lower()), "precision": p.precision.lower(),
             "compile": None if p.compile == "OFF" else p.compile.lower(), "vram": p.vram.lower(),
             "accept_licence": bool(p.licence_accepted),  # the preferences' Accept Licence (never in the .blend)

@@ -131,6 +131,8 @@ SETTINGS = (
     Setting("part_source", "auto", "choice", "where the part images come from: auto (SP4D when it can run, else the "
             "oracle for meshes with ground truth; always SP4D for clips), sp4d, oracle",
             choices=("auto", "sp4d", "oracle")),
+    Setting("model", "sp4d", "choice", "the generating model: sp4d (RGB and part views), or sv4d2 (SV4D 2.0 weights "
+            "in SP4D's RGB branch: RGB views and orbit videos only, no rig)", choices=("sp4d", "sv4d2")),
     Setting("frames", 4, "int", "frames of the clip to generate (picked evenly)", low=1, high=64),
     Setting("image_size", 576, "int", "the model's square image size (a multiple of 64 for the released model)",
             low=16, high=2048, multiple=8),
@@ -156,6 +158,23 @@ SETTINGS = (
     Setting("vram", "auto", "choice", "the GPU memory tier: 24, 16 or 12 (GB), or auto (from the GPU's free memory; "
             "docs/perf.md)", choices=("auto", "24", "16", "12")),
     Setting("max_influences", 4, "int", "bones per vertex (0: no limit)", low=0, stage="rig"),
+    # the SVD front stage (backend/generate_svd.py): a picture (source kind 'image'), or a mesh whose
+    # captured frames do not move (animate_still), becomes a clip before SP4D
+    Setting("animate_still", False, "bool", "when the captured frames do not move, animate the first with Stable "
+            "Video Diffusion before SP4D (a still mesh gets motion to fit joints from)"),
+    Setting("motion_bucket", 127, "int", "SVD's motion amount (its motion_bucket_id: 1 calm … 255 wild)",
+            low=1, high=255),
+    Setting("svd_seed", 42, "int", "seed of SVD's noise (a CPU generator)"),
+    Setting("svd_steps", 30, "int", "SVD denoising steps", low=1),
+    Setting("svd_frames", 25, "int", "frames SVD generates (SP4D's input frames are chosen from them)", low=2,
+            high=64),
+    Setting("svd_width", 1024, "int", "SVD's frame width (the model was trained at 1024)", low=16, high=2048,
+            multiple=8),
+    Setting("svd_height", 576, "int", "SVD's frame height (the model was trained at 576)", low=16, high=2048,
+            multiple=8),
+    Setting("svd_weights", "hub", "str", "svd_xt_1_1.safetensors, or 'hub' (the gated Hugging Face repo "
+            "stabilityai/stable-video-diffusion-img2vid-xt-1-1)"),
+    Setting("svd_config", None, "path", "SVD model config yaml (default: the released model's)"),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 DEFAULTS = {s.name: s.default for s in SETTINGS}

@@ -30,24 +30,35 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> dict:
     return yaml.safe_load(Path(path).read_text())
 
 
-def build_model(config: dict, device: str | torch.device = "meta") -> SP4D:
-    """SP4D from a parsed config on ``device`` (meta: no memory, for loading or key checks)."""
+MODELS = ("sp4d", "sv4d2")  # the ``model`` setting: SP4D, or SV4D 2.0 in its RGB branch (sv4d2.py)
+NAMES = {"sp4d": "SP4D", "sv4d2": "SV4D 2.0"}
+
+
+def build_model(config: dict, device: str | torch.device = "meta", kind: str = "sp4d") -> SP4D:
+    """SP4D (or with ``kind`` 'sv4d2' SV4D 2.0: SP4D's RGB branch alone, sv4d2.py) from a parsed
+    config on ``device`` (meta: no memory, for loading or key checks)."""
+    from .sv4d2 import SV4D2
+
     archs = {"SP4D-tiny-ViT": config["open_clip_tiny_cfg"]} if "open_clip_tiny_cfg" in config else {}
+    cls = {"sp4d": SP4D, "sv4d2": SV4D2}[kind]
     with torch.device(device):
-        return SP4D.from_config(config["model"]["params"], n_view=int(config.get("N_VIEW", GENERATED_VIEWS)),
-                                open_clip_archs=archs)
+        return cls.from_config(config["model"]["params"], n_view=int(config.get("N_VIEW", GENERATED_VIEWS)),
+                               open_clip_archs=archs)
 
 
-def hub_weights(token: str | None = None, ctx=None) -> Path:
-    """sp4d.safetensors from the hub cache, else downloaded into it (backend/weights.py: progress
-    on ``ctx``, cancellable, resumable, the licence, offline and gated refusals as clear errors)."""
-    return fetch_weights(ctx, token=token)
+def hub_weights(token: str | None = None, ctx=None, repo: str = HUB_REPO, filename: str = HUB_FILE) -> Path:
+    """``filename`` of the hub ``repo`` (default: sp4d.safetensors of stabilityai/sp4d; SVD and
+    SV4D 2.0 pass their own) from the hub cache, else downloaded into it (backend/weights.py:
+    progress on ``ctx``, cancellable, resumable; the licence, offline and gated refusals as clear
+    errors)."""
+    return fetch_weights(ctx, repo=repo, filename=filename, token=token)
 
 
-def resolve_weights(spec: str | None) -> Path:
-    """A weights spec ('hub', None or a path) to a local safetensors path."""
+def resolve_weights(spec: str | None, repo: str = HUB_REPO, filename: str = HUB_FILE) -> Path:
+    """A weights spec ('hub', None or a path) to a local safetensors path (the hub: ``filename``
+    of ``repo``, SP4D's by default)."""
     if spec in (None, "", "hub"):
-        return hub_weights()
+        return hub_weights(repo=repo, filename=filename)
     p = Path(spec).expanduser()
     if not p.is_file():
         raise BackendError("missing_weights", f"weights file {p} does not exist")
@@ -60,8 +71,8 @@ def _describe(keys: list[str], n: int = 8) -> str:
     return ", ".join(keys[:n]) + (f" … (+{len(keys) - n} more)" if len(keys) > n else "")
 
 
-def check_keys(expected: dict[str, tuple], found: dict[str, tuple]) -> None:
-    """Raise bad_checkpoint naming missing, unexpected and mis-shaped keys."""
+def check_keys(expected: dict[str, tuple], found: dict[str, tuple], what: str = "SP4D") -> None:
+    """Raise bad_checkpoint naming missing, unexpected and mis-shaped keys (``what``: the model)."""
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     shaped = sorted(f"{k} {tuple(found[k])} != {tuple(expected[k])}" for k in set(expected) & set(found)
@@ -74,7 +85,7 @@ def check_keys(expected: dict[str, tuple], found: dict[str, tuple]) -> None:
             parts.append(f"{len(unexpected)} unexpected: {_describe(unexpected)}")
         if shaped:
             parts.append(f"{len(shaped)} with wrong shapes: {_describe(shaped)}")
-        raise BackendError("bad_checkpoint", "the checkpoint does not match the SP4D model: " + "; ".join(parts))
+        raise BackendError("bad_checkpoint", f"the checkpoint does not match the {what} model: " + "; ".join(parts))
 
 
 def drop_unused(model: SP4D) -> SP4D:
@@ -87,18 +98,19 @@ def drop_unused(model: SP4D) -> SP4D:
 
 
 def load_model(weights: str | Path, config: dict | None = None, device: str = "cpu",
-               dtype: torch.dtype = torch.float32) -> SP4D:
-    """Build SP4D and load ``weights`` strictly, each tensor straight to ``device``/``dtype``."""
+               dtype: torch.dtype = torch.float32, kind: str = "sp4d") -> SP4D:
+    """Build SP4D (``kind`` 'sv4d2': SV4D 2.0) and load ``weights`` strictly, each tensor straight
+    to ``device``/``dtype``."""
     from safetensors import SafetensorError, safe_open
 
     config = config or load_config()
-    model = build_model(config, "meta")
+    model = build_model(config, "meta", kind)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     path = Path(weights)
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
             found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-            check_keys(expected, found)
+            check_keys(expected, found, NAMES[kind])
             sd = {k: f.get_tensor(k).to(dtype) for k in drop_unused(model).state_dict()}
     except SafetensorError as exc:
         raise BackendError("bad_checkpoint", f"{path.name} is not a readable safetensors file: {exc}") from exc

@@ -65,6 +65,8 @@ def _targets(roots, scope: str):
                 continue
             seen.add(id(m))
             name = next((n for cls, n in SCOPES[scope] if isinstance(m, cls)), None)
+            if name is None:  # classes of other models name their own (``compile_scopes``, e.g. backend/svd)
+                name = getattr(type(m), "compile_scopes", {}).get(scope)
             if name is not None:
                 yield m, name
 

@@ -73,6 +73,12 @@ class SP4D(nn.Module):
         return self.model.diffusion_model.net1.out[2].weight.dtype
 
     @property
+    def device(self) -> torch.device:
+        return self.model.diffusion_model.net1.out[2].weight.device
+
+    latent_channels = 8  # [RGB | part] latents (SV4D 2.0, sv4d2.py: 4, RGB only)
+
+    @property
     def image_multiple(self) -> int:
         """Image sides must be multiples of this: the VAE's upsampling times the UNet's downsampling."""
         return self.first_stage_model.decoder.upsampling * self.model.diffusion_model.downsampling
@@ -92,7 +98,7 @@ class SP4D(nn.Module):
         """(cond, uncond) for frames on the UNet's device. ``offload`` (low-VRAM mode): the
         conditioner (image tower and VAE encoder) is on the GPU only for this call and waits on
         ``offload`` (e.g. the CPU) while the UNet samples. ``per_copy``: conditioner.conditioning."""
-        home = self.model.diffusion_model.net1.out[2].weight.device
+        home = self.device
         self.conditioner.to(home)
         try:
             return conditioning(self.conditioner.embedders, frames.to(home), polar, azimuth, self.n_view, noise,

@@ -40,26 +40,31 @@ def use_compile_cache_dir(environ: MutableMapping[str, str] = os.environ) -> Pat
     return path
 
 
-def get_pipeline(weights: str | None, config: str | None, options: RunOptions) -> SP4DPipeline:
+def get_pipeline(weights: str | None, config: str | None, options: RunOptions, kind: str = "sp4d"
+                 ) -> SP4DPipeline:
     """The pipeline of the model for these weights and config, loaded on the options' first device
     in their dtype on first use and kept for later jobs (one model at a time); the caller applies
-    its options (SP4DPipeline.apply). Out of memory while loading: a clear error."""
+    its options (SP4DPipeline.apply). ``kind`` 'sv4d2': SV4D 2.0 in SP4D's RGB branch (sv4d2.py).
+    Out of memory while loading: a clear error."""
+    from . import sv4d2
+
     cfg_path = Path(config) if config else DEFAULT_CONFIG
-    path = resolve_weights(weights)
-    key = (str(path), str(cfg_path), options.device, options.dtype)
+    path = resolve_weights(weights) if kind == "sp4d" else resolve_weights(weights, sv4d2.HUB_REPO, sv4d2.HUB_FILE)
+    key = (str(path), str(cfg_path), options.device, options.dtype, kind)
     if key not in _cache:
         for old in _cache.values():
             old.close()
         _cache.clear()  # one model at a time (and no copy of the old one)
         try:
             if options.unet_resident_gib is None:
-                model = load_model(path, load_config(cfg_path), device=options.device, dtype=options.dtype)
+                model = load_model(path, load_config(cfg_path), device=options.device, dtype=options.dtype, kind=kind)
             else:  # a tier that streams UNet blocks: the whole model never on the GPU at once
-                model = load_model(path, load_config(cfg_path), device="cpu", dtype=options.dtype)
+                model = load_model(path, load_config(cfg_path), device="cpu", dtype=options.dtype, kind=kind)
                 place_streamed(model, model.model.diffusion_model, options.device, options.unet_resident_gib,
                                (model.conditioner,) if options.offload else ())
         except torch.OutOfMemoryError as exc:
-            raise BackendError("out_of_memory", f"the SP4D weights do not fit on {options.device}: choose a "
-                               "smaller memory tier (vram: 16 or 12), free GPU memory, or use a larger GPU") from exc
-        _cache[key] = SP4DPipeline(model)
+            raise BackendError("out_of_memory", f"the {'SV4D 2.0' if kind == 'sv4d2' else 'SP4D'} weights do not "
+                               f"fit on {options.device}: choose a smaller memory tier (vram: 16 or 12), free GPU "
+                               "memory, or use a larger GPU") from exc
+        _cache[key] = (sv4d2.SV4D2Pipeline if kind == "sv4d2" else SP4DPipeline)(model)
     return _cache[key]

@@ -11,17 +11,23 @@ from .unet_blocks import CrossNetworkLayer, Downsample, SpatioTemporalTransforme
 
 
 class Seq(nn.ModuleList):
-    """Runs its children in order, giving ``ctx`` to the blocks that take it."""
+    """Runs its children in order, giving ``ctx`` to the blocks that take it (the video blocks,
+    and any block whose class sets ``takes_ctx``: SVD's, backend/svd)."""
 
     def forward(self, h: torch.Tensor, ctx: UNetContext) -> torch.Tensor:
         for m in self:
-            h = m(h, ctx) if isinstance(m, (VideoResBlock, SpatioTemporalTransformer)) else m(h)
+            takes = isinstance(m, (VideoResBlock, SpatioTemporalTransformer)) or getattr(m, "takes_ctx", False)
+            h = m(h, ctx) if takes else m(h)
         return h
 
 
 class SpatialTemporalUNet(nn.Module):
     """One branch (keys of ``SpatialUNetModelWithTime``): input_blocks, middle_block,
-    output_blocks, out, plus time_embed and label_emb (SP4D reads only net1's copies)."""
+    output_blocks, out, plus time_embed and label_emb (SP4D reads only net1's copies).
+
+    The layout (levels, skips, where attention sits) is the one of every SVD-family video UNet;
+    ``res_block`` and ``attn_block`` make the blocks, so that a subclass with other blocks
+    (backend/svd: SVD's VideoUNet) shares it."""
 
     def __init__(self, in_channels: int, model_channels: int, out_channels: int, num_res_blocks: int,
                  attention_resolutions, channel_mult, num_head_channels: int, context_dim: int,
@@ -33,15 +39,13 @@ class SpatialTemporalUNet(nn.Module):
         mc = model_channels
         E = 4 * mc
         self.model_channels = mc
+        self.emb_channels = E
+        self.time_kernel_size = time_kernel_size
+        self.num_head_channels, self.context_dim = num_head_channels, context_dim
+        self.adm_in_channels, self.motion_context_dim = adm_in_channels, motion_context_dim
         self.time_embed = mlp(mc, E, E)
         self.label_emb = nn.Sequential(mlp(adm_in_channels, E, E))
-
-        def res(ch, out):
-            return VideoResBlock(ch, E, out, time_kernel_size)
-
-        def attn(ch):
-            return SpatioTemporalTransformer(ch, ch // num_head_channels, num_head_channels, context_dim,
-                                             adm_in_channels, motion_context_dim)
+        res, attn = self.res_block, self.attn_block
 
         self.input_blocks = nn.ModuleList([Seq([EdgeConv(in_channels, mc, 3, padding=1)])])
         chans, ch, ds = [mc], mc, 1  # ds: the latents' downsampling at the current level
@@ -74,6 +78,16 @@ class SpatialTemporalUNet(nn.Module):
         # output channels of every block: the widths of the fusion layers
         self.block_channels = ([ch_of(b) for b in self.input_blocks], ch_of(self.middle_block),
                                [ch_of(b) for b in self.output_blocks])
+
+    def res_block(self, ch: int, out: int) -> nn.Module:
+        """A video ResBlock from ``ch`` to ``out`` channels."""
+        return VideoResBlock(ch, self.emb_channels, out, self.time_kernel_size)
+
+    def attn_block(self, ch: int) -> nn.Module:
+        """The attention block of a level with ``ch`` channels."""
+        hd = self.num_head_channels
+        return SpatioTemporalTransformer(ch, ch // hd, hd, self.context_dim, self.adm_in_channels,
+                                         self.motion_context_dim)
 
     def embed(self, c_noise: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
         """emb = MLP_t(sinusoidal(c_noise)) + MLP_y(vector)."""
