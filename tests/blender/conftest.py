@@ -104,3 +104,21 @@ def package(tmp_path_factory):
 
 def run_backend_python(*args, **kw):
     return subprocess.run([os.environ["SP4D_BACKEND_PYTHON"], *args], cwd=ROOT, **kw)
+
+
+_EXIT_STATUS: list[int] = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT_STATUS.append(int(exitstatus))
+
+
+def pytest_unconfigure(config):
+    """bpy 4.2 as a Python module crashes (SIGSEGV, exit code 139) in the interpreter's teardown
+    after every test has run and the summary is printed, which a CI reads as a failure. On 4.2
+    leave with pytest's own exit status before that teardown (failures still fail); 4.5 and 5.0
+    exit normally. scripts/batch_rig.py does the same after its work (os._exit)."""
+    if bpy.app.version < (4, 5, 0) and _EXIT_STATUS:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS[-1])
