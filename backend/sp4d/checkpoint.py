@@ -97,24 +97,35 @@ def drop_unused(model: SP4D) -> SP4D:
     return model
 
 
-def load_model(weights: str | Path, config: dict | None = None, device: str = "cpu",
-               dtype: torch.dtype = torch.float32, kind: str = "sp4d") -> SP4D:
-    """Build SP4D (``kind`` 'sv4d2': SV4D 2.0) and load ``weights`` strictly, each tensor straight
-    to ``device``/``dtype``."""
+def load_strict(model: torch.nn.Module, weights: str | Path, name: str, device: str = "cpu",
+                dtype: torch.dtype = torch.float32, drop=None) -> torch.nn.Module:
+    """Load ``weights`` (safetensors only) into ``model`` (built on the meta device) strictly:
+    every key and shape checked against the whole model first (bad_checkpoint naming what
+    differs, ``name`` the model's), then ``drop(model)`` removes what inference never runs, and
+    each kept tensor goes straight to ``device``/``dtype``. Unreadable: bad_checkpoint or
+    missing_weights. SP4D, SV4D 2.0 and SVD load through it."""
     from safetensors import SafetensorError, safe_open
 
-    config = config or load_config()
-    model = build_model(config, "meta", kind)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     path = Path(weights)
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
             found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-            check_keys(expected, found, NAMES[kind])
-            sd = {k: f.get_tensor(k).to(dtype) for k in drop_unused(model).state_dict()}
+            check_keys(expected, found, name)
+            if drop is not None:
+                drop(model)
+            sd = {k: f.get_tensor(k).to(dtype) for k in model.state_dict()}
     except SafetensorError as exc:
         raise BackendError("bad_checkpoint", f"{path.name} is not a readable safetensors file: {exc}") from exc
     except OSError as exc:
         raise BackendError("missing_weights", f"cannot read {path}: {exc}") from exc
     model.load_state_dict(sd, strict=True, assign=True)
     return model.eval().requires_grad_(False)
+
+
+def load_model(weights: str | Path, config: dict | None = None, device: str = "cpu",
+               dtype: torch.dtype = torch.float32, kind: str = "sp4d") -> SP4D:
+    """Build SP4D (``kind`` 'sv4d2': SV4D 2.0) and load ``weights`` strictly, each tensor straight
+    to ``device``/``dtype``."""
+    model = build_model(config or load_config(), "meta", kind)
+    return load_strict(model, weights, NAMES[kind], device, dtype, drop_unused)

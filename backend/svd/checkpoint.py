@@ -14,8 +14,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..errors import BackendError
-from ..sp4d.checkpoint import check_keys, resolve_weights
+from ..sp4d.checkpoint import load_strict, resolve_weights
 from ..sp4d.vae import ModeOnlyAutoencoder
 from .model import SVD
 
@@ -56,22 +55,5 @@ def load_model(weights: str | Path, config: dict | None = None, device: str = "c
                dtype: torch.dtype = torch.float32, keep_unused: bool = False) -> SVD:
     """Build SVD and load ``weights`` strictly, each tensor straight to ``device``/``dtype``.
     ``keep_unused``: keep the modules inference never runs (tests of the first-stage encoder)."""
-    from safetensors import SafetensorError, safe_open
-
-    config = config or load_config()
-    model = build_model(config, "meta")
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    path = Path(weights)
-    try:
-        with safe_open(str(path), framework="pt", device=str(device)) as f:
-            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-            check_keys(expected, found, "SVD-XT 1.1")
-            if not keep_unused:
-                drop_unused(model)
-            sd = {k: f.get_tensor(k).to(dtype) for k in model.state_dict()}
-    except SafetensorError as exc:
-        raise BackendError("bad_checkpoint", f"{path.name} is not a readable safetensors file: {exc}") from exc
-    except OSError as exc:
-        raise BackendError("missing_weights", f"cannot read {path}: {exc}") from exc
-    model.load_state_dict(sd, strict=True, assign=True)
-    return model.eval().requires_grad_(False)
+    model = build_model(config or load_config(), "meta")
+    return load_strict(model, weights, "SVD-XT 1.1", device, dtype, None if keep_unused else drop_unused)
