@@ -50,6 +50,35 @@ def twice(first: str, second: str) -> None:
         print(f"TIME {name} {time.perf_counter() - t0:.3f}", flush=True)
 
 
+def probe(job: str) -> None:
+    """One generate job in this (new) process, as ``python -m backend generate`` runs it, printing
+    where its time went: the seconds of each progress event from the job's start (the model load
+    ends at the first step's start; the first step carries the graphs' loading), the imports, and
+    dynamo/inductor's counters (cache hits and misses, graphs) and compile times."""
+    t0 = time.perf_counter()
+    import torch  # noqa: F401
+
+    from backend.context import StageContext
+    from backend.jobdir import JobDir
+    from backend.stages import run_command
+
+    imports_s = time.perf_counter() - t0
+    events = []
+    t1 = time.perf_counter()
+    ctx = StageContext(lambda e: events.append((round(time.perf_counter() - t1, 2), e.get("message", ""))))
+    run_command("generate", JobDir(job), ctx)
+    job_s = time.perf_counter() - t1
+    from torch._dynamo.utils import compile_times, counters
+
+    steps = [t for t, m in events if m.startswith("denoising step")]
+    out = {"imports_s": imports_s, "job_s": job_s, "first_step_at_s": steps[0] if steps else None,
+           "step_times_s": [round(b - a, 3) for a, b in zip(steps, steps[1:], strict=False)],
+           "events": [e for e in events if not e[1].startswith("denoising step")],
+           "counters": {k: dict(v) for k, v in counters.items() if v},
+           "compile_times": compile_times(repr="str", aggregate=True)}
+    print("PROBE " + json.dumps(out), flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=50)
@@ -57,7 +86,14 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=576)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--twice", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--probe", help=argparse.SUPPRESS)
+    ap.add_argument("--diagnose", action="store_true",
+                    help="also run the first job and the next process's first job under a probe that "
+                         "prints where the time goes (events, counters, compile times)")
     args = ap.parse_args()
+    if args.probe:
+        probe(args.probe)
+        return 0
     if args.twice:
         twice(*args.twice)
         return 0
@@ -77,13 +113,21 @@ def main() -> int:
            "write_checkpoint_s": time.perf_counter() - t0}
     settings = {"part_source": "sp4d", "weights": str(weights), "steps": args.steps, "image_size": args.size,
                 "precision": args.precision, "compile": "layers"}
-    jobs = clip_jobs(work / "jobs", 3, settings)
+    jobs = clip_jobs(work / "jobs", 5 if args.diagnose else 3, settings)
     py = sys.executable
     flags = ["--weights", str(weights), "--precision", args.precision, "--image-size", str(args.size),
              "--compile", "layers"]
     row["prepare_s"], r = timed([py, "-m", "backend", "prepare", *flags], env)
     row["prepare"] = json.loads(r.stdout[r.stdout.index("{"):])
-    row["first_job_process_s"], _ = timed([py, "-m", "backend", "generate", jobs[0]], env)
+    if args.diagnose:  # the first job and the next process's, each under the probe
+        for name, job in (("probe_first", jobs[3]), ("probe_second", jobs[4])):
+            row[f"{name}_process_s"], r = timed([py, __file__, "--probe", job], env)
+            line = next(x for x in r.stdout.splitlines() if x.startswith("PROBE "))
+            row[name] = json.loads(line[len("PROBE "):])
+            print(name, row[f"{name}_process_s"], json.dumps(row[name])[:4000], flush=True)
+        row["first_job_process_s"] = row["probe_first_process_s"]
+    else:
+        row["first_job_process_s"], _ = timed([py, "-m", "backend", "generate", jobs[0]], env)
     _, r = timed([py, __file__, "--twice", jobs[1], jobs[2]], env)
     for line in r.stdout.splitlines():
         if line.startswith("TIME "):
