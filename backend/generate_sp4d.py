@@ -136,10 +136,11 @@ def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | N
 
     # compiled graphs in the user's cache folder, kept for later backend processes: set before
     # torch._dynamo's first import, which fixes inductor's folder for the process
-    use_compile_cache_dir()
+    cache = use_compile_cache_dir()
     from .sp4d.options import RunOptions
+    from .sp4d.runtime import with_saved_graphs
 
-    options = RunOptions.from_settings(s)  # devices checked before the model is loaded
+    options = with_saved_graphs(RunOptions.from_settings(s), s, cache)  # devices checked before the model loads
     frames, warnings = input_frames(job, spec, s, ctx)
     for w in warnings:
         ctx.progress(STAGE, 0, 1, f"warning: {w}")

@@ -25,10 +25,10 @@ def prepare(settings: Mapping | None = None, on_event: Callable[[dict], None] | 
     import torch
 
     from .sp4d.options import RunOptions
-    from .sp4d.runtime import get_pipeline
+    from .sp4d.runtime import get_pipeline, with_saved_graphs
 
     s = checked(settings)
-    options = RunOptions.from_settings(s)
+    options = with_saved_graphs(RunOptions.from_settings(s), s, cache)
     base = {"tier": options.tier, "compiled": options.compile is not None, "cache": str(cache) if cache else None}
     if torch.device(options.device).type != "cuda":
         return {**base, "ran": False, "reason": "no CUDA GPU: nothing to prepare for the CPU"}

@@ -70,11 +70,14 @@ def probe(job: str) -> None:
     job_s = time.perf_counter() - t1
     from torch._dynamo.utils import compile_times, counters
 
+    from backend.sp4d.precompiled import STORES
+
     steps = [t for t, m in events if m.startswith("denoising step")]
     out = {"imports_s": imports_s, "job_s": job_s, "first_step_at_s": steps[0] if steps else None,
            "step_times_s": [round(b - a, 3) for a, b in zip(steps, steps[1:], strict=False)],
            "events": [e for e in events if not e[1].startswith("denoising step")],
            "counters": {k: dict(v) for k, v in counters.items() if v},
+           "saved_graphs": [st.stats for st in STORES],
            "compile_times": compile_times(repr="str", aggregate=True)}
     print("PROBE " + json.dumps(out), flush=True)
 
@@ -90,6 +93,9 @@ def main() -> int:
     ap.add_argument("--diagnose", action="store_true",
                     help="also run the first job and the next process's first job under a probe that "
                          "prints where the time goes (events, counters, compile times)")
+    ap.add_argument("--probes", type=int, default=2, help="with --diagnose: 1 (the first job) or 2 (and the next "
+                    "process's)")
+    ap.add_argument("--compiled-graphs", default="traced", choices=("traced", "saved"))
     args = ap.parse_args()
     if args.probe:
         probe(args.probe)
@@ -108,19 +114,20 @@ def main() -> int:
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(work / "inductor"))  # a fresh install's empty cache
     t0 = time.perf_counter()
     weights = random_checkpoint(None, "cuda")
-    row = {"gpu": torch.cuda.get_device_name(0), "steps": args.steps, "precision": args.precision,
+    row = {"gpu": torch.cuda.get_device_name(0), "compiled_graphs": args.compiled_graphs, "steps": args.steps,
+           "precision": args.precision,
            "size": args.size, "checkpoint_gib": weights.stat().st_size / 2 ** 30,
            "write_checkpoint_s": time.perf_counter() - t0}
     settings = {"part_source": "sp4d", "weights": str(weights), "steps": args.steps, "image_size": args.size,
-                "precision": args.precision, "compile": "layers"}
+                "precision": args.precision, "compile": "layers", "compiled_graphs": args.compiled_graphs}
     jobs = clip_jobs(work / "jobs", 5 if args.diagnose else 3, settings)
     py = sys.executable
     flags = ["--weights", str(weights), "--precision", args.precision, "--image-size", str(args.size),
-             "--compile", "layers"]
+             "--compile", "layers", "--compiled-graphs", args.compiled_graphs]
     row["prepare_s"], r = timed([py, "-m", "backend", "prepare", *flags], env)
     row["prepare"] = json.loads(r.stdout[r.stdout.index("{"):])
     if args.diagnose:  # the first job and the next process's, each under the probe
-        for name, job in (("probe_first", jobs[3]), ("probe_second", jobs[4])):
+        for name, job in (("probe_first", jobs[3]), ("probe_second", jobs[4]))[:args.probes]:
             row[f"{name}_process_s"], r = timed([py, __file__, "--probe", job], env)
             line = next(x for x in r.stdout.splitlines() if x.startswith("PROBE "))
             row[name] = json.loads(line[len("PROBE "):])

@@ -154,6 +154,10 @@ SETTINGS = (
     Setting("noise_file", None, "path", "safetensors with sampler.randn and cond.noise.* (exact reproduction)"),
     Setting("compile", None, "compile", "torch.compile the UNet and the VAE decoder: true (= layers), 'blocks' or "
             "'layers' (docs/perf.md)"),
+    Setting("compiled_graphs", "traced", "choice", "how a later backend process gets the compiled graphs: 'traced' "
+            "(dynamo traces again and finds inductor's cached code) or, experimental, 'saved' whole in the compile "
+            "cache (torch's AOT precompile: loaded without tracing; not yet measured on a GPU, docs/perf.md row 55)",
+            choices=("traced", "saved")),
     Setting("low_vram", False, "bool", "at most the 16 GB memory tier (the image encoders off the GPU while sampling)"),
     Setting("vram", "auto", "choice", "the GPU memory tier: 24, 16 or 12 (GB), or auto (from the GPU's free memory; "
             "docs/perf.md)", choices=("auto", "24", "16", "12")),

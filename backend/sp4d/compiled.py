@@ -73,33 +73,57 @@ def _targets(roots, scope: str):
 
 def compiled_scope(roots) -> str | None:
     """The scope the instances under ``roots`` are compiled with, None when eager."""
+    return _compiled_with(roots)[0]
+
+
+def _compiled_with(roots) -> tuple[str | None, str | None]:
+    """(scope, folder of saved graphs or None) the instances under ``roots`` are compiled with."""
     for root in roots:
         for m in root.modules():
             for name in METHODS & vars(m).keys():
                 scope = getattr(vars(m)[name], "sp4d_scope", None)
                 if scope is not None:
-                    return scope
-    return None
+                    return scope, getattr(vars(m)[name], "sp4d_saved", None)
+    return None, None
 
 
-def compile_modules(roots, scope: str) -> bool:
+def compile_modules(roots, scope: str, saved: str | os.PathLike | None = None) -> bool:
     """Compile ``scope``'s methods of the instances under ``roots`` (each a UNet, a decoder, a
-    whole model). True when this call wrapped them (their next call compiles), False when they
-    already were compiled with this scope."""
+    whole model). With ``saved`` (a folder), each graph is saved whole there and a later process
+    loads it without tracing (precompiled.py); without, dynamo traces in every process and
+    inductor's caches hold the compiled code. True when this call wrapped them (their next call
+    compiles or loads), False when they already were compiled so."""
     import torch._dynamo  # here, not at import: its first import fixes inductor's cache folder (runtime.py)
 
     if scope not in SCOPES:
         raise ValueError(f"compile scope must be one of {sorted(SCOPES)}, got {scope!r}")
     roots = list(roots)
-    if compiled_scope(roots) == scope:
+    saved = str(saved) if saved is not None else None
+    if saved is not None:
+        from .precompiled import available
+
+        if not available():  # an older torch: dynamo traces in each process, inductor's cache helps
+            saved = None
+    if _compiled_with(roots) == (scope, saved):
         return False
     uncompile_modules(roots)
     os.environ.update(MULTI_KERNEL_ENV)
     # every UNet level has its own shapes: a graph per (class, shape) instead of eager fallbacks
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    store = None
+    if saved is not None:
+        from .precompiled import SavedGraphs
+
+        store = SavedGraphs(saved, INDUCTOR_OPTIONS)
     for m, name in _targets(roots, scope):
-        fn = torch.compile(getattr(m, name), dynamic=False, options=INDUCTOR_OPTIONS)
+        if store is not None:
+            from .precompiled import SavedMethod
+
+            fn = SavedMethod(m, name, store)
+        else:
+            fn = torch.compile(getattr(m, name), dynamic=False, options=INDUCTOR_OPTIONS)
         fn.sp4d_scope = scope
+        fn.sp4d_saved = saved
         setattr(m, name, fn)
     _changes[0] += 1
     return True

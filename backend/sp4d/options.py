@@ -80,6 +80,8 @@ class RunOptions:
     ``devices``: the first holds the model; a second runs the unconditional half of each guided
     step on a UNet copy (split.py). ``compile``: None (eager) or a scope of compiled.py (``layers``
     compiles whole UNet layers and the VAE decoder, ``blocks`` the repeated blocks and the decoder).
+    ``compile_saved``: a folder where each compiled graph is saved whole and from where a later
+    process loads it without tracing (precompiled.py), or None (dynamo traces in every process).
     ``channels_last``: the UNet's activations and convolution weights NHWC. ``offload``: where the
     conditioner (image tower, VAE encoder) waits while the UNet samples (low-VRAM mode), or None.
     ``decode_chunk``: latents decoded per VAE call. ``cfg_batch``: the guided step's two halves as one
@@ -91,6 +93,7 @@ class RunOptions:
     devices: tuple[str, ...] = ("cpu",)
     dtype: torch.dtype = torch.float32
     compile: str | None = None
+    compile_saved: str | None = None
     channels_last: bool = False
     offload: str | None = None
     decode_chunk: int = 4
@@ -110,6 +113,8 @@ class RunOptions:
             raise ValueError(f"decode_chunk must be at least 1, got {self.decode_chunk}")
         if self.cfg_batch not in ("joint", "sequential"):
             raise ValueError(f"cfg_batch must be 'joint' or 'sequential', got {self.cfg_batch!r}")
+        if self.compile_saved is not None and self.compile is None:
+            raise ValueError("compile_saved (a folder of saved graphs) needs a compile scope")
         if self.unet_resident_gib is not None and (self.compile is not None or len(self.devices) > 1):
             raise ValueError("streamed UNet blocks (unet_resident_gib) run eager on one device")
 

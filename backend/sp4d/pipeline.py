@@ -108,7 +108,7 @@ class SP4DPipeline:
             compiled.uncompile_modules([*self.unets, dec])
             fresh = False
         else:
-            fresh = compiled.compile_modules([*self.unets, dec], options.compile)
+            fresh = compiled.compile_modules([*self.unets, dec], options.compile, options.compile_saved)
         # a compiled decoder is faster with channels-last weights, an eager one slower
         dec.to(memory_format=torch.channels_last if options.compile else torch.contiguous_format)
         self.options = options

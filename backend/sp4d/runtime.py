@@ -40,6 +40,15 @@ def use_compile_cache_dir(environ: MutableMapping[str, str] = os.environ) -> Pat
     return path
 
 
+def with_saved_graphs(options: RunOptions, settings: Mapping, cache: Path | None) -> RunOptions:
+    """``options`` with compiled graphs saved whole in the compile cache folder (its ``saved``
+    subfolder; precompiled.py) when they compile, a cache folder exists and the settings'
+    ``compiled_graphs`` is 'saved'."""
+    if options.compile is None or cache is None or settings.get("compiled_graphs", "traced") != "saved":
+        return options
+    return options.replace(compile_saved=str(cache / "saved"))
+
+
 def get_pipeline(weights: str | None, config: str | None, options: RunOptions, kind: str = "sp4d"
                  ) -> SP4DPipeline:
     """The pipeline of the model for these weights and config, loaded on the options' first device

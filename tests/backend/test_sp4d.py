@@ -554,6 +554,50 @@ def test_a_second_process_loads_the_compiled_graphs_from_inductors_cache(tmp_pat
     assert runs[1]["digest"] == runs[0]["digest"]
 
 
+DECODE_SAVED = """
+import hashlib, json, sys
+import torch
+from safetensors.torch import load_file
+from backend.sp4d.checkpoint import load_config, load_model
+from backend.sp4d.compiled import compile_modules
+from backend.sp4d.precompiled import STORES
+fix = __import__("pathlib").Path(sys.argv[1])
+model = load_model(fix / "weights.safetensors", load_config(fix / "config.yaml"))
+compile_modules([model.first_stage_model.decoder], "layers", saved=sys.argv[2])
+with torch.inference_mode():
+    out = model.decode(load_file(fix / "vae.safetensors")["dec.z"])
+print(json.dumps({"stats": STORES[0].stats,
+                  "digest": hashlib.sha256(out.numpy().tobytes()).hexdigest()}))
+"""
+
+
+@pytest.mark.skipif(not any(map(__import__("shutil").which, ("g++", "c++", "clang++"))), reason="no C++ compiler")
+def test_saved_graphs_are_loaded_by_a_second_process_without_tracing(tmp_path):
+    """compiled_graphs 'saved' (precompiled.py): the first process compiles the decoder's graphs
+    (DualDecoder.single with Decoder.forward inside it) and saves them whole; a second process with
+    the same folder loads them, compiles nothing, and decodes the same bytes. A saved file that is
+    not a graph is refused and compiled again, never run."""
+    saved = tmp_path / "saved"
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"),
+               PYTHONPATH=str(ROOT))
+
+    def run():
+        r = subprocess.run([sys.executable, "-c", DECODE_SAVED, str(FIX), str(saved)], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    first, second = run(), run()
+    assert first["stats"]["compiled"] >= 1 and first["stats"]["loaded"] == 0
+    assert second["stats"] == {"loaded": first["stats"]["compiled"], "compiled": 0, "rejected": 0}
+    assert second["digest"] == first["digest"]
+    files = sorted(saved.glob("*.bin"))
+    assert len(files) == first["stats"]["compiled"]
+    files[0].write_bytes(b"not a graph")
+    third = run()
+    assert third["stats"]["rejected"] == 1 and third["stats"]["compiled"] == 1 and third["digest"] == first["digest"]
+
+
 @pytest.mark.skipif(not any(map(__import__("shutil").which, ("g++", "c++", "clang++"))), reason="no C++ compiler")
 def test_out_linear_adds_the_bias_apart_only_in_compiled_half_precision():
     """OutLinear is nn.Linear eagerly (any dtype) and in compiled float32; compiled in bf16 it adds
