@@ -129,8 +129,12 @@ _PARSE = {"int": _int, "float": _float, "bool": _bool, "str": _str, "choice": _c
 
 SETTINGS = (
     Setting("part_source", "auto", "choice", "where the part images come from: auto (SP4D when it can run, else the "
-            "oracle for meshes with ground truth; always SP4D for clips), sp4d, oracle",
+            "oracle for meshes with ground truth; always SP4D for clips and pictures), sp4d, oracle (a mesh's ground "
+            "truth, or oracle_mesh's)",
             choices=("auto", "sp4d", "oracle")),
+    Setting("oracle_mesh", None, "path", "with part_source oracle, for a job without a mesh (a clip or a picture): "
+            "the mesh with ground-truth parts the oracle renders in place of SP4D's views (a mesh.npz with gt_labels, "
+            "gt_parents, gt_joints, or the creature of 'python -m backend sample'); the picture's SVD clip still runs"),
     Setting("model", "sp4d", "choice", "the generating model: sp4d (RGB and part views), or sv4d2 (SV4D 2.0 weights "
             "in SP4D's RGB branch: RGB views and orbit videos only, no rig)", choices=("sp4d", "sv4d2")),
     Setting("frames", 4, "int", "frames of the clip to generate (picked evenly)", low=1, high=64),
