@@ -178,6 +178,9 @@ SETTINGS = (
             multiple=8),
     Setting("svd_weights", "hub", "str", "svd_xt_1_1.safetensors, or 'hub' (the gated Hugging Face repo "
             "stabilityai/stable-video-diffusion-img2vid-xt-1-1)"),
+    Setting("accept_svd_licence", False, "bool", "accept the Stability AI Community License of the SVD-XT 1.1 "
+            "weights, so that svd_weights 'hub' may download them (read it first: "
+            "https://huggingface.co/stabilityai/stable-video-diffusion-img2vid-xt-1-1)"),
     Setting("svd_config", None, "path", "SVD model config yaml (default: the released model's)"),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
