@@ -4,7 +4,7 @@ Inside Blender:   blender -b file.blend -P scripts/batch_rig.py -- --objects A B
 With bpy (PyPI):  python scripts/batch_rig.py --files a.blend b.blend --objects A --out OUT [--export fbx]
 
 With --images the pictures are rigged instead (Rig Image: SVD clip, SP4D views, the visual hull as a
-new mesh rigged) into OUT/images_rigged.blend.
+new mesh rigged) into OUT/images_rigged.blend, locally or with --ray (docs/batch.md).
 
 Without --objects every mesh object is rigged. Each file in which at least one object was rigged
 is saved as OUT/<name>_rigged.blend (and exported when asked); a failed item adds nothing to it, and
@@ -161,9 +161,6 @@ def rig_file(blend: str | None, args, out: Path, report: list[dict]) -> None:
 def main(argv: list[str]) -> int:
     args = parse(argv)
     if args.ray:  # the whole batch on a Ray cluster: sp4d_blender/batch_ray.py, backend/batch
-        if args.images:
-            print("--images runs locally, not on Ray", file=sys.stderr)
-            return 2
         from sp4d_blender.batch_ray import run_on_ray
         return run_on_ray(args)
     out = Path(args.out).resolve()
