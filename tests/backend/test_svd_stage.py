@@ -154,6 +154,21 @@ def test_oracle_mesh_errors(tmp_path):
         assert "error [bad_input]" in r.stderr and message in r.stderr, r.stderr
 
 
+def test_oracle_mesh_is_refused_for_a_job_with_its_own_mesh(tmp_path):
+    """A mesh job rigs its own mesh: another mesh's ground truth for its views would not match it."""
+    from backend.context import StageContext
+    from backend.errors import BackendError
+    from backend.generate import run_generate
+
+    backend("sample", tmp_path / "creature.npz")
+    job = JobDir(tmp_path / "job")
+    job.create({"kind": "mesh"}, {"part_source": "oracle", "oracle_mesh": str(tmp_path / "creature.npz")})
+    job.write_mesh(np.eye(3, dtype=np.float32), np.array([[0, 1, 2]], np.int32))
+    with pytest.raises(BackendError) as e:
+        run_generate(job, StageContext())
+    assert e.value.code == "bad_input" and "this job has its own mesh" in e.value.message
+
+
 def test_animate_still_takes_the_first_frame_of_a_clip_that_does_not_move(tmp_path):
     from backend.generate_svd import svd_picture
 
