@@ -159,6 +159,24 @@ def test_batch_images_report_each_picture(tmp_path):
     assert not list(out.glob("*_rigged.*"))
 
 
+def test_batch_images_on_ray_make_a_request_of_pictures(tmp_path):
+    """batch_rig.py --ray --images: the request the Ray driver reads (tests/backend/test_batch_ray.py
+    runs such a request on a local cluster) has the pictures and the plain batch's SVD settings."""
+    import importlib.util
+
+    from sp4d_blender.batch_ray import request_of
+
+    spec = importlib.util.spec_from_file_location("batch_rig_script", ROOT / "scripts" / "batch_rig.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    args = script.parse(["--ray", "--images", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"),
+                         "--motion-bucket", "90", "--part-source", "oracle", "--oracle-mesh", "creature.npz"])
+    req = request_of(args)
+    assert req["images"] == [str(tmp_path / "a.png")] and req["files"] == [] and req["blender"]
+    assert req["settings"]["motion_bucket"] == 90
+    assert req["settings"]["oracle_mesh"] == str(Path("creature.npz").resolve())
+
+
 def _save(img, path):
     copy = img.copy()
     copy.filepath_raw, copy.file_format = str(path), "PNG"
