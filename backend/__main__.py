@@ -52,10 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("job")
     p.add_argument("skeleton", help="skeleton JSON (rig/skeleton.json format)")
     add_flags(p, stage="rig")
-    p = sub.add_parser("weights", help="download sp4d.safetensors into the Hugging Face cache (resumes a partial "
-                       "download; needs the licence accepted: --accept-licence)")
+    p = sub.add_parser("weights", help="download sp4d.safetensors (or with --model svd svd_xt_1_1.safetensors) into "
+                       "the Hugging Face cache (resumes a partial download; needs the licence accepted: "
+                       "--accept-licence)")
+    p.add_argument("--model", choices=("sp4d", "svd"), default="sp4d",
+                   help="sp4d (stabilityai/sp4d) or svd (stabilityai/stable-video-diffusion-img2vid-xt-1-1)")
     p.add_argument("--accept-licence", action="store_true",
-                   help="accept the Stability AI Community License of stabilityai/sp4d (read it first on the "
+                   help="accept the Stability AI Community License of that model's weights (read it first on the "
                         "model page)")
     sub.add_parser("doctor", help="what this interpreter lacks, torch and its GPUs (--json: one JSON object)")
     p = sub.add_parser("prepare", help="run the model once at these settings, so that the first job finds the "
@@ -79,9 +82,13 @@ def main(argv: list[str] | None = None) -> int:
             print(args.out)
             return 0
         if args.cmd == "weights":
+            from sp4d_job.hub import MODELS
+
             from .weights import fetch_weights
 
-            print(fetch_weights(StageContext(_print_progress), accepted=args.accept_licence))
+            m = MODELS[args.model]
+            print(fetch_weights(StageContext(_print_progress), repo=m["repo"], filename=m["file"],
+                                accepted=args.accept_licence))
             return 0
         if args.cmd == "prepare":
             from .prepare import prepare

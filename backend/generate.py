@@ -3,6 +3,10 @@
 Part sources: ``sp4d`` (the model, needs weights and a GPU) and ``oracle`` (renders a mesh
 whose ground-truth parts are known, e.g. the bundled creature). ``auto`` takes SP4D when it can
 run and the oracle otherwise; the chosen source is recorded in views/cameras.json and returned.
+A job without a mesh (a clip or a picture) has no ground truth: with ``oracle_mesh`` the oracle
+renders that mesh in place of SP4D's views (after a picture's real SVD front stage), so the whole
+chain (parts decode, visual hull, rig, the scene) runs on a machine without SP4D's weights or GPU,
+against a subject whose parts are known.
 """
 
 from __future__ import annotations
@@ -56,6 +60,10 @@ def run_generate(job: JobDir, ctx: StageContext) -> dict:
     mesh = job.read_mesh()
     if spec["source"].get("kind") in ("clip", "image") and s["part_source"] == "auto":
         s["part_source"] = "sp4d"  # a clip or picture has no ground truth: only SP4D can make its parts
+    own_mesh = mesh is not None and "from_hull" not in mesh  # a visual hull built by a previous run is an output
+    if s["oracle_mesh"] and own_mesh:
+        raise BackendError("bad_input", "settings.oracle_mesh is for a job without a mesh (a clip or a picture); "
+                           "this job has its own mesh: give it ground-truth parts instead")
     has_gt = mesh is not None and "gt_labels" in mesh and "gt_parents" in mesh and "gt_joints" in mesh
     source = s["part_source"]
     why_not = sp4d_unavailable(s)
@@ -66,14 +74,49 @@ def run_generate(job: JobDir, ctx: StageContext) -> dict:
     if source == "sp4d" and why_not:
         raise BackendError(why_not.code, f"cannot run SP4D: {why_not.message}")
     if source == "oracle" and not has_gt:
-        raise BackendError("bad_input", "the parts oracle needs a mesh with ground-truth parts "
-                           "(mesh.npz gt_labels, gt_parents, gt_joints)")
+        if not s["oracle_mesh"]:
+            raise BackendError("bad_input", "the parts oracle needs a mesh with ground-truth parts (mesh.npz "
+                               "gt_labels, gt_parents, gt_joints), or for a clip or a picture settings.oracle_mesh")
+        mesh = oracle_subject(s["oracle_mesh"])
     if source == "sp4d":
         return run_sp4d(job, ctx, spec, s, mesh)
-    key = digest(STAGE, source, s["frames"], s["image_size"], job.mesh_npz if mesh is not None else None)
+    subject = s["oracle_mesh"] if s["oracle_mesh"] else (job.mesh_npz if mesh is not None else None)
+    key = digest(STAGE, source, s["frames"], s["image_size"], Path(subject) if subject else None)
     if job.stage_done(STAGE, key):
         return job.stage_info(STAGE)
+    if s["oracle_mesh"]:  # the front stage runs as it would for SP4D (a picture's SVD clip, its frame choice)
+        from .generate_svd import svd_input
+
+        svd_input(job, ctx, spec, s)
     return _run_oracle(job, ctx, mesh, s, key)
+
+
+def oracle_subject(path: str) -> dict:
+    """The oracle's subject for a job without a mesh (settings.oracle_mesh), as mesh.npz's arrays:
+    a mesh.npz with ground-truth parts (gt_labels, gt_parents, gt_joints; gt_axes, gt_weights
+    optional) or a sample asset (``python -m backend sample``: labels, parents, joints, axes,
+    weights). BackendError 'bad_input' naming the file when it is neither."""
+    from sp4d_job import layout
+
+    from .rig.mesh import validate_mesh
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise BackendError("bad_input", f"settings.oracle_mesh {p} does not exist")
+    try:
+        z = layout.read_npz(p)
+    except Exception as exc:  # zip or format errors
+        raise BackendError("bad_input", f"settings.oracle_mesh {p} is not a readable npz: {exc}") from exc
+    for asset, gt in (("labels", "gt_labels"), ("parents", "gt_parents"), ("joints", "gt_joints"),
+                      ("axes", "gt_axes"), ("weights", "gt_weights")):
+        if gt not in z and asset in z:
+            z[gt] = z[asset]
+    if not all(k in z for k in ("gt_labels", "gt_parents", "gt_joints")):
+        raise BackendError("bad_input", f"settings.oracle_mesh {p} has no ground-truth parts (gt_labels, gt_parents, "
+                           "gt_joints, or a sample asset's labels, parents, joints)")
+    z["vertices"], z["faces"] = validate_mesh(z.get("vertices"), z.get("faces"))
+    z.setdefault("matrix_world", np.eye(4, dtype=np.float32))
+    return z
 
 
 def _run_oracle(job: JobDir, ctx: StageContext, mesh: dict, s: dict, key: str) -> dict:

@@ -77,11 +77,11 @@ def svd_clip(job: JobDir, ctx: StageContext, picture: np.ndarray, s: dict) -> tu
     options = RunOptions.from_settings(s)
     ctx.wait_for(MODEL_LOCK, STAGE, "another job's generation (one model at a time)")
     try:
-        if s["svd_weights"] in (None, "", "hub"):  # downloaded with progress first, as SP4D's (the licence)
+        if s["svd_weights"] in (None, "", "hub"):  # downloaded with progress first, as SP4D's (its own licence)
             from .svd.checkpoint import HUB_FILE, HUB_REPO
             from .weights import fetch_weights
 
-            fetch_weights(ctx, repo=HUB_REPO, filename=HUB_FILE, accepted=s["accept_licence"])
+            fetch_weights(ctx, repo=HUB_REPO, filename=HUB_FILE, accepted=s["accept_svd_licence"])
         clip = _animate(ctx, runtime.get_pipeline(s["svd_weights"], s["svd_config"], options), options, image,
                         params, s["svd_seed"])
     finally:

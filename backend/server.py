@@ -101,6 +101,8 @@ def parse_request(line: str) -> dict:
             raise BadRequest("'message' of a cancel must be a string", rid)
     if cmd == "weights" and not isinstance(req.get("accept_licence", False), bool):
         raise BadRequest("'accept_licence' of a weights request must be true or false", rid)
+    if cmd == "weights" and req.get("model", "sp4d") not in ("sp4d", "svd"):
+        raise BadRequest("'model' of a weights request must be 'sp4d' or 'svd' (its licence: accept_licence)", rid)
     return req
 
 
@@ -160,13 +162,17 @@ class Server:
             with self._lock:
                 self._jobs.pop(rid, None)
 
-    def _run_weights(self, rid, ctx: StageContext, accepted: bool) -> None:
-        """Download the SP4D weights into the hub cache (backend/weights.py): progress events,
-        cancellable, resumed by the next request; ``accepted``: the request's accept_licence."""
+    def _run_weights(self, rid, ctx: StageContext, accepted: bool, model: str = "sp4d") -> None:
+        """Download the SP4D weights (``model`` 'svd': SVD-XT 1.1's) into the hub cache
+        (backend/weights.py): progress events, cancellable, resumed by the next request;
+        ``accepted``: the request's accept_licence (that model's licence)."""
+        from sp4d_job.hub import MODELS
+
         from .weights import fetch_weights
 
         try:
-            path = fetch_weights(ctx, accepted=accepted)
+            m = MODELS[model]
+            path = fetch_weights(ctx, repo=m["repo"], filename=m["file"], accepted=accepted)
             self.send({"id": rid, "event": "result", "data": {"weights": str(path), "bytes": path.stat().st_size}})
         except BaseException as exc:  # noqa: BLE001 - every failure becomes an error event
             err = from_exception(exc)
@@ -197,7 +203,8 @@ class Server:
             if rid is None:
                 raise BadRequest(f"{cmd} needs an 'id' (its events carry it)")
             ctx = StageContext(lambda e, rid=rid: self.send({"id": rid, **e}))
-            target, args = ((self._run_weights, (rid, ctx, req.get("accept_licence", False))) if cmd == "weights"
+            target, args = ((self._run_weights, (rid, ctx, req.get("accept_licence", False), req.get("model", "sp4d")))
+                            if cmd == "weights"
                             else (self._run_job, (rid, cmd, req["job"], ctx)))
             thread = threading.Thread(target=target, args=args, daemon=True, name=f"job {rid}")
             with self._lock:

@@ -25,7 +25,7 @@ import re
 import time
 from pathlib import Path
 
-from sp4d_job.hub import HUB_FILE, HUB_REPO, LICENCE_NAME, LICENCE_URL, MODEL_PAGE
+from sp4d_job.hub import HUB_FILE, HUB_REPO, LICENCE_NAME, MODELS, model_of_repo
 from sp4d_job.lock import Busy, JobLock
 
 from .context import StageContext
@@ -71,16 +71,19 @@ def cached(repo: str = HUB_REPO, filename: str = HUB_FILE, revision: str = "main
     return Path(p) if isinstance(p, str) and Path(p).is_file() else None
 
 
-def licence_message() -> str:
-    return (f"the SP4D weights are under the {LICENCE_NAME} ({LICENCE_URL}): read it and accept it before they are "
-            "downloaded — in Blender: Edit > Preferences > Add-ons > SP4D Rig > Accept Licence; on the command "
-            "line: python -m backend weights --accept-licence (or generate --accept-licence); in job.json: the "
-            "setting accept_licence: true")
+def licence_message(repo: str = HUB_REPO) -> str:
+    m = model_of_repo(repo)
+    cli = ("python -m backend weights --accept-licence (or generate --accept-licence)" if m is MODELS["sp4d"] else
+           "python -m backend weights --model svd --accept-licence (or generate --accept-svd-licence)")
+    return (f"the {m['title']} weights are under the {LICENCE_NAME} ({m['licence_url']}): read it and accept it before "
+            f"they are downloaded — in Blender: Edit > Preferences > Add-ons > SP4D Rig > {m['button']}; on the "
+            f"command line: {cli}; in job.json: the setting {m['setting']}: true")
 
 
-def gated_message(detail: str = "") -> str:
-    return (f"Hugging Face refused {HUB_REPO}{f' ({detail})' if detail else ''}: the repository is gated. Open "
-            f"{MODEL_PAGE}, log in and accept the licence there, then log in on this computer with `hf auth login` "
+def gated_message(detail: str = "", repo: str = HUB_REPO) -> str:
+    m = model_of_repo(repo)
+    return (f"Hugging Face refused {m['repo']}{f' ({detail})' if detail else ''}: the repository is gated. Open "
+            f"{m['page']}, log in and accept the licence there, then log in on this computer with `hf auth login` "
             "(or `huggingface-cli login`), or set HF_TOKEN in the environment Blender starts from, and try again. "
             "Tokens are never stored in .blend files or the SP4D preferences")
 
@@ -103,7 +106,7 @@ def fetch_weights(ctx: StageContext | None = None, repo: str = HUB_REPO, filenam
         raise BackendError("offline", f"{why}, and {filename} is not in the hub cache: connect and try again, or "
                            "download it elsewhere and set a local weights file")
     if not accepted:
-        raise BackendError("licence_required", licence_message())
+        raise BackendError("licence_required", licence_message(repo))
     meta = _metadata(repo, filename, revision, token)
     storage = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"
     lock_dir = Path(constants.HF_HUB_CACHE) / ".locks" / f"sp4d-{storage.name}"
@@ -133,16 +136,16 @@ def _metadata(repo: str, filename: str, revision: str, token: str | None):
     try:
         meta = get_hf_file_metadata(hf_hub_url(repo, filename, revision=revision), token=token, timeout=10)
     except GatedRepoError as exc:
-        raise BackendError("gated", gated_message("access to the gated repository was refused")) from exc
+        raise BackendError("gated", gated_message("access to the gated repository was refused", repo)) from exc
     except RepositoryNotFoundError as exc:  # the hub says "not found" to a token that cannot see a gated repo
         raise BackendError("gated", gated_message("not found, or not visible without an accepted licence and a "
-                                                  "login")) from exc
+                                                  "login", repo)) from exc
     except (EntryNotFoundError, RevisionNotFoundError) as exc:
         raise BackendError("missing_weights", f"{repo} has no {filename} at {revision}") from exc
     except HfHubHTTPError as exc:
         status = getattr(getattr(exc, "response", None), "status_code", None)
         if status in (401, 403):
-            raise BackendError("gated", gated_message(f"HTTP {status}")) from exc
+            raise BackendError("gated", gated_message(f"HTTP {status}", repo)) from exc
         raise BackendError("offline", f"Hugging Face did not answer as expected (HTTP {status}): try again "
                            "later") from exc
     except Exception as exc:
@@ -234,7 +237,8 @@ def _download(ctx: StageContext, url: str, token: str | None, partial: Path, siz
                                    f"{_gb(done)}: try again, it continues from there") from exc
             status = getattr(getattr(exc, "response", None), "status_code", None)
             if status in (401, 403):
-                raise BackendError("gated", gated_message(f"HTTP {status}")) from exc
+                repo = next((m["repo"] for m in MODELS.values() if f"/{m['repo']}/" in url), HUB_REPO)
+                raise BackendError("gated", gated_message(f"HTTP {status}", repo)) from exc
             raise
     if size is not None and done != size:
         raise BackendError("offline", f"the download of {filename} ended at {_gb(done)} of {_gb(size)}: try again, "

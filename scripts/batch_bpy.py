@@ -6,6 +6,9 @@ The batch's workers start it (backend/batch/work.py run_bpy); the backend never 
       write a job folder per object (every mesh without --objects): DIR/<STEM>-<object>/
   python batch_bpy.py build FILE --out OUT --stem STEM --items JSON [--export glb|gltf|fbx]
       build each item's rig from its job folder, save OUT/<STEM>_rigged.blend (and export it)
+  python batch_bpy.py build-images OUT/images_rigged.blend --out OUT --stem images --items JSON [--export …]
+      a new file with each picture's rig (Rig Image's build: the visual hull as a new mesh, its
+      armature and keys, the SVD clip loaded): items [{key, image, job}]
   python batch_bpy.py sample DIR --files N --per-file K [--broken]
       N .blend files with K sample creatures each (tests and benchmarks); --broken adds a mesh
       without faces to the last file
@@ -95,6 +98,30 @@ def build(args) -> dict:
     return {"items": items, "saved": str(target)}
 
 
+def build_images(args) -> dict:
+    """Rig Image's build for each picture's job folder into a new file (``args.file``), as
+    scripts/batch_rig.py --images does locally; one failed item leaves the others."""
+    from batch_rig import export
+
+    from sp4d_blender import api
+    from sp4d_blender.identity import readable
+
+    items = []
+    for it in json.loads(args.items):
+        try:
+            obj, arm = api.build_clip_rig(it["job"], readable(Path(it["image"]).stem))
+            api.load_generated_clip(it["job"])
+            items.append({"key": it["key"], "object": obj.name, "armature": arm.name, "bones": len(arm.data.bones)})
+        except Exception as exc:  # noqa: BLE001 - one item fails, the others are saved
+            items.append({"key": it["key"], "object": None, "error": str(exc)})
+    target = Path(args.file)
+    if any("error" not in it for it in items):
+        bpy.ops.wm.save_as_mainfile(filepath=str(target), copy=True)
+        if args.export:
+            export(target.with_suffix(""), args.export)
+    return {"items": items, "saved": str(target)}
+
+
 def sample(args) -> dict:
     from sp4d_blender.sample import generate_sample_npz, import_sample
 
@@ -121,7 +148,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if "--" in argv:
         argv = argv[argv.index("--") + 1:]
     ap = argparse.ArgumentParser(prog="batch_bpy.py")
-    ap.add_argument("action", choices=["capture", "build", "sample"])
+    ap.add_argument("action", choices=["capture", "build", "build-images", "sample"])
     ap.add_argument("file", help=".blend file (sample: the output folder)")
     ap.add_argument("--jobs")
     ap.add_argument("--stem")
@@ -145,13 +172,16 @@ def main(argv: list[str]) -> int:
         import sp4d_blender
 
         try:
-            bpy.ops.wm.open_mainfile(filepath=str(Path(args.file).resolve()))
+            if args.action == "build-images":  # a new file
+                bpy.ops.wm.read_homefile(use_empty=True)
+            else:
+                bpy.ops.wm.open_mainfile(filepath=str(Path(args.file).resolve()))
         except Exception as exc:  # noqa: BLE001 - an unreadable file: every item of it fails, no retry
             print(RESULT_MARK + json.dumps({"error": f"cannot open {args.file}: {exc}"}), flush=True)
             return 0
         sp4d_blender.register()
         try:
-            result = capture(args) if args.action == "capture" else build(args)
+            result = {"capture": capture, "build": build, "build-images": build_images}[args.action](args)
         finally:
             sp4d_blender.unregister()
     print(RESULT_MARK + json.dumps(result), flush=True)

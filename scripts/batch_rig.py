@@ -4,7 +4,7 @@ Inside Blender:   blender -b file.blend -P scripts/batch_rig.py -- --objects A B
 With bpy (PyPI):  python scripts/batch_rig.py --files a.blend b.blend --objects A --out OUT [--export fbx]
 
 With --images the pictures are rigged instead (Rig Image: SVD clip, SP4D views, the visual hull as a
-new mesh rigged) into OUT/images_rigged.blend.
+new mesh rigged) into OUT/images_rigged.blend, locally or with --ray (docs/batch.md).
 
 Without --objects every mesh object is rigged. Each file in which at least one object was rigged
 is saved as OUT/<name>_rigged.blend (and exported when asked); a failed item adds nothing to it, and
@@ -52,6 +52,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--animate-still", action="store_true",
                     help="animate meshes that do not move with SVD first (Generate Rig's 'Animate Still Mesh First')")
     ap.add_argument("--motion-bucket", type=int, help="SVD's motion amount, 1-255 (default 127)")
+    ap.add_argument("--oracle-mesh", help="with --part-source oracle and --images: the mesh with ground-truth parts "
+                    "the oracle renders in place of SP4D's views (e.g. `python -m backend sample creature.npz`)")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per object")
     ap.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="on Ray (docs/batch.md): a local "
                     "cluster, or ADDRESS ('auto': the one `ray start` runs here, host:port, ray://host:10001)")
@@ -78,7 +80,8 @@ def batch_settings(args) -> dict:
     """The job settings the flags give (unset: the backend's defaults)."""
     settings = {"part_source": args.part_source, "frames": 4, "max_influences": args.max_influences,
                 "device": args.device, "compile": args.compile, "low_vram": args.low_vram, "vram": args.vram,
-                "animate_still": args.animate_still or None, "motion_bucket": args.motion_bucket}
+                "animate_still": args.animate_still or None, "motion_bucket": args.motion_bucket,
+                "oracle_mesh": str(Path(args.oracle_mesh).resolve()) if args.oracle_mesh else None}
     return {k: v for k, v in settings.items() if v is not None}
 
 
@@ -91,7 +94,7 @@ def rig_images(args, out: Path, report: list[dict]) -> None:
     bpy.ops.wm.read_homefile(use_empty=True)
     sp4d_blender.register()
     try:
-        settings = {k: v for k, v in batch_settings(args).items() if k != "part_source"}
+        settings = batch_settings(args)  # part_source auto: SP4D (a picture has no ground truth of its own)
         rigged = 0
         for image in args.images:
             item = {"image": str(Path(image).resolve()), "object": None}
@@ -158,9 +161,6 @@ def rig_file(blend: str | None, args, out: Path, report: list[dict]) -> None:
 def main(argv: list[str]) -> int:
     args = parse(argv)
     if args.ray:  # the whole batch on a Ray cluster: sp4d_blender/batch_ray.py, backend/batch
-        if args.images:
-            print("--images runs locally, not on Ray", file=sys.stderr)
-            return 2
         from sp4d_blender.batch_ray import run_on_ray
         return run_on_ray(args)
     out = Path(args.out).resolve()

@@ -113,12 +113,19 @@ def start_clip_job(clip: str | Path | None, job_dir: str | Path | None = None, s
     existing clip job folder; cmd 'rig' re-rigs its generated views without generating them."""
     if clip is None and not (job_dir and (Path(job_dir) / "job.json").is_file()):
         raise ValueError("choose a clip (or an existing clip job folder)")
-    job = Path(job_dir or clip_job_dir(clip)).resolve()
-    if clip is not None:
+    return _start_source_job(clip, Path(job_dir or clip_job_dir(clip)).resolve(), write_clip_job, settings, backend,
+                             cmd)
+
+
+def _start_source_job(source, job: Path, write, settings: dict | None, backend: BackendProcess | None,
+                      cmd: str) -> RigJob:
+    """Write ``job`` for a source without a mesh (a clip or a picture) with ``write(source, job,
+    settings)`` under the folder's lock (``source`` None: the existing folder runs again), then
+    start the backend job (non-blocking). Rig Clip and Rig Image differ only in ``write``."""
+    if source is not None:
         with _job_folder(job):
-            write_clip_job(clip, job, job_settings() if settings is None else settings)
-    backend = backend or session.get_backend()
-    rj = RigJob(backend, job, cmd)
+            write(source, job, job_settings() if settings is None else settings)
+    rj = RigJob(backend or session.get_backend(), job, cmd)
     rj.start()
     return rj
 
@@ -164,13 +171,8 @@ def start_image_job(image, job_dir: str | Path | None = None, settings: dict | N
     animates it, SP4D generates the views of the chosen frames, the visual hull is rigged."""
     if image is None or image == "":
         raise ValueError("choose an image (a file or a Blender image)")
-    job = Path(job_dir or image_job_dir(image)).resolve()
-    with _job_folder(job):
-        write_image_job(image, job, job_settings() if settings is None else settings)
-    backend = backend or session.get_backend()
-    rj = RigJob(backend, job, cmd)
-    rj.start()
-    return rj
+    return _start_source_job(image, Path(job_dir or image_job_dir(image)).resolve(), write_image_job, settings,
+                             backend, cmd)
 
 
 def image_name(image) -> str:

@@ -1,7 +1,7 @@
 """``scripts/batch_rig.py --ray``: hand the batch to the backend's Ray driver (backend/batch).
 
-Blender's side only: writes OUT/batch_request.json (the files, objects, settings and how a worker
-starts Blender) and runs ``python -m backend.batch`` with the backend's interpreter, whose progress
+Blender's side only: writes OUT/batch_request.json (the files, pictures, objects, settings and how a
+worker starts Blender) and runs ``python -m backend.batch`` with the backend's interpreter, whose progress
 lines reach this terminal. Blender never imports Ray or torch; the workers open the .blend files
 themselves, so the files must be saved and on storage every node sees.
 """
@@ -31,14 +31,18 @@ def request_of(args) -> dict:
     import bpy
 
     files = [str(Path(f).resolve()) for f in args.files]
-    if not files:
+    images = [str(Path(i).resolve()) for i in getattr(args, "images", None) or []]
+    if not files and not images:
         if not bpy.data.filepath:
             raise SystemExit("--ray needs saved .blend files: the workers open them (save this file or pass --files)")
         files = [bpy.data.filepath]
     settings = {"part_source": args.part_source, "frames": 4, "max_influences": args.max_influences,
                 "device": args.device, "compile": args.compile, "low_vram": args.low_vram,
-                "vram": getattr(args, "vram", "auto")}
-    return {"out": str(Path(args.out).resolve()), "files": files, "objects": args.objects, "export": args.export,
+                "vram": getattr(args, "vram", "auto"), "animate_still": getattr(args, "animate_still", None) or None,
+                "motion_bucket": getattr(args, "motion_bucket", None),
+                "oracle_mesh": str(Path(args.oracle_mesh).resolve()) if getattr(args, "oracle_mesh", None) else None}
+    return {"out": str(Path(args.out).resolve()), "files": files, "images": images, "objects": args.objects,
+            "export": args.export,
             "settings": {k: v for k, v in settings.items() if v is not None}, "timeout": args.timeout,
             "address": None if args.ray == "local" else args.ray, "blender": blender_command()}
 

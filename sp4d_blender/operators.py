@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -35,18 +36,23 @@ def remember_failure(context, code: str | None, message: str) -> None:
 def setup_prompt(context) -> tuple[str, str, str] | None:
     """What the panel asks of the artist before anything can run, or None: (text, operator id,
     url or ''). No backend interpreter at all: Set Up (asked before the first job fails); a
-    job's missing_dependency: Set Up; licence_required: Accept Licence; gated: the model page."""
+    job's missing_dependency: Set Up; licence_required: Accept Licence (SP4D's or SVD's, by the
+    repository the message names); gated: that model page."""
     from .jobfolder import hub
     from .session import backend_python
 
     wm = context.window_manager
     needs = getattr(wm, "sp4d_needs", "")
+    svd = hub.SVD_REPO in getattr(wm, "sp4d_needs_message", "")  # SVD-XT 1.1's weights (Rig Image), not SP4D's
     if needs == "licence_required":
+        if svd:
+            return (f"The SVD-XT 1.1 weights are under the {hub.LICENCE_NAME}: read and accept it first.",
+                    "sp4d.accept_svd_licence", hub.SVD_LICENCE_URL)
         return (f"The SP4D weights are under the {hub.LICENCE_NAME}: read and accept it first.",
                 "sp4d.accept_licence", hub.LICENCE_URL)
     if needs == "gated":
         return ("Hugging Face refused the gated weights: accept the licence on the model page, then log in "
-                "(hf auth login, or HF_TOKEN).", "", hub.MODEL_PAGE)
+                "(hf auth login, or HF_TOKEN).", "", hub.SVD_MODEL_PAGE if svd else hub.MODEL_PAGE)
     if needs in ("no_backend", "missing_dependency"):
         return (wm.sp4d_needs_message or "The backend is not set up.", "sp4d.setup_backend", "")
     if not backend_python(context):
@@ -264,7 +270,8 @@ class SP4D_OT_add_sample(bpy.types.Operator):
 
 class SP4D_OT_setup_backend(bpy.types.Operator):
     """Install the backend in the add-on's user folder: a Python environment with PyTorch for this
-    machine's GPU and the backend's packages (a few GB from the internet), then check the GPU"""
+    machine's GPU and the backend's packages (a few GB from the internet), check the GPU, then run
+    the model once so that the first job finds its compiled graphs and tuned kernels (Esc cancels)"""
 
     bl_idname = "sp4d.setup_backend"
     bl_label = "Set Up Backend"
@@ -277,14 +284,17 @@ class SP4D_OT_setup_backend(bpy.types.Operator):
         the one being replaced, and Windows does not replace a running python.exe)."""
         from . import session
         from .paths import backend_env
-        from .prefs import get_prefs
+        from .prefs import get_prefs, job_settings
 
         session.shutdown()
 
         prefs = get_prefs(context)
         return {"target": backend_env(), "package_index": bpy.path.abspath(prefs.package_index)
                 if prefs.package_index and "://" not in prefs.package_index else prefs.package_index,
-                "find_links": bpy.path.abspath(prefs.find_links) if prefs.find_links else ""}
+                "find_links": bpy.path.abspath(prefs.find_links) if prefs.find_links else "",
+                # the last step prepares the first job with the user's settings (device, precision, compile, tier,
+                # weights, the licence), with Blender's online access (session._environment)
+                "prepare_settings": job_settings(context), "env": {**os.environ, **session._environment()}}
 
     def _refuse_offline(self, context) -> bool:
         """Blender's online access off and nothing local to install from: say so, do nothing."""
@@ -336,13 +346,16 @@ class SP4D_OT_setup_backend(bpy.types.Operator):
         if self._refuse_offline(context):
             return {"CANCELLED"}
         self._lines, self._result = [], {}
+        self._cancel = threading.Event()
         args = self._args(context)
 
         def work():
             try:
-                self._result["python"], self._result["report"] = setup_backend(**args, on_line=self._lines.append)
+                self._result["python"], self._result["report"] = setup_backend(**args, on_line=self._lines.append,
+                                                                               cancel=self._cancel)
             except (SetupError, OSError) as exc:
                 self._result["error"] = str(exc)
+                self._result["code"] = getattr(exc, "code", "setup_failed")
 
         self._thread = threading.Thread(target=work, daemon=True)
         self._thread.start()
@@ -352,8 +365,11 @@ class SP4D_OT_setup_backend(bpy.types.Operator):
 
     def modal(self, context, event):
         wm = context.window_manager
+        if event.type == "ESC" and self._thread.is_alive() and not self._cancel.is_set():
+            self._cancel.set()  # the running step is stopped; a cancelled prepare keeps the good environment
+            self._lines.append("cancelling…")
         if self._lines:
-            wm.sp4d_status = "Set Up: " + self._lines[-1][:110]
+            wm.sp4d_status = "Set Up: " + self._lines[-1][:110] + ("" if self._cancel.is_set() else " (Esc cancels)")
             if context.workspace:
                 context.workspace.status_text_set(wm.sp4d_status)
         if event.type != "TIMER" or self._thread.is_alive():
@@ -363,7 +379,7 @@ class SP4D_OT_setup_backend(bpy.types.Operator):
         if context.workspace:
             context.workspace.status_text_set(None)
         if "error" in self._result:
-            self.report({"ERROR"}, self._result["error"])
+            self.report({"WARNING"} if self._result["code"] == "cancelled" else {"ERROR"}, self._result["error"])
             return {"CANCELLED"}
         return self._done(context, self._result["python"], self._result["report"])
 
@@ -388,20 +404,40 @@ class SP4D_OT_accept_licence(bpy.types.Operator):
         return context.window_manager.invoke_confirm(self, event)
 
 
-class SP4D_OT_download_weights(_BackendJobModal, bpy.types.Operator):
-    """Download the SP4D weights (about 10 GB) into the Hugging Face cache: progress in the status
-    bar, Esc cancels, a later download continues where this one stopped"""
+class SP4D_OT_accept_svd_licence(bpy.types.Operator):
+    """Accept the Stability AI Community License of the SVD-XT 1.1 weights (Rig Image's front stage;
+    read it first: Read the licence); remembered in the preferences, never in a .blend file"""
 
-    bl_idname = "sp4d.download_weights"
-    bl_label = "Download Weights"
+    bl_idname = "sp4d.accept_svd_licence"
+    bl_label = "Accept SVD Licence"
+
+    def execute(self, context):
+        from .jobfolder import hub
+        from .prefs import get_prefs
+
+        get_prefs(context).svd_licence_accepted = True
+        remember_failure(context, None, "")
+        self.report({"INFO"}, f"SP4D: {hub.LICENCE_NAME} of SVD-XT 1.1 accepted; its weights may be downloaded")
+        return {"FINISHED"}
+
+    def invoke(self, context, event):
+        return context.window_manager.invoke_confirm(self, event)
+
+
+class _DownloadWeights(_BackendJobModal):
+    """A model's weights (``_model``: sp4d or svd) into the Hugging Face cache through the backend's
+    'weights' request, with that model's licence acceptance from the preferences."""
+
+    _model = "sp4d"
 
     def _start(self, context):
         from . import session
         from .client import RigJob
-        from .prefs import get_prefs
+        from .prefs import LICENCE_UI, get_prefs
 
-        job = RigJob(session.get_backend(), None, cmd="weights",
-                     fields={"accept_licence": bool(get_prefs(context).licence_accepted)})
+        accepted = bool(getattr(get_prefs(context), LICENCE_UI[self._model][0]))
+        fields = {"accept_licence": accepted, **({"model": self._model} if self._model != "sp4d" else {})}
+        job = RigJob(session.get_backend(), None, cmd="weights", fields=fields)
         job.start()
         return job
 
@@ -414,6 +450,24 @@ class SP4D_OT_download_weights(_BackendJobModal, bpy.types.Operator):
 
     def _build(self, job) -> str:
         return f"SP4D: weights ready at {job.result['weights']}"
+
+
+class SP4D_OT_download_weights(_DownloadWeights, bpy.types.Operator):
+    """Download the SP4D weights (about 10 GB) into the Hugging Face cache: progress in the status
+    bar, Esc cancels, a later download continues where this one stopped"""
+
+    bl_idname = "sp4d.download_weights"
+    bl_label = "Download Weights"
+    _model = "sp4d"
+
+
+class SP4D_OT_download_svd_weights(_DownloadWeights, bpy.types.Operator):
+    """Download the SVD-XT 1.1 weights (about 4.8 GB; Rig Image's front stage) into the Hugging Face
+    cache: progress in the status bar, Esc cancels, a later download continues where this one stopped"""
+
+    bl_idname = "sp4d.download_svd_weights"
+    bl_label = "Download SVD Weights"
+    _model = "svd"
 
 
 def _rigged(context):
@@ -600,5 +654,6 @@ class SP4D_PT_panel(bpy.types.Panel):
 
 
 CLASSES = (SP4D_OT_generate_rig, SP4D_OT_rig_clip, SP4D_OT_rig_image, SP4D_OT_add_sample, SP4D_OT_setup_backend,
-           SP4D_OT_accept_licence, SP4D_OT_download_weights, SP4D_OT_merge_parts, SP4D_OT_limit_influences,
+           SP4D_OT_accept_licence, SP4D_OT_download_weights, SP4D_OT_accept_svd_licence,
+           SP4D_OT_download_svd_weights, SP4D_OT_merge_parts, SP4D_OT_limit_influences,
            SP4D_OT_recompute_weights, SP4D_OT_import_views, SP4D_OT_export_orbits, SP4D_PT_panel)

@@ -41,6 +41,17 @@ class SP4DPreferences(bpy.types.AddonPreferences):
         items=[("HUB", "Hugging Face", "stabilityai/sp4d, using the hub's own token store"),
                ("LOCAL", "Local file", "a local sp4d.safetensors")])
     weights_path: bpy.props.StringProperty(name="Weights File", subtype="FILE_PATH", default="")
+    # SVD-XT 1.1, the front stage of Rig Image and Animate Still Mesh First (docs/svd.md): its own repository,
+    # licence acceptance and download, as SP4D's
+    svd_licence_accepted: bpy.props.BoolProperty(
+        name="SVD Licence Accepted", default=False, options={"HIDDEN"},
+        description="The Stability AI Community License of the SVD-XT 1.1 weights was accepted (Accept SVD Licence)")
+    svd_weights_source: bpy.props.EnumProperty(
+        name="SVD Weights", default="HUB",
+        items=[("HUB", "Hugging Face", "stabilityai/stable-video-diffusion-img2vid-xt-1-1, using the hub's own "
+                "token store"),
+               ("LOCAL", "Local file", "a local svd_xt_1_1.safetensors")])
+    svd_weights_path: bpy.props.StringProperty(name="SVD Weights File", subtype="FILE_PATH", default="")
     device: bpy.props.EnumProperty(
         name="Device", default="AUTO",
         items=[("AUTO", "Auto", "CUDA when present"), ("CUDA", "CUDA", ""),
@@ -99,6 +110,13 @@ class SP4DPreferences(bpy.types.AddonPreferences):
             box.prop(self, "weights_path")
         else:
             draw_licence(box, self)
+        box = layout.box()
+        box.label(text="SVD Weights (Rig Image, Animate Still Mesh First)", icon="FILE_MOVIE")
+        box.prop(self, "svd_weights_source")
+        if self.svd_weights_source == "LOCAL":
+            box.prop(self, "svd_weights_path")
+        else:
+            draw_licence(box, self, "svd")
         col = layout.column()
         col.prop(self, "device")
         col.prop(self, "precision")
@@ -115,21 +133,29 @@ def backend_report(prefs) -> dict | None:
         return None
 
 
-def draw_licence(layout, prefs) -> None:
-    """The licence of the SP4D weights, its link, and Accept (before the first download) or
-    Download Weights (after)."""
+LICENCE_UI = {  # per model: the preference that remembers the acceptance, the operators that accept and download
+    "sp4d": ("licence_accepted", "sp4d.accept_licence", "sp4d.download_weights"),
+    "svd": ("svd_licence_accepted", "sp4d.accept_svd_licence", "sp4d.download_svd_weights"),
+}
+
+
+def draw_licence(layout, prefs, model: str = "sp4d") -> None:
+    """The licence of a model's weights (SP4D's, or SVD-XT 1.1's), its link, and Accept (before
+    the first download) or Download (after)."""
     from .jobfolder import hub
 
-    layout.label(text=f"{hub.HUB_REPO} is under the {hub.LICENCE_NAME}.")
-    layout.operator("wm.url_open", text="Read the licence", icon="URL").url = hub.LICENCE_URL
-    if not prefs.licence_accepted:
-        layout.label(text="Accept it before the weights (about 10 GB) are downloaded.")
-        layout.operator("sp4d.accept_licence", icon="CHECKMARK")
+    m = hub.MODELS[model]
+    accepted, accept_op, download_op = LICENCE_UI[model]
+    layout.label(text=f"{m['repo']} is under the {hub.LICENCE_NAME}.")
+    layout.operator("wm.url_open", text="Read the licence", icon="URL").url = m["licence_url"]
+    if not getattr(prefs, accepted):
+        layout.label(text=f"Accept it before the weights ({m['size']}) are downloaded.")
+        layout.operator(accept_op, icon="CHECKMARK")
     else:
         layout.label(text="Licence accepted. Gated repository: accept it on the model page too and log in "
                           "(hf auth login, or HF_TOKEN).")
-        layout.operator("wm.url_open", text="Open the model page", icon="URL").url = hub.MODEL_PAGE
-        layout.operator("sp4d.download_weights", icon="IMPORT")
+        layout.operator("wm.url_open", text="Open the model page", icon="URL").url = m["page"]
+        layout.operator(download_op, icon="IMPORT")
 
 
 class _Defaults:
@@ -140,6 +166,9 @@ class _Defaults:
     licence_accepted = False
     weights_source = "HUB"
     weights_path = ""
+    svd_licence_accepted = False
+    svd_weights_source = "HUB"
+    svd_weights_path = ""
     device = "AUTO"
     precision = "FP16"
     compile = "OFF"
@@ -200,7 +229,10 @@ def job_settings(context=None) -> dict:
             "device": DEVICES.get(p.device, p.device.lower()), "precision": p.precision.lower(),
             "compile": None if p.compile == "OFF" else p.compile.lower(), "vram": p.vram.lower(),
             "accept_licence": bool(p.licence_accepted),  # the preferences' Accept Licence (never in the .blend)
-            "weights": bpy.path.abspath(p.weights_path) if p.weights_source == "LOCAL" and p.weights_path else "hub"}
+            "weights": bpy.path.abspath(p.weights_path) if p.weights_source == "LOCAL" and p.weights_path else "hub",
+            "accept_svd_licence": bool(p.svd_licence_accepted),
+            "svd_weights": bpy.path.abspath(p.svd_weights_path)
+            if p.svd_weights_source == "LOCAL" and p.svd_weights_path else "hub"}
 
 
 CLASSES = (SP4DPreferences, SP4DSettings)

@@ -14,6 +14,13 @@ machine without an NVIDIA GPU gets the CPU build (macOS: PyPI's, with MPS). With
 ``uv pip install --torch-backend=auto`` makes the same choice. A package index or a folder of
 wheels (find-links) set in the preferences replaces every index (mirrors, offline installs, tests).
 
+Last, ``python -m backend prepare`` (backend/prepare.py) runs the model once with the user's
+settings, so that the first job finds the compiled graphs and the tuned kernels on disk (issue 22).
+It is skipped, saying why, on a machine without a CUDA GPU (prepare answers ran False there). Its
+failure (no weights yet, the licence not accepted, the GPU out of memory) does not undo the
+environment, which is complete by then: the report says what happened and the first job builds
+what prepare would have. Every step is cancellable (``cancel``: the running command is stopped).
+
 pip builds the backend from a copy of its sources in a temporary folder, so nothing (build/,
 *.egg-info) is written into the installed extension's folder. Every step runs as a subprocess (an
 argument list, no shell); each output line is reported so the UI can show progress.
@@ -28,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -44,7 +52,8 @@ CUDA_TAGS = (((13, 0), "cu130"), ((12, 9), "cu129"), ((12, 8), "cu128"), ((12, 6
 
 class SetupError(RuntimeError):
     """Set Up failed; ``code`` is a stable error code (docs/protocol.md): ``setup_failed`` for a
-    step that exited with an error, ``missing_dependency`` when the new environment lacks a package."""
+    step that exited with an error, ``missing_dependency`` when the new environment lacks a package,
+    ``cancelled`` when the user stopped it."""
 
     def __init__(self, code: str, message: str):
         super().__init__(f"[{code}] {message}")
@@ -166,14 +175,36 @@ def plan(target: Path, source: Path, *, platform: str = sys.platform, gpu: Gpu |
                  [*pip, *override, str(source)]], what, venv_python(target))
 
 
-def _run(cmd: list[str], on_line: Callable[[str], None], cwd: str) -> None:
+CANCELLED = "Set Up was cancelled; the environment is incomplete: press Set Up Backend again"
+
+
+def _watch(proc: subprocess.Popen, cancel: threading.Event | None) -> None:
+    """Stop ``proc`` when ``cancel`` is set (a thread: the caller may be blocked reading its output)."""
+    if cancel is None:
+        return
+
+    def watch():
+        while proc.poll() is None:
+            if cancel.wait(0.2):
+                proc.kill()
+                return
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _run(cmd: list[str], on_line: Callable[[str], None], cwd: str, cancel: threading.Event | None = None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise SetupError("cancelled", CANCELLED)
     on_line("$ " + " ".join(cmd))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd)
+    _watch(proc, cancel)
     tail: list[str] = []
     for line in proc.stdout:
         on_line(line.rstrip())
         tail = (tail + [line.rstrip()])[-6:]
-    if proc.wait() != 0:
+    if proc.wait() != 0 and cancel is not None and cancel.is_set():
+        raise SetupError("cancelled", CANCELLED)
+    if proc.returncode != 0:
         last = next((t for t in reversed(tail) if t.strip()), "")
         raise SetupError("setup_failed", f"setting up the backend failed at: {' '.join(cmd[:5])} (exit "
                          f"{proc.returncode}){': ' + last if last else ''}")
@@ -191,12 +222,100 @@ def verify(python: str | Path, timeout: float = 300) -> dict:
                          f"{(r.stderr or r.stdout).strip()[-500:]}") from None
 
 
+PREPARE_SETTINGS = ("device", "precision", "compile", "vram", "low_vram", "weights", "accept_licence", "image_size",
+                    "model_config")  # what decides the graphs and kernels prepare builds
+
+
+def settings_flags(settings: dict) -> list[str]:
+    """``settings`` (job settings) as the backend's command-line flags (backend/settings.add_flags
+    makes them from the same schema); unknown or unset settings are left out."""
+    from .jobfolder import settings as schema
+
+    flags: list[str] = []
+    for name, value in settings.items():
+        s = schema.BY_NAME.get(name)
+        if s is None or value is None or s.stage != "generate":
+            continue
+        flag = s.flag or "--" + name.replace("_", "-")
+        if s.kind == "bool":
+            if value is not s.default:
+                flags.append(flag if not s.default else "--no-" + flag[2:])
+        else:
+            flags += [flag, str(value)]
+    return flags
+
+
+def prepare_backend(python: str | Path, settings: dict, on_line: Callable[[str], None] = lambda s: None,
+                    cancel: threading.Event | None = None, env: dict | None = None) -> dict:
+    """Set Up's last step: ``python -m backend prepare`` with ``settings`` (the PREPARE_SETTINGS of
+    the user's job settings), its progress lines to ``on_line``. Never raises: returns prepare's
+    record ({ran, seconds, compiled, tier, …}; ran False with its reason on the CPU), or {ran:
+    False, error: {code, message}} when it failed, or {ran: False, cancelled: True}."""
+    cmd = [str(python), "-m", "backend", "prepare", *settings_flags({k: settings.get(k) for k in PREPARE_SETTINGS})]
+    on_line("$ " + " ".join(cmd))
+    on_line("preparing the first job: the model runs once, so that its compiled graphs and tuned kernels are on disk")
+    run_env = dict(os.environ if env is None else env, PYTHONPATH=str(BACKEND_ROOT))
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(BACKEND_ROOT),
+                                env=run_env)
+    except OSError as exc:
+        return _prepare_said(on_line, {"ran": False, "error": {"code": "setup_failed", "message": str(exc)}})
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
+    reader.start()
+    _watch(proc, cancel)
+    tail: list[str] = []
+    for line in proc.stderr:  # the backend's progress lines and its error line
+        on_line(line.rstrip())
+        tail = (tail + [line.rstrip()])[-6:]
+    proc.wait()
+    reader.join()
+    if cancel is not None and cancel.is_set():
+        return _prepare_said(on_line, {"ran": False, "cancelled": True})
+    if proc.returncode == 0:
+        try:
+            return _prepare_said(on_line, json.loads(out[0] if out else ""))
+        except ValueError:
+            pass
+    said = next((m for t in reversed(tail) if (m := re.match(r"error \[(\w+)\]: (.*)", t))), None)
+    error = ({"code": said.group(1), "message": said.group(2)} if said else
+             {"code": "setup_failed", "message": f"prepare exited with {proc.returncode}: "
+              + next((t for t in reversed(tail) if t.strip()), "no output")})
+    return _prepare_said(on_line, {"ran": False, "error": error})
+
+
+def _prepare_said(on_line: Callable[[str], None], record: dict) -> dict:
+    on_line(prepare_line(record))
+    return record
+
+
+def prepare_line(record: dict | None) -> str:
+    """What prepare's record means, in one line (the Set Up log, the preferences)."""
+    if not record:
+        return ""
+    if record.get("ran"):
+        what = "compiled graphs and tuned kernels" if record.get("compiled") else "tuned kernels"
+        return f"First job prepared: {what} on disk ({record.get('seconds', 0):.0f} s)"
+    if record.get("cancelled"):
+        return "Prepare was cancelled: the backend is set up; the first job builds its kernels itself (slower)"
+    if record.get("error"):
+        e = record["error"]
+        return (f"Prepare failed [{e['code']}]: {e['message'][:200]} — the backend is set up and usable; the first "
+                "job builds its kernels itself (slower)")
+    return f"Prepare skipped: {record.get('reason', 'nothing to prepare')}"
+
+
 def setup_backend(target: str | Path, base_python: str | None = None, on_line: Callable[[str], None] = lambda s: None,
                   source: str | Path = BACKEND_ROOT, package_index: str = "", find_links: str = "",
-                  gpu: Gpu | None | bool = True, uv: str | None | bool = True) -> tuple[Path, dict]:
+                  gpu: Gpu | None | bool = True, uv: str | None | bool = True, cancel: threading.Event | None = None,
+                  prepare_settings: dict | None = None, env: dict | None = None) -> tuple[Path, dict]:
     """Make the environment at ``target`` and install torch and the backend from ``source`` (the
-    extension's folder, left untouched); returns its interpreter and its verified report.
-    ``gpu``/``uv`` True: detect them. SetupError (``setup_failed``, ``missing_dependency``)."""
+    extension's folder, left untouched); then, with ``prepare_settings`` (the user's job
+    settings), prepare the first job (prepare_backend; ``env``: what the backend inherits, e.g.
+    HF_HUB_OFFLINE); returns its interpreter and its verified report (prepare's record under
+    'prepare'). ``gpu``/``uv`` True: detect them. ``cancel`` set stops the running step.
+    SetupError (``setup_failed``, ``missing_dependency``, ``cancelled``); prepare's failure is
+    reported, not raised: the environment is complete by then."""
     target = Path(target)
     gpu = detect_nvidia() if gpu is True else gpu
     uv = shutil.which("uv") if uv is True else uv
@@ -206,11 +325,13 @@ def setup_backend(target: str | Path, base_python: str | None = None, on_line: C
                  find_links=find_links)
         on_line(f"torch from {p.torch_source}")
         for cmd in p.commands:
-            _run(cmd, on_line, tmp)
+            _run(cmd, on_line, tmp, cancel)
     report = verify(p.python)
     report["torch_source"] = p.torch_source
     if report.get("missing"):
         raise SetupError("missing_dependency", f"the new environment lacks {', '.join(report['missing'])}")
+    if prepare_settings is not None:
+        report["prepare"] = prepare_backend(p.python, prepare_settings, on_line, cancel, env)
     on_line(summary(report))
     return p.python, report
 
@@ -237,6 +358,8 @@ def describe(report: dict | None, platform: str = sys.platform) -> list[str]:
                      "(meshes with known parts), Recompute Weights and rigs from existing views work.")
         if report.get("error"):
             lines.append(f"torch said: {report['error'][:200]}")
+    if report.get("prepare"):
+        lines.append(prepare_line(report["prepare"]))
     return lines
 
 

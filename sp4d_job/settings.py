@@ -129,8 +129,12 @@ _PARSE = {"int": _int, "float": _float, "bool": _bool, "str": _str, "choice": _c
 
 SETTINGS = (
     Setting("part_source", "auto", "choice", "where the part images come from: auto (SP4D when it can run, else the "
-            "oracle for meshes with ground truth; always SP4D for clips), sp4d, oracle",
+            "oracle for meshes with ground truth; always SP4D for clips and pictures), sp4d, oracle (a mesh's ground "
+            "truth, or oracle_mesh's)",
             choices=("auto", "sp4d", "oracle")),
+    Setting("oracle_mesh", None, "path", "with part_source oracle, for a job without a mesh (a clip or a picture): "
+            "the mesh with ground-truth parts the oracle renders in place of SP4D's views (a mesh.npz with gt_labels, "
+            "gt_parents, gt_joints, or the creature of 'python -m backend sample'); the picture's SVD clip still runs"),
     Setting("model", "sp4d", "choice", "the generating model: sp4d (RGB and part views), or sv4d2 (SV4D 2.0 weights "
             "in SP4D's RGB branch: RGB views and orbit videos only, no rig)", choices=("sp4d", "sv4d2")),
     Setting("frames", 4, "int", "frames of the clip to generate (picked evenly)", low=1, high=64),
@@ -178,6 +182,9 @@ SETTINGS = (
             multiple=8),
     Setting("svd_weights", "hub", "str", "svd_xt_1_1.safetensors, or 'hub' (the gated Hugging Face repo "
             "stabilityai/stable-video-diffusion-img2vid-xt-1-1)"),
+    Setting("accept_svd_licence", False, "bool", "accept the Stability AI Community License of the SVD-XT 1.1 "
+            "weights, so that svd_weights 'hub' may download them (read it first: "
+            "https://huggingface.co/stabilityai/stable-video-diffusion-img2vid-xt-1-1)"),
     Setting("svd_config", None, "path", "SVD model config yaml (default: the released model's)"),
 )
 BY_NAME = {s.name: s for s in SETTINGS}

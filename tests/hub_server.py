@@ -20,8 +20,10 @@ class LocalHub:
     """A file served like the hub serves one: metadata headers, Range requests, optionally gated,
     throttled (``rate`` bytes/s) so that a download can be cancelled half way."""
 
-    def __init__(self, payload: bytes, rate: float | None = None, gated: bool = False, etag: str | None = None):
+    def __init__(self, payload: bytes, rate: float | None = None, gated: bool = False, etag: str | None = None,
+                 repo: str = REPO, file: str = FILE):
         self.payload, self.rate, self.gated = payload, rate, gated
+        self.repo, self.file = repo, file  # the one file served (SP4D's by default)
         self.etag = etag or hashlib.sha256(payload).hexdigest()
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range)
         hub = self
@@ -43,7 +45,7 @@ class LocalHub:
 
     def _answer(self, h, body: bool):
         self.requests.append((h.command, h.path, h.headers.get("Range")))
-        if h.path != f"/{REPO}/resolve/main/{FILE}":
+        if h.path != f"/{self.repo}/resolve/main/{self.file}":
             h.send_response(404)
             h.send_header("X-Error-Code", "EntryNotFound")
             h.end_headers()
@@ -51,7 +53,7 @@ class LocalHub:
         if self.gated:
             h.send_response(403)
             h.send_header("X-Error-Code", "GatedRepo")
-            h.send_header("X-Error-Message", "Access to model stabilityai/sp4d is restricted")
+            h.send_header("X-Error-Message", f"Access to model {self.repo} is restricted")
             h.send_header("Content-Length", "0")
             h.end_headers()
             return

@@ -4,7 +4,10 @@ Per .blend file a Blender worker captures the job folders (a CPU task that runs 
 per item the stages run where they belong: generation with the model on a model worker (a Ray
 actor per GPU that keeps SP4D loaded), the CPU-only stages (parts, rig, the oracle's generation)
 as CPU tasks spread over the cluster; once every item of a file has ended, a Blender worker builds
-the file's rigs and saves it. Everything meets in the job folders on shared storage, so a stage a
+the file's rigs and saves it. Pictures (Rig Image) are items whose job folders the driver writes
+(source kind 'image': SVD then SP4D on a model worker, the rest as CPU tasks); once all have ended,
+one Blender worker builds each rigged picture's new mesh and armature into OUT/images_rigged.blend.
+Everything meets in the job folders on shared storage, so a stage a
 dead worker left is simply run again, and the stages it finished are reused by their digests.
 
 Faults: a task or actor whose process or node dies raises on ``ray.get``; the item is tried again
@@ -26,7 +29,7 @@ from pathlib import Path
 from ..errors import BackendError
 from ..stages import COMMANDS
 from . import RAY_HINT, work
-from .plan import JOBS, LOGS, REPORT_JSON, Item, Request, file_stems, job_items
+from .plan import IMAGES_STEM, JOBS, LOGS, REPORT_JSON, Item, Request, file_stems, image_items, job_items
 from .report import Progress, Report
 
 
@@ -52,7 +55,7 @@ def uses_model(spec: dict, gpus: float) -> bool:
     """Whether an item's generation needs the SP4D model (job.json ``spec``; the cluster's GPUs):
     as backend/generate.py decides, with 'auto' taking SP4D wherever the cluster has a GPU."""
     source = (spec.get("settings") or {}).get("part_source") or "auto"
-    if spec.get("source", {}).get("kind") == "clip" and source == "auto":
+    if spec.get("source", {}).get("kind") in ("clip", "image") and source == "auto":
         source = "sp4d"
     return source == "sp4d" or (source == "auto" and gpus > 0)
 
@@ -113,7 +116,7 @@ class Batch:
         token = f".batch-{uuid.uuid4().hex}"
         (self.out / token).write_text("shared storage check\n")
         check = self.ray.remote(num_cpus=0, max_retries=0)(work.node_check)
-        blender = self.req.blender if self.req.files else None
+        blender = self.req.blender if self.req.files or self.req.images else None
         try:
             refs = [check.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
                     .remote(str(self.out), token, blender) for n in self.ray.nodes() if n["Alive"]]
@@ -282,12 +285,17 @@ class Batch:
                 self.start(item)
         self.maybe_build(blend)
 
+    def blend_of(self, item: Item) -> Blend | None:
+        """The file an item is built into: its .blend, the pictures' new file, or None (a job folder)."""
+        return self.blends.get(item.file) if item.file else self.blends.get(IMAGES_STEM) if item.image else None
+
     def item_rigged(self, item: Item) -> None:
-        if item.file is None:
+        blend = self.blend_of(item)
+        if blend is None:
             self.finish(item, True)
             return
         item.result = {}
-        self.maybe_build(self.blends[item.file])
+        self.maybe_build(blend)
 
     def maybe_build(self, blend: Blend) -> None:
         """Once every item of the file has ended or been rigged: build the rigged ones, save."""
@@ -299,8 +307,13 @@ class Batch:
             blend.state = "done"
             return
         blend.state = "building"
-        args = ["build", blend.path, "--out", str(self.out), "--stem", blend.stem, "--items",
-                json.dumps([{"object": it.object, "job": it.job} for it in rigged])]
+        if blend.stem == IMAGES_STEM and not blend.path:  # the pictures: new meshes in a new file
+            args = ["build-images", str(self.out / f"{IMAGES_STEM}_rigged.blend"), "--out", str(self.out),
+                    "--stem", IMAGES_STEM, "--items",
+                    json.dumps([{"key": it.key, "image": it.image, "job": it.job} for it in rigged])]
+        else:
+            args = ["build", blend.path, "--out", str(self.out), "--stem", blend.stem, "--items",
+                    json.dumps([{"object": it.object, "job": it.job} for it in rigged])]
         if self.req.export:
             args += ["--export", self.req.export]
         timeout = self.req.timeout * len(rigged) if self.req.timeout else None
@@ -310,14 +323,18 @@ class Batch:
 
     def built(self, blend: Blend, res: dict) -> None:
         blend.state = "done"
-        by_object = {b["object"]: b for b in res.get("items", [])}
+        by_object = {b.get("key") or b["object"]: b for b in res.get("items", [])}
         for key in blend.keys:
             item = self.items[key]
             if key in self.report.entries:
                 continue
-            b = by_object.get(item.object) or {"error": res.get("error", "the build did not report this object")}
+            b = by_object.get(item.key if item.image else item.object) or {
+                "error": res.get("error", "the build did not report this object")}
             if b.get("error"):
                 self.finish(item, False, error=b["error"], phase="build")
+            elif item.image:
+                item.object = b["object"]  # the picture's new mesh
+                self.finish(item, True, armature=b["armature"], bones=b["bones"])
             else:
                 self.finish(item, True, armature=b["armature"], bones=b["bones"])
 
@@ -338,9 +355,24 @@ class Batch:
         else:
             self.built(blend, {"error": error})
 
+    def write_image_job(self, item: Item) -> bool:
+        """The picture's job folder (source kind 'image', the batch's settings; finished stages kept
+        for a re-run); False, with the item reported failed, when the picture is missing."""
+        from ..jobdir import JobDir
+
+        if not Path(item.image).is_file():
+            self.finish(item, False, error=f"the image {item.image} does not exist", code="bad_input", phase="plan")
+            return False
+        try:
+            JobDir(item.job).create({"kind": "image", "path": item.image}, self.req.settings)
+        except (OSError, BackendError) as exc:
+            self.finish(item, False, error=f"cannot write its job folder: {exc}", phase="plan")
+            return False
+        return True
+
     # --- the loop --------------------------------------------------------------------------------
     def label(self, item: Item) -> str:
-        return f"{item.stem}/{item.object}" if item.file else item.key
+        return f"{item.stem}/{item.object}" if item.file else Path(item.image).name if item.image else item.key
 
     def event(self, text: str) -> None:
         if self.progress:
@@ -353,8 +385,9 @@ class Batch:
                 ", ".join(f"{s} {h}" for s, h in item.stages.items())) if ok else entry["error"][:300]
         tries = f", try {entry['attempts']}" if entry["attempts"] > 1 else ""
         self.event(f"{'ok  ' if ok else 'FAIL'} {self.label(item)}: {what}{tries}")
-        if item.file and self.blends[item.file].state == "rigging":
-            self.maybe_build(self.blends[item.file])  # the file's last open item may have ended
+        blend = self.blend_of(item)
+        if blend is not None and blend.state == "rigging":
+            self.maybe_build(blend)  # the file's last open item may have ended
 
     def running(self) -> dict[str, int]:
         kinds = [t.kind for t in self.pending.values()]
@@ -392,10 +425,18 @@ class Batch:
         for path, stem in file_stems(self.req.files).items():
             self.blends[path] = Blend(path, stem)
             self.capture(self.blends[path])
+        pictures = image_items(self.req.images, self.out / JOBS)
+        if pictures:
+            self.blends[IMAGES_STEM] = Blend("", IMAGES_STEM, keys=[it.key for it in pictures], state="rigging")
+        for item in pictures:
+            self.add_item(item)
         for item in list(self.items.values()):
+            if item.image and not self.write_image_job(item):
+                continue
             self.start(item)
         if self.progress:
-            self.progress.total = max(len(self.req.files) * max(len(self.req.objects), 1) + len(self.req.jobs), 1)
+            self.progress.total = max(len(self.req.files) * max(len(self.req.objects), 1) + len(self.req.jobs)
+                                      + len(self.req.images), 1)
         try:
             while self.pending:
                 ready, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=1.0)

@@ -42,6 +42,7 @@ class Request:
     files: list[str] = field(default_factory=list)
     objects: list[str] = field(default_factory=list)
     jobs: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)  # pictures for Rig Image: built into OUT/images_rigged.blend
     command: str = "run"
     settings: dict = field(default_factory=dict)
     export: str | None = None
@@ -59,6 +60,7 @@ class Request:
         req.out = Path(req.out).resolve()
         req.files = [str(Path(f).resolve()) for f in req.files]
         req.jobs = [str(Path(j).resolve()) for j in req.jobs]
+        req.images = [str(Path(i).resolve()) for i in req.images]
         if req.address in ("", "local"):
             req.address = None
         req.check()
@@ -80,15 +82,15 @@ class Request:
         return path
 
     def check(self) -> None:
-        if not self.files and not self.jobs:
-            raise BackendError("bad_request", "the batch has no .blend files and no job folders")
+        if not self.files and not self.jobs and not self.images:
+            raise BackendError("bad_request", "the batch has no .blend files, no pictures and no job folders")
         if self.command not in COMMANDS:
             raise BackendError("bad_request", f"command must be one of {', '.join(COMMANDS)}, got {self.command!r}")
-        if self.files and self.command != "run":
-            raise BackendError("bad_request", ".blend files are rigged whole: their command is 'run'")
-        if self.files and not self.blender:
-            raise BackendError("bad_request", "rigging .blend files needs 'blender' (a Python with bpy, or the "
-                               "blender executable) for the Blender workers")
+        if (self.files or self.images) and self.command != "run":
+            raise BackendError("bad_request", ".blend files and pictures are rigged whole: their command is 'run'")
+        if (self.files or self.images) and not self.blender:
+            raise BackendError("bad_request", "rigging .blend files or pictures needs 'blender' (a Python with bpy, "
+                               "or the blender executable) for the Blender workers")
         if self.export not in (None, *EXPORTS):
             raise BackendError("bad_request", f"export must be one of {', '.join(EXPORTS)}, got {self.export!r}")
         if int(self.attempts) < 1:
@@ -116,6 +118,7 @@ class Item:
     file: str | None = None
     object: str | None = None
     job: str | None = None
+    image: str | None = None  # a picture (Rig Image): its new mesh is built into OUT/images_rigged.blend
     stem: str | None = None
     failures: list = field(default_factory=list)  # why earlier tries failed (a dead worker, …)
     step: int = 0  # index into its steps (driver)
@@ -125,7 +128,8 @@ class Item:
 
     def entry(self, ok: bool, **extra) -> dict:
         """Its line in report.json (the plain batch's keys first)."""
-        out = {"file": self.file, "object": self.object, "ok": ok, "attempts": len(self.failures) + 1,
+        out = {"image": self.image} if self.image else {}
+        out |= {"file": self.file, "object": self.object, "ok": ok, "attempts": len(self.failures) + 1,
                "stages": self.stages, "seconds": round(self.seconds, 2), "job": self.job, "key": self.key}
         if self.failures:
             out["retried_after"] = self.failures
@@ -145,4 +149,17 @@ def job_items(jobs: list[str]) -> list[Item]:
             key = f"{base}-{n}"
         seen.add(key)
         items.append(Item(key=key, job=j))
+    return items
+
+
+IMAGES_STEM = "images"  # OUT/images_rigged.blend, the pictures' logs images.build.log
+
+
+def image_items(images: list[str], jobs: Path) -> list[Item]:
+    """Items for pictures (Rig Image), keyed as scripts/batch_rig.py --images names their job
+    folders: image-<stem>-<digest of the full path>, in ``jobs``."""
+    items = []
+    for path in images:
+        key = f"image-{safe_name(Path(path).stem)}-{hashlib.sha1(path.encode()).hexdigest()[:10]}"
+        items.append(Item(key=key, image=path, job=str(jobs / key)))
     return items

@@ -14,12 +14,13 @@ from pathlib import Path
 import torch
 import yaml
 
+from sp4d_job.hub import SVD_FILE, SVD_REPO
+
 from ..sp4d.checkpoint import load_strict, resolve_weights
 from ..sp4d.vae import ModeOnlyAutoencoder
 from .model import SVD
 
-HUB_REPO = "stabilityai/stable-video-diffusion-img2vid-xt-1-1"
-HUB_FILE = "svd_xt_1_1.safetensors"
+HUB_REPO, HUB_FILE = SVD_REPO, SVD_FILE  # sp4d_job.hub: one definition for Blender and the backend
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "svd_xt_1_1.yaml"
 TINY_ARCH = "SVD-tiny-ViT"  # the fixtures' OpenCLIP architecture, given by ``open_clip_tiny_cfg``
 

@@ -255,6 +255,43 @@ def test_progress_line_counts_and_time_left():
                                            "ETA 2m20s; elapsed 1m00s")
 
 
+SVD_FIX = ROOT / "tests" / "fixtures" / "svd" / "svd_tiny"
+
+
+def test_pictures_on_ray_as_the_local_batch_rigs_them(ray_installed, blender_python, tmp_path):
+    """--images on Ray: one item a picture (its job folder written by the driver), the real tiny SVD
+    and the parts oracle (oracle_mesh: the sample creature) on the cluster, the parts and rig stages,
+    then one Blender worker builds every rigged picture's new mesh into OUT/images_rigged.blend; a
+    missing picture fails alone with bad_input."""
+    import numpy as np
+
+    r = subprocess.run([sys.executable, "-m", "backend", "sample", str(tmp_path / "creature.npz")], cwd=ROOT,
+                       env=env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    pic = np.zeros((70, 50, 4), np.uint8)
+    pic[10:60, 15:35] = (180, 120, 60, 255)
+    cv2.imwrite(str(tmp_path / "figure.png"), cv2.cvtColor(pic, cv2.COLOR_RGBA2BGRA))
+    settings = {"part_source": "oracle", "oracle_mesh": str(tmp_path / "creature.npz"), "device": "cpu",
+                "svd_weights": str(SVD_FIX / "weights.safetensors"), "svd_config": str(SVD_FIX / "config.yaml"),
+                "svd_steps": 2, "svd_frames": 6, "svd_width": 48, "svd_height": 32, "motion_bucket": 90}
+    out = tmp_path / "out"
+    req = Request.from_dict({"out": str(out), "images": [str(tmp_path / "figure.png"), str(tmp_path / "gone.png")],
+                             "settings": settings, "blender": {"python": blender_python}, "num_cpus": 2}).write()
+    r = driver(req, "--num-cpus", "2")
+    assert r.returncode == 1, r.stdout + r.stderr
+    report = report_of(out)
+    by_image = {Path(e["image"]).name: e for e in report.values()}
+    ok, gone = by_image["figure.png"], by_image["gone.png"]
+    assert ok["ok"] and ok["bones"] > 1 and ok["object"].startswith("figure") and ok["armature"], ok
+    assert ok["stages"] == {"generate": "ran", "parts": "ran", "rig": "ran"}
+    assert not gone["ok"] and gone["code"] == "bad_input" and "does not exist" in gone["error"]
+    job = JobDir(ok["job"])
+    assert job.read_job()["source"] == {"kind": "image", "path": str(tmp_path / "figure.png")}
+    assert json.loads((job.root / "input" / "svd" / "svd.json").read_text())["motion_bucket"] == 90
+    assert (out / "images_rigged.blend").is_file()
+    assert "FAIL gone.png" in r.stdout and "ok   figure.png" in r.stdout
+
+
 def test_plan_names_and_checks(tmp_path):
     a, b = tmp_path / "x" / "model.blend", tmp_path / "y" / "model.blend"
     stems = file_stems([str(a), str(b), str(tmp_path / "solo.blend")])
@@ -262,6 +299,9 @@ def test_plan_names_and_checks(tmp_path):
     assert all(s.startswith("model-") for s in list(stems.values())[:2])
     with pytest.raises(BackendError, match="no .blend files"):
         Request.from_dict({"out": str(tmp_path)})
+    with pytest.raises(BackendError, match="needs 'blender'"):
+        Request.from_dict({"out": str(tmp_path), "images": [str(tmp_path / "p.png")]})
+    assert uses_model({"source": {"kind": "image"}, "settings": {}}, gpus=0)
     with pytest.raises(BackendError, match="not found"):
         Request.from_dict({"out": str(tmp_path), "files": [str(a)], "blender": {"python": sys.executable}})
     assert uses_model({"settings": {"part_source": "auto"}}, gpus=1) and not uses_model({"settings": {}}, gpus=0)

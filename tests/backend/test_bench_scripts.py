@@ -41,10 +41,35 @@ def test_bench_gpu_names_a_missing_config(tmp_path):
 
 @pytest.mark.parametrize("name, args", [("bench_kernels.py", []), ("gpu_check_sp4d.py", ["--fixtures", "x"]),
                                         ("bench_condition.py", []), ("bench_ceiling.py", []),
-                                        ("bench_memory.py", [])])
+                                        ("bench_memory.py", []), ("bench_first_job.py", ["--steps", "2"])])
 def test_cuda_only_scripts_refuse_without_a_gpu(name, args):
     r = script(name, *args)
     assert r.returncode == 2 and "needs a CUDA GPU" in r.stderr
+
+
+def backend_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "backend", *args], cwd=ROOT, env=CPU_ONLY, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_prepare_on_the_cpu_says_it_did_not_run_and_why():
+    """Set Up's last step on a machine without CUDA: nothing is built per machine there; it says so
+    (ran False, the reason) instead of loading the model, and exits 0 (Set Up goes on)."""
+    r = backend_cli("prepare", "--weights", "hub")  # the licence is not accepted: no download is even tried
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["ran"] is False and "no CUDA GPU" in out["reason"] and out["compiled"] is False
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (["--precision", "fp8"], "bad_input", "settings.precision must be one of bf16, fp16, fp32, got 'fp8'"),
+    (["--image-size", "50"], "bad_input", "settings.image_size must be an integer from 16 to 2048, a multiple of 8"),
+    (["--vram", "8"], "bad_input", "settings.vram must be one of auto, 24, 16, 12"),
+    (["--device", "cuda"], "no_gpu", "device 'cuda' was asked for but no CUDA GPU is available")])
+def test_prepare_with_bad_settings_fails_with_the_stable_code(args, code, words):
+    r = backend_cli("prepare", *args)
+    assert r.returncode == 2 and f"error [{code}]: {words}" in r.stderr, r.stderr
+    assert r.stdout == ""
 
 
 def test_bench_kernels_names_an_unknown_piece():

@@ -108,6 +108,67 @@ def test_rig_from_one_picture_end_to_end(tmp_path):
     assert "error [bad_input]: the part images have no uniform background" in r.stderr
 
 
+def svd_only_flags(**extra) -> list[str]:
+    """tiny_flags without SP4D's (the oracle stands in for it)."""
+    flags = tiny_flags(**extra)
+    drop = {"--weights", "--config", "--steps", "--image-size"}
+    return [x for k, v in zip(flags[::2], flags[1::2], strict=True) if k not in drop for x in (k, v)]
+
+
+def test_rig_from_one_picture_with_the_parts_oracle(tmp_path):
+    """The same chain the whole way without SP4D's weights: SVD clip -> chosen frames -> the parts
+    oracle rendering the sample creature (settings.oracle_mesh) in place of SP4D's views -> parts
+    decode -> visual hull -> rig (bones from the motion, every vertex weighted)."""
+    backend("sample", tmp_path / "creature.npz")
+    pic = np.full((70, 50, 4), 0, np.uint8)
+    pic[10:60, 15:35] = (180, 120, 60, 255)
+    cv2.imwrite(str(tmp_path / "pic.png"), cv2.cvtColor(pic, cv2.COLOR_RGBA2BGRA))
+    job = JobDir(tmp_path / "job")
+    flags = [*svd_only_flags(), "--part-source", "oracle", "--oracle-mesh", tmp_path / "creature.npz"]
+    backend("generate", job.root, "--image", tmp_path / "pic.png", *flags)
+    rec = json.loads((job.root / "input" / "svd" / "svd.json").read_text())
+    assert rec["frames"] == 6 and len(rec["chosen"]) == 4  # the front stage ran
+    assert job.stage_info("generate")["source"] == "oracle"
+    r = backend("run", job.root)
+    assert "visual hull" in r.stderr
+    mesh = job.read_mesh()
+    assert bool(mesh["from_hull"]) and "gt_labels" not in mesh
+    skel = json.loads(job.skeleton_json.read_text())
+    assert len(skel["bones"]) > 1 and len(skel["frames"]) == 4 and skel["part_source"] == "oracle"
+    with np.load(job.weights_npz) as z:
+        w = z["weights"]
+    assert w.shape[0] == len(mesh["vertices"]) and np.allclose(w.sum(axis=1), 1, atol=1e-4)
+    backend("run", job.root)  # all reused: the hull the first run wrote is not taken for the subject
+
+
+def test_oracle_mesh_errors(tmp_path):
+    pic = np.full((40, 40, 4), 255, np.uint8)
+    cv2.imwrite(str(tmp_path / "pic.png"), pic)
+    no_gt = tmp_path / "plain.npz"
+    np.savez(no_gt, vertices=np.eye(3, dtype=np.float32), faces=np.array([[0, 1, 2]], np.int32))
+    cases = (([], "settings.oracle_mesh"), (["--oracle-mesh", tmp_path / "missing.npz"], "does not exist"),
+             (["--oracle-mesh", no_gt], "has no ground-truth parts"))
+    for i, (extra, message) in enumerate(cases):
+        r = backend("generate", tmp_path / f"job{i}", "--image", tmp_path / "pic.png", *svd_only_flags(),
+                    "--part-source", "oracle", *extra, rc=2)
+        assert "error [bad_input]" in r.stderr and message in r.stderr, r.stderr
+
+
+def test_oracle_mesh_is_refused_for_a_job_with_its_own_mesh(tmp_path):
+    """A mesh job rigs its own mesh: another mesh's ground truth for its views would not match it."""
+    from backend.context import StageContext
+    from backend.errors import BackendError
+    from backend.generate import run_generate
+
+    backend("sample", tmp_path / "creature.npz")
+    job = JobDir(tmp_path / "job")
+    job.create({"kind": "mesh"}, {"part_source": "oracle", "oracle_mesh": str(tmp_path / "creature.npz")})
+    job.write_mesh(np.eye(3, dtype=np.float32), np.array([[0, 1, 2]], np.int32))
+    with pytest.raises(BackendError) as e:
+        run_generate(job, StageContext())
+    assert e.value.code == "bad_input" and "this job has its own mesh" in e.value.message
+
+
 def test_animate_still_takes_the_first_frame_of_a_clip_that_does_not_move(tmp_path):
     from backend.generate_svd import svd_picture
 

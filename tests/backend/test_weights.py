@@ -153,6 +153,40 @@ def test_cli_weights_accept_licence_flag(local_hub, hub_env):
     assert r.returncode == 0 and Path(r.stdout.strip()).read_bytes() == b"x" * 1000, r.stderr
 
 
+SVD_REPO, SVD_FILE = "stabilityai/stable-video-diffusion-img2vid-xt-1-1", "svd_xt_1_1.safetensors"
+
+
+def test_svd_weights_have_their_own_licence_and_repository(start_server, local_hub, hub_env):
+    """model 'svd': SVD-XT 1.1's licence named, then its file from its repository; the CLI the same;
+    an unknown model is a bad request."""
+    hub = local_hub(b"svd weights", repo=SVD_REPO, file=SVD_FILE)
+    srv = start_server(env=_env(hub_env, hub))
+    srv.send(id="w", cmd="weights", model="svd")
+    e = srv.until("w")[-1]
+    assert e["event"] == "error" and e["code"] == "licence_required", e
+    assert "SVD-XT 1.1" in e["message"] and f"huggingface.co/{SVD_REPO}/blob/main/LICENSE.md" in e["message"]
+    assert "Accept SVD Licence" in e["message"] and hub.requests == []
+    srv.send(id="w2", cmd="weights", model="svd", accept_licence=True)
+    e = srv.until("w2")[-1]
+    assert e["event"] == "result" and Path(e["data"]["weights"]).read_bytes() == b"svd weights", e
+    assert "models--stabilityai--stable-video-diffusion-img2vid-xt-1-1" in e["data"]["weights"]
+    srv.send(id="bad", cmd="weights", model="sv4d")
+    e = srv.until("bad")[-1]
+    assert e["event"] == "error" and e["code"] == "bad_request" and "'model'" in e["message"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **_env(hub_env, hub))
+    r = subprocess.run([sys.executable, "-m", "backend", "weights", "--model", "svd", "--accept-licence"], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and Path(r.stdout.strip()).read_bytes() == b"svd weights", r.stderr
+
+
+def test_a_gated_svd_repository_names_its_own_page(start_server, local_hub, hub_env):
+    hub = local_hub(b"w", gated=True, repo=SVD_REPO, file=SVD_FILE)
+    srv = start_server(env=_env(hub_env, hub))
+    srv.send(id="w", cmd="weights", model="svd", accept_licence=True)
+    e = srv.until("w")[-1]
+    assert e["event"] == "error" and e["code"] == "gated" and f"https://huggingface.co/{SVD_REPO}," in e["message"]
+
+
 def test_doctor_checks_every_dependency_of_pyproject():
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     names = {re.split(r"[<>=!~ \[]", d, maxsplit=1)[0].lower().replace("_", "-") for d in deps}

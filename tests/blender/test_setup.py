@@ -177,7 +177,11 @@ prefs.find_links = {wheels!r}
 ext = Path(ops.__file__).parents[1]
 listing = lambda: sorted(str(p.relative_to(ext)) for p in ext.rglob("*") if "__pycache__" not in p.parts)
 before = listing()
-out["setup"] = op(bpy.ops.sp4d.setup_backend)
+import contextlib, io
+log = io.StringIO()
+with contextlib.redirect_stdout(log):
+    out["setup"] = op(bpy.ops.sp4d.setup_backend)
+out["prepare_logged"] = [x for x in log.getvalue().splitlines() if "prepare" in x.lower()]
 out["extension_unchanged"] = listing() == before  # built from a copy: no build/, no *.egg-info there
 out["report"] = prefs.backend_report
 out["env"] = str(paths.backend_env())
@@ -262,6 +266,9 @@ def test_set_up_and_everything_survives_a_new_blender_process(package, sample_np
         assert first["setup"] == ["FINISHED"] and first["python_after"] == str(python)
         assert report["missing"] == [] and report["torch"].startswith("2.") and report["cuda"] is False
         assert "package index set in the preferences" in report["torch_source"]
+        # the last step ran the new backend's prepare: skipped on this GPU-less machine, saying why
+        assert report["prepare"]["ran"] is False and "no CUDA GPU" in report["prepare"]["reason"]
+        assert first["prepare_logged"] and "Prepare skipped" in first["prepare_logged"][-1]
     else:
         assert first["setup"] == ["CANCELLED"] and first["report"] == ""
         assert first["python_after"] == str(python)  # the venv was made; its packages were not installed
@@ -298,6 +305,72 @@ def test_setup_without_the_packages_fails_clearly(tmp_path):
     assert any(x.startswith("$ ") and "--no-index" in x for x in lines)
 
 
+# -- Set Up's last step: prepare the first job (backend/prepare.py), and cancelling -----------------------------------
+
+def test_prepare_flags_come_from_the_job_settings():
+    from sp4d_blender.setup_backend import settings_flags
+
+    assert settings_flags({"accept_licence": True, "compile": "layers", "model_config": "m.yaml", "low_vram": False,
+                           "vram": "16", "clip": None, "max_influences": 4, "unknown": 1}) == [
+        "--accept-licence", "--compile", "layers", "--config", "m.yaml", "--vram", "16"]
+
+
+def _cpu_env() -> dict:
+    return dict(os.environ, CUDA_VISIBLE_DEVICES="")
+
+
+def test_prepare_is_skipped_on_the_cpu_saying_why():
+    """The real backend's prepare on this GPU-less machine, with the preferences' own settings:
+    ran False, its reason in the Set Up log and in the preferences' lines."""
+    from sp4d_blender.prefs import job_settings
+    from sp4d_blender.setup_backend import prepare_backend
+
+    lines = []
+    rec = prepare_backend(os.environ["SP4D_BACKEND_PYTHON"], job_settings(), lines.append, env=_cpu_env())
+    assert rec["ran"] is False and "no CUDA GPU" in rec["reason"], rec
+    assert lines[0].startswith("$ ") and " -m backend prepare " in lines[0] and "--precision fp16" in lines[0]
+    assert lines[-1] == "Prepare skipped: no CUDA GPU: nothing to prepare for the CPU"
+    report = {"python": "3.11", "missing": [], "torch": "2.9.0+cpu", "cuda": False, "gpus": [], "prepare": rec}
+    assert describe(report)[-1] == lines[-1]
+
+
+def test_a_failed_prepare_is_reported_not_raised():
+    """Bad settings (or no weights, the licence, the GPU's memory): prepare's stable code and message
+    come back as a record; Set Up keeps the environment it made (setup_backend does not raise)."""
+    from sp4d_blender.setup_backend import prepare_backend
+
+    lines = []
+    rec = prepare_backend(os.environ["SP4D_BACKEND_PYTHON"], {"precision": "fp8"}, lines.append, env=_cpu_env())
+    assert rec == {"ran": False, "error": {"code": "bad_input", "message": "settings.precision must be one of bf16, "
+                                           "fp16, fp32, got 'fp8'"}}
+    assert lines[-1].startswith("Prepare failed [bad_input]") and "set up and usable" in lines[-1]
+    rec = prepare_backend(ROOT / "no-such-python", {}, lines.append)
+    assert rec["error"]["code"] == "setup_failed" and "usable" in lines[-1]
+
+
+def test_set_up_and_its_prepare_step_are_cancellable(tmp_path):
+    """Esc during Set Up: the running step (here making the venv; prepare the same way) is stopped,
+    SetupError 'cancelled'; a cancelled prepare keeps the environment (a record, not an error)."""
+    import threading
+
+    from sp4d_blender.setup_backend import SetupError, prepare_backend, setup_backend
+
+    cancel = threading.Event()
+
+    def on_line(line):
+        if line.startswith("$ "):  # the first command has started: Esc
+            cancel.set()
+
+    (tmp_path / "wheels").mkdir()
+    with pytest.raises(SetupError) as e:
+        setup_backend(tmp_path / "env", find_links=str(tmp_path / "wheels"), gpu=None, uv=None, on_line=on_line,
+                      cancel=cancel, prepare_settings={})
+    assert e.value.code == "cancelled" and "Set Up Backend again" in e.value.message
+    lines = []
+    rec = prepare_backend(os.environ["SP4D_BACKEND_PYTHON"], {}, lines.append, cancel=cancel)
+    assert rec == {"ran": False, "cancelled": True} and "cancelled" in lines[-1]
+
+
 # -- the weights, from Blender --------------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -321,9 +394,10 @@ def hub_env(tmp_path, monkeypatch):
     online = system.use_online_access
     system.use_online_access = True
     prefs = get_prefs()
-    prefs.licence_accepted = False
+    prefs.licence_accepted = prefs.svd_licence_accepted = False
     yield start
-    prefs.licence_accepted = False
+    prefs.licence_accepted = prefs.svd_licence_accepted = False
+    prefs.svd_weights_source, prefs.svd_weights_path = "HUB", ""
     system.use_online_access = online
     session.shutdown()
     for h in hubs:
@@ -387,6 +461,53 @@ def test_a_gated_refusal_points_to_the_model_page(hub_env):
     assert bpy.context.window_manager.sp4d_needs == "gated"
     text, op, url = operators.setup_prompt(bpy.context)
     assert url == "https://huggingface.co/stabilityai/sp4d" and "hf auth login" in text
+
+
+def test_svd_weights_have_their_own_licence_download_and_local_file(hub_env):
+    """Rig Image's SVD-XT 1.1 weights as SP4D's: SP4D's acceptance does not cover them; the SVD
+    licence is shown (prompt, link) and accepted before the first download, which reports
+    progress; the jobs get svd_weights and accept_svd_licence; a local file instead of the hub."""
+    from sp4d_blender.jobfolder import hub as models
+    from sp4d_blender.prefs import job_settings
+
+    hub = hub_env(os.urandom(2 << 20), rate=3e6, repo=models.SVD_REPO, file=models.SVD_FILE)
+    ctx, prefs = bpy.context, get_prefs()
+    prefs.licence_accepted = True  # SP4D's licence
+    assert job_settings()["svd_weights"] == "hub" and job_settings()["accept_svd_licence"] is False
+    assert _op(bpy.ops.sp4d.download_svd_weights) == "CANCELLED"
+    assert ctx.window_manager.sp4d_needs == "licence_required" and hub.requests == []
+    text, op, url = operators.setup_prompt(ctx)
+    assert op == "sp4d.accept_svd_licence" and "SVD-XT 1.1" in text and "Stability AI Community License" in text
+    assert url == "https://huggingface.co/stabilityai/stable-video-diffusion-img2vid-xt-1-1/blob/main/LICENSE.md"
+
+    assert bpy.ops.sp4d.accept_svd_licence() == {"FINISHED"} and prefs.svd_licence_accepted
+    assert job_settings()["accept_svd_licence"] is True and ctx.window_manager.sp4d_needs == ""
+    seen = []
+    job = RigJob(session.get_backend(), None, cmd="weights", fields={"accept_licence": True, "model": "svd"})
+    job.start()
+    job.wait(120, seen.append)
+    assert job.state == "done", job.error
+    shown = [progress_text(e) for e in seen if e.get("event") == "progress" and e.get("bytes")]
+    assert shown and all(" of 2.1 MB" in s for s in shown[:-1]), shown
+    path = Path(job.result["weights"])
+    assert path.name == "svd_xt_1_1.safetensors" and path.stat().st_size == 2 << 20
+    assert "models--stabilityai--stable-video-diffusion-img2vid-xt-1-1" in str(path)
+    n = len(hub.requests)  # the operator finds it in the hub cache now
+    assert bpy.ops.sp4d.download_svd_weights() == {"FINISHED"} and len(hub.requests) == n
+
+    prefs.svd_weights_source, prefs.svd_weights_path = "LOCAL", "/models/svd_xt_1_1.safetensors"
+    assert job_settings()["svd_weights"] == "/models/svd_xt_1_1.safetensors"
+
+
+def test_a_gated_svd_refusal_points_to_its_model_page(hub_env):
+    from sp4d_blender.jobfolder import hub as models
+
+    hub_env(b"weights", gated=True, repo=models.SVD_REPO, file=models.SVD_FILE)
+    get_prefs().svd_licence_accepted = True
+    assert _op(bpy.ops.sp4d.download_svd_weights) == "CANCELLED"
+    assert bpy.context.window_manager.sp4d_needs == "gated"
+    text, op, url = operators.setup_prompt(bpy.context)
+    assert url == "https://huggingface.co/stabilityai/stable-video-diffusion-img2vid-xt-1-1" and "hf auth login" in text
 
 
 def test_a_backend_without_torch_asks_for_set_up(creature, tmp_path, monkeypatch):
