@@ -152,6 +152,7 @@ class Tracker:
         self.root = np.tile(np.eye(4), (self.n_t, 1, 1))
         self.local = np.tile(np.eye(3), (self.n_t, p, 1, 1))
         self.rows: list[_Rows | None] = [None] * self.n_t
+        self._kept: list[list] = [[] for _ in range(self.n_t)]  # residuals' last evaluations per frame
         self.scale = ROBUST
 
     # --- what each frame's views show ----------------------------------------------------------
@@ -208,13 +209,22 @@ class Tracker:
 
     def residuals(self, t: int, world: np.ndarray):
         """Frame t's residuals at ``world``: signed distances (R,), d r / d y (R, 3) and the posed
-        points (R, 3)."""
+        points (R, 3). The last two evaluations per frame are kept (by rows and transforms): a
+        Levenberg–Marquardt step's cost is the next step's linearisation point, or, when the step
+        is refused, the previous one's is again. The arrays returned are shared: read only."""
         r = self.rows[t]
+        key = world.tobytes()
+        kept = self._kept[t]
+        for rows, k, value in kept:
+            if rows is r and k == key:
+                return value
+        value = self._residuals(t, r, world)
+        self._kept[t] = [(r, key, value)] + kept[:1]
+        return value
+
+    def _residuals(self, t: int, r: _Rows, world: np.ndarray):
         y = np.einsum("rij,rj->ri", world[r.part][:, :3, :3], self.v[r.vertex]) + world[r.part][:, :3, 3]
-        u = np.zeros((len(y), 2))
-        du = np.zeros((len(y), 2, 3))
-        for v, sl in r.slices():
-            u[sl], _, du[sl] = self.views.project(y[sl], v, jacobian=True)
+        u, _, du = self.views.project_grouped(y, r.view, r.slices())
         d, g = self.fields[t].sample(u, r.view, r.mask)
         inner = ~r.edge & (d < 0)  # an interior point inside its mask costs nothing
         d = np.where(inner, 0.0, d)

@@ -64,6 +64,28 @@ class ViewSet:
         dp[:, :, 2] = -k * p[:, :2] / z
         return u, p[:, 2], dp @ R
 
+    def project_grouped(self, x: np.ndarray, view: np.ndarray, runs: list[tuple[int, slice]]):
+        """As ``project(x[sl], v, jacobian=True)`` for every run (v, sl) of rows of one view, in
+        one pass: image coordinates (R, 2), depth (R,) and d(image)/d(x) (R, 2, 3) of points x
+        (R, 3) in views ``view`` (R,). Only the two 3×3 products run per view (as the per-view
+        call does them, so the results are the same to the last bit); the rest is elementwise
+        over all rows."""
+        p = np.empty_like(x)
+        for v, sl in runs:
+            p[sl] = (x[sl] - self.C[v]) @ self.R[v].T
+        f, s = self.f[view][:, None], self.s[view][:, None]
+        z = np.where(np.abs(p[:, 2]) < 1e-9, 1e-9, p[:, 2])[:, None]
+        u = (f * p[:, :2] / z + self.pp[view] - self.c0[view]) * s + self.c1[view]
+        k = s * f / z
+        dp = np.zeros((len(x), 2, 3))
+        dp[:, 0, 0] = k[:, 0]
+        dp[:, 1, 1] = k[:, 0]
+        dp[:, :, 2] = -k * p[:, :2] / z
+        jac = np.empty((len(x), 2, 3))
+        for v, sl in runs:
+            jac[sl] = (dp[sl].reshape(-1, 3) @ self.R[v]).reshape(-1, 2, 3)
+        return u, p[:, 2], jac
+
 
 def splat_depth(u: np.ndarray, depth: np.ndarray, size: tuple[int, int], cell: int = 2) -> np.ndarray:
     """Nearest depth per cell (H/cell, W/cell) of points at image coordinates u (S, 2), then the
@@ -71,12 +93,9 @@ def splat_depth(u: np.ndarray, depth: np.ndarray, size: tuple[int, int], cell: i
     h, w = (size[0] + cell - 1) // cell, (size[1] + cell - 1) // cell
     ij = np.floor(u / cell).astype(np.int64)
     ok = (ij[:, 0] >= 0) & (ij[:, 0] < w) & (ij[:, 1] >= 0) & (ij[:, 1] < h) & (depth > 0)
-    flat = ij[ok, 1] * w + ij[ok, 0]
-    z = np.full(h * w, np.inf, np.float32)
-    order = np.argsort(-depth[ok])  # far to near: the nearest write wins
-    z[flat[order]] = depth[ok][order]
-    z = z.reshape(h, w)
-    return cv2.erode(np.where(np.isfinite(z), z, 1e9).astype(np.float32), np.ones((3, 3), np.uint8))
+    z = np.full(h * w, 1e9, np.float32)  # 1e9: no point (background)
+    np.minimum.at(z, ij[ok, 1] * w + ij[ok, 0], depth[ok].astype(np.float32))  # the nearest point per cell
+    return cv2.erode(z.reshape(h, w), np.ones((3, 3), np.uint8))
 
 
 def visible(u: np.ndarray, depth: np.ndarray, zbuf: np.ndarray, cell: int = 2, tol: float = 0.025) -> np.ndarray:
