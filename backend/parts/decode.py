@@ -60,10 +60,11 @@ def foreground_mask(rgb: np.ndarray | None, parts: np.ndarray, background=(255, 
                     tol: float = 12.0) -> np.ndarray:
     """Object pixels (H, W): away from the part image's background colour, or, with an RGB view
     on white, not white there."""
-    d = cv2.absdiff(parts, np.full_like(parts, 0) + np.asarray(np.round(background), np.uint8))
-    m = np.maximum(np.maximum(d[..., 0], d[..., 1]), d[..., 2]) > tol
-    if rgb is not None:
-        m |= np.minimum(np.minimum(rgb[..., 0], rgb[..., 1]), rgb[..., 2]) < 245
+    bg = np.asarray(np.round(background), np.uint8).astype(float)
+    near = np.floor(tol)  # |level − background| ≤ tol in every channel: background (levels are integers)
+    m = cv2.inRange(parts, tuple(bg - near), tuple(bg + near)) == 0
+    if rgb is not None:  # not white: some channel below 245
+        m |= cv2.inRange(rgb, (245, 245, 245), (255, 255, 255)) == 0
     return m
 
 
@@ -83,7 +84,7 @@ def _denoise(img: np.ndarray, mask: np.ndarray, edge: float) -> tuple[np.ndarray
     """(the image averaged over 5×5 windows of foreground pixels only (H, W, 3) uint8, confident
     pixels (H, W))."""
     m8 = mask.astype(np.uint8)
-    num = cv2.boxFilter(img * m8[..., None], cv2.CV_16U, (5, 5), normalize=False).astype(np.float32)
+    num = cv2.boxFilter(cv2.bitwise_and(img, img, mask=m8), cv2.CV_16U, (5, 5), normalize=False).astype(np.float32)
     den = cv2.boxFilter(m8, cv2.CV_16U, (5, 5), normalize=False).astype(np.float32)
     sm = np.clip(num / np.maximum(den, 1)[..., None] + 0.5, 0, 255).astype(np.uint8)
     sm[~mask] = 255
@@ -162,8 +163,7 @@ def decode_parts(parts: np.ndarray, rgb: np.ndarray | None = None, *, edge: floa
     n_img = len(p)
     masks = np.zeros(p.shape[:3], bool)
     conf = np.zeros(p.shape[:3], bool)
-    smooth = np.zeros(p.shape, np.uint8)
-    smooth[:] = 255
+    smooth = np.full(p.shape, 255, np.uint8)
     rois = []
     for i in range(n_img):
         masks[i] = foreground_mask(None if r is None else r[i], p[i], bg)
@@ -182,14 +182,15 @@ def decode_parts(parts: np.ndarray, rgb: np.ndarray | None = None, *, edge: floa
         img_of, ys, xs = img_of[pick], ys[pick], xs[pick]
     samples = smooth[img_of, ys, xs].astype(np.float64)
     drift = np.zeros((n_img, 3))
+    by_image = np.argsort(img_of, kind="stable")  # the samples image by image: [bounds[i], bounds[i + 1])
+    bounds = np.searchsorted(img_of[by_image], np.arange(n_img + 1))
     centres = find_part_colours(samples, min_frac, sep=COARSE)  # well-separated colours first: the drift
     for sep in (COARSE, 7.0, 7.0):  # remove each image's colour drift against the clusters, then cluster again
         lab = _nearest(samples - drift[img_of], centres)
-        resid = samples - drift[img_of] - centres[lab]
+        resid = (samples - drift[img_of] - centres[lab])[by_image]
         for i in range(n_img):
-            m = img_of == i
-            if m.sum() > 20:
-                drift[i] += np.median(resid[m], axis=0)
+            if bounds[i + 1] - bounds[i] > 20:
+                drift[i] += np.median(resid[bounds[i]:bounds[i + 1]], axis=0)
         centres = find_part_colours(samples - drift[img_of], min_frac, sep=sep)
     labels = _label(p, smooth, masks, conf, drift, centres, rois)
     centres, labels, merges = _merge(centres, labels, rois, merge_dist, interleave, min_frac, masks.sum())
@@ -211,9 +212,14 @@ def _label(raw, smooth, masks, conf, drift, centres, rois) -> np.ndarray:
     shift = 8 - LUT_BITS
     out = np.zeros(masks.shape, np.uint16)
 
+    levels = np.arange(256, dtype=np.float32)[:, None]
+
     def codes(img, i):
-        x = np.clip(img.astype(np.float32) - drift[i], 0, 255).astype(np.uint8) >> shift
-        return (x[..., 0].astype(np.int32) << (2 * LUT_BITS)) | (x[..., 1].astype(np.int32) << LUT_BITS) | x[..., 2]
+        # the drift-corrected, quantised channel of every level 0..255 (256, 3), shifted to its place
+        # in the code: three table lookups per pixel instead of float arithmetic on every pixel
+        q = (np.clip(levels - drift[i], 0, 255).astype(np.uint8) >> shift).astype(np.int32)
+        q <<= np.array([2 * LUT_BITS, LUT_BITS, 0], np.int32)
+        return q[img[..., 0], 0] | q[img[..., 1], 1] | q[img[..., 2], 2]
 
     for i in range(len(masks)):
         roi = rois[i]
