@@ -176,7 +176,8 @@ class Tracker:
         transforms ``world`` (P, 4, 4)."""
         world, field = self.world(t) if world is None else world, self.fields[t]
         lab = self.labels
-        posed = np.einsum("nij,nj->ni", world[lab][:, :3, :3], self.v) + world[lab][:, :3, 3]
+        m = world[lab]
+        posed = np.einsum("nij,nj->ni", m[:, :3, :3], self.v) + m[:, :3, 3]
         occ = self.occluders.points(posed)
         allpool = self._allpool
         bounds = self._bounds
@@ -236,7 +237,8 @@ class Tracker:
         return value
 
     def _residuals(self, t: int, r: _Rows, world: np.ndarray):
-        y = np.einsum("rij,rj->ri", world[r.part][:, :3, :3], self.v[r.vertex]) + world[r.part][:, :3, 3]
+        m = world[r.part]
+        y = np.einsum("rij,rj->ri", m[:, :3, :3], self.v[r.vertex]) + m[:, :3, 3]
         u, _, du = self.views.project_grouped(y, r.view, r.slices())
         d, g = self.fields[t].sample(u, r.view, r.mask)
         inner = ~r.edge & (d < 0)  # an interior point inside its mask costs nothing

@@ -43,6 +43,10 @@ class ViewSet:
     def project(self, x: np.ndarray, view, jacobian: bool = False):
         """Image coordinates (R, 2) and depth (R,) of points x (R, 3) in one view (an int) or in
         views ``view`` (R,); with ``jacobian`` also d(image)/d(x) (R, 2, 3)."""
+        if np.ndim(view) == 0 and not jacobian:  # the common case, column by column (no broadcasting)
+            v = int(view)
+            p = (x - self.C[v]) @ self.R[v].T
+            return self._image(p, self.f[v], self.s[v], self.pp[v], self.c0[v], self.c1[v]), p[:, 2]
         if np.ndim(view) == 0:
             v = int(view)
             p = (x - self.C[v]) @ self.R[v].T
@@ -64,6 +68,23 @@ class ViewSet:
         dp[:, :, 2] = -k * p[:, :2] / z
         return u, p[:, 2], dp @ R
 
+    @staticmethod
+    def _image(p: np.ndarray, f, s, pp, c0, c1) -> np.ndarray:
+        """Image coordinates (R, 2) of camera-space points p (R, 3): (f p_xy / z + pp − c0) s + c1,
+        the operations of ``project`` in its order, one column at a time; f, s scalars or (R,),
+        pp, c0, c1 (2,) or (R, 2)."""
+        z = np.where(np.abs(p[:, 2]) < 1e-9, 1e-9, p[:, 2])
+        u = np.empty((len(p), 2))
+        for i in range(2):
+            a = f * p[:, i]
+            a /= z
+            a += pp[..., i]
+            a -= c0[..., i]
+            a *= s
+            a += c1[..., i]
+            u[:, i] = a
+        return u
+
     def project_grouped(self, x: np.ndarray, view: np.ndarray, runs: list[tuple[int, slice]]):
         """As ``project(x[sl], v, jacobian=True)`` for every run (v, sl) of rows of one view, in
         one pass: image coordinates (R, 2), depth (R,) and d(image)/d(x) (R, 2, 3) of points x
@@ -73,9 +94,9 @@ class ViewSet:
         p = np.empty_like(x)
         for v, sl in runs:
             p[sl] = (x[sl] - self.C[v]) @ self.R[v].T
+        u = self._image(p, self.f[view], self.s[view], self.pp[view], self.c0[view], self.c1[view])
         f, s = self.f[view][:, None], self.s[view][:, None]
         z = np.where(np.abs(p[:, 2]) < 1e-9, 1e-9, p[:, 2])[:, None]
-        u = (f * p[:, :2] / z + self.pp[view] - self.c0[view]) * s + self.c1[view]
         k = s * f / z
         dp = np.zeros((len(x), 2, 3))
         dp[:, 0, 0] = k[:, 0]
