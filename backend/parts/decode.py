@@ -100,6 +100,29 @@ def _roi(mask: np.ndarray, margin: int = 8) -> tuple[slice, slice]:
             slice(max(xs[0][0] - margin, 0), min(xs[0][-1] + margin + 1, w)))
 
 
+def _nonzero(inside: list[np.ndarray], rois: list[tuple[slice, slice]]) -> tuple[np.ndarray, ...]:
+    """(image, row, column) of the true pixels of per-image regions ``inside`` (h_i, w_i) placed
+    at ``rois``, in the order np.nonzero gives for the whole stack (image, then row, then column)."""
+    out = [], [], []
+    for i, (m, roi) in enumerate(zip(inside, rois, strict=True)):
+        y, x = np.nonzero(m)
+        out[0].append(np.full(len(y), i, np.int64))
+        out[1].append(y + roi[0].start)
+        out[2].append(x + roi[1].start)
+    return tuple(np.concatenate(o) if o else np.zeros(0, np.int64) for o in out)
+
+
+def _gather(values: list[np.ndarray], rois: list[tuple[slice, slice]], img: np.ndarray, ys: np.ndarray,
+            xs: np.ndarray) -> np.ndarray:
+    """values[img][ys − row0, xs − column0] (S, C) of per-image regions (h_i, w_i, C) placed at rois."""
+    flat = np.concatenate([v.reshape(-1, v.shape[-1]) for v in values])
+    off = np.cumsum([0] + [v.shape[0] * v.shape[1] for v in values])[:-1]
+    y0 = np.array([roi[0].start for roi in rois], np.int64)
+    x0 = np.array([roi[1].start for roi in rois], np.int64)
+    w = np.array([v.shape[1] for v in values], np.int64)
+    return flat[off[img] + (ys - y0[img]) * w[img] + (xs - x0[img])]
+
+
 def _nearest(x: np.ndarray, c: np.ndarray) -> np.ndarray:
     d = (x * x).sum(1)[:, None] - 2 * x @ c.T + (c * c).sum(1)[None]
     return d.argmin(1)
@@ -162,25 +185,27 @@ def decode_parts(parts: np.ndarray, rgb: np.ndarray | None = None, *, edge: floa
     bg = background_colour(p)
     n_img = len(p)
     masks = np.zeros(p.shape[:3], bool)
-    conf = np.zeros(p.shape[:3], bool)
-    smooth = np.full(p.shape, 255, np.uint8)
-    rois = []
-    for i in range(n_img):
+    rois, smooth, conf = [], [], []  # per image: its region of interest, the smoothed colours and
+    for i in range(n_img):  # confident pixels there (outside it there is no foreground)
         masks[i] = foreground_mask(None if r is None else r[i], p[i], bg)
         roi = _roi(masks[i])
         rois.append(roi)
         if masks[i][roi].any():
-            smooth[i][roi], conf[i][roi] = _denoise(p[i][roi], masks[i][roi], edge)
+            sm, cf = _denoise(p[i][roi], masks[i][roi], edge)
+        else:
+            sm, cf = np.full(p[i][roi].shape, 255, np.uint8), np.zeros(masks[i][roi].shape, bool)
+        smooth.append(sm)
+        conf.append(cf)
     if not masks.any():
         raise BackendError("bad_input", "the part images have no foreground pixels")
-    if conf.sum() < 100:
-        conf = masks.copy()
+    if sum(int(np.count_nonzero(c)) for c in conf) < 100:
+        conf = [masks[i][roi].copy() for i, roi in enumerate(rois)]
     rng = np.random.default_rng(seed)
-    img_of, ys, xs = np.nonzero(conf)
+    img_of, ys, xs = _nonzero(conf, rois)
     if len(img_of) > max_samples:
         pick = rng.choice(len(img_of), max_samples, replace=False)
         img_of, ys, xs = img_of[pick], ys[pick], xs[pick]
-    samples = smooth[img_of, ys, xs].astype(np.float64)
+    samples = _gather(smooth, rois, img_of, ys, xs).astype(np.float64)
     drift = np.zeros((n_img, 3))
     by_image = np.argsort(img_of, kind="stable")  # the samples image by image: [bounds[i], bounds[i + 1])
     bounds = np.searchsorted(img_of[by_image], np.arange(n_img + 1))
@@ -202,7 +227,8 @@ def _label(raw, smooth, masks, conf, drift, centres, rois) -> np.ndarray:
     """Labels (I, H, W): confident pixels by the nearest cluster of their smoothed colour (through
     a colour lookup table); the others by their own colour when it is within OWN levels of a
     cluster, else from the nearest confident pixel within BORROW px, else by their smoothed
-    colour."""
+    colour. raw (I, H, W, 3) and masks (I, H, W) whole; smooth and conf per image over its
+    region of interest rois[i]."""
     q = 1 << LUT_BITS
     grid = (np.arange(q) + 0.5) * (256 / q)
     lut_colours = np.stack(np.meshgrid(grid, grid, grid, indexing="ij"), -1).reshape(-1, 3)
@@ -226,8 +252,8 @@ def _label(raw, smooth, masks, conf, drift, centres, rois) -> np.ndarray:
         m = masks[i][roi]
         if not m.any():
             continue
-        c = conf[i][roi]
-        smooth_code = codes(smooth[i][roi], i)
+        c = conf[i]
+        smooth_code = codes(smooth[i], i)
         raw_code = codes(raw[i][roi], i)
         lab = np.where(m, lut[smooth_code], 0)
         unsure = m & ~c
