@@ -129,6 +129,22 @@ def visible(u: np.ndarray, depth: np.ndarray, zbuf: np.ndarray, cell: int = 2, t
     return out
 
 
+def visible_among(u: np.ndarray, depth: np.ndarray, size: tuple[int, int], cell: int = 2,
+                  tol: float = 0.025) -> np.ndarray:
+    """Which points (u (R, 2), depth (R,)) the same points' own depth buffer shows:
+    ``visible(u, depth, splat_depth(u, depth, size, cell), cell, tol)`` with the cells computed once."""
+    h, w = (size[0] + cell - 1) // cell, (size[1] + cell - 1) // cell
+    ij = np.floor(u / cell).astype(np.int64)
+    inside = (ij[:, 0] >= 0) & (ij[:, 0] < w) & (ij[:, 1] >= 0) & (ij[:, 1] < h)
+    ok = inside & (depth > 0)
+    z = np.full(h * w, 1e9, np.float32)
+    np.minimum.at(z, ij[ok, 1] * w + ij[ok, 0], depth[ok].astype(np.float32))
+    zbuf = cv2.erode(z.reshape(h, w), np.ones((3, 3), np.uint8))
+    out = np.zeros(len(u), bool)
+    out[inside] = depth[inside] <= zbuf[ij[inside, 1], ij[inside, 0]] + tol
+    return out
+
+
 @dataclass
 class SurfaceSamples:
     """Points on a mesh's surface kept as (face, barycentric) so they follow any posing of the
