@@ -158,7 +158,8 @@ class Tracker:
         p = len(parent)
         self.pool = [self.rng.permutation(np.nonzero(self.labels == k)[0])[:pool] for k in range(p)]
         self._allpool = np.concatenate(self.pool)
-        self._bounds = np.cumsum([0] + [len(q) for q in self.pool])
+        self._pool_part = np.repeat(np.arange(p), [len(q) for q in self.pool])  # part of each pooled vertex
+        self._pool_seam = self.seam[self._allpool]
         self.edge_points, self.inner_points, self.outline_points = edge_points, inner_points, outline_points
         self.root = np.tile(np.eye(4), (self.n_t, 1, 1))
         self.local = np.tile(np.eye(3), (self.n_t, p, 1, 1))
@@ -180,9 +181,9 @@ class Tracker:
         posed = np.einsum("nij,nj->ni", m[:, :3, :3], self.v) + m[:, :3, 3]
         occ = self.occluders.points(posed)
         allpool = self._allpool
-        bounds = self._bounds
         pooled = posed[allpool]
-        rot_normals = np.einsum("nij,nj->ni", world[lab[allpool]][:, :3, :3], self.normals[allpool])
+        rot_normals = np.einsum("nij,nj->ni", world[lab[allpool]][:, :3, :3], self.normals[allpool]).T.copy()
+        pooled_t = pooled.T.copy()  # (3, S): the contour test column by column
         groups, heads = [], []  # the rows' vertices and (view, part, mask, on the edge), group by group
 
         for v in np.nonzero(self.present[t])[0]:
@@ -190,27 +191,24 @@ class Tracker:
             zbuf = splat_depth(u, d, self.views.size, CELL)
             near_bg = cv2.dilate((zbuf > 1e8).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
             up, dp = self.views.project(pooled, v)
-            vis_all = visible(up, dp, zbuf, CELL)
-            ij = np.clip(np.floor(up / CELL).astype(np.int64), 0, np.array(zbuf.shape[::-1]) - 1)
+            cells = np.floor(up / CELL).astype(np.int64)
+            vis_all = visible(up, dp, zbuf, CELL, cells=cells)
+            ij = np.clip(cells, 0, np.array(zbuf.shape[::-1]) - 1)
             outline_all = near_bg[ij[:, 1], ij[:, 0]]
-            ray = pooled - self.views.C[v]
-            contour_all = np.abs((rot_normals * ray).sum(1)) / np.linalg.norm(ray, axis=1) < CONTOUR
+            ray = pooled_t - self.views.C[v][:, None]
+            cos = (rot_normals[0] * ray[0] + rot_normals[1] * ray[1]) + rot_normals[2] * ray[2]
+            contour_all = np.abs(cos) / np.sqrt((ray[0] * ray[0] + ray[1] * ray[1]) + ray[2] * ray[2]) < CONTOUR
             in_view = field.roi[v, :, 2] > 0  # the part's mask exists in this view
-            for k in range(len(self.pool)):
-                sl = slice(bounds[k], bounds[k + 1])
-                vis = vis_all[sl]
-                idx = self.pool[k][vis]
-                if len(idx) < 3:
-                    continue
-                contour = contour_all[sl][vis]
+            on_edge = self._pool_seam | contour_all
+            edge, inner, outline = (self._by_pool_part(vis_all & m) for m in
+                                    (on_edge, ~on_edge, contour_all & outline_all))
+            for k in np.nonzero(np.bincount(self._pool_part[vis_all], minlength=len(self.pool)) >= 3)[0]:
                 if in_view[k]:
-                    on_edge = self.seam[idx] | contour
-                    groups.append(self.rng.permutation(idx[on_edge])[:self.edge_points])
+                    groups.append(self.rng.permutation(edge[k])[:self.edge_points])
                     heads.append((v, k, k, True))
-                    groups.append(self.rng.permutation(idx[~on_edge])[:self.inner_points])
+                    groups.append(self.rng.permutation(inner[k])[:self.inner_points])
                     heads.append((v, k, k, False))
-                outline = contour & outline_all[sl][vis]
-                groups.append(self.rng.permutation(idx[outline])[:self.outline_points])
+                groups.append(self.rng.permutation(outline[k])[:self.outline_points])
                 heads.append((v, k, self.silhouette, True))
         if not groups:
             e = np.zeros(0, int)
@@ -220,6 +218,11 @@ class Tracker:
         h = np.array([hd[:3] for hd in heads], np.int64).reshape(-1, 3)
         self.rows[t] = _Rows(np.repeat(h[:, 0], n), np.repeat(h[:, 1], n), np.repeat(h[:, 2], n),
                              np.concatenate(groups), np.repeat(np.array([hd[3] for hd in heads]), n))
+
+    def _by_pool_part(self, chosen: np.ndarray) -> list[np.ndarray]:
+        """The pooled vertices ``chosen`` (a mask over the pool), part by part, in pool order."""
+        counts = np.bincount(self._pool_part[chosen], minlength=len(self.pool))
+        return np.split(self._allpool[chosen], np.cumsum(counts)[:-1])
 
     def residuals(self, t: int, world: np.ndarray):
         """Frame t's residuals at ``world``: signed distances (R,), d r / d y (R, 3) and the posed

@@ -119,10 +119,12 @@ def splat_depth(u: np.ndarray, depth: np.ndarray, size: tuple[int, int], cell: i
     return cv2.erode(z.reshape(h, w), np.ones((3, 3), np.uint8))
 
 
-def visible(u: np.ndarray, depth: np.ndarray, zbuf: np.ndarray, cell: int = 2, tol: float = 0.025) -> np.ndarray:
-    """Which points (u (R, 2), depth (R,)) are no farther than ``tol`` behind the depth buffer."""
+def visible(u: np.ndarray, depth: np.ndarray, zbuf: np.ndarray, cell: int = 2, tol: float = 0.025,
+            cells: np.ndarray | None = None) -> np.ndarray:
+    """Which points (u (R, 2), depth (R,)) are no farther than ``tol`` behind the depth buffer;
+    ``cells``: their cells floor(u / cell) (R, 2) int64 when the caller has them."""
     h, w = zbuf.shape
-    ij = np.floor(u / cell).astype(np.int64)
+    ij = np.floor(u / cell).astype(np.int64) if cells is None else cells
     ok = (ij[:, 0] >= 0) & (ij[:, 0] < w) & (ij[:, 1] >= 0) & (ij[:, 1] < h)
     out = np.zeros(len(u), bool)
     out[ok] = depth[ok] <= zbuf[ij[ok, 1], ij[ok, 0]] + tol
