@@ -123,9 +123,17 @@ def _gather(values: list[np.ndarray], rois: list[tuple[slice, slice]], img: np.n
     return flat[off[img] + (ys - y0[img]) * w[img] + (xs - x0[img])]
 
 
+def _sq_dist(x: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Squared distances (S, K) of points x (S, 3) to centres c (K, 3) as |x|² − 2 x·c + |c|², in
+    place in one (S, K) buffer."""
+    d = (2 * x) @ c.T
+    np.subtract((x * x).sum(1)[:, None], d, out=d)
+    d += (c * c).sum(1)[None]
+    return d
+
+
 def _nearest(x: np.ndarray, c: np.ndarray) -> np.ndarray:
-    d = (x * x).sum(1)[:, None] - 2 * x @ c.T + (c * c).sum(1)[None]
-    return d.argmin(1)
+    return _sq_dist(x, c).argmin(1)
 
 
 def _peaks(samples: np.ndarray, min_count: float, sep: float) -> np.ndarray:
@@ -232,7 +240,7 @@ def _label(raw, smooth, masks, conf, drift, centres, rois) -> np.ndarray:
     q = 1 << LUT_BITS
     grid = (np.arange(q) + 0.5) * (256 / q)
     lut_colours = np.stack(np.meshgrid(grid, grid, grid, indexing="ij"), -1).reshape(-1, 3)
-    d2 = (lut_colours ** 2).sum(1)[:, None] - 2 * lut_colours @ centres.T + (centres ** 2).sum(1)[None]
+    d2 = _sq_dist(lut_colours, centres)
     lut = (d2.argmin(1) + 1).astype(np.uint16)
     lut_near = np.sqrt(np.maximum(d2.min(1), 0)) <= OWN
     shift = 8 - LUT_BITS
