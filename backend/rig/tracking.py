@@ -294,12 +294,26 @@ class Tracker:
         k: root rotation and shift, every ancestor joint's rotation, and (with pivots) every
         ancestor's pivot; columns as _columns. terms: _frame_terms of the frame."""
         c_root, pivot_world, bend = terms
-        blocks = [_cross(y - c_root, D), D]
-        for a in self.skel.ancestors[k]:
-            blocks.append(_cross(y - pivot_world[a], D))
+        anc = self.skel.ancestors[k]
+        J = np.empty((len(y), 6 + len(anc) * (6 if with_pivots else 3)))
+        yt, dt = y.T, D.T
+
+        def cross(col, point):  # (y − point) × D, as _cross computes it, into three columns
+            r0, r1, r2 = yt[0] - point[0], yt[1] - point[1], yt[2] - point[2]
+            J[:, col] = r1 * dt[2] - r2 * dt[1]
+            J[:, col + 1] = r2 * dt[0] - r0 * dt[2]
+            J[:, col + 2] = r0 * dt[1] - r1 * dt[0]
+
+        cross(0, c_root)
+        J[:, 3:6] = D
+        col = 6
+        for a in anc:
+            cross(col, pivot_world[a])
+            col += 3
             if with_pivots:
-                blocks.append(D @ bend[a])
-        return np.concatenate(blocks, 1)
+                J[:, col:col + 3] = D @ bend[a]
+                col += 3
+        return J
 
     def normal_equations(self, frames: list[int], with_pivots: bool):
         """(H, b, cost) over the parameters: per frame [root ω, root τ, ω of every joint], then
