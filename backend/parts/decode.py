@@ -60,10 +60,11 @@ def foreground_mask(rgb: np.ndarray | None, parts: np.ndarray, background=(255, 
                     tol: float = 12.0) -> np.ndarray:
     """Object pixels (H, W): away from the part image's background colour, or, with an RGB view
     on white, not white there."""
-    d = cv2.absdiff(parts, np.full_like(parts, 0) + np.asarray(np.round(background), np.uint8))
-    m = np.maximum(np.maximum(d[..., 0], d[..., 1]), d[..., 2]) > tol
-    if rgb is not None:
-        m |= np.minimum(np.minimum(rgb[..., 0], rgb[..., 1]), rgb[..., 2]) < 245
+    bg = np.asarray(np.round(background), np.uint8).astype(float)
+    near = np.floor(tol)  # |level − background| ≤ tol in every channel: background (levels are integers)
+    m = cv2.inRange(parts, tuple(bg - near), tuple(bg + near)) == 0
+    if rgb is not None:  # not white: some channel below 245
+        m |= cv2.inRange(rgb, (245, 245, 245), (255, 255, 255)) == 0
     return m
 
 
@@ -83,7 +84,7 @@ def _denoise(img: np.ndarray, mask: np.ndarray, edge: float) -> tuple[np.ndarray
     """(the image averaged over 5×5 windows of foreground pixels only (H, W, 3) uint8, confident
     pixels (H, W))."""
     m8 = mask.astype(np.uint8)
-    num = cv2.boxFilter(img * m8[..., None], cv2.CV_16U, (5, 5), normalize=False).astype(np.float32)
+    num = cv2.boxFilter(cv2.bitwise_and(img, img, mask=m8), cv2.CV_16U, (5, 5), normalize=False).astype(np.float32)
     den = cv2.boxFilter(m8, cv2.CV_16U, (5, 5), normalize=False).astype(np.float32)
     sm = np.clip(num / np.maximum(den, 1)[..., None] + 0.5, 0, 255).astype(np.uint8)
     sm[~mask] = 255
@@ -99,9 +100,40 @@ def _roi(mask: np.ndarray, margin: int = 8) -> tuple[slice, slice]:
             slice(max(xs[0][0] - margin, 0), min(xs[0][-1] + margin + 1, w)))
 
 
+def _nonzero(inside: list[np.ndarray], rois: list[tuple[slice, slice]]) -> tuple[np.ndarray, ...]:
+    """(image, row, column) of the true pixels of per-image regions ``inside`` (h_i, w_i) placed
+    at ``rois``, in the order np.nonzero gives for the whole stack (image, then row, then column)."""
+    out = [], [], []
+    for i, (m, roi) in enumerate(zip(inside, rois, strict=True)):
+        y, x = np.nonzero(m)
+        out[0].append(np.full(len(y), i, np.int64))
+        out[1].append(y + roi[0].start)
+        out[2].append(x + roi[1].start)
+    return tuple(np.concatenate(o) if o else np.zeros(0, np.int64) for o in out)
+
+
+def _gather(values: list[np.ndarray], rois: list[tuple[slice, slice]], img: np.ndarray, ys: np.ndarray,
+            xs: np.ndarray) -> np.ndarray:
+    """values[img][ys − row0, xs − column0] (S, C) of per-image regions (h_i, w_i, C) placed at rois."""
+    flat = np.concatenate([v.reshape(-1, v.shape[-1]) for v in values])
+    off = np.cumsum([0] + [v.shape[0] * v.shape[1] for v in values])[:-1]
+    y0 = np.array([roi[0].start for roi in rois], np.int64)
+    x0 = np.array([roi[1].start for roi in rois], np.int64)
+    w = np.array([v.shape[1] for v in values], np.int64)
+    return flat[off[img] + (ys - y0[img]) * w[img] + (xs - x0[img])]
+
+
+def _sq_dist(x: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Squared distances (S, K) of points x (S, 3) to centres c (K, 3) as |x|² − 2 x·c + |c|², in
+    place in one (S, K) buffer."""
+    d = (2 * x) @ c.T
+    np.subtract((x * x).sum(1)[:, None], d, out=d)
+    d += (c * c).sum(1)[None]
+    return d
+
+
 def _nearest(x: np.ndarray, c: np.ndarray) -> np.ndarray:
-    d = (x * x).sum(1)[:, None] - 2 * x @ c.T + (c * c).sum(1)[None]
-    return d.argmin(1)
+    return _sq_dist(x, c).argmin(1)
 
 
 def _peaks(samples: np.ndarray, min_count: float, sep: float) -> np.ndarray:
@@ -161,35 +193,37 @@ def decode_parts(parts: np.ndarray, rgb: np.ndarray | None = None, *, edge: floa
     bg = background_colour(p)
     n_img = len(p)
     masks = np.zeros(p.shape[:3], bool)
-    conf = np.zeros(p.shape[:3], bool)
-    smooth = np.zeros(p.shape, np.uint8)
-    smooth[:] = 255
-    rois = []
-    for i in range(n_img):
+    rois, smooth, conf = [], [], []  # per image: its region of interest, the smoothed colours and
+    for i in range(n_img):  # confident pixels there (outside it there is no foreground)
         masks[i] = foreground_mask(None if r is None else r[i], p[i], bg)
         roi = _roi(masks[i])
         rois.append(roi)
         if masks[i][roi].any():
-            smooth[i][roi], conf[i][roi] = _denoise(p[i][roi], masks[i][roi], edge)
+            sm, cf = _denoise(p[i][roi], masks[i][roi], edge)
+        else:
+            sm, cf = np.full(p[i][roi].shape, 255, np.uint8), np.zeros(masks[i][roi].shape, bool)
+        smooth.append(sm)
+        conf.append(cf)
     if not masks.any():
         raise BackendError("bad_input", "the part images have no foreground pixels")
-    if conf.sum() < 100:
-        conf = masks.copy()
+    if sum(int(np.count_nonzero(c)) for c in conf) < 100:
+        conf = [masks[i][roi].copy() for i, roi in enumerate(rois)]
     rng = np.random.default_rng(seed)
-    img_of, ys, xs = np.nonzero(conf)
+    img_of, ys, xs = _nonzero(conf, rois)
     if len(img_of) > max_samples:
         pick = rng.choice(len(img_of), max_samples, replace=False)
         img_of, ys, xs = img_of[pick], ys[pick], xs[pick]
-    samples = smooth[img_of, ys, xs].astype(np.float64)
+    samples = _gather(smooth, rois, img_of, ys, xs).astype(np.float64)
     drift = np.zeros((n_img, 3))
+    by_image = np.argsort(img_of, kind="stable")  # the samples image by image: [bounds[i], bounds[i + 1])
+    bounds = np.searchsorted(img_of[by_image], np.arange(n_img + 1))
     centres = find_part_colours(samples, min_frac, sep=COARSE)  # well-separated colours first: the drift
     for sep in (COARSE, 7.0, 7.0):  # remove each image's colour drift against the clusters, then cluster again
         lab = _nearest(samples - drift[img_of], centres)
-        resid = samples - drift[img_of] - centres[lab]
+        resid = (samples - drift[img_of] - centres[lab])[by_image]
         for i in range(n_img):
-            m = img_of == i
-            if m.sum() > 20:
-                drift[i] += np.median(resid[m], axis=0)
+            if bounds[i + 1] - bounds[i] > 20:
+                drift[i] += np.median(resid[bounds[i]:bounds[i + 1]], axis=0)
         centres = find_part_colours(samples - drift[img_of], min_frac, sep=sep)
     labels = _label(p, smooth, masks, conf, drift, centres, rois)
     centres, labels, merges = _merge(centres, labels, rois, merge_dist, interleave, min_frac, masks.sum())
@@ -201,27 +235,33 @@ def _label(raw, smooth, masks, conf, drift, centres, rois) -> np.ndarray:
     """Labels (I, H, W): confident pixels by the nearest cluster of their smoothed colour (through
     a colour lookup table); the others by their own colour when it is within OWN levels of a
     cluster, else from the nearest confident pixel within BORROW px, else by their smoothed
-    colour."""
+    colour. raw (I, H, W, 3) and masks (I, H, W) whole; smooth and conf per image over its
+    region of interest rois[i]."""
     q = 1 << LUT_BITS
     grid = (np.arange(q) + 0.5) * (256 / q)
     lut_colours = np.stack(np.meshgrid(grid, grid, grid, indexing="ij"), -1).reshape(-1, 3)
-    d2 = (lut_colours ** 2).sum(1)[:, None] - 2 * lut_colours @ centres.T + (centres ** 2).sum(1)[None]
+    d2 = _sq_dist(lut_colours, centres)
     lut = (d2.argmin(1) + 1).astype(np.uint16)
     lut_near = np.sqrt(np.maximum(d2.min(1), 0)) <= OWN
     shift = 8 - LUT_BITS
     out = np.zeros(masks.shape, np.uint16)
 
+    levels = np.arange(256, dtype=np.float32)[:, None]
+
     def codes(img, i):
-        x = np.clip(img.astype(np.float32) - drift[i], 0, 255).astype(np.uint8) >> shift
-        return (x[..., 0].astype(np.int32) << (2 * LUT_BITS)) | (x[..., 1].astype(np.int32) << LUT_BITS) | x[..., 2]
+        # the drift-corrected, quantised channel of every level 0..255 (256, 3), shifted to its place
+        # in the code: three table lookups per pixel instead of float arithmetic on every pixel
+        q = (np.clip(levels - drift[i], 0, 255).astype(np.uint8) >> shift).astype(np.int32)
+        q <<= np.array([2 * LUT_BITS, LUT_BITS, 0], np.int32)
+        return q[img[..., 0], 0] | q[img[..., 1], 1] | q[img[..., 2], 2]
 
     for i in range(len(masks)):
         roi = rois[i]
         m = masks[i][roi]
         if not m.any():
             continue
-        c = conf[i][roi]
-        smooth_code = codes(smooth[i][roi], i)
+        c = conf[i]
+        smooth_code = codes(smooth[i], i)
         raw_code = codes(raw[i][roi], i)
         lab = np.where(m, lut[smooth_code], 0)
         unsure = m & ~c

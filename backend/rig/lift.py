@@ -160,7 +160,7 @@ def frame_votes(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, wor
     transform world (T, P, 4, 4); visible surface samples (splatted depth) vote for the part
     their pixel shows, on their nearest vertex, weighted by ``weight`` (P,) of the part that
     posed them (how much its motion is trusted)."""
-    from .views import SurfaceSamples, splat_depth, visible
+    from .views import SurfaceSamples, visible_among
 
     n, p = len(vertices), len(part_ids)
     lookup = np.zeros(int(max(part_ids, default=0)) + 2, np.int64) - 1
@@ -168,7 +168,7 @@ def frame_votes(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, wor
     samples = SurfaceSamples.of(vertices, faces, count=max(20000, 3 * len(faces)))
     nearest = samples.faces[np.arange(len(samples.faces)), samples.bary.argmax(1)]
     trust = np.ones(p) if weight is None else np.asarray(weight, float)
-    votes = np.zeros((n, p))
+    cells, weights = [], []  # every vote in order: (vertex, part) as one index, and its weight
     h, w = label_images.shape[2:]
     for t in range(1, label_images.shape[0]):
         m = world[t][labels]
@@ -176,12 +176,16 @@ def frame_votes(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, wor
         pts = samples.points(posed)
         for v in np.nonzero(present[t])[0]:
             u, d = views.project(pts, v)
-            vis = visible(u, d, splat_depth(u, d, views.size, 3), 3)
+            vis = visible_among(u, d, views.size, 3)
             px = np.round(u).astype(np.int64)
             ok = vis & (px[:, 0] >= 0) & (px[:, 0] < w) & (px[:, 1] >= 0) & (px[:, 1] < h)
             idx = np.nonzero(ok)[0]
             lab = lookup[np.minimum(label_images[t, v][px[idx, 1], px[idx, 0]], len(lookup) - 1)]
             good = lab >= 0
             vert = nearest[idx[good]]
-            np.add.at(votes, (vert, lab[good]), trust[labels[vert]])
-    return votes
+            cells.append(vert * p + lab[good])
+            weights.append(trust[labels[vert]])
+    if not cells:
+        return np.zeros((n, p))
+    # summed in order from zero, as adding each vote in turn would
+    return np.bincount(np.concatenate(cells), np.concatenate(weights), minlength=n * p).reshape(n, p)

@@ -10,6 +10,14 @@ MARGIN = 32  # px around a part's mask where its distance transform is kept
 CAP = 40.0  # px: distances are capped here (a part absent from a view pulls no further)
 
 
+def _box(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """The bounding box of a mask (H, W) as find_objects gives it (rows, columns), None if empty."""
+    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    if not len(rows):
+        return None
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
 class MaskField:
     """Signed distance (pixels, negative inside) to the boundary of every part's mask in every
     view of one frame, as one flat buffer with a region of interest per (view, part)."""
@@ -24,10 +32,10 @@ class MaskField:
         chunks, offset = [], 0
         n_parts = len(part_ids)
         for v in range(n_v):
-            found = ndimage.find_objects(labels[v].astype(np.int64), max_label=int(max(part_ids, default=0)))
+            found = ndimage.find_objects(labels[v], max_label=int(max(part_ids, default=0)))
             boxes = [found[pid - 1] if 0 < pid <= len(found) else None for pid in part_ids]
             if silhouette:
-                boxes += ndimage.find_objects((labels[v] > 0).astype(np.int64), max_label=1)
+                boxes.append(_box(labels[v] > 0))
             for k, box in enumerate(boxes):
                 if box is None:
                     continue

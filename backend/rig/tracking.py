@@ -108,12 +108,21 @@ class _Rows:
     edge: np.ndarray
 
     def slices(self) -> list[tuple[int, slice]]:
-        """(view, rows) for each run of equal views (rows come grouped by view)."""
-        if len(self.view) == 0:
-            return []
-        cut = np.nonzero(np.diff(self.view))[0] + 1
-        starts, ends = np.r_[0, cut], np.r_[cut, len(self.view)]
-        return [(int(self.view[a]), slice(int(a), int(b))) for a, b in zip(starts, ends, strict=True)]
+        """(view, rows) for each run of equal views (rows come grouped by view); computed once."""
+        if "_slices" not in self.__dict__:
+            if len(self.view) == 0:
+                self._slices = []
+            else:
+                cut = np.nonzero(np.diff(self.view))[0] + 1
+                starts, ends = np.r_[0, cut], np.r_[cut, len(self.view)]
+                self._slices = [(int(self.view[a]), slice(int(a), int(b))) for a, b in zip(starts, ends, strict=True)]
+        return self._slices
+
+    def by_part(self) -> dict[int, np.ndarray]:
+        """Part -> its rows, in the order of the parts; computed once."""
+        if "_by_part" not in self.__dict__:
+            self._by_part = _by_part(self.part)
+        return self._by_part
 
 
 def _by_part(part: np.ndarray) -> dict[int, np.ndarray]:
@@ -148,10 +157,15 @@ class Tracker:
         self.rng = np.random.default_rng(seed)
         p = len(parent)
         self.pool = [self.rng.permutation(np.nonzero(self.labels == k)[0])[:pool] for k in range(p)]
+        self._allpool = np.concatenate(self.pool)
+        self._pool_part = np.repeat(np.arange(p), [len(q) for q in self.pool])  # part of each pooled vertex
+        self._pool_seam = self.seam[self._allpool]
         self.edge_points, self.inner_points, self.outline_points = edge_points, inner_points, outline_points
         self.root = np.tile(np.eye(4), (self.n_t, 1, 1))
         self.local = np.tile(np.eye(3), (self.n_t, p, 1, 1))
         self.rows: list[_Rows | None] = [None] * self.n_t
+        self._kept: list[list] = [[] for _ in range(self.n_t)]  # residuals' last evaluations per frame
+        self._cols: dict = {}  # _columns by (part, frame slot, parameters per frame, pivots' offset)
         self.scale = ROBUST
 
     # --- what each frame's views show ----------------------------------------------------------
@@ -163,58 +177,72 @@ class Tracker:
         transforms ``world`` (P, 4, 4)."""
         world, field = self.world(t) if world is None else world, self.fields[t]
         lab = self.labels
-        posed = np.einsum("nij,nj->ni", world[lab][:, :3, :3], self.v) + world[lab][:, :3, 3]
+        m = world[lab]
+        posed = np.einsum("nij,nj->ni", m[:, :3, :3], self.v) + m[:, :3, 3]
         occ = self.occluders.points(posed)
-        allpool = np.concatenate(self.pool)
-        bounds = np.cumsum([0] + [len(p) for p in self.pool])
-        rot_normals = np.einsum("nij,nj->ni", world[lab[allpool]][:, :3, :3], self.normals[allpool])
-        out = ([], [], [], [], [])
-
-        def add(v, k, mask, group, flag):
-            out[0].append(np.full(len(group), v))
-            out[1].append(np.full(len(group), k))
-            out[2].append(np.full(len(group), mask))
-            out[3].append(group)
-            out[4].append(np.full(len(group), flag))
+        allpool = self._allpool
+        pooled = posed[allpool]
+        rot_normals = np.einsum("nij,nj->ni", world[lab[allpool]][:, :3, :3], self.normals[allpool]).T.copy()
+        pooled_t = pooled.T.copy()  # (3, S): the contour test column by column
+        groups, heads = [], []  # the rows' vertices and (view, part, mask, on the edge), group by group
 
         for v in np.nonzero(self.present[t])[0]:
             u, d = self.views.project(occ, v)
             zbuf = splat_depth(u, d, self.views.size, CELL)
             near_bg = cv2.dilate((zbuf > 1e8).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-            up, dp = self.views.project(posed[allpool], v)
-            vis_all = visible(up, dp, zbuf, CELL)
-            ij = np.clip(np.floor(up / CELL).astype(np.int64), 0, np.array(zbuf.shape[::-1]) - 1)
+            up, dp = self.views.project(pooled, v)
+            cells = np.floor(up / CELL).astype(np.int64)
+            vis_all = visible(up, dp, zbuf, CELL, cells=cells)
+            ij = np.clip(cells, 0, np.array(zbuf.shape[::-1]) - 1)
             outline_all = near_bg[ij[:, 1], ij[:, 0]]
-            ray = posed[allpool] - self.views.C[v]
-            contour_all = np.abs((rot_normals * ray).sum(1)) / np.linalg.norm(ray, axis=1) < CONTOUR
-            for k in range(len(self.pool)):
-                sl = slice(bounds[k], bounds[k + 1])
-                vis = vis_all[sl]
-                idx = self.pool[k][vis]
-                if len(idx) < 3:
-                    continue
-                contour = contour_all[sl][vis]
-                if field.present(np.array([v]), np.array([k]))[0]:
-                    on_edge = self.seam[idx] | contour
-                    add(v, k, k, self.rng.permutation(idx[on_edge])[:self.edge_points], True)
-                    add(v, k, k, self.rng.permutation(idx[~on_edge])[:self.inner_points], False)
-                outline = contour & outline_all[sl][vis]
-                add(v, k, self.silhouette, self.rng.permutation(idx[outline])[:self.outline_points], True)
-        e = np.zeros(0, int)
-        if not out[0]:
+            ray = pooled_t - self.views.C[v][:, None]
+            cos = (rot_normals[0] * ray[0] + rot_normals[1] * ray[1]) + rot_normals[2] * ray[2]
+            contour_all = np.abs(cos) / np.sqrt((ray[0] * ray[0] + ray[1] * ray[1]) + ray[2] * ray[2]) < CONTOUR
+            in_view = field.roi[v, :, 2] > 0  # the part's mask exists in this view
+            on_edge = self._pool_seam | contour_all
+            edge, inner, outline = (self._by_pool_part(vis_all & m) for m in
+                                    (on_edge, ~on_edge, contour_all & outline_all))
+            for k in np.nonzero(np.bincount(self._pool_part[vis_all], minlength=len(self.pool)) >= 3)[0]:
+                if in_view[k]:
+                    groups.append(self.rng.permutation(edge[k])[:self.edge_points])
+                    heads.append((v, k, k, True))
+                    groups.append(self.rng.permutation(inner[k])[:self.inner_points])
+                    heads.append((v, k, k, False))
+                groups.append(self.rng.permutation(outline[k])[:self.outline_points])
+                heads.append((v, k, self.silhouette, True))
+        if not groups:
+            e = np.zeros(0, int)
             self.rows[t] = _Rows(e, e, e, e, np.zeros(0, bool))
             return
-        self.rows[t] = _Rows(*(np.concatenate(o) for o in out))
+        n = [len(g) for g in groups]
+        h = np.array([hd[:3] for hd in heads], np.int64).reshape(-1, 3)
+        self.rows[t] = _Rows(np.repeat(h[:, 0], n), np.repeat(h[:, 1], n), np.repeat(h[:, 2], n),
+                             np.concatenate(groups), np.repeat(np.array([hd[3] for hd in heads]), n))
+
+    def _by_pool_part(self, chosen: np.ndarray) -> list[np.ndarray]:
+        """The pooled vertices ``chosen`` (a mask over the pool), part by part, in pool order."""
+        counts = np.bincount(self._pool_part[chosen], minlength=len(self.pool))
+        return np.split(self._allpool[chosen], np.cumsum(counts)[:-1])
 
     def residuals(self, t: int, world: np.ndarray):
         """Frame t's residuals at ``world``: signed distances (R,), d r / d y (R, 3) and the posed
-        points (R, 3)."""
+        points (R, 3). The last two evaluations per frame are kept (by rows and transforms): a
+        Levenberg–Marquardt step's cost is the next step's linearisation point, or, when the step
+        is refused, the previous one's is again. The arrays returned are shared: read only."""
         r = self.rows[t]
-        y = np.einsum("rij,rj->ri", world[r.part][:, :3, :3], self.v[r.vertex]) + world[r.part][:, :3, 3]
-        u = np.zeros((len(y), 2))
-        du = np.zeros((len(y), 2, 3))
-        for v, sl in r.slices():
-            u[sl], _, du[sl] = self.views.project(y[sl], v, jacobian=True)
+        key = world.tobytes()
+        kept = self._kept[t]
+        for rows, k, value in kept:
+            if rows is r and k == key:
+                return value
+        value = self._residuals(t, r, world)
+        self._kept[t] = [(r, key, value)] + kept[:1]
+        return value
+
+    def _residuals(self, t: int, r: _Rows, world: np.ndarray):
+        m = world[r.part]
+        y = np.einsum("rij,rj->ri", m[:, :3, :3], self.v[r.vertex]) + m[:, :3, 3]
+        u, _, du = self.views.project_grouped(y, r.view, r.slices())
         d, g = self.fields[t].sample(u, r.view, r.mask)
         inner = ~r.edge & (d < 0)  # an interior point inside its mask costs nothing
         d = np.where(inner, 0.0, d)
@@ -232,24 +260,60 @@ class Tracker:
         return c + self.prior * float(np.sum((self.skel.pivots - self.contact)[self.skel.joints] ** 2))
 
     # --- the normal equations ------------------------------------------------------------------
-    def _blocks(self, t: int, k: int, world: np.ndarray, y: np.ndarray, D: np.ndarray, fi: int, per: int,
-                pivot_off: int | None) -> tuple[np.ndarray, np.ndarray]:
-        """(columns, Jacobian (S, c)) of residuals with d r / d y = D (S, 3) at posed points y
-        (S, 3) of part k: root rotation and shift, every ancestor joint's rotation, and (with
-        pivot_off) every ancestor's pivot."""
+    def _frame_terms(self, t: int, world: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per frame, what every part's Jacobian shares: the root's centre (3,), each joint's
+        pivot in the world (P, 3) and d(pivot's image)/d(pivot) (P, 3, 3): the parent's rotation
+        times (I − the joint's rotation)."""
         sk = self.skel
         c_root = world[sk.root][:3, :3] @ self.contact[sk.root] + world[sk.root][:3, 3]
-        cols, blocks = [fi * per + np.arange(6)], [_cross(y - c_root, D), D]
-        for a in sk.ancestors[k]:
-            j = sk.slot[a]
+        pivot_world = np.zeros((sk.p, 3))
+        bend = np.zeros((sk.p, 3, 3))
+        for a in sk.joints:
             pa = world[sk.parent[a]]
-            pivot_world = pa[:3, :3] @ sk.pivots[a] + pa[:3, 3]
-            cols.append(fi * per + 6 + 3 * j + np.arange(3))
-            blocks.append(_cross(y - pivot_world, D))
-            if pivot_off is not None:
-                cols.append(pivot_off + 3 * j + np.arange(3))
-                blocks.append(D @ (pa[:3, :3] @ (np.eye(3) - self.local[t, a])))
-        return np.concatenate(cols), np.concatenate(blocks, 1)
+            pivot_world[a] = pa[:3, :3] @ sk.pivots[a] + pa[:3, 3]
+            bend[a] = pa[:3, :3] @ (np.eye(3) - self.local[t, a])
+        return c_root, pivot_world, bend
+
+    def _columns(self, k: int, fi: int, per: int, pivot_off: int | None) -> np.ndarray:
+        """The parameters part k's residuals depend on (see _blocks), in its Jacobian's order."""
+        key = (k, fi, per, pivot_off)
+        cols = self._cols.get(key)
+        if cols is None:
+            sk = self.skel
+            parts = [fi * per + np.arange(6)]
+            for a in sk.ancestors[k]:
+                j = sk.slot[a]
+                parts.append(fi * per + 6 + 3 * j + np.arange(3))
+                if pivot_off is not None:
+                    parts.append(pivot_off + 3 * j + np.arange(3))
+            cols = self._cols[key] = np.concatenate(parts)
+        return cols
+
+    def _blocks(self, k: int, terms, y: np.ndarray, D: np.ndarray, with_pivots: bool) -> np.ndarray:
+        """Jacobian (S, c) of residuals with d r / d y = D (S, 3) at posed points y (S, 3) of part
+        k: root rotation and shift, every ancestor joint's rotation, and (with pivots) every
+        ancestor's pivot; columns as _columns. terms: _frame_terms of the frame."""
+        c_root, pivot_world, bend = terms
+        anc = self.skel.ancestors[k]
+        J = np.empty((len(y), 6 + len(anc) * (6 if with_pivots else 3)))
+        yt, dt = y.T, D.T
+
+        def cross(col, point):  # (y − point) × D, as _cross computes it, into three columns
+            r0, r1, r2 = yt[0] - point[0], yt[1] - point[1], yt[2] - point[2]
+            J[:, col] = r1 * dt[2] - r2 * dt[1]
+            J[:, col + 1] = r2 * dt[0] - r0 * dt[2]
+            J[:, col + 2] = r0 * dt[1] - r1 * dt[0]
+
+        cross(0, c_root)
+        J[:, 3:6] = D
+        col = 6
+        for a in anc:
+            cross(col, pivot_world[a])
+            col += 3
+            if with_pivots:
+                J[:, col:col + 3] = D @ bend[a]
+                col += 3
+        return J
 
     def normal_equations(self, frames: list[int], with_pivots: bool):
         """(H, b, cost) over the parameters: per frame [root ω, root τ, ω of every joint], then
@@ -267,8 +331,10 @@ class Tracker:
             d, D, y = self.residuals(t, world)
             c, w = self._robust(d ** 2, self.scale)
             cost += float(c.sum())
-            for k, m in _by_part(self.rows[t].part).items():
-                idx, J = self._blocks(t, k, world, y[m], D[m], fi, per, pivot_off)
+            terms = self._frame_terms(t, world)
+            for k, m in self.rows[t].by_part().items():
+                idx = self._columns(k, fi, per, pivot_off)
+                J = self._blocks(k, terms, y[m], D[m], with_pivots)
                 H[np.ix_(idx, idx)] += J.T @ (w[m, None] * J)
                 b[idx] += J.T @ (w[m] * d[m])
         if with_pivots:
