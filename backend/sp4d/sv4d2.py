@@ -23,7 +23,7 @@ from torch import nn
 from sp4d_job.layout import GENERATED_VIEWS
 
 from ..errors import BackendError
-from .conditioner import build_embedders, conditioning
+from .conditioner import conditioning
 from .memory import visiting
 from .model import SP4D
 from .options import RunOptions, UsesOps
@@ -60,20 +60,11 @@ class SV4D2(SP4D):
     first_stage_model.decoder (the plain KL decoder): the official SV4D 2.0 keys."""
 
     latent_channels = 4
+    decoder_class = Decoder  # the plain KL decoder (SP4D's DualDecoder's keys)
 
-    def __init__(self, unet_config: dict, emb_models: list[dict], decoder_config: dict,
-                 scale_factor: float = 0.18215, n_view: int = GENERATED_VIEWS, open_clip_archs: dict | None = None):
-        nn.Module.__init__(self)
-        from .model import UNET_KEYS
-
-        self.model = nn.Module()
-        self.model.diffusion_model = SingleBranchUNet(**{k: unet_config[k] for k in UNET_KEYS if k in unet_config})
-        self.conditioner = nn.Module()
-        self.conditioner.embedders = build_embedders(emb_models, open_clip_archs or {})
-        self.first_stage_model = nn.Module()
-        self.first_stage_model.decoder = Decoder(**decoder_config)
-        self.scale_factor = scale_factor
-        self.n_view = n_view
+    @staticmethod
+    def build_unet(config: dict) -> nn.Module:
+        return SingleBranchUNet(**config)
 
     @classmethod
     def from_config(cls, params: dict, n_view: int = GENERATED_VIEWS, open_clip_archs: dict | None = None) -> "SV4D2":
