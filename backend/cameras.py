@@ -10,6 +10,7 @@ at the origin; the default field of view makes the unit sphere span 0.9 of the f
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -21,11 +22,17 @@ DEFAULT_FOV_DEG = math.degrees(2 * math.atan(math.tan(math.asin(1 / DEFAULT_DIST
 
 
 def orbit_cameras(size: int = 576, n_views: int = N_VIEWS, elevation_deg: float = 0.0,
-                  fov_deg: float = DEFAULT_FOV_DEG, distance: float = DEFAULT_DISTANCE) -> list[dict]:
-    """Camera records for views 0..n_views-1 as stored in views/cameras.json."""
+                  fov_deg: float = DEFAULT_FOV_DEG, distance: float = DEFAULT_DISTANCE,
+                  azimuths_deg: Sequence[float] | None = None) -> list[dict]:
+    """Camera records for views 0..n_views-1 as stored in views/cameras.json; view v at azimuth
+    ``azimuths_deg[v]`` (relative to the input view, 0 first), by default v·360/n_views (SP4D's
+    even orbit; SV4D 2.0's views are not evenly spaced)."""
+    if azimuths_deg is not None and len(azimuths_deg) != n_views:
+        raise ValueError(f"{len(azimuths_deg)} azimuths for {n_views} views")
     return [
-        {"view": v, "azimuth_deg": v * 360.0 / n_views, "elevation_deg": float(elevation_deg),
-         "fov_deg": float(fov_deg), "distance": float(distance), "width": size, "height": size}
+        {"view": v, "azimuth_deg": float(azimuths_deg[v]) if azimuths_deg is not None else v * 360.0 / n_views,
+         "elevation_deg": float(elevation_deg), "fov_deg": float(fov_deg), "distance": float(distance),
+         "width": size, "height": size}
         for v in range(n_views)
     ]
 

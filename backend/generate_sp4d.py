@@ -18,6 +18,12 @@ STAGE = "generate"
 MODEL_LOCK = threading.Lock()  # one generation at a time in a backend process (one model, one GPU)
 
 
+def clip_length(s: dict) -> int:
+    """Input frames the job's model generates: ``frames`` for SP4D, ``sv4d2_frames`` (the official
+    21) for SV4D 2.0's recipe."""
+    return s["sv4d2_frames"] if s["model"] == "sv4d2" else s["frames"]
+
+
 def input_frames(job: JobDir, spec: dict, s: dict, ctx: StageContext | None = None
                  ) -> tuple[np.ndarray, list[str]]:
     """The model-ready frames (T, S, S, 3) uint8 of this job, written to input/. A picture, or
@@ -25,7 +31,7 @@ def input_frames(job: JobDir, spec: dict, s: dict, ctx: StageContext | None = No
     from .generate_svd import svd_input
 
     src = spec["source"]
-    size, t = s["image_size"], s["frames"]
+    size, t = s["image_size"], clip_length(s)
     warnings: list[str] = []
     animated = svd_input(job, ctx or StageContext(), spec, s)
     clip = src.get("path") if src.get("kind") == "clip" else (job.root / src["clip"] if src.get("clip") else None)
@@ -96,7 +102,8 @@ def _generate(ctx: StageContext, s: dict, options, frames: np.ndarray, warnings:
 
     def run():
         with torch.inference_mode():
-            return pipe.views(x, steps=s["steps"], cfg=s["cfg"], min_cfg=s["min_cfg"], seed=s["seed"], noise=noise,
+            cfg, min_cfg = (s["sv4d2_cfg"], s["sv4d2_min_cfg"]) if s["model"] == "sv4d2" else (s["cfg"], s["min_cfg"])
+            return pipe.views(x, steps=s["steps"], cfg=cfg, min_cfg=min_cfg, seed=s["seed"], noise=noise,
                               cond_noise=cond_noise, on_step=on_step)
 
     try:
@@ -145,6 +152,8 @@ def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | N
     for w in warnings:
         ctx.progress(STAGE, 0, 1, f"warning: {w}")
     keep = ("steps", "cfg", "min_cfg", "seed", "weights", "model_config", "precision", "device", "model")
+    if s["model"] == "sv4d2":  # SP4D's keys (and so its stage digests) stay as they were
+        keep += ("sv4d2_cfg", "sv4d2_min_cfg")
     key = digest(STAGE, "sp4d", frames, {k: s[k] for k in keep}, s["noise_file"])
     if job.stage_done(STAGE, key):
         return job.stage_info(STAGE)
@@ -169,8 +178,13 @@ def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | N
                 write_png_atomic(job.view_image("parts", k + 1, t), to_u8(parts[t, k]))
     centre, scale = normalisation(world_vertices(mesh)) if mesh is not None else (np.zeros(3), 1.0)
     source = s["model"]  # 'sp4d' or 'sv4d2'
-    write_json_atomic(job.cameras_json, cameras_record(orbit_cameras(size=s["image_size"], n_views=v + 1), n, source,
-                                                       centre, scale, warnings=warnings))
+    azimuths = None
+    if parts is None:  # SV4D 2.0's recipe: views at its own azimuths (sv4d2_recipe.py)
+        from .sp4d.sv4d2_recipe import SV4D2_RECIPE, relative_angles
+
+        azimuths = [0.0] + [float(np.degrees(a)) for a in relative_angles(SV4D2_RECIPE)[1]]
+    cams = orbit_cameras(size=s["image_size"], n_views=v + 1, azimuths_deg=azimuths)
+    write_json_atomic(job.cameras_json, cameras_record(cams, n, source, centre, scale, warnings=warnings))
     from .preview import write_preview
 
     write_preview(job, n, v + 1)

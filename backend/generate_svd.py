@@ -136,7 +136,9 @@ def svd_input(job: JobDir, ctx: StageContext, spec: dict, s: dict) -> list[np.nd
     from .svd.frames import choose_frames
 
     clip, record = svd_clip(job, ctx, picture, s)
-    chosen = choose_frames(clip, s["frames"])
+    from .generate_sp4d import clip_length
+
+    chosen = choose_frames(clip, clip_length(s))
     if record.get("chosen") != chosen:
         record["chosen"] = chosen
         write_json_atomic(job.root / SVD_DIR / "svd.json", record)

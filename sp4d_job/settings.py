@@ -138,6 +138,13 @@ SETTINGS = (
     Setting("model", "sp4d", "choice", "the generating model: sp4d (RGB and part views), or sv4d2 (SV4D 2.0 weights "
             "in SP4D's RGB branch: RGB views and orbit videos only, no rig)", choices=("sp4d", "sv4d2")),
     Setting("frames", 4, "int", "frames of the clip to generate (picked evenly)", low=1, high=64),
+    # model sv4d2 runs SV4D 2.0's own recipe (backend/sp4d/sv4d2_recipe.py): its clip length and guidance
+    Setting("sv4d2_frames", 21, "int", "with model sv4d2: frames of the clip to generate (picked evenly; the "
+            "official script's 21)", low=1, high=64),
+    Setting("sv4d2_cfg", 2.0, "float", "with model sv4d2: guidance scale of a window's last frame and view "
+            "(linear from sv4d2_min_cfg; the official 2.0)"),
+    Setting("sv4d2_min_cfg", 1.0, "float", "with model sv4d2: guidance scale of a window's first frame and view "
+            "(the official guider's 1.0)"),
     Setting("image_size", 576, "int", "the model's square image size (a multiple of 64 for the released model)",
             low=16, high=2048, multiple=8),
     Setting("steps", 50, "int", "denoising steps", low=1),

@@ -21,6 +21,8 @@ and a desktop take the rest); docs/perf.md measures every tier under that hard c
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -169,6 +171,21 @@ class StreamedBlocks:
                 for p, host in pairs:
                     p.data = host.to(self.device)
         self._host.clear()
+
+
+@contextmanager
+def visiting(module: nn.Module, home: torch.device, offload: str | torch.device | None) -> Iterator[None]:
+    """``module`` (a conditioner: image tower, VAE encoders) on ``home`` for the ``with`` block;
+    with ``offload`` (the tiers' offloading) it goes back there afterwards, also on an error,
+    and a CUDA ``home`` returns the freed blocks, so the UNet samples without it on the GPU."""
+    module.to(home)
+    try:
+        yield
+    finally:
+        if offload is not None:
+            module.to(offload)
+            if home.type == "cuda":
+                torch.cuda.empty_cache()
 
 
 def describe_tier(tier: Tier) -> str:

@@ -10,6 +10,7 @@ from torch import nn
 from sp4d_job.layout import GENERATED_VIEWS
 
 from .conditioner import build_embedders, conditioning
+from .memory import visiting
 from .sampling import edm_sigmas, guide, linear_guidance_scale, sample_euler_edm
 from .split import CFGSplit
 from .unet import DualSpatialTemporalUNet
@@ -35,13 +36,20 @@ class SP4D(nn.Module):
                  scale_factor: float = 0.18215, n_view: int = GENERATED_VIEWS, open_clip_archs: dict | None = None):
         super().__init__()
         self.model = nn.Module()
-        self.model.diffusion_model = DualSpatialTemporalUNet({k: unet_config[k] for k in UNET_KEYS if k in unet_config})
+        self.model.diffusion_model = self.build_unet({k: unet_config[k] for k in UNET_KEYS if k in unet_config})
         self.conditioner = nn.Module()
         self.conditioner.embedders = build_embedders(emb_models, open_clip_archs or {})
         self.first_stage_model = nn.Module()
-        self.first_stage_model.decoder = DualDecoder(**decoder_config)
+        self.first_stage_model.decoder = self.decoder_class(**decoder_config)
         self.scale_factor = scale_factor
         self.n_view = n_view
+
+    decoder_class: type[nn.Module] = DualDecoder  # first_stage_model.decoder: [RGB | part] latents -> images
+
+    @staticmethod
+    def build_unet(config: dict) -> nn.Module:
+        """model.diffusion_model from the UNET_KEYS settings of one branch: SP4D's dual UNet."""
+        return DualSpatialTemporalUNet(config)
 
     @classmethod
     def from_config(cls, params: dict, n_view: int = GENERATED_VIEWS, open_clip_archs: dict | None = None) -> "SP4D":
@@ -99,15 +107,9 @@ class SP4D(nn.Module):
         conditioner (image tower and VAE encoder) is on the GPU only for this call and waits on
         ``offload`` (e.g. the CPU) while the UNet samples. ``per_copy``: conditioner.conditioning."""
         home = self.device
-        self.conditioner.to(home)
-        try:
+        with visiting(self.conditioner, home, offload):
             return conditioning(self.conditioner.embedders, frames.to(home), polar, azimuth, self.n_view, noise,
                                 generator, per_copy)
-        finally:
-            if offload is not None:
-                self.conditioner.to(offload)
-                if home.type == "cuda":
-                    torch.cuda.empty_cache()
 
     @staticmethod
     def batch_cond(c: dict, uc: dict) -> dict:

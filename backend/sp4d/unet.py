@@ -89,6 +89,20 @@ class SpatialTemporalUNet(nn.Module):
         return SpatioTemporalTransformer(ch, ch // hd, hd, self.context_dim, self.adm_in_channels,
                                          self.motion_context_dim)
 
+    def run_blocks(self, x: torch.Tensor, ctx: UNetContext) -> torch.Tensor:
+        """This branch alone on x (N, in_channels, h, w) with ``ctx`` -> (N, out_channels, h, w):
+        input blocks (each output kept as a skip), middle block, output blocks (each on [h | the
+        last skip]), out. SV4D 2.0's single branch and SVD's UNet run it; SP4D's two branches run
+        their blocks in step with the fusion layers (DualSpatialTemporalUNet.forward)."""
+        h, skips = x, []
+        for block in self.input_blocks:
+            h = block(h, ctx)
+            skips.append(h)
+        h = self.middle_block(h, ctx)
+        for block in self.output_blocks:
+            h = block(torch.cat([h, skips.pop()], dim=1), ctx)
+        return self.out(h)
+
     def embed(self, c_noise: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
         """emb = MLP_t(sinusoidal(c_noise)) + MLP_y(vector)."""
         dt = self.time_embed[0].weight.dtype

@@ -160,7 +160,25 @@ class TimeMixBlock(nn.Module):
         return rearrange(x, "(g s) n c -> (g n) s c", s=s)
 
 
-class SpatioTemporalTransformer(nn.Module):
+class TransformerLayer(nn.Module):
+    """What the UNets' attention layers share (SP4D's SpatioTemporalTransformer, SVD's
+    SpatialVideoTransformer): GroupNorm and a linear ``proj_in`` from (N, C, h, w) to token rows
+    (N, h·w, heads·dim_head), and one spatial TransformerBlock; each subclass adds its temporal
+    blocks and its ``proj_out`` (official key names)."""
+
+    def __init__(self, ch: int, heads: int, dim_head: int, context_dim: int):
+        super().__init__()
+        self.in_channels = ch
+        self.norm = nn.GroupNorm(32, ch, eps=1e-6)
+        self.proj_in = nn.Linear(ch, heads * dim_head)
+        self.transformer_blocks = nn.ModuleList([TransformerBlock(heads * dim_head, heads, dim_head, context_dim)])
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, C, h, w) -> proj_in(GroupNorm(x)) as rows (N, h·w, heads·dim_head)."""
+        return self.proj_in(rearrange(self.norm(x), "n c h w -> n (h w) c"))
+
+
+class SpatioTemporalTransformer(TransformerLayer):
     """Spatial transformer, then "camera" and "motion" time-mix blocks, each alpha-blended.
 
     Keys follow the official block (norm, proj_in, transformer_blocks, time_mix_blocks,
@@ -172,12 +190,8 @@ class SpatioTemporalTransformer(nn.Module):
 
     def __init__(self, ch: int, heads: int, dim_head: int, context_dim: int, view_emb_dim: int,
                  motion_context_dim: int):
-        super().__init__()
+        super().__init__(ch, heads, dim_head, context_dim)
         inner = heads * dim_head
-        self.in_channels = ch
-        self.norm = nn.GroupNorm(32, ch, eps=1e-6)
-        self.proj_in = nn.Linear(ch, inner)
-        self.transformer_blocks = nn.ModuleList([TransformerBlock(inner, heads, dim_head, context_dim)])
         self.time_mix_blocks = nn.ModuleList([TimeMixBlock(inner, heads, dim_head, context_dim)])
         self.motion_blocks = nn.ModuleList([TimeMixBlock(inner, heads, dim_head, motion_context_dim)])
         self.time_mix_time_embed = mlp(view_emb_dim, 4 * ch, ch)
@@ -196,7 +210,7 @@ class SpatioTemporalTransformer(nn.Module):
         camera_ctx = repeat(context, "b t d -> (b t p) 1 d", p=h * w)
         motion_ctx = rearrange(cond_view, "bv d h w -> (bv h w) 1 d")
 
-        x = self.proj_in(rearrange(self.norm(x), "n c h w -> n (h w) c"))
+        x = self.tokens(x)
         b = context.shape[0]
         frames = torch.arange(T, device=x.device).repeat(b)
         emb_time = self.time_mix_motion_embed(timestep_embedding(frames, c).to(x.dtype))[:, None]  # (b·T, 1, C)

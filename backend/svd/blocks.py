@@ -16,7 +16,7 @@ from einops import rearrange, repeat
 from torch import nn
 
 from ..sp4d.layers import AlphaBlender, OutLinear, mlp, timestep_embedding
-from ..sp4d.unet_blocks import TimeMixBlock, TransformerBlock, UNetContext, VideoResBlock
+from ..sp4d.unet_blocks import TimeMixBlock, TransformerLayer, UNetContext, VideoResBlock
 
 
 @dataclass
@@ -47,7 +47,7 @@ class SVDVideoResBlock(VideoResBlock):
         return VideoResBlock.forward(self, x, ctx)
 
 
-class SpatialVideoTransformer(nn.Module):
+class SpatialVideoTransformer(TransformerLayer):
     """GroupNorm, linear proj_in; spatial TransformerBlock per frame (cross-attention to that
     frame's CLIP token); x_mix = x + MLP(sinusoid(frame index)); the temporal block over the T
     frames at every pixel (cross-attention to frame 0's token); α·spatial + (1 − α)·temporal;
@@ -58,12 +58,8 @@ class SpatialVideoTransformer(nn.Module):
     compile_scopes = {"layers": "forward"}  # sp4d.compiled: a whole layer in the "layers" scope
 
     def __init__(self, ch: int, heads: int, dim_head: int, context_dim: int):
-        super().__init__()
+        super().__init__(ch, heads, dim_head, context_dim)
         inner = heads * dim_head
-        self.in_channels = ch
-        self.norm = nn.GroupNorm(32, ch, eps=1e-6)
-        self.proj_in = nn.Linear(ch, inner)
-        self.transformer_blocks = nn.ModuleList([TransformerBlock(inner, heads, dim_head, context_dim)])
         self.time_stack = nn.ModuleList([TimeMixBlock(inner, heads, dim_head, context_dim)])
         self.time_pos_embed = mlp(ch, 4 * ch, ch)
         self.time_mixer = AlphaBlender()
@@ -74,8 +70,7 @@ class SpatialVideoTransformer(nn.Module):
         T, context = ctx.n_time, ctx.context
         c, h, w = x.shape[1:]
         x_in = x
-        x = self.proj_in(rearrange(self.norm(x), "n c h w -> n (h w) c"))
-        x = self.transformer_blocks[0](x, context)
+        x = self.transformer_blocks[0](self.tokens(x), context)
         if not getattr(ctx, "image_only", False):
             frames = torch.arange(T, device=x.device).repeat(x.shape[0] // T)
             emb = self.time_pos_embed(timestep_embedding(frames, c).to(x.dtype))[:, None]  # (b·T, 1, C)

@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..sp4d.memory import visiting
 from ..sp4d.model import edm_scalings
 from ..sp4d.sampling import edm_sigmas, guide, linear_guidance_scale, sample_euler_edm
 from ..sp4d.vae import Encoder
@@ -89,15 +90,9 @@ class SVD(nn.Module):
         (1, 3, H, W) in [-1, 1] and its cond_aug draw ``noise``. ``offload`` (low-VRAM mode): the
         conditioner is on the UNet's device only for this call and waits there afterwards."""
         home = self.device
-        self.conditioner.to(home)
-        try:
+        with visiting(self.conditioner, home, offload):
             return conditioning(self.conditioner.embedders, image.to(home), noise.to(home), n_frames, fps_id,
                                 motion_bucket_id, cond_aug)
-        finally:
-            if offload is not None:
-                self.conditioner.to(offload)
-                if home.type == "cuda":
-                    torch.cuda.empty_cache()
 
     @staticmethod
     def batch_cond(c: dict, uc: dict, n_frames: int) -> dict:

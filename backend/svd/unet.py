@@ -40,12 +40,4 @@ class VideoUNet(UsesOps, SpatialTemporalUNet):
         """x (b·T, 8, h, w), c_noise (b·T,), context (b·T, 1, D), vector (b·T, adm) -> (b·T, 4, h, w)."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        ctx = SVDContext(self.embed(c_noise, vector), context, None, n_time, 1, image_only)
-        h, skips = x, []
-        for block in self.input_blocks:
-            h = block(h, ctx)
-            skips.append(h)
-        h = self.middle_block(h, ctx)
-        for block in self.output_blocks:
-            h = block(torch.cat([h, skips.pop()], dim=1), ctx)
-        return self.out(h)
+        return self.run_blocks(x, SVDContext(self.embed(c_noise, vector), context, None, n_time, 1, image_only))
