@@ -26,7 +26,7 @@ from .lift import frame_votes, labels_from_votes, lift_labels
 from .naming import bone_names
 from .rigid import free_motion
 from .skeleton import build_bones, roll_for_x_axis
-from .structure import build_structure
+from .structure import build_structure, detach_strays
 from .tracking import mask_fields, track
 from .views import ViewSet
 from .weights import harmonic_weights
@@ -239,6 +239,7 @@ def _rig(job: JobDir, ctx: StageContext, mesh: dict, top_k: int) -> dict:
     vlab = remap[vlab]
     n = len(used)
     ctx.progress("rig", 2, 5, "finding the structure and tracking the motion")
+    vlab = detach_strays(wv, faces, vlab, n)
     s = build_structure(wv, faces, vlab, n)
     motion = tracker = None
     if labels.shape[0] > 1 and n > 1:
@@ -256,7 +257,7 @@ def _rig(job: JobDir, ctx: StageContext, mesh: dict, top_k: int) -> dict:
         votes = v0 + later
         relabelled, conf_all = labels_from_votes(wv, faces, votes, n)
         if (np.bincount(relabelled, minlength=n) > 0).all():
-            vlab, conf = relabelled, conf_all
+            vlab, conf = detach_strays(wv, faces, relabelled, n), conf_all
         s = build_structure(wv, faces, vlab, n, first.world)
         ctx.check()
         motion, tracker = track(wv, faces, vlab, s.parent, s.contact_centre, labels, present, part_ids, views,
