@@ -21,7 +21,7 @@ from ..errors import BackendError
 from ..jobdir import JobDir, digest, read_png, write_json_atomic, write_npz_atomic
 from ..parts.decode import decode_parts
 from ..settings import settings_of
-from .joints import broad_contact, contact_vertices, fit_pivot, flat_contact, hinge_on_contact
+from .joints import broad_contact, contact_vertices, fit_pivot, flat_contact, hinge_on_contact, mirror_joints
 from .lift import frame_votes, labels_from_votes, lift_labels
 from .naming import bone_names
 from .rigid import free_motion
@@ -158,6 +158,10 @@ def place_joints(structure, motion, vertices: np.ndarray, labels: np.ndarray,
             joints[k] = motion.pivots[k]
             info[k] = {"method": "motion", "confidence": round(fit.confidence, 3), "angle_deg": round(fit.angle_deg, 2),
                        "residual_px": round(float(motion.residual[k]), 3)}
+    if structure.mirror_axis is not None:
+        a = structure.mirror_axis
+        plane = 0.5 * float(vertices[:, a].min() + vertices[:, a].max())
+        joints = mirror_joints(joints, structure.parent, structure.mirror_of, structure.side, a, plane)
     return joints, axes, info
 
 

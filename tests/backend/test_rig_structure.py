@@ -6,7 +6,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from backend.rig import metrics
-from backend.rig.joints import fit_pivot
+from backend.rig.joints import fit_pivot, mirror_joints
 from backend.rig.naming import bone_names
 from backend.rig.structure import (
     MID,
@@ -177,6 +177,25 @@ def test_a_mirror_pair_is_a_pair_both_ways():
     centroids = np.array([[0.5, 0, 0.9], [0.5, 0.1, 0.5], [0.5, -0.045, 0.5]])  # part 2 within 2 % of the plane
     axis, side, mirror_of = find_symmetry(body, centroids, np.ones(3))
     assert axis == 1 and list(mirror_of) == [-1, 2, 1] and list(side) == [MID, 1, -1]
+
+
+def test_joints_are_symmetrised_about_the_mirror_plane(humanoid):
+    """Each side's pivot comes from its own views and labels: a mirror pair's joints become the
+    mean of one and the other's reflection, a mid part's joint lies on the plane."""
+    s, v, lab = _structure(humanoid)
+    names = humanoid.names
+    left, right, neck = names.index("upper_arm.L"), names.index("upper_arm.R"), names.index("neck")
+    assert s.mirror_axis == 0 and s.mirror_of[left] == right
+    plane = 0.5 * (v[:, 0].min() + v[:, 0].max())
+    truth = humanoid.joints.astype(float)
+    noisy = truth.copy()
+    noisy[left] += [0.0, 0.0, 0.04]  # the left shoulder found 4 cm too high
+    noisy[neck] += [0.03, 0.0, 0.0]  # the neck off the plane
+    out = mirror_joints(noisy, s.parent, s.mirror_of, s.side, s.mirror_axis, plane)
+    assert np.allclose(out[left], truth[left] + [0, 0, 0.02], atol=2e-3)
+    assert np.allclose(out[right], truth[right] + [0, 0, 0.02], atol=2e-3)
+    assert abs(out[neck, 0] - plane) < 1e-9 and np.allclose(out[neck, 1:], truth[neck, 1:])
+    assert np.array_equal(mirror_joints(noisy, s.parent, s.mirror_of, s.side, None, 0.0), noisy)
 
 
 def test_separate_low_poly_pieces_join_by_proximity():
