@@ -342,12 +342,12 @@ def between(weight: np.ndarray, centroids: np.ndarray, centre: np.ndarray, floor
     continues away from its parent through their joint (a leg from the body outwards, a chain's
     next segment onwards), while a contact that a limb makes along the side of a part it passes
     (a spider's hind leg brushing the abdomen, its labels bled by noisy views) has both centroids
-    on one side of it. ((1 + cos)/2)² of the angle between contact − centroid(a) and
+    on one side of it. ((1 + cos)/2)³ of the angle between contact − centroid(a) and
     centroid(b) − contact, at least ``floor``; the same both ways."""
     u = centre - centroids[:, None]
     v = centroids[None] - centre
     cos = (u * v).sum(-1) / np.maximum(np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1), 1e-12)
-    return weight * np.clip((0.5 * (1 + cos)) ** 2, floor, 1.0)
+    return weight * np.clip((0.5 * (1 + cos)) ** 3, floor, 1.0)
 
 
 def mirrored(weight: np.ndarray, mirror_of: np.ndarray) -> np.ndarray:
