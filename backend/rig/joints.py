@@ -58,17 +58,6 @@ def fit_pivot(rel: np.ndarray, contact: np.ndarray, max_shift: float, min_angle:
     return Joint(q, "motion", conf, biggest, hinge, resid)
 
 
-def pivot_residual(rel: np.ndarray, contact: np.ndarray, prior: float = 2.5e-3) -> float:
-    """rms of (R_t − I) q + T_t at the least-squares pivot q of relative motions rel (T, 4, 4):
-    zero when the motion turns about one point."""
-    if len(rel) < 2:
-        return 0.0
-    A = (rel[1:, :3, :3] - np.eye(3)).reshape(-1, 3)
-    b = -rel[1:, :3, 3].reshape(-1)
-    q = np.linalg.solve(A.T @ A + prior * np.eye(3), A.T @ b + prior * contact)
-    return float(np.sqrt(np.mean((A @ q - b) ** 2)))
-
-
 FLAT = 0.1  # a contact patch thinner than this share of its length is flat (face to face: a lid's)
 MIN_STAY = 0.1  # the least staying score of the hinge side's band (else the score²-weighted mean of the patch)
 RIM = 0.15  # share of a broad contact's patch, at each end of its axes, whose staying score names the hinge's side

@@ -262,7 +262,7 @@ def _rig(job: JobDir, ctx: StageContext, mesh: dict, top_k: int) -> dict:
         relabelled, conf_all = labels_from_votes(wv, faces, votes, n)
         if (np.bincount(relabelled, minlength=n) > 0).all():
             vlab, conf = detach_strays(wv, faces, relabelled, n), conf_all
-        s = build_structure(wv, faces, vlab, n, first.world)
+        s = build_structure(wv, faces, vlab, n)
         ctx.check()
         motion, tracker = track(wv, faces, vlab, s.parent, s.contact_centre, labels, present, part_ids, views,
                                 start=first.world, fields=fields, rounds=1, keep=True)

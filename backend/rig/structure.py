@@ -7,8 +7,9 @@ the tree.
 - Symmetry: the vertical plane (normal X or Y) through the object's centre that mirrors most
   parts onto a part of similar size; parts on it are *mid* parts, the others *sided*.
 - Tree: a maximum spanning tree of the contacts in which a sided part never hangs from a part of
-  the other side, directed away from the root; with the parts' motion, a contact counts less the
-  worse the two parts' relative motion is a turn about one point.
+  the other side, directed away from the root; the contacts between mid parts first, each
+  weighted by whether it lies between the two parts, pooled with its mirror image; a part's stray
+  pieces that touch none of its neighbours first join the part they lie on.
 - Root, from structure, never from size (the largest part is often the head): a part that alone
   stands on the ground with a broad footprint is a *base* (lamps, robot arms, chests); otherwise,
   for a creature, the mid parts form the spine chain from the head (the higher end of an upright
@@ -280,21 +281,6 @@ def choose_root(tree: np.ndarray, vertices: np.ndarray, labels: np.ndarray, cent
     return (c if mid[c] else chain[len(chain) // 2]), False, head, chain
 
 
-def motion_consistency(weight: np.ndarray, world: np.ndarray, centre: np.ndarray, scale: float) -> np.ndarray:
-    """Contacts (P, P) re-weighted by how well each pair's relative motion over the clip (world
-    (T, P, 4, 4)) is a turn about one point near their contact: a leg swings about its hip on
-    the body, not about a point of the abdomen it happens to touch. exp(−rms / scale)."""
-    from .joints import pivot_residual
-
-    out = weight.copy()
-    for a, b in zip(*np.nonzero(np.triu(weight > 0)), strict=True):
-        rel = np.einsum("tij,tjk->tik", np.linalg.inv(world[:, a]), world[:, b])
-        f = np.exp(-pivot_residual(rel, centre[a, b]) / scale)
-        out[a, b] *= f
-        out[b, a] *= f
-    return out
-
-
 def detach_strays(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
     """Labels (N,) with the stray pieces of the parts given to the part they lie on.
 
@@ -359,14 +345,13 @@ def mirrored(weight: np.ndarray, mirror_of: np.ndarray) -> np.ndarray:
     return np.where((weight > 0) & (other > 0), weight + other, weight)
 
 
-def build_structure(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, n: int,
-                    motion: np.ndarray | None = None) -> Structure:
-    """The structure of a labelled mesh (vertices (N, 3), faces (M, 3), labels (N,) in 0..n-1);
-    with the parts' motion (T, P, 4, 4), contacts that do not move like a joint count less."""
+def build_structure(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, n: int) -> Structure:
+    """The structure of a labelled mesh (vertices (N, 3), faces (M, 3), labels (N,) in 0..n-1),
+    from the labels alone. (Contacts once counted less where the tracked relative motion of the
+    two parts is no turn about one point; but the articulated tracker makes every edge of the
+    tree it was given a pure turn, so that only confirmed the first tree, wrong or right.)"""
     cent, areas, sizes = part_stats(vertices, faces, labels, n)
     weight, centre = contacts(vertices, faces, labels, n)
-    if motion is not None and len(motion) > 2:
-        weight = motion_consistency(weight, motion, centre, 0.01 * float(np.linalg.norm(np.ptp(vertices, axis=0))))
     axis, side, mirror_of = find_symmetry(vertices, cent, areas)
     tree = connect_components(spanning_tree(mirrored(between(weight, cent, centre), mirror_of), side), cent, side)
     root, base, head, spine = choose_root(tree, vertices, labels, cent, areas, side, axis is not None)
