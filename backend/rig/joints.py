@@ -58,17 +58,6 @@ def fit_pivot(rel: np.ndarray, contact: np.ndarray, max_shift: float, min_angle:
     return Joint(q, "motion", conf, biggest, hinge, resid)
 
 
-def pivot_residual(rel: np.ndarray, contact: np.ndarray, prior: float = 2.5e-3) -> float:
-    """rms of (R_t − I) q + T_t at the least-squares pivot q of relative motions rel (T, 4, 4):
-    zero when the motion turns about one point."""
-    if len(rel) < 2:
-        return 0.0
-    A = (rel[1:, :3, :3] - np.eye(3)).reshape(-1, 3)
-    b = -rel[1:, :3, 3].reshape(-1)
-    q = np.linalg.solve(A.T @ A + prior * np.eye(3), A.T @ b + prior * contact)
-    return float(np.sqrt(np.mean((A @ q - b) ** 2)))
-
-
 FLAT = 0.1  # a contact patch thinner than this share of its length is flat (face to face: a lid's)
 MIN_STAY = 0.1  # the least staying score of the hinge side's band (else the score²-weighted mean of the patch)
 RIM = 0.15  # share of a broad contact's patch, at each end of its axes, whose staying score names the hinge's side
@@ -168,3 +157,29 @@ def hinge_on_contact(vertices: np.ndarray, labels: np.ndarray, child: int, patch
     band = np.abs(across - mid) <= 0.1 * (hi - lo)  # the patch along the line from its middle towards the hinge
     return centre + mid * (side @ plane) + float(np.quantile(along[band] if band.sum() >= 3 else along,
                                                              edge_quantile)) * g
+
+
+def mirror_joints(joints: np.ndarray, parent: np.ndarray, mirror_of: np.ndarray, side: np.ndarray,
+                  axis: int | None, plane: float) -> np.ndarray:
+    """Joints (P, 3) made symmetric about the mirror plane (normal ``axis``, at ``plane`` along
+    it): each joint of a mirror pair whose parents are mirror images too (or the same mid part)
+    becomes the mean of itself and its partner's reflection, and a mid part's joint lies on the
+    plane. The two sides' pivots come from different views and labels, so their errors are
+    largely independent: a rigging TD's symmetrise. Without symmetry, the joints unchanged."""
+    out = joints.copy()
+    if axis is None:
+        return out
+    for k in range(len(parent)):
+        q = parent[k]
+        if q < 0:
+            continue
+        m = mirror_of[k]
+        if m >= 0:
+            qm = parent[m]
+            if qm >= 0 and (qm == mirror_of[q] or (qm == q and side[q] == 0)):
+                r = joints[m].copy()
+                r[axis] = 2 * plane - r[axis]
+                out[k] = 0.5 * (joints[k] + r)
+        elif side[k] == 0 and side[q] == 0:
+            out[k, axis] = plane
+    return out

@@ -21,12 +21,12 @@ from ..errors import BackendError
 from ..jobdir import JobDir, digest, read_png, write_json_atomic, write_npz_atomic
 from ..parts.decode import decode_parts
 from ..settings import settings_of
-from .joints import broad_contact, contact_vertices, fit_pivot, flat_contact, hinge_on_contact
+from .joints import broad_contact, contact_vertices, fit_pivot, flat_contact, hinge_on_contact, mirror_joints
 from .lift import frame_votes, labels_from_votes, lift_labels
 from .naming import bone_names
 from .rigid import free_motion
 from .skeleton import build_bones, roll_for_x_axis
-from .structure import build_structure
+from .structure import build_structure, detach_strays
 from .tracking import mask_fields, track
 from .views import ViewSet
 from .weights import harmonic_weights
@@ -158,6 +158,10 @@ def place_joints(structure, motion, vertices: np.ndarray, labels: np.ndarray,
             joints[k] = motion.pivots[k]
             info[k] = {"method": "motion", "confidence": round(fit.confidence, 3), "angle_deg": round(fit.angle_deg, 2),
                        "residual_px": round(float(motion.residual[k]), 3)}
+    if structure.mirror_axis is not None:
+        a = structure.mirror_axis
+        plane = 0.5 * float(vertices[:, a].min() + vertices[:, a].max())
+        joints = mirror_joints(joints, structure.parent, structure.mirror_of, structure.side, a, plane)
     return joints, axes, info
 
 
@@ -239,6 +243,7 @@ def _rig(job: JobDir, ctx: StageContext, mesh: dict, top_k: int) -> dict:
     vlab = remap[vlab]
     n = len(used)
     ctx.progress("rig", 2, 5, "finding the structure and tracking the motion")
+    vlab = detach_strays(wv, faces, vlab, n)
     s = build_structure(wv, faces, vlab, n)
     motion = tracker = None
     if labels.shape[0] > 1 and n > 1:
@@ -256,8 +261,8 @@ def _rig(job: JobDir, ctx: StageContext, mesh: dict, top_k: int) -> dict:
         votes = v0 + later
         relabelled, conf_all = labels_from_votes(wv, faces, votes, n)
         if (np.bincount(relabelled, minlength=n) > 0).all():
-            vlab, conf = relabelled, conf_all
-        s = build_structure(wv, faces, vlab, n, first.world)
+            vlab, conf = detach_strays(wv, faces, relabelled, n), conf_all
+        s = build_structure(wv, faces, vlab, n)
         ctx.check()
         motion, tracker = track(wv, faces, vlab, s.parent, s.contact_centre, labels, present, part_ids, views,
                                 start=first.world, fields=fields, rounds=1, keep=True)

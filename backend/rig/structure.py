@@ -7,8 +7,9 @@ the tree.
 - Symmetry: the vertical plane (normal X or Y) through the object's centre that mirrors most
   parts onto a part of similar size; parts on it are *mid* parts, the others *sided*.
 - Tree: a maximum spanning tree of the contacts in which a sided part never hangs from a part of
-  the other side, directed away from the root; with the parts' motion, a contact counts less the
-  worse the two parts' relative motion is a turn about one point.
+  the other side, directed away from the root; the contacts between mid parts first, each
+  weighted by whether it lies between the two parts, pooled with its mirror image; a part's stray
+  pieces that touch none of its neighbours first join the part they lie on.
 - Root, from structure, never from size (the largest part is often the head): a part that alone
   stands on the ground with a broad footprint is a *base* (lamps, robot arms, chests); otherwise,
   for a creature, the mid parts form the spine chain from the head (the higher end of an upright
@@ -129,8 +130,9 @@ def find_symmetry(vertices: np.ndarray, centroids: np.ndarray, areas: np.ndarray
     """(axis, side (P,), mirror_of (P,)) of the vertical mirror plane (normal X or Y through the
     bounding box's centre) that maps the surface best onto itself, if it does within
     ``max_error`` × the diagonal; parts pair with the part nearest their mirrored centroid
-    (within 5 % of the diagonal, areas within a factor 1.8); side is +1/-1 along the axis for
-    paired parts and MID otherwise."""
+    (within 5 % of the diagonal, areas within a factor 1.8, at least one of the two off the
+    plane by 2 % of the diagonal); side is +1/-1 along the axis for paired parts (opposite within
+    a pair) and MID otherwise."""
     p = len(centroids)
     lo, hi = vertices.min(0), vertices.max(0)
     extent = float(np.linalg.norm(hi - lo))
@@ -151,16 +153,28 @@ def find_symmetry(vertices: np.ndarray, centroids: np.ndarray, areas: np.ndarray
                 and ratio < 1.8):
             mirror[i] = j
     side = np.where(mirror >= 0, np.sign(off).astype(int), MID)
+    for i in np.nonzero(mirror >= 0)[0]:  # a pair is a pair both ways, on the two sides, though one of the
+        j = mirror[i]                       # two (a gripper finger with a piece of the hand) sits near the plane
+        if mirror[j] < 0:
+            mirror[j], side[j] = i, -side[i]
     return axis, side, mirror
 
 
-def spanning_tree(weight: np.ndarray, side: np.ndarray) -> np.ndarray:
+def spanning_tree(weight: np.ndarray, side: np.ndarray, mid_first: bool = True) -> np.ndarray:
     """(P, P) boolean adjacency of a maximum spanning tree of the contacts, edges between the
-    two sides forbidden; parts with no usable contact join the nearest component later."""
+    two sides forbidden; parts with no usable contact join the nearest component later. With
+    symmetry (some parts sided), ``mid_first``: the contacts between mid parts come before all
+    others, so the body's parts (on the mirror plane) hang from each other and never from a limb
+    that touches two of them (a spider's hind leg touching both its cephalothorax and its
+    abdomen)."""
     w = weight.copy()
     w = np.maximum(w, w.T)
     cross = (side[:, None] * side[None]) < 0
     w[cross] = 0
+    mid = side == MID
+    if mid_first and (~mid).any():
+        body = mid[:, None] & mid[None] & (w > 0)
+        w[body] += w.max() + 1.0
     cost = np.where(w > 0, 1.0 / (w + 1e-9), 0.0)  # maximum spanning tree = minimum of 1/w
     t = minimum_spanning_tree(sp.csr_matrix(cost)).toarray() > 0
     return t | t.T
@@ -267,31 +281,79 @@ def choose_root(tree: np.ndarray, vertices: np.ndarray, labels: np.ndarray, cent
     return (c if mid[c] else chain[len(chain) // 2]), False, head, chain
 
 
-def motion_consistency(weight: np.ndarray, world: np.ndarray, centre: np.ndarray, scale: float) -> np.ndarray:
-    """Contacts (P, P) re-weighted by how well each pair's relative motion over the clip (world
-    (T, P, 4, 4)) is a turn about one point near their contact: a leg swings about its hip on
-    the body, not about a point of the abdomen it happens to touch. exp(−rms / scale)."""
-    from .joints import pivot_residual
+def detach_strays(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """Labels (N,) with the stray pieces of the parts given to the part they lie on.
 
-    out = weight.copy()
-    for a, b in zip(*np.nonzero(np.triu(weight > 0)), strict=True):
-        rel = np.einsum("tij,tjk->tik", np.linalg.inv(world[:, a]), world[:, b])
-        f = np.exp(-pivot_residual(rel, centre[a, b]) / scale)
-        out[a, b] *= f
-        out[b, a] *= f
+    Lifting keeps a part's extra pieces that the views support (a spider's inner leg seen between
+    other legs), but noisy views (two parts' colours swapped in one, a leg tip's colour bleeding
+    onto its neighbour's) also leave pieces of a part on a part far from it in the tree: a leg
+    tip's piece at the end of the neighbouring leg's tip. Such a piece makes a contact that hangs
+    one leg from the other and drags the part's motion and joint. The tree of the parts' main
+    (largest) pieces alone says which parts are a part's neighbours; a piece that touches (shares
+    mesh edges with) none of its part's neighbours joins the part it touches most. Pieces that
+    touch nothing (separate meshes) keep their label."""
+    adj = adjacency(len(vertices), faces)
+    main = np.zeros(len(labels), bool)
+    pieces = []
+    for k in range(n):
+        m = np.nonzero(labels == k)[0]
+        if len(m) == 0:
+            continue
+        nc, comp = connected_components(adj[m][:, m], directed=False)
+        big = int(np.argmax(np.bincount(comp)))
+        main[m[comp == big]] = True
+        pieces += [(k, m[comp == c]) for c in range(nc) if c != big]
+    if not pieces:
+        return labels
+    mains = np.where(main, labels, n)  # the stray pieces as one extra label, left out of the tree
+    cent, areas, _ = part_stats(vertices, faces, mains, n + 1)
+    weight, _ = contacts(vertices, faces, mains, n + 1)
+    _, side, _ = find_symmetry(vertices, cent[:n], areas[:n])
+    tree = spanning_tree(weight[:n, :n], side)
+    out = labels.copy()
+    coo = adj.tocoo()
+    for k, piece in pieces:
+        inside = np.zeros(len(labels), bool)
+        inside[piece] = True
+        e = inside[coo.row] & ~inside[coo.col]
+        touched = np.bincount(labels[coo.col[e]], minlength=n)
+        if touched.sum() == 0 or tree[k, touched > 0].any():
+            continue
+        out[piece] = int(np.argmax(touched))
     return out
 
 
-def build_structure(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, n: int,
-                    motion: np.ndarray | None = None) -> Structure:
-    """The structure of a labelled mesh (vertices (N, 3), faces (M, 3), labels (N,) in 0..n-1);
-    with the parts' motion (T, P, 4, 4), contacts that do not move like a joint count less."""
+def between(weight: np.ndarray, centroids: np.ndarray, centre: np.ndarray, floor: float = 0.05) -> np.ndarray:
+    """Contacts (P, P) re-weighted by whether each lies between its two parts' centroids: a child
+    continues away from its parent through their joint (a leg from the body outwards, a chain's
+    next segment onwards), while a contact that a limb makes along the side of a part it passes
+    (a spider's hind leg brushing the abdomen, its labels bled by noisy views) has both centroids
+    on one side of it. ((1 + cos)/2)³ of the angle between contact − centroid(a) and
+    centroid(b) − contact, at least ``floor``; the same both ways."""
+    u = centre - centroids[:, None]
+    v = centroids[None] - centre
+    cos = (u * v).sum(-1) / np.maximum(np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1), 1e-12)
+    return weight * np.clip((0.5 * (1 + cos)) ** 3, floor, 1.0)
+
+
+def mirrored(weight: np.ndarray, mirror_of: np.ndarray) -> np.ndarray:
+    """Contacts (P, P) of mirror pairs pooled: where a pair of parts and its mirror image are both in
+    contact, each counts the sum, so the two sides' trees agree (the noise of one side's labels
+    is outvoted by the other's); a contact on one side only keeps its own strength."""
+    perm = np.where(mirror_of >= 0, mirror_of, np.arange(len(mirror_of)))
+    other = weight[np.ix_(perm, perm)]
+    return np.where((weight > 0) & (other > 0), weight + other, weight)
+
+
+def build_structure(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, n: int) -> Structure:
+    """The structure of a labelled mesh (vertices (N, 3), faces (M, 3), labels (N,) in 0..n-1),
+    from the labels alone. (Contacts once counted less where the tracked relative motion of the
+    two parts is no turn about one point; but the articulated tracker makes every edge of the
+    tree it was given a pure turn, so that only confirmed the first tree, wrong or right.)"""
     cent, areas, sizes = part_stats(vertices, faces, labels, n)
     weight, centre = contacts(vertices, faces, labels, n)
-    if motion is not None and len(motion) > 2:
-        weight = motion_consistency(weight, motion, centre, 0.01 * float(np.linalg.norm(np.ptp(vertices, axis=0))))
     axis, side, mirror_of = find_symmetry(vertices, cent, areas)
-    tree = connect_components(spanning_tree(weight, side), cent, side)
+    tree = connect_components(spanning_tree(mirrored(between(weight, cent, centre), mirror_of), side), cent, side)
     root, base, head, spine = choose_root(tree, vertices, labels, cent, areas, side, axis is not None)
     parent = orient(tree, root)
     cc = cent.copy()

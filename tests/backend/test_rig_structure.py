@@ -6,9 +6,18 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from backend.rig import metrics
-from backend.rig.joints import fit_pivot
+from backend.rig.joints import fit_pivot, mirror_joints
 from backend.rig.naming import bone_names
-from backend.rig.structure import MID, build_structure
+from backend.rig.structure import (
+    MID,
+    build_structure,
+    contacts,
+    detach_strays,
+    find_symmetry,
+    orient,
+    part_stats,
+    spanning_tree,
+)
 from backend.rig.weld import weld
 from backend.sample.assets import QUADRUPED, build_asset, build_separate, split_seams
 from backend.sample.catalogue import ASSETS, HUMANOID, SPIDER, WOLF
@@ -103,6 +112,90 @@ def test_left_limbs_never_hang_from_right_ones():
         if p >= 0:
             assert s.side[k] * s.side[p] >= 0
     assert (s.side[[a.names.index(n) for n in ("hips", "chest", "neck", "head", "tail")]] == MID).all()
+
+
+@pytest.fixture(scope="module")
+def spider():
+    a = build_asset(SPIDER, 120, blend=0.01)
+    v, f, back = weld(a.vertices.astype(float), a.faces)
+    lab = np.zeros(len(v), int)
+    lab[back] = a.labels
+    return a, v, f, lab
+
+
+def test_a_leg_tips_stray_piece_on_the_next_legs_tip_goes_back(spider):
+    """Noisy views leave a piece of one leg tip's label at the end of the neighbouring leg's tip
+    (the spider at 2D mIoU 0.85): the tree then hangs one tip from the other. The stray piece
+    touches none of its part's neighbours in the tree of the main pieces: it joins the part it
+    lies on, and the tree is right again."""
+    a, v, f, lab = spider
+    n = len(a.names)
+    tip, other = a.names.index("leg1.002.L"), a.names.index("leg2.002.L")
+    pts = v[lab == other]
+    end = pts[np.argmax(np.linalg.norm(pts - a.joints[other], axis=1))]
+    dirty = lab.copy()
+    dirty[(lab == other) & (np.linalg.norm(v - end, axis=1) < 0.7 * np.linalg.norm(end - a.joints[other]))] = tip
+    assert not np.array_equal(build_structure(v, f, dirty, n).parent, a.parents)  # the stray piece bites
+    clean = detach_strays(v, f, dirty, n)
+    assert (detach_strays(v, f, lab, n) == lab).all()  # the true parts have no strays
+    assert (clean[dirty != lab] == other).mean() > 0.75  # (a few vertices of the tip are a separate mesh piece)
+    assert np.array_equal(build_structure(v, f, clean, n).parent, a.parents)
+
+
+def test_a_hind_leg_bleeding_onto_the_abdomen_still_hangs_from_the_body(spider):
+    """The hind legs' labels bled onto the abdomen they pass (noisy views) make their contact with
+    it larger than with the cephalothorax they hang from: the plain maximum spanning tree hangs
+    them from the abdomen; the body's mid parts first, contacts that lie between the two parts
+    and the two sides pooled keep them on the cephalothorax."""
+    from scipy.spatial import cKDTree
+
+    a, v, f, lab = spider
+    n = len(a.names)
+    ceph, abdomen = a.names.index("cephalothorax"), a.names.index("abdomen")
+    dirty = lab.copy()
+    for leg in ("leg4.L", "leg4.R"):
+        k = a.names.index(leg)
+        d, _ = cKDTree(v[lab == k]).query(v)
+        dirty[(lab == abdomen) & (d < 0.03)] = k
+    w, _ = contacts(v, f, dirty, n)
+    leg = a.names.index("leg4.L")
+    assert w[leg, abdomen] > w[leg, ceph]
+    cent, areas, _ = part_stats(v, f, dirty, n)
+    _, side, _ = find_symmetry(v, cent, areas)
+    assert orient(spanning_tree(w, side, mid_first=False), ceph)[leg] == abdomen
+    s = build_structure(v, f, dirty, n)
+    assert s.root == ceph and np.array_equal(s.parent, a.parents)
+
+
+def test_a_mirror_pair_is_a_pair_both_ways():
+    """A gripper's right finger whose labels took a piece of the hand has its centroid near the
+    mirror plane: it is still the left finger's partner, on the other side (a left finger may
+    then never hang from it)."""
+    rng = np.random.default_rng(0)
+    half = np.c_[rng.random(2000) ** 3, rng.random(2000), rng.random(2000)]  # lopsided along X
+    body = np.concatenate([half, half * [1, -1, 1]])  # symmetric about y = 0 (diagonal 2.45)
+    centroids = np.array([[0.5, 0, 0.9], [0.5, 0.1, 0.5], [0.5, -0.045, 0.5]])  # part 2 within 2 % of the plane
+    axis, side, mirror_of = find_symmetry(body, centroids, np.ones(3))
+    assert axis == 1 and list(mirror_of) == [-1, 2, 1] and list(side) == [MID, 1, -1]
+
+
+def test_joints_are_symmetrised_about_the_mirror_plane(humanoid):
+    """Each side's pivot comes from its own views and labels: a mirror pair's joints become the
+    mean of one and the other's reflection, a mid part's joint lies on the plane."""
+    s, v, lab = _structure(humanoid)
+    names = humanoid.names
+    left, right, neck = names.index("upper_arm.L"), names.index("upper_arm.R"), names.index("neck")
+    assert s.mirror_axis == 0 and s.mirror_of[left] == right
+    plane = 0.5 * (v[:, 0].min() + v[:, 0].max())
+    truth = humanoid.joints.astype(float)
+    noisy = truth.copy()
+    noisy[left] += [0.0, 0.0, 0.04]  # the left shoulder found 4 cm too high
+    noisy[neck] += [0.03, 0.0, 0.0]  # the neck off the plane
+    out = mirror_joints(noisy, s.parent, s.mirror_of, s.side, s.mirror_axis, plane)
+    assert np.allclose(out[left], truth[left] + [0, 0, 0.02], atol=2e-3)
+    assert np.allclose(out[right], truth[right] + [0, 0, 0.02], atol=2e-3)
+    assert abs(out[neck, 0] - plane) < 1e-9 and np.allclose(out[neck, 1:], truth[neck, 1:])
+    assert np.array_equal(mirror_joints(noisy, s.parent, s.mirror_of, s.side, None, 0.0), noisy)
 
 
 def test_separate_low_poly_pieces_join_by_proximity():
