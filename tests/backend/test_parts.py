@@ -113,3 +113,40 @@ def test_tiny_spurious_cluster_is_merged():
 def test_no_foreground_is_a_clear_error():
     with pytest.raises(BackendError, match="no foreground"):
         decode_parts(np.full((2, 16, 16, 3), 255, np.uint8))
+
+
+def test_kmeans_stopping_early_is_scipys_kmeans2(generated_job):
+    """The decoder's k-means stops once its labels repeat; on the oracle's colours (clean and with
+    noise, seeds a few levels off so that it takes several iterations to settle) its centres and
+    labels are scipy's kmeans2 to the last bit, for every iteration count."""
+    from scipy.cluster.vq import kmeans2
+
+    from backend.parts.decode import _kmeans, _peaks
+
+    parts, _ = _views(generated_job, frames=(0,))
+    fg = parts.reshape(-1, 3)[parts.reshape(-1, 3).min(1) < 240].astype(np.float64)
+    rng = np.random.default_rng(3)
+    slow = 0
+    for x in (fg, fg + rng.normal(0, 6, fg.shape)):
+        seeds = _peaks(x, 3.0, 7.0) + rng.uniform(-4, 4, (1, 3))
+        for iters in (1, 2, 3, 6, 12):
+            c_ref, l_ref = kmeans2(x, seeds, iter=iters, minit="matrix", missing="raise")
+            c, lab = _kmeans(x, seeds, iters)
+            assert np.array_equal(c, c_ref) and np.array_equal(lab, l_ref)
+        # still moving after 2 iterations: the early stop is exercised, not just the first pass
+        slow += not np.array_equal(kmeans2(x, seeds, iter=2, minit="matrix")[0], c_ref)
+    assert slow >= 1
+
+
+def test_flat_nonzero_is_the_stacks_nonzero_order():
+    """Flat indices into per-image regions laid end to end give the (image, row, column) order of
+    np.nonzero over the stack, empty regions included."""
+    from backend.parts.decode import _flat_nonzero
+
+    rng = np.random.default_rng(0)
+    regions = [rng.random((5, 7)) < 0.3, np.zeros((0, 4), bool), rng.random((3, 2)) < 0.5, np.ones((2, 3), bool)]
+    flat, img = _flat_nonzero(regions)
+    ref_img = np.concatenate([np.full(np.count_nonzero(m), i) for i, m in enumerate(regions)])
+    ref_flat = np.concatenate([np.ravel_multi_index(np.nonzero(m), m.shape) + sum(r.size for r in regions[:i])
+                               for i, m in enumerate(regions)])
+    assert np.array_equal(img, ref_img) and np.array_equal(flat, ref_flat)
