@@ -69,10 +69,11 @@ def read_png(path: Path) -> np.ndarray:
         raise BackendError("bad_input", f"image {path} is {wh[0]}×{wh[1]} px, more than the "
                            f"{MAX_IMAGE_PIXELS / 1e6:.0f} MP a job's image may have")
     data = np.fromfile(str(path), dtype=np.uint8) if Path(path).exists() else None
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
+    # decoded straight into RGB order (no channel swap pass afterwards)
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR_RGB) if data is not None and data.size else None
     if img is None:
         raise BackendError("bad_input", f"cannot read image {path}")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)  # one pass (copying a reversed-channel view is slow)
+    return img
 
 
 def _update_file(h, path: Path) -> None:

@@ -93,7 +93,7 @@ def _denoise(img: np.ndarray, mask: np.ndarray, edge: float) -> tuple[np.ndarray
     num += 0.5
     np.clip(num, 0, 255, out=num)
     sm = num.astype(np.uint8)
-    np.copyto(sm, 255, where=~mask[..., None])
+    cv2.bitwise_or(sm, (255, 255, 255, 0), dst=sm, mask=cv2.compare(m8, 0, cv2.CMP_EQ))  # background white
     return sm, _confident(sm, mask, edge)
 
 
@@ -135,7 +135,9 @@ def _nearest(x: np.ndarray, c: np.ndarray) -> np.ndarray:
 
 def _peaks(samples: np.ndarray, min_count: float, sep: float) -> np.ndarray:
     nb = 256 // BIN
-    idx = np.clip(samples // BIN, 0, nb - 1).astype(np.int64)
+    # samples // BIN, clipped and truncated: BIN is a power of two, so samples · (1 / BIN) is the exact
+    # quotient and clipping before truncating gives the same bins as flooring first (a third of the work)
+    idx = np.clip(samples * (1.0 / BIN), 0, nb - 1).astype(np.int64)
     hist = np.bincount((idx[:, 0] * nb + idx[:, 1]) * nb + idx[:, 2], minlength=nb ** 3).reshape(nb, nb, nb)
     smooth = ndimage.gaussian_filter(hist.astype(np.float32), 1.0)
     peaks = (smooth == ndimage.maximum_filter(smooth, size=3)) & (smooth > min_count)

@@ -150,3 +150,28 @@ def test_flat_nonzero_is_the_stacks_nonzero_order():
     ref_flat = np.concatenate([np.ravel_multi_index(np.nonzero(m), m.shape) + sum(r.size for r in regions[:i])
                                for i, m in enumerate(regions)])
     assert np.array_equal(img, ref_img) and np.array_equal(flat, ref_flat)
+
+
+@pytest.mark.parametrize("kind", ["rgb", "rgba", "grey", "grey_alpha", "palette", "rgb16"])
+def test_read_png_is_rgb_of_every_png_kind(kind, tmp_path):
+    """read_png decodes straight into RGB order: the same array as OpenCV's BGR decode with its
+    channels swapped, for every PNG colour type (alpha dropped, grey spread to three channels,
+    16 bits scaled to 8)."""
+    import cv2
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    rgba = rng.integers(0, 256, (23, 31, 4), dtype=np.uint8)
+    img = {"rgb": Image.fromarray(rgba[..., :3]), "rgba": Image.fromarray(rgba, "RGBA"),
+           "grey": Image.fromarray(rgba[..., 0]), "grey_alpha": Image.fromarray(rgba[..., :2].copy(), "LA"),
+           "palette": Image.fromarray(rgba[..., :3]).convert("P"),
+           "rgb16": None}[kind]
+    path = tmp_path / f"{kind}.png"
+    if img is None:  # 16 bits per channel: OpenCV writes it
+        cv2.imwrite(str(path), rng.integers(0, 65536, (23, 31, 3), dtype=np.uint16))
+    else:
+        img.save(path)
+    ref = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    got = read_png(path)
+    assert got.shape == (23, 31, 3) and got.dtype == np.uint8 and np.array_equal(got, ref)
+    assert kind in ("grey", "grey_alpha") or not np.array_equal(got, got[..., ::-1])  # the order matters here
