@@ -106,12 +106,12 @@ def _roi(mask: np.ndarray, margin: int = 8) -> tuple[slice, slice]:
             slice(max(xs[0][0] - margin, 0), min(xs[0][-1] + margin + 1, w)))
 
 
-def _flat_nonzero(inside: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(flat index into the per-image regions ``inside`` (h_i, w_i) laid end to end, image) of their
-    true pixels (S,), in the order np.nonzero gives for the whole stack (image, then row, then
-    column): one pass over one buffer instead of a row and a column array per image."""
-    flat = np.flatnonzero(np.concatenate([m.ravel() for m in inside])) if inside else np.zeros(0, np.int64)
-    return flat, _image_of(flat, inside)
+def _flat_nonzero(inside: list[np.ndarray]) -> np.ndarray:
+    """Flat indices (S,) into the per-image regions ``inside`` (h_i, w_i) laid end to end of their
+    true pixels, in the order np.nonzero gives for the whole stack (image, then row, then column):
+    one pass over one buffer instead of a row and a column array per image (their images:
+    ``_image_of``)."""
+    return np.flatnonzero(np.concatenate([m.ravel() for m in inside])) if inside else np.zeros(0, np.int64)
 
 
 def _image_of(flat: np.ndarray, inside: list[np.ndarray]) -> np.ndarray:
@@ -226,10 +226,10 @@ def decode_parts(parts: np.ndarray, rgb: np.ndarray | None = None, *, edge: floa
     if sum(int(np.count_nonzero(c)) for c in conf) < 100:
         conf = [masks[i][roi].copy() for i, roi in enumerate(rois)]
     rng = np.random.default_rng(seed)
-    flat, img_of = _flat_nonzero(conf)
+    flat = _flat_nonzero(conf)
     if len(flat) > max_samples:
-        pick = rng.choice(len(flat), max_samples, replace=False)
-        flat, img_of = flat[pick], img_of[pick]
+        flat = flat[rng.choice(len(flat), max_samples, replace=False)]
+    img_of = _image_of(flat, conf)
     samples = np.concatenate([sm.reshape(-1, 3) for sm in smooth])[flat].astype(np.float64)
     drift = np.zeros((n_img, 3))
     by_image = np.argsort(img_of, kind="stable")  # the samples image by image: [bounds[i], bounds[i + 1])

@@ -141,11 +141,12 @@ def test_kmeans_stopping_early_is_scipys_kmeans2(generated_job):
 def test_flat_nonzero_is_the_stacks_nonzero_order():
     """Flat indices into per-image regions laid end to end give the (image, row, column) order of
     np.nonzero over the stack, empty regions included."""
-    from backend.parts.decode import _flat_nonzero
+    from backend.parts.decode import _flat_nonzero, _image_of
 
     rng = np.random.default_rng(0)
     regions = [rng.random((5, 7)) < 0.3, np.zeros((0, 4), bool), rng.random((3, 2)) < 0.5, np.ones((2, 3), bool)]
-    flat, img = _flat_nonzero(regions)
+    flat = _flat_nonzero(regions)
+    img = _image_of(flat, regions)
     ref_img = np.concatenate([np.full(np.count_nonzero(m), i) for i, m in enumerate(regions)])
     ref_flat = np.concatenate([np.ravel_multi_index(np.nonzero(m), m.shape) + sum(r.size for r in regions[:i])
                                for i, m in enumerate(regions)])
