@@ -209,22 +209,23 @@ def decode_parts(parts: np.ndarray, rgb: np.ndarray | None = None, *, edge: floa
     r = None if rgb is None else np.asarray(rgb).reshape(p.shape)
     bg = background_colour(p)
     n_img = len(p)
-    masks = np.zeros(p.shape[:3], bool)
-    rois, smooth, conf = [], [], []  # per image: its region of interest, the smoothed colours and
-    for i in range(n_img):  # confident pixels there (outside it there is no foreground)
-        masks[i] = foreground_mask(None if r is None else r[i], p[i], bg)
-        roi = _roi(masks[i])
+    rois, masks, smooth, conf = [], [], [], []  # per image: its region of interest, and there the
+    for i in range(n_img):  # foreground, smoothed colours and confident pixels (outside it: background)
+        mask = foreground_mask(None if r is None else r[i], p[i], bg)
+        roi = _roi(mask)
         rois.append(roi)
-        if masks[i][roi].any():
-            sm, cf = _denoise(p[i][roi], masks[i][roi], edge)
+        masks.append(mask[roi])
+        if masks[i].any():
+            sm, cf = _denoise(p[i][roi], masks[i], edge)
         else:
-            sm, cf = np.full(p[i][roi].shape, 255, np.uint8), np.zeros(masks[i][roi].shape, bool)
+            sm, cf = np.full(p[i][roi].shape, 255, np.uint8), np.zeros(masks[i].shape, bool)
         smooth.append(sm)
         conf.append(cf)
-    if not masks.any():
+    n_fg = sum(int(np.count_nonzero(m)) for m in masks)
+    if not n_fg:
         raise BackendError("bad_input", "the part images have no foreground pixels")
     if sum(int(np.count_nonzero(c)) for c in conf) < 100:
-        conf = [masks[i][roi].copy() for i, roi in enumerate(rois)]
+        conf = [m.copy() for m in masks]
     rng = np.random.default_rng(seed)
     flat = _flat_nonzero(conf)
     if len(flat) > max_samples:
@@ -236,14 +237,15 @@ def decode_parts(parts: np.ndarray, rgb: np.ndarray | None = None, *, edge: floa
     bounds = np.searchsorted(img_of[by_image], np.arange(n_img + 1))
     centres = find_part_colours(samples, min_frac, sep=COARSE)  # well-separated colours first: the drift
     for sep in (COARSE, 7.0, 7.0):  # remove each image's colour drift against the clusters, then cluster again
-        lab = _nearest(samples - drift[img_of], centres)
-        resid = (samples - drift[img_of] - centres[lab])[by_image]
+        x = samples - drift[img_of]
+        lab = _nearest(x, centres)
+        resid = (x - centres[lab])[by_image]
         for i in range(n_img):
             if bounds[i + 1] - bounds[i] > 20:
                 drift[i] += np.median(resid[bounds[i]:bounds[i + 1]], axis=0)
         centres = find_part_colours(samples - drift[img_of], min_frac, sep=sep)
     labels = _label(p, smooth, masks, conf, drift, centres, rois)
-    centres, labels, merges = _merge(centres, labels, rois, merge_dist, interleave, min_frac, masks.sum())
+    centres, labels, merges = _merge(centres, labels, rois, merge_dist, interleave, min_frac, n_fg)
     return Decoded(labels.reshape(lead + p.shape[1:3]),
                    np.clip(np.round(centres), 0, 255).astype(np.uint8), merges, [int(round(v)) for v in bg])
 
@@ -252,8 +254,8 @@ def _label(raw, smooth, masks, conf, drift, centres, rois) -> np.ndarray:
     """Labels (I, H, W): confident pixels by the nearest cluster of their smoothed colour (through
     a colour lookup table); the others by their own colour when it is within OWN levels of a
     cluster, else from the nearest confident pixel within BORROW px, else by their smoothed
-    colour. raw (I, H, W, 3) and masks (I, H, W) whole; smooth and conf per image over its
-    region of interest rois[i]."""
+    colour. raw (I, H, W, 3) whole; masks, smooth and conf per image over its region of interest
+    rois[i]."""
     q = 1 << LUT_BITS
     grid = (np.arange(q) + 0.5) * (256 / q)
     lut_colours = np.stack(np.meshgrid(grid, grid, grid, indexing="ij"), -1).reshape(-1, 3)
@@ -261,7 +263,7 @@ def _label(raw, smooth, masks, conf, drift, centres, rois) -> np.ndarray:
     lut = (d2.argmin(1) + 1).astype(np.uint16)
     lut_near = np.sqrt(np.maximum(d2.min(1), 0)) <= OWN
     shift = 8 - LUT_BITS
-    out = np.zeros(masks.shape, np.uint16)
+    out = np.zeros(raw.shape[:3], np.uint16)
 
     levels = np.arange(256, dtype=np.float32)[:, None]
 
@@ -274,7 +276,7 @@ def _label(raw, smooth, masks, conf, drift, centres, rois) -> np.ndarray:
 
     for i in range(len(masks)):
         roi = rois[i]
-        m = masks[i][roi]
+        m = masks[i]
         if not m.any():
             continue
         c = conf[i]
