@@ -281,12 +281,14 @@ def _label(raw, smooth, masks, conf, drift, centres, rois) -> np.ndarray:
             continue
         c = conf[i]
         smooth_code = codes(smooth[i], i)
-        raw_code = codes(raw[i][roi], i)
         lab = np.where(m, lut[smooth_code], 0)
         unsure = m & ~c
-        own_ok = unsure & lut_near[raw_code]
-        lab[own_ok] = lut[raw_code[own_ok]]
-        rest = unsure & ~own_ok
+        at = np.flatnonzero(unsure)  # the raw colours matter only there (boundaries, blur): a few %
+        raw_code = codes(raw[i][roi][unsure], i)  # (len(at),) in the order of at
+        own = lut_near[raw_code]
+        lab.reshape(-1)[at[own]] = lut[raw_code[own]]
+        rest = unsure.copy()
+        rest.reshape(-1)[at[own]] = False
         if c.any() and rest.any():
             d, idx = cv2.distanceTransformWithLabels((~c).astype(np.uint8), cv2.DIST_L2, 3,
                                                      labelType=cv2.DIST_LABEL_PIXEL)
