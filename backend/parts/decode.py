@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 from scipy import ndimage
-from scipy.cluster.vq import kmeans2
+from scipy.cluster import _vq  # kmeans2's own routines (_kmeans)
+from scipy.cluster.vq import ClusterError
 
 from ..errors import BackendError
 
@@ -84,10 +85,15 @@ def _denoise(img: np.ndarray, mask: np.ndarray, edge: float) -> tuple[np.ndarray
     """(the image averaged over 5×5 windows of foreground pixels only (H, W, 3) uint8, confident
     pixels (H, W))."""
     m8 = mask.astype(np.uint8)
-    num = cv2.boxFilter(cv2.bitwise_and(img, img, mask=m8), cv2.CV_16U, (5, 5), normalize=False).astype(np.float32)
-    den = cv2.boxFilter(m8, cv2.CV_16U, (5, 5), normalize=False).astype(np.float32)
-    sm = np.clip(num / np.maximum(den, 1)[..., None] + 0.5, 0, 255).astype(np.uint8)
-    sm[~mask] = 255
+    # window sums of integers below 2^24 are exact in float32, so summing straight into float32 gives
+    # what a 16-bit sum converted afterwards would; the arithmetic after it happens in place
+    num = cv2.boxFilter(cv2.bitwise_and(img, img, mask=m8), cv2.CV_32F, (5, 5), normalize=False)
+    den = cv2.boxFilter(m8, cv2.CV_32F, (5, 5), normalize=False)
+    np.divide(num, np.maximum(den, 1)[..., None], out=num)
+    num += 0.5
+    np.clip(num, 0, 255, out=num)
+    sm = num.astype(np.uint8)
+    cv2.bitwise_or(sm, (255, 255, 255, 0), dst=sm, mask=cv2.compare(m8, 0, cv2.CMP_EQ))  # background white
     return sm, _confident(sm, mask, edge)
 
 
@@ -100,27 +106,18 @@ def _roi(mask: np.ndarray, margin: int = 8) -> tuple[slice, slice]:
             slice(max(xs[0][0] - margin, 0), min(xs[0][-1] + margin + 1, w)))
 
 
-def _nonzero(inside: list[np.ndarray], rois: list[tuple[slice, slice]]) -> tuple[np.ndarray, ...]:
-    """(image, row, column) of the true pixels of per-image regions ``inside`` (h_i, w_i) placed
-    at ``rois``, in the order np.nonzero gives for the whole stack (image, then row, then column)."""
-    out = [], [], []
-    for i, (m, roi) in enumerate(zip(inside, rois, strict=True)):
-        y, x = np.nonzero(m)
-        out[0].append(np.full(len(y), i, np.int64))
-        out[1].append(y + roi[0].start)
-        out[2].append(x + roi[1].start)
-    return tuple(np.concatenate(o) if o else np.zeros(0, np.int64) for o in out)
+def _flat_nonzero(inside: list[np.ndarray]) -> np.ndarray:
+    """Flat indices (S,) into the per-image regions ``inside`` (h_i, w_i) laid end to end of their
+    true pixels, in the order np.nonzero gives for the whole stack (image, then row, then column):
+    one pass over one buffer instead of a row and a column array per image (their images:
+    ``_image_of``)."""
+    return np.flatnonzero(np.concatenate([m.ravel() for m in inside])) if inside else np.zeros(0, np.int64)
 
 
-def _gather(values: list[np.ndarray], rois: list[tuple[slice, slice]], img: np.ndarray, ys: np.ndarray,
-            xs: np.ndarray) -> np.ndarray:
-    """values[img][ys − row0, xs − column0] (S, C) of per-image regions (h_i, w_i, C) placed at rois."""
-    flat = np.concatenate([v.reshape(-1, v.shape[-1]) for v in values])
-    off = np.cumsum([0] + [v.shape[0] * v.shape[1] for v in values])[:-1]
-    y0 = np.array([roi[0].start for roi in rois], np.int64)
-    x0 = np.array([roi[1].start for roi in rois], np.int64)
-    w = np.array([v.shape[1] for v in values], np.int64)
-    return flat[off[img] + (ys - y0[img]) * w[img] + (xs - x0[img])]
+def _image_of(flat: np.ndarray, inside: list[np.ndarray]) -> np.ndarray:
+    """The image (S,) of flat indices ``flat`` (S,) into the per-image regions laid end to end."""
+    ends = np.cumsum([m.size for m in inside])
+    return np.searchsorted(ends, flat, side="right").astype(np.int64)
 
 
 def _sq_dist(x: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -138,7 +135,9 @@ def _nearest(x: np.ndarray, c: np.ndarray) -> np.ndarray:
 
 def _peaks(samples: np.ndarray, min_count: float, sep: float) -> np.ndarray:
     nb = 256 // BIN
-    idx = np.clip(samples // BIN, 0, nb - 1).astype(np.int64)
+    # samples // BIN, clipped and truncated: BIN is a power of two, so samples · (1 / BIN) is the exact
+    # quotient and clipping before truncating gives the same bins as flooring first (a third of the work)
+    idx = np.clip(samples * (1.0 / BIN), 0, nb - 1).astype(np.int64)
     hist = np.bincount((idx[:, 0] * nb + idx[:, 1]) * nb + idx[:, 2], minlength=nb ** 3).reshape(nb, nb, nb)
     smooth = ndimage.gaussian_filter(hist.astype(np.float32), 1.0)
     peaks = (smooth == ndimage.maximum_filter(smooth, size=3)) & (smooth > min_count)
@@ -151,6 +150,25 @@ def _peaks(samples: np.ndarray, min_count: float, sep: float) -> np.ndarray:
     return np.array(kept, np.float64).reshape(-1, 3)
 
 
+def _kmeans(x: np.ndarray, seeds: np.ndarray, iters: int) -> tuple[np.ndarray, np.ndarray]:
+    """scipy's ``kmeans2(x, seeds, iter=iters, minit="matrix", missing="raise")`` (centres (K, 3),
+    labels (S,)) through the same two C routines, stopping once an iteration's labels repeat the
+    previous one's: its centres would then be the previous centres to the last bit (the same means
+    of the same points), so every further iteration would repeat it too and the result is the same.
+    The drift loop's clusterings settle in 2–4 of their 6 iterations. x (S, 3) float64."""
+    code = np.array(seeds, np.float64)
+    prev = None
+    for _ in range(iters):
+        lab = _vq.vq(x, code)[0]
+        if prev is not None and np.array_equal(lab, prev):
+            break
+        new, has_members = _vq.update_cluster_means(x, lab, len(code))
+        if not has_members.all():
+            raise ClusterError("One of the clusters is empty. Re-run kmeans with a different initialization.")
+        code, prev = new, lab
+    return code, lab
+
+
 def find_part_colours(samples: np.ndarray, min_frac: float = 0.0005, sep: float = 7.0) -> np.ndarray:
     """Cluster centres (K, 3) of colour samples (S, 3): histogram peaks at least ``sep`` levels
     apart refined by k-means; clusters under ``min_frac`` of the samples are dropped."""
@@ -161,8 +179,7 @@ def find_part_colours(samples: np.ndarray, min_frac: float = 0.0005, sep: float 
     if len(seeds) == 0:
         seeds = x.mean(0, keepdims=True)
     for _ in range(3):
-        centres, lab = kmeans2(x, seeds, iter=6, minit="matrix", missing="raise") if len(seeds) > 1 else (
-            x.mean(0, keepdims=True), np.zeros(len(x), int))
+        centres, lab = _kmeans(x, seeds, 6) if len(seeds) > 1 else (x.mean(0, keepdims=True), np.zeros(len(x), int))
         counts = np.bincount(lab, minlength=len(centres))
         keep = counts >= min_frac * len(x)
         if keep.all():
@@ -192,41 +209,43 @@ def decode_parts(parts: np.ndarray, rgb: np.ndarray | None = None, *, edge: floa
     r = None if rgb is None else np.asarray(rgb).reshape(p.shape)
     bg = background_colour(p)
     n_img = len(p)
-    masks = np.zeros(p.shape[:3], bool)
-    rois, smooth, conf = [], [], []  # per image: its region of interest, the smoothed colours and
-    for i in range(n_img):  # confident pixels there (outside it there is no foreground)
-        masks[i] = foreground_mask(None if r is None else r[i], p[i], bg)
-        roi = _roi(masks[i])
+    rois, masks, smooth, conf = [], [], [], []  # per image: its region of interest, and there the
+    for i in range(n_img):  # foreground, smoothed colours and confident pixels (outside it: background)
+        mask = foreground_mask(None if r is None else r[i], p[i], bg)
+        roi = _roi(mask)
         rois.append(roi)
-        if masks[i][roi].any():
-            sm, cf = _denoise(p[i][roi], masks[i][roi], edge)
+        masks.append(mask[roi])
+        if masks[i].any():
+            sm, cf = _denoise(p[i][roi], masks[i], edge)
         else:
-            sm, cf = np.full(p[i][roi].shape, 255, np.uint8), np.zeros(masks[i][roi].shape, bool)
+            sm, cf = np.full(p[i][roi].shape, 255, np.uint8), np.zeros(masks[i].shape, bool)
         smooth.append(sm)
         conf.append(cf)
-    if not masks.any():
+    n_fg = sum(int(np.count_nonzero(m)) for m in masks)
+    if not n_fg:
         raise BackendError("bad_input", "the part images have no foreground pixels")
     if sum(int(np.count_nonzero(c)) for c in conf) < 100:
-        conf = [masks[i][roi].copy() for i, roi in enumerate(rois)]
+        conf = [m.copy() for m in masks]
     rng = np.random.default_rng(seed)
-    img_of, ys, xs = _nonzero(conf, rois)
-    if len(img_of) > max_samples:
-        pick = rng.choice(len(img_of), max_samples, replace=False)
-        img_of, ys, xs = img_of[pick], ys[pick], xs[pick]
-    samples = _gather(smooth, rois, img_of, ys, xs).astype(np.float64)
+    flat = _flat_nonzero(conf)
+    if len(flat) > max_samples:
+        flat = flat[rng.choice(len(flat), max_samples, replace=False)]
+    img_of = _image_of(flat, conf)
+    samples = np.concatenate([sm.reshape(-1, 3) for sm in smooth])[flat].astype(np.float64)
     drift = np.zeros((n_img, 3))
     by_image = np.argsort(img_of, kind="stable")  # the samples image by image: [bounds[i], bounds[i + 1])
     bounds = np.searchsorted(img_of[by_image], np.arange(n_img + 1))
     centres = find_part_colours(samples, min_frac, sep=COARSE)  # well-separated colours first: the drift
     for sep in (COARSE, 7.0, 7.0):  # remove each image's colour drift against the clusters, then cluster again
-        lab = _nearest(samples - drift[img_of], centres)
-        resid = (samples - drift[img_of] - centres[lab])[by_image]
+        x = samples - drift[img_of]
+        lab = _nearest(x, centres)
+        resid = (x - centres[lab])[by_image]
         for i in range(n_img):
             if bounds[i + 1] - bounds[i] > 20:
                 drift[i] += np.median(resid[bounds[i]:bounds[i + 1]], axis=0)
         centres = find_part_colours(samples - drift[img_of], min_frac, sep=sep)
     labels = _label(p, smooth, masks, conf, drift, centres, rois)
-    centres, labels, merges = _merge(centres, labels, rois, merge_dist, interleave, min_frac, masks.sum())
+    centres, labels, merges = _merge(centres, labels, rois, merge_dist, interleave, min_frac, n_fg)
     return Decoded(labels.reshape(lead + p.shape[1:3]),
                    np.clip(np.round(centres), 0, 255).astype(np.uint8), merges, [int(round(v)) for v in bg])
 
@@ -235,8 +254,8 @@ def _label(raw, smooth, masks, conf, drift, centres, rois) -> np.ndarray:
     """Labels (I, H, W): confident pixels by the nearest cluster of their smoothed colour (through
     a colour lookup table); the others by their own colour when it is within OWN levels of a
     cluster, else from the nearest confident pixel within BORROW px, else by their smoothed
-    colour. raw (I, H, W, 3) and masks (I, H, W) whole; smooth and conf per image over its
-    region of interest rois[i]."""
+    colour. raw (I, H, W, 3) whole; masks, smooth and conf per image over its region of interest
+    rois[i]."""
     q = 1 << LUT_BITS
     grid = (np.arange(q) + 0.5) * (256 / q)
     lut_colours = np.stack(np.meshgrid(grid, grid, grid, indexing="ij"), -1).reshape(-1, 3)
@@ -244,7 +263,7 @@ def _label(raw, smooth, masks, conf, drift, centres, rois) -> np.ndarray:
     lut = (d2.argmin(1) + 1).astype(np.uint16)
     lut_near = np.sqrt(np.maximum(d2.min(1), 0)) <= OWN
     shift = 8 - LUT_BITS
-    out = np.zeros(masks.shape, np.uint16)
+    out = np.zeros(raw.shape[:3], np.uint16)
 
     levels = np.arange(256, dtype=np.float32)[:, None]
 
@@ -257,17 +276,19 @@ def _label(raw, smooth, masks, conf, drift, centres, rois) -> np.ndarray:
 
     for i in range(len(masks)):
         roi = rois[i]
-        m = masks[i][roi]
+        m = masks[i]
         if not m.any():
             continue
         c = conf[i]
         smooth_code = codes(smooth[i], i)
-        raw_code = codes(raw[i][roi], i)
         lab = np.where(m, lut[smooth_code], 0)
         unsure = m & ~c
-        own_ok = unsure & lut_near[raw_code]
-        lab[own_ok] = lut[raw_code[own_ok]]
-        rest = unsure & ~own_ok
+        at = np.flatnonzero(unsure)  # the raw colours matter only there (boundaries, blur): a few %
+        raw_code = codes(raw[i][roi][unsure], i)  # (len(at),) in the order of at
+        own = lut_near[raw_code]
+        lab.reshape(-1)[at[own]] = lut[raw_code[own]]
+        rest = unsure.copy()
+        rest.reshape(-1)[at[own]] = False
         if c.any() and rest.any():
             d, idx = cv2.distanceTransformWithLabels((~c).astype(np.uint8), cv2.DIST_L2, 3,
                                                      labelType=cv2.DIST_LABEL_PIXEL)

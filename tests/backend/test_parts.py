@@ -113,3 +113,81 @@ def test_tiny_spurious_cluster_is_merged():
 def test_no_foreground_is_a_clear_error():
     with pytest.raises(BackendError, match="no foreground"):
         decode_parts(np.full((2, 16, 16, 3), 255, np.uint8))
+
+
+def test_kmeans_stopping_early_is_scipys_kmeans2(generated_job):
+    """The decoder's k-means stops once its labels repeat; on the oracle's colours (clean and with
+    noise, seeds a few levels off so that it takes several iterations to settle) its centres and
+    labels are scipy's kmeans2 to the last bit, for every iteration count."""
+    from scipy.cluster.vq import kmeans2
+
+    from backend.parts.decode import _kmeans, _peaks
+
+    parts, _ = _views(generated_job, frames=(0,))
+    fg = parts.reshape(-1, 3)[parts.reshape(-1, 3).min(1) < 240].astype(np.float64)
+    rng = np.random.default_rng(3)
+    slow = 0
+    for x in (fg, fg + rng.normal(0, 6, fg.shape)):
+        seeds = _peaks(x, 3.0, 7.0) + rng.uniform(-4, 4, (1, 3))
+        for iters in (1, 2, 3, 6, 12):
+            c_ref, l_ref = kmeans2(x, seeds, iter=iters, minit="matrix", missing="raise")
+            c, lab = _kmeans(x, seeds, iters)
+            assert np.array_equal(c, c_ref) and np.array_equal(lab, l_ref)
+        # still moving after 2 iterations: the early stop is exercised, not just the first pass
+        slow += not np.array_equal(kmeans2(x, seeds, iter=2, minit="matrix")[0], c_ref)
+    assert slow >= 1
+
+
+def test_flat_nonzero_is_the_stacks_nonzero_order():
+    """Flat indices into per-image regions laid end to end give the (image, row, column) order of
+    np.nonzero over the stack, empty regions included."""
+    from backend.parts.decode import _flat_nonzero, _image_of
+
+    rng = np.random.default_rng(0)
+    regions = [rng.random((5, 7)) < 0.3, np.zeros((0, 4), bool), rng.random((3, 2)) < 0.5, np.ones((2, 3), bool)]
+    flat = _flat_nonzero(regions)
+    img = _image_of(flat, regions)
+    ref_img = np.concatenate([np.full(np.count_nonzero(m), i) for i, m in enumerate(regions)])
+    ref_flat = np.concatenate([np.ravel_multi_index(np.nonzero(m), m.shape) + sum(r.size for r in regions[:i])
+                               for i, m in enumerate(regions)])
+    assert np.array_equal(img, ref_img) and np.array_equal(flat, ref_flat)
+
+
+@pytest.mark.parametrize("kind", ["rgb", "rgba", "grey", "grey_alpha", "palette", "rgb16"])
+def test_read_png_is_rgb_of_every_png_kind(kind, tmp_path):
+    """read_png decodes straight into RGB order: the same array as OpenCV's BGR decode with its
+    channels swapped, for every PNG colour type (alpha dropped, grey spread to three channels,
+    16 bits scaled to 8)."""
+    import cv2
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    rgba = rng.integers(0, 256, (23, 31, 4), dtype=np.uint8)
+    img = {"rgb": Image.fromarray(rgba[..., :3]), "rgba": Image.fromarray(rgba, "RGBA"),
+           "grey": Image.fromarray(rgba[..., 0]), "grey_alpha": Image.fromarray(rgba[..., :2].copy(), "LA"),
+           "palette": Image.fromarray(rgba[..., :3]).convert("P"),
+           "rgb16": None}[kind]
+    path = tmp_path / f"{kind}.png"
+    if img is None:  # 16 bits per channel: OpenCV writes it
+        cv2.imwrite(str(path), rng.integers(0, 65536, (23, 31, 3), dtype=np.uint16))
+    else:
+        img.save(path)
+    ref = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    got = read_png(path)
+    assert got.shape == (23, 31, 3) and got.dtype == np.uint8 and np.array_equal(got, ref)
+    assert kind in ("grey", "grey_alpha") or not np.array_equal(got, got[..., ::-1])  # the order matters here
+
+
+def test_read_pngs_on_threads_is_read_png_in_order(generated_job, tmp_path):
+    """A job's view images read on two threads are the arrays read one by one, in the given order;
+    an unreadable one among them raises its own error."""
+    from backend.jobdir import read_pngs
+
+    paths = [generated_job.view_image(kind, v, t) for t in range(4) for v in range(13) for kind in ("parts", "rgb")]
+    got = read_pngs(paths, threads=2)
+    assert len(got) == len(paths) and all(np.array_equal(g, read_png(p)) for g, p in zip(got, paths, strict=True))
+    assert not np.array_equal(got[0], got[1])  # parts and RGB images differ: order is checked
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(BackendError, match="cannot read image .*bad.png"):
+        read_pngs(paths[:5] + [bad] + paths[5:9], threads=2)
