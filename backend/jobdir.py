@@ -76,18 +76,6 @@ def read_png(path: Path) -> np.ndarray:
     return img
 
 
-def read_pngs(paths: list[Path], threads: int = 2) -> list[np.ndarray]:
-    """read_png of every path, in order, on ``threads`` threads: OpenCV's PNG decoder releases the
-    GIL, so a job's 104 view images (13 views × 4 frames, parts and RGB) decode on two cores at
-    once; the arrays are the same as one by one, and the first unreadable image raises its error."""
-    if threads <= 1 or len(paths) < 2:
-        return [read_png(p) for p in paths]
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(read_png, paths))
-
-
 def _update_file(h, path: Path) -> None:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -176,18 +176,3 @@ def test_read_png_is_rgb_of_every_png_kind(kind, tmp_path):
     got = read_png(path)
     assert got.shape == (23, 31, 3) and got.dtype == np.uint8 and np.array_equal(got, ref)
     assert kind in ("grey", "grey_alpha") or not np.array_equal(got, got[..., ::-1])  # the order matters here
-
-
-def test_read_pngs_on_threads_is_read_png_in_order(generated_job, tmp_path):
-    """A job's view images read on two threads are the arrays read one by one, in the given order;
-    an unreadable one among them raises its own error."""
-    from backend.jobdir import read_pngs
-
-    paths = [generated_job.view_image(kind, v, t) for t in range(4) for v in range(13) for kind in ("parts", "rgb")]
-    got = read_pngs(paths, threads=2)
-    assert len(got) == len(paths) and all(np.array_equal(g, read_png(p)) for g, p in zip(got, paths, strict=True))
-    assert not np.array_equal(got[0], got[1])  # parts and RGB images differ: order is checked
-    bad = tmp_path / "bad.png"
-    bad.write_bytes(b"not a png")
-    with pytest.raises(BackendError, match="cannot read image .*bad.png"):
-        read_pngs(paths[:5] + [bad] + paths[5:9], threads=2)
