@@ -66,6 +66,20 @@ def xformers_works() -> bool:
     return True
 
 
+def official_attention(choice: str, cuda: bool) -> str:
+    """The official modules' attention for --xformers ``choice`` ('auto', 'real', 'standin',
+    'none'): 'none' on the CPU unless the stand-in is asked for, 'auto' the installed xformers if
+    it runs, else the stand-in (installed here). SystemExit when 'real' cannot run."""
+    attn = choice if cuda or choice == "standin" else "none"
+    if attn == "auto":
+        attn = "real" if xformers_works() else "standin"
+    if attn == "real" and not xformers_works():
+        raise SystemExit("xformers cannot run attention here (try --xformers standin)")
+    if attn == "standin":
+        install_xformers_standin()
+    return attn
+
+
 def install_xformers_standin() -> None:
     """A stand-in ``xformers`` module whose memory_efficient_attention calls PyTorch's fused SDPA
     kernels (flash for fp16): the kernel that xformers' own 'fa2F-pt' operator calls. Used when the
@@ -117,13 +131,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     dev = args.device
-    attn = args.xformers if dev == "cuda" or args.xformers == "standin" else "none"
-    if attn == "auto":
-        attn = "real" if xformers_works() else "standin"
-    if attn == "real" and not xformers_works():
-        raise SystemExit("xformers cannot run attention here (try --xformers standin)")
-    if attn == "standin":
-        install_xformers_standin()
+    attn = official_attention(args.xformers, dev == "cuda")
     if dev == "cuda":  # PyTorch's defaults, as the official script runs with them: TF32 in convolutions only
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = True

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_official_ratio import install_xformers_standin, xformers_works  # noqa: E402
+from bench_official_ratio import official_attention  # noqa: E402
 
 from backend.sp4d.options import RunOptions  # noqa: E402
 from backend.sp4d.testing import random_init_  # noqa: E402
@@ -136,13 +136,7 @@ def main() -> int:
 
     official = None
     if args.official:
-        attn = args.xformers if cuda or args.xformers == "standin" else "none"
-        if attn == "auto":
-            attn = "real" if xformers_works() else "standin"
-        if attn == "real" and not xformers_works():
-            raise SystemExit("xformers cannot run attention here (try --xformers standin)")
-        if attn == "standin":
-            install_xformers_standin()
+        attn = official_attention(args.xformers, cuda)
         res["official_attention"] = attn
         OUNet, ODecoder, OEncoder = import_official(args.official)
         up = dict(unet_p)

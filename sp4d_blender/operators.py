@@ -10,6 +10,7 @@ import bpy
 
 from . import api
 from .build import build_rig, job_path
+from .jobfolder import hub
 
 # failures the panel answers with a button: the backend is not set up, the licence, the hub's refusal
 NEEDS = ("no_backend", "missing_dependency", "licence_required", "gated")
@@ -384,44 +385,46 @@ class SP4D_OT_setup_backend(bpy.types.Operator):
         return self._done(context, self._result["python"], self._result["report"])
 
 
-class SP4D_OT_accept_licence(bpy.types.Operator):
+class _AcceptLicence:
+    """Accept a model's licence (``_pref``: its preference flag; ``_accepted``: what the report
+    says was accepted); remembered in the preferences, never in a .blend file."""
+
+    _pref = ""
+    _accepted = ""
+    _weights = ""
+
+    def execute(self, context):
+        from .prefs import get_prefs
+
+        setattr(get_prefs(context), self._pref, True)
+        remember_failure(context, None, "")
+        self.report({"INFO"}, f"SP4D: {self._accepted} accepted; {self._weights} may be downloaded")
+        return {"FINISHED"}
+
+    def invoke(self, context, event):
+        return context.window_manager.invoke_confirm(self, event)
+
+
+class SP4D_OT_accept_licence(_AcceptLicence, bpy.types.Operator):
     """Accept the Stability AI Community License of the SP4D weights (read it first: Read the
     licence); remembered in the preferences, never in a .blend file"""
 
     bl_idname = "sp4d.accept_licence"
     bl_label = "Accept Licence"
-
-    def execute(self, context):
-        from .jobfolder import hub
-        from .prefs import get_prefs
-
-        get_prefs(context).licence_accepted = True
-        remember_failure(context, None, "")
-        self.report({"INFO"}, f"SP4D: {hub.LICENCE_NAME} accepted; the weights may be downloaded")
-        return {"FINISHED"}
-
-    def invoke(self, context, event):
-        return context.window_manager.invoke_confirm(self, event)
+    _pref = "licence_accepted"
+    _accepted = hub.LICENCE_NAME
+    _weights = "the weights"
 
 
-class SP4D_OT_accept_svd_licence(bpy.types.Operator):
+class SP4D_OT_accept_svd_licence(_AcceptLicence, bpy.types.Operator):
     """Accept the Stability AI Community License of the SVD-XT 1.1 weights (Rig Image's front stage;
     read it first: Read the licence); remembered in the preferences, never in a .blend file"""
 
     bl_idname = "sp4d.accept_svd_licence"
     bl_label = "Accept SVD Licence"
-
-    def execute(self, context):
-        from .jobfolder import hub
-        from .prefs import get_prefs
-
-        get_prefs(context).svd_licence_accepted = True
-        remember_failure(context, None, "")
-        self.report({"INFO"}, f"SP4D: {hub.LICENCE_NAME} of SVD-XT 1.1 accepted; its weights may be downloaded")
-        return {"FINISHED"}
-
-    def invoke(self, context, event):
-        return context.window_manager.invoke_confirm(self, event)
+    _pref = "svd_licence_accepted"
+    _accepted = f"{hub.LICENCE_NAME} of SVD-XT 1.1"
+    _weights = "its weights"
 
 
 class _DownloadWeights(_BackendJobModal):

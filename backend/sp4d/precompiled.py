@@ -75,8 +75,8 @@ def _describe(v) -> str:
 
 
 class SavedGraphs:
-    """The artifacts of one folder: ``function(module, name, options)`` -> a callable for the
-    module's method that runs a saved (or newly compiled and saved) graph."""
+    """The artifacts of one folder, compiled with inductor ``options``: ``find(module, name, args,
+    kwargs)`` -> the saved (or newly compiled and saved) graph of that method for that call."""
 
     def __init__(self, folder: str | os.PathLike, options: dict | None = None):
         self.folder = Path(folder)
