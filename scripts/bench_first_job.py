@@ -8,9 +8,11 @@ With an empty inductor cache (a fresh install), in order:
 3. a warm job: one process runs two jobs, the second is timed (model loaded, graphs compiled).
 The jobs are 4-frame clips of the sample creature at the recipe's settings with compile on, on
 random weights of the real size read from a checkpoint on local disk (what a user's run reads).
-Prints a table and writes JSON.
+Prints a table and writes JSON. With ``--work DIR`` the checkpoint, the compile cache and the
+results so far stay in DIR and a later run skips the phases already measured there, so the bench
+can span several device calls (a cold ``prepare`` of saved graphs may take most of one).
 
-    python scripts/bench_first_job.py [--steps 50] [--precision fp16] [--out rows.json]
+    python scripts/bench_first_job.py [--steps 50] [--precision fp16] [--out rows.json] [--work DIR]
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -96,6 +99,8 @@ def main() -> int:
     ap.add_argument("--probes", type=int, default=2, help="with --diagnose: 1 (the first job) or 2 (and the next "
                     "process's)")
     ap.add_argument("--compiled-graphs", default="traced", choices=("traced", "saved"))
+    ap.add_argument("--work", type=Path, help="keep the checkpoint, the compile cache and the results so far "
+                    "here; phases already measured there are skipped")
     args = ap.parse_args()
     if args.probe:
         probe(args.probe)
@@ -110,37 +115,58 @@ def main() -> int:
         return 2
     from bench_batch_ray import clip_jobs, random_checkpoint
 
-    work = Path(tempfile.mkdtemp(prefix="first-job-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="first-job-"))
+    work.mkdir(parents=True, exist_ok=True)
+    saved_row = work / "row.json"
+    row = json.loads(saved_row.read_text()) if saved_row.exists() else {}
+
+    def record(**kv) -> None:  # the results so far, kept after every phase
+        row.update(kv)
+        saved_row.write_text(json.dumps(row, indent=1))
+
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(work / "inductor"))  # a fresh install's empty cache
-    t0 = time.perf_counter()
-    weights = random_checkpoint(None, "cuda")
-    row = {"gpu": torch.cuda.get_device_name(0), "compiled_graphs": args.compiled_graphs, "steps": args.steps,
-           "precision": args.precision,
-           "size": args.size, "checkpoint_gib": weights.stat().st_size / 2 ** 30,
-           "write_checkpoint_s": time.perf_counter() - t0}
+    weights = work / "random.safetensors"
+    if not weights.exists():
+        t0 = time.perf_counter()
+        os.replace(random_checkpoint(None, "cuda"), weights)
+        record(write_checkpoint_s=time.perf_counter() - t0)
+    record(gpu=torch.cuda.get_device_name(0), compiled_graphs=args.compiled_graphs, steps=args.steps,
+           precision=args.precision, size=args.size, checkpoint_gib=weights.stat().st_size / 2 ** 30)
     settings = {"part_source": "sp4d", "weights": str(weights), "steps": args.steps, "image_size": args.size,
                 "precision": args.precision, "compile": "layers", "compiled_graphs": args.compiled_graphs}
-    jobs = clip_jobs(work / "jobs", 5 if args.diagnose else 3, settings)
     py = sys.executable
     flags = ["--weights", str(weights), "--precision", args.precision, "--image-size", str(args.size),
              "--compile", "layers", "--compiled-graphs", args.compiled_graphs]
-    row["prepare_s"], r = timed([py, "-m", "backend", "prepare", *flags], env)
-    row["prepare"] = json.loads(r.stdout[r.stdout.index("{"):])
+
+    def jobs(phase: str, n: int) -> list[str]:  # new job folders for each phase (a rerun starts clean)
+        root = work / "jobs" / phase
+        shutil.rmtree(root, ignore_errors=True)
+        return clip_jobs(root, n, settings)
+
+    if "prepare_s" not in row:
+        dt, r = timed([py, "-m", "backend", "prepare", *flags], env)
+        record(prepare_s=dt, prepare=json.loads(r.stdout[r.stdout.index("{"):]))
+        print("prepare", round(dt, 1), flush=True)
     if args.diagnose:  # the first job and the next process's, each under the probe
-        for name, job in (("probe_first", jobs[3]), ("probe_second", jobs[4]))[:args.probes]:
-            row[f"{name}_process_s"], r = timed([py, __file__, "--probe", job], env)
+        for name in ("probe_first", "probe_second")[:args.probes]:
+            if name in row:
+                continue
+            dt, r = timed([py, __file__, "--probe", jobs(name, 1)[0]], env)
             line = next(x for x in r.stdout.splitlines() if x.startswith("PROBE "))
-            row[name] = json.loads(line[len("PROBE "):])
-            print(name, row[f"{name}_process_s"], json.dumps(row[name])[:4000], flush=True)
+            record(**{f"{name}_process_s": dt, name: json.loads(line[len("PROBE "):])})
+            print(name, round(dt, 1), json.dumps(row[name])[:4000], flush=True)
         row["first_job_process_s"] = row["probe_first_process_s"]
-    else:
-        row["first_job_process_s"], _ = timed([py, "-m", "backend", "generate", jobs[0]], env)
-    _, r = timed([py, __file__, "--twice", jobs[1], jobs[2]], env)
-    for line in r.stdout.splitlines():
-        if line.startswith("TIME "):
-            _, name, sec = line.split()
-            row[f"{name}_s"] = float(sec)
-    row["first_over_warm"] = row["first_job_process_s"] / row["warm_s"]
+    elif "first_job_process_s" not in row:
+        dt, _ = timed([py, "-m", "backend", "generate", jobs("first", 1)[0]], env)
+        record(first_job_process_s=dt)
+    if "warm_s" not in row:
+        _, r = timed([py, __file__, "--twice", *jobs("twice", 2)], env)
+        for line in r.stdout.splitlines():
+            if line.startswith("TIME "):
+                _, name, sec = line.split()
+                row[f"{name}_s"] = float(sec)
+        record()
+    record(first_over_warm=row["first_job_process_s"] / row["warm_s"])
     print(json.dumps(row, indent=1))
     print("\nSet Up's compile | first job (new process) | warm compiled job | first / warm")
     print(f"{row['prepare_s']:.1f} s | {row['first_job_process_s']:.1f} s | {row['warm_s']:.1f} s | "
