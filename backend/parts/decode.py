@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 from scipy import ndimage
-from scipy.cluster import _vq  # kmeans2's own routines (_kmeans)
-from scipy.cluster.vq import ClusterError
+from scipy.cluster.vq import ClusterError, vq
 
 from ..errors import BackendError
 
@@ -152,20 +151,24 @@ def _peaks(samples: np.ndarray, min_count: float, sep: float) -> np.ndarray:
 
 def _kmeans(x: np.ndarray, seeds: np.ndarray, iters: int) -> tuple[np.ndarray, np.ndarray]:
     """scipy's ``kmeans2(x, seeds, iter=iters, minit="matrix", missing="raise")`` (centres (K, 3),
-    labels (S,)) through the same two C routines, stopping once an iteration's labels repeat the
+    labels (S,)): the same assignment (scipy's public ``vq``) and the same means (sums in point
+    order, as kmeans2's C routine adds them), stopping once an iteration's labels repeat the
     previous one's: its centres would then be the previous centres to the last bit (the same means
     of the same points), so every further iteration would repeat it too and the result is the same.
-    The drift loop's clusterings settle in 2–4 of their 6 iterations. x (S, 3) float64."""
+    The drift loop's clusterings settle in 2–4 of their 6 iterations. Only public scipy is used:
+    its private modules differ between releases. x (S, 3) float64."""
     code = np.array(seeds, np.float64)
+    k = len(code)
     prev = None
     for _ in range(iters):
-        lab = _vq.vq(x, code)[0]
+        lab = vq(x, code, check_finite=False)[0]
         if prev is not None and np.array_equal(lab, prev):
             break
-        new, has_members = _vq.update_cluster_means(x, lab, len(code))
-        if not has_members.all():
+        count = np.bincount(lab, minlength=k)
+        if not count.all():
             raise ClusterError("One of the clusters is empty. Re-run kmeans with a different initialization.")
-        code, prev = new, lab
+        sums = np.stack([np.bincount(lab, weights=x[:, d], minlength=k) for d in range(x.shape[1])], axis=1)
+        code, prev = sums / count[:, None], lab
     return code, lab
 
 
