@@ -11,6 +11,10 @@
   ``leg1.01, leg1.02, …`` from front to back; other limbs of a horizontal body with legs:
   ``wing``; limbs on the head: ``ear``. Sides get ``.L`` / ``.R`` for the creature's own left and
   right (from where the head, or the feet, point).
+- Digits: a part with four or five chains hanging from it, one of which (the thumb) points away
+  from the others, is a hand: ``thumb.01``, ``thumb.02``… and, from the thumb's side,
+  ``f_index.01``, ``f_middle.01``, ``f_ring.01``, ``f_pinky.01``… (Rigify's finger names); a lone
+  hand's root is the ``palm``.
 - A base standing on the ground (lamps, robot arms, chests): ``base``; chains from it ``arm``,
   ``arm.001``…, a hub with paired children ``hand`` and those ``finger``, a bulky end ``head``, a
   leaf lying on the base over a broad contact ``lid``.
@@ -89,6 +93,8 @@ def bone_names(s: Structure, vertices: np.ndarray, labels: np.ndarray) -> list[s
         _name_base(s, names, suffix)
     elif s.spine:
         _name_creature(s, names, suffix, low, vertices, height)
+    elif _name_digits(s, names, suffix, s.root):
+        names[s.root] = "palm"
     for k in range(n):  # whatever is left
         if names[k] is None:
             names[k] = "bone" + suffix[k]
@@ -184,10 +190,44 @@ def _name_creature(s: Structure, names: list, suffix: list, low, vertices: np.nd
             names[k] = (seg[j] if j < len(seg) else _numbered(seg[-1], j - len(seg) + 1)) + suffix[k] \
                 if len(seg) > 1 else _numbered(seg[0], j, suffix[k])
         for k in limb:  # side branches of a limb (fingers off a hand)
+            _name_digits(s, names, suffix, k)
             for x in _children(s.parent, k):
                 if names[x] is None:
                     for j, y in enumerate(_chain(s.parent, x, s.areas)):
                         names[y] = _numbered("finger", j, suffix[y])
+
+
+FINGERS = ["f_index", "f_middle", "f_ring", "f_pinky"]
+
+
+def _name_digits(s: Structure, names: list, suffix: list, hub: int, spread_deg: float = 25.0) -> bool:
+    """Name the chains hanging from ``hub`` as a hand's digits when they are four or five and one,
+    the thumb, points away from the others (its direction from the hub's centroid to its tip more
+    than ``spread_deg`` from their mean, which all the others are within); the fingers are
+    ordered by their base's distance from the thumb's. True when named."""
+    kids = [c for c in _children(s.parent, hub) if names[c] is None]
+    if len(kids) not in (4, 5):
+        return False
+    chains = [_chain(s.parent, c, s.areas) for c in kids]
+    dirs = np.array([s.centroids[c[-1]] - s.centroids[hub] for c in chains])
+    dirs /= np.maximum(np.linalg.norm(dirs, axis=1, keepdims=True), 1e-12)
+
+    def angle(i):  # of chain i from the others' mean direction, and the others' largest
+        rest = np.delete(dirs, i, axis=0)
+        mean = rest.sum(0) / max(np.linalg.norm(rest.sum(0)), 1e-12)
+        ang = np.degrees(np.arccos(np.clip(np.concatenate([dirs[i:i + 1], rest]) @ mean, -1, 1)))
+        return ang[0], ang[1:].max()
+
+    scores = [angle(i) for i in range(len(chains))]
+    t = int(np.argmax([a for a, _ in scores]))
+    if scores[t][0] <= spread_deg or scores[t][1] > spread_deg:
+        return False
+    base = np.array([s.contact_centre[c[0]] for c in chains])
+    order = sorted((i for i in range(len(chains)) if i != t), key=lambda i: np.linalg.norm(base[i] - base[t]))
+    for prefix, i in [("thumb", t)] + list(zip(FINGERS, order, strict=False)):
+        for j, k in enumerate(chains[i]):
+            names[k] = f"{prefix}.{j + 1:02d}{suffix[k]}"
+    return True
 
 
 def _unique(names: list[str]) -> list[str]:

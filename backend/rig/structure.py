@@ -336,6 +336,41 @@ def between(weight: np.ndarray, centroids: np.ndarray, centre: np.ndarray, floor
     return weight * np.clip((0.5 * (1 + cos)) ** 3, floor, 1.0)
 
 
+def end_to_end(weight: np.ndarray, vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray,
+               centroids: np.ndarray, centre: np.ndarray, min_vertices: int = 30) -> np.ndarray:
+    """Contacts (P, P) re-weighted by whether each lies at an end of one of its two parts: a joint
+    sits where a limb segment starts (a finger's base on the palm, a chain's next segment at the
+    previous one's end), while two limbs lying side by side (fingers, or a tail along a leg, fused
+    along their length) touch along their sides, and that contact lies between their centroids
+    too, so ``between`` cannot tell it. For a part with principal axis a and half-length h, a
+    contact at c is at its end by s = |(c − centroid)·a| / h (0 mid-side, 1 at the end); the part
+    counts s² in proportion to its elongation e = 1 − λ₂/λ₁ (the variances of its surface across
+    and along its axis), so a compact part (a body, a head, a plate) counts 1 and leaves the choice
+    to the other part, and so does a part of fewer than ``min_vertices`` vertices (a low-poly
+    mesh's: its few vertices do not resolve where along it a contact lies, and on artists' low-poly
+    figures the rule then hung thighs from the chest); each contact takes the larger of its two
+    parts' factors, at least 0.05."""
+    p = len(weight)
+    pts, lab = surface_samples(vertices, faces, labels)
+    counts = np.bincount(labels, minlength=p)
+    ends = np.ones((p, p))  # ends[a, b]: how much the contact of a with b lies at an end of a
+    for k in range(p):
+        x = pts[lab == k]
+        if counts[k] < min_vertices or len(x) < 4:
+            continue
+        d = x - centroids[k]
+        var, vec = np.linalg.eigh(d.T @ d / len(x))  # ascending
+        axis = vec[:, -1]
+        if var[-1] <= 0:
+            continue
+        e = 1.0 - max(var[-2], 0.0) / var[-1]
+        h = max(float(np.abs(d @ axis).max()), 1e-12)
+        s = np.clip(np.abs((centre[k] - centroids[k]) @ axis) / h, 0.0, 1.0)
+        ends[k] = (1.0 - e) + e * s ** 2
+    ends = np.where(np.isfinite(ends), ends, 1.0)
+    return weight * np.clip(np.maximum(ends, ends.T), 0.05, 1.0)
+
+
 def mirrored(weight: np.ndarray, mirror_of: np.ndarray) -> np.ndarray:
     """Contacts (P, P) of mirror pairs pooled: where a pair of parts and its mirror image are both in
     contact, each counts the sum, so the two sides' trees agree (the noise of one side's labels
@@ -353,7 +388,8 @@ def build_structure(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray,
     cent, areas, sizes = part_stats(vertices, faces, labels, n)
     weight, centre = contacts(vertices, faces, labels, n)
     axis, side, mirror_of = find_symmetry(vertices, cent, areas)
-    tree = connect_components(spanning_tree(mirrored(between(weight, cent, centre), mirror_of), side), cent, side)
+    pair_weight = end_to_end(between(weight, cent, centre), vertices, faces, labels, cent, centre)
+    tree = connect_components(spanning_tree(mirrored(pair_weight, mirror_of), side), cent, side)
     root, base, head, spine = choose_root(tree, vertices, labels, cent, areas, side, axis is not None)
     parent = orient(tree, root)
     cc = cent.copy()

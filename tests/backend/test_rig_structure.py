@@ -20,7 +20,7 @@ from backend.rig.structure import (
 )
 from backend.rig.weld import weld
 from backend.sample.assets import QUADRUPED, build_asset, build_separate, split_seams
-from backend.sample.catalogue import ASSETS, HUMANOID, SPIDER, WOLF
+from backend.sample.catalogue import ASSETS, HAND, HUMANOID, SPIDER, WOLF
 
 
 def _structure(asset):
@@ -223,6 +223,23 @@ def test_spider_legs_are_numbered_front_to_back_per_side():
     got = dict(zip(a.names, bone_names(s, v, lab), strict=True))
     assert got["cephalothorax"] == "torso" and got["abdomen"] == "abdomen"
     assert got["leg1.L"] == "leg1.01.L" and got["leg4.002.R"] == "leg4.03.R"
+
+
+def test_fingers_fused_side_by_side_hang_from_the_palm_and_read_as_digits():
+    """A hand's fingers fused along their sides (more shared mesh edges with the next finger than
+    with the palm, and that contact lies between their centroids too): each finger's base still
+    hangs from the palm, the contact at its end, and the digits are named as Rigify names them."""
+    a = build_asset(HAND, 130, blend=0.004)
+    s, v, lab = _structure(a)
+    i = a.names.index
+    assert s.contact[i("index"), i("middle")] > s.contact[i("index"), i("palm")]  # the hard case
+    for digit in ("thumb", "index", "middle", "ring", "pinky"):
+        assert s.parent[i(digit)] == i("palm"), (digit, a.names[s.parent[i(digit)]])
+    got = dict(zip(a.names, bone_names(s, v, lab), strict=True))
+    assert got["palm"] == "palm" and got["thumb"] == "thumb.01" and got["thumb.002"] == "thumb.03"
+    assert [got[d] for d in ("index", "middle", "ring", "pinky")] == ["f_index.01", "f_middle.01", "f_ring.01",
+                                                                      "f_pinky.01"]
+    assert got["index.001"] == "f_index.02"
 
 
 def _motion(axis_per_frame, pivot, angles):
