@@ -82,16 +82,34 @@ def nearest_fill(vertices: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return out
 
 
+SURE_SHARE = 0.7  # share of a vertex's votes for its part above which smoothing leaves it alone
+DOUBT_VOTES = 5.0  # pixels' worth of doubt added to a vertex's votes: a vertex a few pixels see is never sure
+
+
+def sure_votes(votes: np.ndarray, share: float = SURE_SHARE, doubt: float = DOUBT_VOTES) -> np.ndarray:
+    """(N,) bool: vertices whose most voted part has ≥ ``share`` of their votes plus ``doubt``
+    (votes (N, n_labels), pixel counts). Such a vertex is labelled by its own surroundings in the
+    views, however few vertices its part has; a vertex seen by a few pixels only (a dense mesh's
+    vertex under noisy labels) or split between parts is not."""
+    return votes.max(1) >= share * (votes.sum(1) + doubt)
+
+
 def clean_labels(adj: sp.csr_matrix, labels: np.ndarray, n_labels: int, smooth_iters: int = 2,
                  votes: np.ndarray | None = None, keep_share: float = 0.5, keep_size: int = 10) -> np.ndarray:
-    """Majority smoothing on the 1-ring, then each part's pieces: the largest stays, and so does
-    every piece the views clearly support (``votes`` (N, n_labels): mean vote share of its label
-    ≥ ``keep_share`` over at least ``keep_size`` vertices: a spider's inner leg seen between other
-    legs); other pieces join the neighbouring part they touch most. Pieces that touch nothing keep
-    their label."""
+    """Majority smoothing on the 1-ring where the views are unsure, then each part's pieces: the
+    largest stays, and so does every piece the views clearly support (``votes`` (N, n_labels):
+    mean vote share of its label ≥ ``keep_share`` over at least ``keep_size`` vertices: a
+    spider's inner leg seen between other legs); other pieces join the neighbouring part they
+    touch most. Pieces that touch nothing keep their label.
+
+    With ``votes``, vertices the views are sure of (``sure_votes``) keep their label through the
+    smoothing: on a low-poly mesh a part may be one or two rings wide (a figure's neck, a fox's
+    ear), and a 1-ring majority would hand it to its neighbours; without votes every vertex is
+    smoothed."""
     lab = labels.copy()
+    keep = sure_votes(votes) if votes is not None else np.zeros(len(lab), bool)
     for _ in range(smooth_iters):
-        lab = neighbour_vote(adj, lab, n_labels, self_weight=1.5).argmax(1)
+        lab = np.where(keep, labels, neighbour_vote(adj, lab, n_labels, self_weight=1.5).argmax(1))
     share = None
     if votes is not None:
         total = votes.sum(1)
