@@ -5,7 +5,9 @@ image's with a 2D similarity (centroid and area; corrects a camera model that is
 and let every object pixel vote for its label on the nearest vertex of the face under it. With
 the clip's motion (tracking.py), the later frames vote too, on the mesh posed per frame, where
 the first frame is unsure. Vertices no view sees take the label of the nearest labelled vertex
-along the mesh graph; then labels are smoothed, and parts keep their pieces the views support.
+along the mesh graph; then labels are smoothed where the votes are unsure (a low-poly mesh's
+vertices, each voted by hundreds of pixels, keep theirs), and parts keep their pieces the views
+support.
 """
 
 from __future__ import annotations
@@ -84,8 +86,6 @@ def nearest_fill(vertices: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 SURE_SHARE = 0.7  # share of a vertex's votes for its part above which smoothing leaves it alone
 DOUBT_VOTES = 5.0  # pixels' worth of doubt added to a vertex's votes: a vertex a few pixels see is never sure
-
-
 AGREED_VIEWS = 4  # views that must all name a vertex's part before a piece of it too small to count stays
 
 
@@ -117,9 +117,9 @@ def clean_labels(adj: sp.csr_matrix, labels: np.ndarray, n_labels: int, smooth_i
     the neighbouring part they touch most. Pieces that touch nothing keep their label.
 
     With ``votes``, vertices the views are sure of (``sure_votes``) keep their label through the
-    smoothing: on a low-poly mesh a part may be one or two rings wide (a figure's neck, a fox's
-    ear), and a 1-ring majority would hand it to its neighbours; without votes every vertex is
-    smoothed."""
+    smoothing: on a low-poly mesh a part may be one or two rings wide (a figure's clavicle or
+    spine part), and a 1-ring majority would hand it to its neighbours; without votes (bones
+    edited by hand, reweight.py) every vertex is smoothed."""
     lab = labels.copy()
     keep = sure_votes(votes) if votes is not None else np.zeros(len(lab), bool)
     for _ in range(smooth_iters):
