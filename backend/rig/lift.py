@@ -5,7 +5,9 @@ image's with a 2D similarity (centroid and area; corrects a camera model that is
 and let every object pixel vote for its label on the nearest vertex of the face under it. With
 the clip's motion (tracking.py), the later frames vote too, on the mesh posed per frame, where
 the first frame is unsure. Vertices no view sees take the label of the nearest labelled vertex
-along the mesh graph; then labels are smoothed, and parts keep their pieces the views support.
+along the mesh graph; then labels are smoothed where the votes are unsure (a low-poly mesh's
+vertices, each voted by hundreds of pixels, keep theirs), and parts keep their pieces the views
+support.
 """
 
 from __future__ import annotations
@@ -82,16 +84,46 @@ def nearest_fill(vertices: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return out
 
 
+SURE_SHARE = 0.7  # share of a vertex's votes for its part above which smoothing leaves it alone
+DOUBT_VOTES = 5.0  # pixels' worth of doubt added to a vertex's votes: a vertex a few pixels see is never sure
+AGREED_VIEWS = 4  # views that must all name a vertex's part before a piece of it too small to count stays
+
+
+def view_agreement(tops: np.ndarray, label: np.ndarray, min_views: int = AGREED_VIEWS) -> np.ndarray:
+    """(N,) bool: vertices that at least ``min_views`` views see and that every view seeing them
+    gives most of its votes to ``label`` (N,). tops: (V, N) each view's most voted part per vertex,
+    -1 where the view does not see it."""
+    seen = tops >= 0
+    return (seen.sum(0) >= min_views) & ((tops == label[None]) | ~seen).all(0)
+
+
+def sure_votes(votes: np.ndarray, share: float = SURE_SHARE, doubt: float = DOUBT_VOTES) -> np.ndarray:
+    """(N,) bool: vertices whose most voted part has ≥ ``share`` of their votes plus ``doubt``
+    (votes (N, n_labels), pixel counts). Such a vertex is labelled by its own surroundings in the
+    views, however few vertices its part has; a vertex seen by a few pixels only (a dense mesh's
+    vertex under noisy labels) or split between parts is not."""
+    return votes.max(1) >= share * (votes.sum(1) + doubt)
+
+
 def clean_labels(adj: sp.csr_matrix, labels: np.ndarray, n_labels: int, smooth_iters: int = 2,
-                 votes: np.ndarray | None = None, keep_share: float = 0.5, keep_size: int = 10) -> np.ndarray:
-    """Majority smoothing on the 1-ring, then each part's pieces: the largest stays, and so does
-    every piece the views clearly support (``votes`` (N, n_labels): mean vote share of its label
-    ≥ ``keep_share`` over at least ``keep_size`` vertices: a spider's inner leg seen between other
-    legs); other pieces join the neighbouring part they touch most. Pieces that touch nothing keep
-    their label."""
+                 votes: np.ndarray | None = None, keep_share: float = 0.5, keep_size: int = 10,
+                 agreed: np.ndarray | None = None) -> np.ndarray:
+    """Majority smoothing on the 1-ring where the views are unsure, then each part's pieces: the
+    largest stays, and so does every piece the views clearly support (``votes`` (N, n_labels):
+    mean vote share of its label ≥ ``keep_share`` over at least ``keep_size`` vertices: a
+    spider's inner leg seen between other legs; or, for a piece too small to count by its
+    vertices, a low-poly mesh's two-vertex piece of a part, every vertex of it sure and named by
+    all the views that see it, ``agreed`` (N,) bool from ``view_agreement``); other pieces join
+    the neighbouring part they touch most. Pieces that touch nothing keep their label.
+
+    With ``votes``, vertices the views are sure of (``sure_votes``) keep their label through the
+    smoothing: on a low-poly mesh a part may be one or two rings wide (a figure's clavicle or
+    spine part), and a 1-ring majority would hand it to its neighbours; without votes (bones
+    edited by hand, reweight.py) every vertex is smoothed."""
     lab = labels.copy()
+    keep = sure_votes(votes) if votes is not None else np.zeros(len(lab), bool)
     for _ in range(smooth_iters):
-        lab = neighbour_vote(adj, lab, n_labels, self_weight=1.5).argmax(1)
+        lab = np.where(keep, labels, neighbour_vote(adj, lab, n_labels, self_weight=1.5).argmax(1))
     share = None
     if votes is not None:
         total = votes.sum(1)
@@ -110,7 +142,8 @@ def clean_labels(adj: sp.csr_matrix, labels: np.ndarray, n_labels: int, smooth_i
             sizes = np.bincount(comp)
             for c in np.argsort(-sizes)[1:]:
                 piece = m[comp == c]
-                if share is not None and len(piece) >= keep_size and share[piece, k].mean() >= keep_share:
+                if share is not None and share[piece, k].mean() >= keep_share and (
+                        len(piece) >= keep_size or _agreed_piece(piece, k, votes, keep, agreed)):
                     continue  # well supported by the views: a real piece of the part
                 inp = np.zeros(len(lab), bool)
                 inp[piece] = True
@@ -124,33 +157,45 @@ def clean_labels(adj: sp.csr_matrix, labels: np.ndarray, n_labels: int, smooth_i
     return lab
 
 
+def _agreed_piece(piece: np.ndarray, k: int, votes: np.ndarray, sure: np.ndarray, agreed: np.ndarray | None) -> bool:
+    """Every vertex of ``piece`` sure of part ``k`` and named so by all the views that see it."""
+    if agreed is None:
+        return False
+    return bool((sure[piece] & agreed[piece] & (votes[piece].argmax(1) == k)).all())
+
+
 def lift_labels(vertices: np.ndarray, faces: np.ndarray, cameras: list[dict], label_images: dict[int, np.ndarray],
-                n_labels: int) -> tuple[np.ndarray, np.ndarray, dict[int, tuple], np.ndarray]:
+                n_labels: int) -> tuple[np.ndarray, np.ndarray, dict[int, tuple], np.ndarray, np.ndarray]:
     """Per-vertex part index (N,) in 0..n_labels-1, its vote confidence in [0, 1], the 2D
-    similarity fitted per view and the votes (N, n_labels).
+    similarity fitted per view, the votes (N, n_labels) and whether all the views that see a
+    vertex (at least ``AGREED_VIEWS``) name its most voted part (N,) bool.
 
     vertices: (N, 3) in the cameras' normalised space; label_images: view -> (H, W) labels of
     the first frame (0 = background, 1..n_labels parts).
     """
     votes = np.zeros((len(vertices), n_labels))
+    tops = np.full((len(label_images), len(vertices)), -1, np.int32)
     fits = {}
-    for v, img in label_images.items():
+    for i, (v, img) in enumerate(label_images.items()):
         vv, fits[v] = view_votes(vertices, faces, cameras[v], img, n_labels)
         votes += vv
-    lab, conf = labels_from_votes(vertices, faces, votes, n_labels)
-    return lab, conf, fits, votes
+        tops[i] = np.where(vv.sum(1) > 0, vv.argmax(1), -1)
+    agreed = view_agreement(tops, votes.argmax(1))
+    lab, conf = labels_from_votes(vertices, faces, votes, n_labels, agreed)
+    return lab, conf, fits, votes, agreed
 
 
-def labels_from_votes(vertices: np.ndarray, faces: np.ndarray, votes: np.ndarray,
-                      n_labels: int) -> tuple[np.ndarray, np.ndarray]:
+def labels_from_votes(vertices: np.ndarray, faces: np.ndarray, votes: np.ndarray, n_labels: int,
+                      agreed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(labels (N,), confidence (N,)): the most voted part; unseen vertices take the nearest
-    labelled vertex's along the mesh graph (then in space); then clean_labels."""
+    labelled vertex's along the mesh graph (then in space); then clean_labels (``agreed`` (N,):
+    see lift_labels)."""
     total = votes.sum(1)
     lab = np.where(total > 0, votes.argmax(1), -1)
     conf = np.where(total > 0, votes.max(1) / np.maximum(total, 1e-12), 0.0)
     adj = adjacency(len(vertices), faces)
     lab = nearest_fill(vertices, propagate(adj, lab))
-    return clean_labels(adj, lab, n_labels, votes=votes), conf
+    return clean_labels(adj, lab, n_labels, votes=votes, agreed=agreed), conf
 
 
 def frame_votes(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, world: np.ndarray,

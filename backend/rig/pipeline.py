@@ -236,7 +236,7 @@ def _rig(job: JobDir, ctx: StageContext, mesh: dict, top_k: int) -> dict:
     wv, faces, back = weld((world_vertices(mesh) - centre) * scale, mesh["faces"])
     ctx.progress("rig", 1, 5, "lifting parts onto the mesh")
     views0 = {v: labels[0, v] for v in range(labels.shape[1]) if present[0, v]}
-    vlab, conf, fits, votes0 = lift_labels(wv, faces, cams["views"], views0, k)
+    vlab, conf, fits, votes0, agreed0 = lift_labels(wv, faces, cams["views"], views0, k)
     used = np.unique(vlab)
     remap = np.full(k, -1)
     remap[used] = np.arange(len(used))
@@ -259,7 +259,7 @@ def _rig(job: JobDir, ctx: StageContext, mesh: dict, top_k: int) -> dict:
         later = frame_votes(wv, faces, vlab, first.world, labels, present, views, part_ids, weight=trust)
         later[sure | (later.sum(1) < MIN_VOTES)] = 0.0  # too little trusted evidence: frame 0 and the mesh decide
         votes = v0 + later
-        relabelled, conf_all = labels_from_votes(wv, faces, votes, n)
+        relabelled, conf_all = labels_from_votes(wv, faces, votes, n, agreed0)
         if (np.bincount(relabelled, minlength=n) > 0).all():
             vlab, conf = detach_strays(wv, faces, relabelled, n), conf_all
         s = build_structure(wv, faces, vlab, n)

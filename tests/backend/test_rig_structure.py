@@ -305,6 +305,49 @@ def test_lifting_keeps_a_piece_the_views_support():
     assert (clean_labels(adj, lab, 2, smooth_iters=0, votes=weak)[20:30] == 1).all()
 
 
+def test_smoothing_leaves_a_thin_part_the_views_are_sure_of():
+    from backend.rig.lift import clean_labels
+    from backend.rig.mesh import adjacency
+
+    # a strip of 30 vertices (each linked to the next two): part 0, a part 1 two vertices wide, part 0
+    n = 30
+    adj = adjacency(n, np.array([[i, i + 1, i + 2] for i in range(n - 2)]))
+    lab = np.zeros(n, int)
+    lab[14:16] = 1
+    votes = np.zeros((n, 2))
+    votes[np.arange(n), lab] = 200.0  # hundreds of pixels each: a low-poly mesh's vertices
+    assert (clean_labels(adj, lab, 2, votes=votes) == lab).all()  # a 1-ring majority would erase part 1
+    assert (clean_labels(adj, lab, 2) == 0).all()  # without votes it does
+    few = votes / 100.0  # two pixels each: too few to be sure, so smoothing decides
+    assert (clean_labels(adj, lab, 2, votes=few) == 0).all()
+    split = votes.copy()
+    split[14:16] = [90.0, 110.0]  # the views split between the parts there: smoothed
+    assert (clean_labels(adj, lab, 2, votes=split) == 0).all()
+
+
+def test_lifting_keeps_a_tiny_piece_every_view_names():
+    from backend.rig.lift import clean_labels, view_agreement
+    from backend.rig.mesh import adjacency
+
+    # a strip of 30 vertices: part 0, part 1, a two-vertex second piece of part 1 inside part 0
+    n = 30
+    adj = adjacency(n, np.array([[i, i + 1, i + 2] for i in range(n - 2)]))
+    lab = np.zeros(n, int)
+    lab[5:10] = 1
+    lab[20:22] = 1
+    votes = np.zeros((n, 2))
+    votes[np.arange(n), lab] = 500.0
+    all_views = view_agreement(np.tile(lab, (6, 1)), lab)  # six views, each naming every vertex's part
+    assert all_views.all()
+    assert (clean_labels(adj, lab, 2, votes=votes, agreed=all_views) == lab).all()
+    assert (clean_labels(adj, lab, 2, votes=votes)[20:22] == 0).all()  # too small to count by its vertices
+    tops = np.tile(lab, (6, 1))
+    tops[0, 20:22] = 0  # one view names part 0 there
+    tops[1:, 21] = -1  # or too few views see it
+    assert not view_agreement(tops, lab)[20:22].any()
+    assert (clean_labels(adj, lab, 2, votes=votes, agreed=view_agreement(tops, lab))[20:22] == 0).all()
+
+
 def test_metrics_match_parts_and_score_the_tree():
     gt = np.r_[np.zeros(10), np.ones(10), np.full(10, 2)].astype(int)
     pred = np.r_[np.ones(10), np.zeros(10), np.full(10, 2)].astype(int)  # renamed parts
