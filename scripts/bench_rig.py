@@ -123,8 +123,13 @@ def decoded_miou_2d(job: JobDir, clean: dict, colours: np.ndarray) -> float:
     return float(np.mean([miou_2d(t, owner[d]) for t, d in zip(truth, dec, strict=True)]))
 
 
-def prepare(name: str, asset, tmp: Path) -> tuple[JobDir, dict, np.ndarray]:
-    """A job with the asset's mesh and ground truth and its clean oracle views."""
+def prepare(name: str, asset, tmp: Path, twin: tuple[JobDir, np.ndarray] | None = None
+            ) -> tuple[JobDir, dict, np.ndarray]:
+    """A job with the asset's mesh and ground truth and its clean oracle views. A seam-split
+    asset takes its welded ``twin``'s (job, colours) views instead: the same surface seen by the
+    same cameras, whose own render would colour its parts from vertex centroids that the seams'
+    duplicated vertices shift (by a level here and there, and the noisy levels then draw other
+    noise), so that the two rows differ by the mesh alone."""
     job = JobDir(tmp / name / "clean")
     shutil.rmtree(job.root.parent, ignore_errors=True)
     job.create({"kind": "mesh"}, {"part_source": "oracle", "max_influences": 4})
@@ -137,6 +142,13 @@ def prepare(name: str, asset, tmp: Path) -> tuple[JobDir, dict, np.ndarray]:
     from backend.parts.encoding import part_colours
 
     colours = part_colours(asset.vertices, asset.labels, len(asset.names))
+    if twin is not None:
+        twin_job, colours = twin
+        for kind in ("parts", "rgb"):
+            for t in range(cams["frames"]):
+                for v in range(len(cams["views"])):
+                    shutil.copyfile(twin_job.view_image(kind, v, t), job.view_image(kind, v, t))
+        job.invalidate_from("parts", STAGES)
     clean = {(t, v): label_image(read_png(job.view_image("parts", v, t)), colours)
              for t in range(cams["frames"]) for v in range(len(cams["views"]))}
     return job, clean, colours
@@ -273,9 +285,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-rig-") as d:
         tmp = Path(args.keep or d)
         tmp.mkdir(parents=True, exist_ok=True)
+        prepared = {}
         for name, build in builders.items():
             asset = build()
-            job, clean, colours = prepare(name.replace(":", "_"), asset, tmp)
+            job, clean, colours = prepare(name.replace(":", "_"), asset, tmp,
+                                          prepared.get(TWINS.get(name)))
+            prepared[name] = (job, colours)
             truth = truth_rows(asset, job, heat, tmp)
             for level in levels:
                 row = run_level(name, asset, job, clean, colours, level, heat, tmp)
