@@ -259,7 +259,8 @@ def _rig(job: JobDir, ctx: StageContext, mesh: dict, top_k: int) -> dict:
         later = frame_votes(wv, faces, vlab, first.world, labels, present, views, part_ids, weight=trust)
         later[sure | (later.sum(1) < MIN_VOTES)] = 0.0  # too little trusted evidence: frame 0 and the mesh decide
         votes = v0 + later
-        relabelled, conf_all = labels_from_votes(wv, faces, votes, n, agreed0)
+        agreed = agreed0 & (votes.argmax(1) == v0.argmax(1))  # frame 0's views agreed on the part now on top
+        relabelled, conf_all = labels_from_votes(wv, faces, votes, n, agreed)
         if (np.bincount(relabelled, minlength=n) > 0).all():
             vlab, conf = detach_strays(wv, faces, relabelled, n), conf_all
         s = build_structure(wv, faces, vlab, n)

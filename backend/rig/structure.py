@@ -342,30 +342,37 @@ def end_to_end(weight: np.ndarray, vertices: np.ndarray, faces: np.ndarray, labe
     sits where a limb segment starts (a finger's base on the palm, a chain's next segment at the
     previous one's end), while two limbs lying side by side (fingers, or a tail along a leg, fused
     along their length) touch along their sides, and that contact lies between their centroids
-    too, so ``between`` cannot tell it. For a part with principal axis a and half-length h, a
-    contact at c is at its end by s = |(c − centroid)·a| / h (0 mid-side, 1 at the end); the part
-    counts s² in proportion to its elongation e = 1 − λ₂/λ₁ (the variances of its surface across
-    and along its axis), so a compact part (a body, a head, a plate) counts 1 and leaves the choice
-    to the other part, and so does a part of fewer than ``min_vertices`` vertices (a low-poly
-    mesh's: its few vertices do not resolve where along it a contact lies, and on artists' low-poly
-    figures the rule then hung thighs from the chest); each contact takes the larger of its two
-    parts' factors, at least 0.05."""
+    too, so ``between`` cannot tell it. For a part with principal axis a through the mean m of its
+    area-weighted surface samples, a contact at c is at its end by s = |(c − m)·a| / h, h the
+    part's reach along a on the contact's side (its 1st or 99th percentile: a tapered limb's
+    mean sits near its wide end, where it usually attaches), 0 mid-side and 1 at the end; the
+    part's factor is (1 − e) + e·s², e = 1 − λ₂/λ₁ its elongation (the variances of its surface
+    across and along a). Each contact takes the larger of its two parts' factors, at least 0.05,
+    so a compact part (a body, a head, a palm, a plate), whose factor is 1, keeps its contacts
+    whole, and so does a part of fewer than ``min_vertices`` vertices (a low-poly mesh's: its few
+    vertices do not resolve where along it a contact lies, and on artists' low-poly figures the
+    rule then hung thighs from the chest). Pairs without contact have weight 0 and stay 0."""
     p = len(weight)
     pts, lab = surface_samples(vertices, faces, labels)
+    pts, lab = pts[:-len(vertices)], lab[:-len(vertices)]  # the area samples alone, not the vertices appended
     counts = np.bincount(labels, minlength=p)
     ends = np.ones((p, p))  # ends[a, b]: how much the contact of a with b lies at an end of a
     for k in range(p):
         x = pts[lab == k]
         if counts[k] < min_vertices or len(x) < 4:
             continue
-        d = x - centroids[k]
+        mean = x.mean(0)
+        d = x - mean
         var, vec = np.linalg.eigh(d.T @ d / len(x))  # ascending
         axis = vec[:, -1]
         if var[-1] <= 0:
             continue
         e = 1.0 - max(var[-2], 0.0) / var[-1]
-        h = max(float(np.abs(d @ axis).max()), 1e-12)
-        s = np.clip(np.abs((centre[k] - centroids[k]) @ axis) / h, 0.0, 1.0)
+        along = d @ axis
+        reach = np.percentile(along, [1.0, 99.0])  # the part's two ends, a stray sample or two ignored
+        c = (centre[k] - mean) @ axis  # (P,): where each contact lies along the axis
+        h = np.where(c >= 0, max(reach[1], 1e-12), max(-reach[0], 1e-12))  # measured on the contact's side
+        s = np.clip(np.abs(c) / h, 0.0, 1.0)
         ends[k] = (1.0 - e) + e * s ** 2
     ends = np.where(np.isfinite(ends), ends, 1.0)
     return weight * np.clip(np.maximum(ends, ends.T), 0.05, 1.0)
