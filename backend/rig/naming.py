@@ -167,6 +167,10 @@ def _name_creature(s: Structure, names: list, suffix: list, low, vertices: np.nd
     leg_order = sorted(legs, key=lambda c: -front_score[c])  # front first
     for hub, c in limbs:
         limb = chains[c]
+        if c not in legs:  # an arm's chain follows its largest child: it ends at a hand with digits
+            cut = next((j for j, k in enumerate(limb) if _digits(s, names, k) is not None), None)
+            if cut is not None:
+                limb = chains[c] = limb[:cut + 1]
         if c in legs:
             if n_legs <= 2:
                 seg = LEG_2
@@ -190,7 +194,8 @@ def _name_creature(s: Structure, names: list, suffix: list, low, vertices: np.nd
             names[k] = (seg[j] if j < len(seg) else _numbered(seg[-1], j - len(seg) + 1)) + suffix[k] \
                 if len(seg) > 1 else _numbered(seg[0], j, suffix[k])
         for k in limb:  # side branches of a limb (fingers off a hand)
-            _name_digits(s, names, suffix, k)
+            if c not in legs:
+                _name_digits(s, names, suffix, k)
             for x in _children(s.parent, k):
                 if names[x] is None:
                     for j, y in enumerate(_chain(s.parent, x, s.areas)):
@@ -200,17 +205,21 @@ def _name_creature(s: Structure, names: list, suffix: list, low, vertices: np.nd
 FINGERS = ["f_index", "f_middle", "f_ring", "f_pinky"]
 
 
-def _name_digits(s: Structure, names: list, suffix: list, hub: int, spread_deg: float = 25.0) -> bool:
-    """Name the chains hanging from ``hub`` as a hand's digits when they are four or five and one,
-    the thumb, points away from the others (its direction from the hub's centroid to its tip more
-    than ``spread_deg`` from their mean, which all the others are within); the fingers are
-    ordered by their base's distance from the thumb's. True when named."""
+def _digits(s: Structure, names: list, hub: int, spread_deg: float = 25.0) -> list[tuple[str, list[int]]] | None:
+    """[(prefix, chain), …] when the unnamed chains hanging from ``hub`` are a hand's digits: four
+    or five, one of them (the thumb) pointing away from the others (its direction from the hub's
+    centroid to its tip more than ``spread_deg`` from their mean, which all the others are
+    within); the fingers are ordered along the line through their bases from the thumb's side.
+    None otherwise."""
     kids = [c for c in _children(s.parent, hub) if names[c] is None]
     if len(kids) not in (4, 5):
-        return False
+        return None
     chains = [_chain(s.parent, c, s.areas) for c in kids]
     dirs = np.array([s.centroids[c[-1]] - s.centroids[hub] for c in chains])
-    dirs /= np.maximum(np.linalg.norm(dirs, axis=1, keepdims=True), 1e-12)
+    length = np.linalg.norm(dirs, axis=1)
+    if (length < 1e-9).any():  # a chain ending at the hub's centroid points nowhere
+        return None
+    dirs /= length[:, None]
 
     def angle(i):  # of chain i from the others' mean direction, and the others' largest
         rest = np.delete(dirs, i, axis=0)
@@ -221,11 +230,24 @@ def _name_digits(s: Structure, names: list, suffix: list, hub: int, spread_deg: 
     scores = [angle(i) for i in range(len(chains))]
     t = int(np.argmax([a for a, _ in scores]))
     if scores[t][0] <= spread_deg or scores[t][1] > spread_deg:
+        return None
+    fingers = [i for i in range(len(chains)) if i != t]
+    base = np.array([s.contact_centre[chains[i][0]] for i in fingers])
+    d = base - base.mean(0)
+    line = np.linalg.svd(d, full_matrices=False)[2][0]  # the line through the finger bases
+    if (s.contact_centre[chains[t][0]] - base.mean(0)) @ line > 0:
+        line = -line  # counted from the thumb's side
+    order = [fingers[i] for i in np.argsort(d @ line)]
+    return [("thumb", chains[t])] + [(prefix, chains[i]) for prefix, i in zip(FINGERS, order, strict=False)]
+
+
+def _name_digits(s: Structure, names: list, suffix: list, hub: int) -> bool:
+    """Name the chains hanging from ``hub`` as a hand's digits (``_digits``); True when named."""
+    digits = _digits(s, names, hub)
+    if digits is None:
         return False
-    base = np.array([s.contact_centre[c[0]] for c in chains])
-    order = sorted((i for i in range(len(chains)) if i != t), key=lambda i: np.linalg.norm(base[i] - base[t]))
-    for prefix, i in [("thumb", t)] + list(zip(FINGERS, order, strict=False)):
-        for j, k in enumerate(chains[i]):
+    for prefix, chain in digits:
+        for j, k in enumerate(chain):
             names[k] = f"{prefix}.{j + 1:02d}{suffix[k]}"
     return True
 

@@ -1,6 +1,8 @@
 """The rig's pieces on their own: welding, the part structure (root, tree, symmetry), names, joint
 pivots from motion, bone roll, piece keeping in lifting, and the benchmark's metrics."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
@@ -240,6 +242,34 @@ def test_fingers_fused_side_by_side_hang_from_the_palm_and_read_as_digits():
     assert [got[d] for d in ("index", "middle", "ring", "pinky")] == ["f_index.01", "f_middle.01", "f_ring.01",
                                                                       "f_pinky.01"]
     assert got["index.001"] == "f_index.02"
+
+
+def test_a_creatures_five_fingered_hand_is_named_as_digits(humanoid):
+    """A thumb and four fingers (two segments each) hung from the humanoid's left hand: the arm's
+    chain stops at the hand (it would otherwise run on through the largest finger and make the
+    upper arm a shoulder), the digits are named from the thumb's side, the right hand keeps its
+    name."""
+    s, v, lab = _structure(humanoid)
+    hand, p0 = humanoid.names.index("hand.L"), len(humanoid.names)
+    c0 = s.centroids[hand]
+    digits = [(c0 + [0, -0.05, -0.02], np.array([0, -0.96, -0.29]))]  # the thumb points forward
+    digits += [(c0 + [0, y, -0.06], np.array([0, 0, -1.0])) for y in (-0.03, -0.01, 0.01, 0.03)]
+    parent, cent, contact = [], [], []
+    for base, d in digits:
+        for j in range(2):
+            parent.append(hand if j == 0 else p0 + len(parent) - 1)
+            cent.append(base + d * (0.03 * j + 0.015))
+            contact.append(base + d * 0.03 * j)
+    n = len(parent)
+    s = dataclasses.replace(
+        s, parent=np.concatenate([s.parent, parent]), side=np.concatenate([s.side, [s.side[hand]] * n]),
+        mirror_of=np.concatenate([s.mirror_of, [-1] * n]), centroids=np.concatenate([s.centroids, cent]),
+        contact_centre=np.concatenate([s.contact_centre, contact]), areas=np.concatenate([s.areas, [1e-4] * n]),
+        sizes=np.concatenate([s.sizes, [10] * n]), contact=np.pad(s.contact, ((0, n), (0, n))))
+    names = bone_names(s, v, lab)
+    assert names[:p0] == humanoid.names
+    assert names[p0:] == ["thumb.01.L", "thumb.02.L", "f_index.01.L", "f_index.02.L", "f_middle.01.L",
+                          "f_middle.02.L", "f_ring.01.L", "f_ring.02.L", "f_pinky.01.L", "f_pinky.02.L"]
 
 
 def _motion(axis_per_frame, pivot, angles):
