@@ -128,10 +128,15 @@ def main() -> int:
     weights = work / "random.safetensors"
     if not weights.exists():
         t0 = time.perf_counter()
-        os.replace(random_checkpoint(None, "cuda"), weights)
+        shutil.move(random_checkpoint(None, "cuda"), weights)
         record(write_checkpoint_s=time.perf_counter() - t0)
-    record(gpu=torch.cuda.get_device_name(0), compiled_graphs=args.compiled_graphs, steps=args.steps,
-           precision=args.precision, size=args.size, checkpoint_gib=weights.stat().st_size / 2 ** 30)
+    setup = dict(gpu=torch.cuda.get_device_name(0), compiled_graphs=args.compiled_graphs, steps=args.steps,
+                 precision=args.precision, size=args.size, diagnose=args.diagnose)
+    clash = {k: (row[k], v) for k, v in setup.items() if k in row and row[k] != v}
+    if clash:  # a resumed bench must measure the same thing on the same card
+        print(f"{work} holds results of another set-up: {clash}", file=sys.stderr)
+        return 2
+    record(**setup, checkpoint_gib=weights.stat().st_size / 2 ** 30)
     settings = {"part_source": "sp4d", "weights": str(weights), "steps": args.steps, "image_size": args.size,
                 "precision": args.precision, "compile": "layers", "compiled_graphs": args.compiled_graphs}
     py = sys.executable
@@ -143,7 +148,14 @@ def main() -> int:
         shutil.rmtree(root, ignore_errors=True)
         return clip_jobs(root, n, settings)
 
+    def begin(phase: str) -> None:  # a phase cut short leaves the cache warmer: its rerun is marked as such
+        if row.get(f"{phase}_started"):
+            record(**{f"{phase}_rerun": True})
+            print(f"{phase} was cut short before: this measurement starts from its leftovers", flush=True)
+        record(**{f"{phase}_started": True})
+
     if "prepare_s" not in row:
+        begin("prepare")
         dt, r = timed([py, "-m", "backend", "prepare", *flags], env)
         record(prepare_s=dt, prepare=json.loads(r.stdout[r.stdout.index("{"):]))
         print("prepare", round(dt, 1), flush=True)
@@ -151,15 +163,18 @@ def main() -> int:
         for name in ("probe_first", "probe_second")[:args.probes]:
             if name in row:
                 continue
+            begin(name)
             dt, r = timed([py, __file__, "--probe", jobs(name, 1)[0]], env)
             line = next(x for x in r.stdout.splitlines() if x.startswith("PROBE "))
             record(**{f"{name}_process_s": dt, name: json.loads(line[len("PROBE "):])})
             print(name, round(dt, 1), json.dumps(row[name])[:4000], flush=True)
         row["first_job_process_s"] = row["probe_first_process_s"]
     elif "first_job_process_s" not in row:
+        begin("first_job")
         dt, _ = timed([py, "-m", "backend", "generate", jobs("first", 1)[0]], env)
         record(first_job_process_s=dt)
     if "warm_s" not in row:
+        begin("warm")
         _, r = timed([py, __file__, "--twice", *jobs("twice", 2)], env)
         for line in r.stdout.splitlines():
             if line.startswith("TIME "):

@@ -271,7 +271,9 @@ def main() -> int:
     args = ap.parse_args()
     builders = {k: v[0] for k, v in ASSETS.items()}
     if args.cases:
-        builders = {k: builders[k] for k in args.cases.split(",") if k in builders}
+        wanted = args.cases.split(",")
+        wanted = [w for c in wanted for w in ((TWINS[c], c) if c in TWINS else (c,))]  # a twin runs first
+        builders = {k: builders[k] for k in dict.fromkeys(wanted) if k in builders}
     if args.real:
         for p in sorted(args.real.glob("*.npz")):
             builders[f"real:{p.stem}"] = lambda p=p: asset_from_rig(p)
