@@ -199,7 +199,8 @@ def _fingers() -> list:
 HAND = [  # a right hand, fingers up, palm facing -Y: four close parallel chains, knuckles buried in the palm
     ("palm", None, [("box", (0, 0, 0.1), (0.048, 0.014, 0.05), 0.012)], (0, 0, 0.05)),
     *_fingers(),
-    *chain("thumb", "palm", [(0.05, -0.01, 0.075), (0.075, -0.024, 0.108), (0.092, -0.033, 0.138), (0.1, -0.037, 0.162)],
+    *chain("thumb", "palm",
+           [(0.05, -0.01, 0.075), (0.075, -0.024, 0.108), (0.092, -0.033, 0.138), (0.1, -0.037, 0.162)],
            [0.012, 0.0105, 0.009, 0.007], first_pivot=(0.036, -0.004, 0.062)),
 ]
 
