@@ -15,6 +15,7 @@ from backend.rig.structure import (
     build_structure,
     contacts,
     detach_strays,
+    end_to_end,
     find_symmetry,
     orient,
     part_stats,
@@ -242,6 +243,21 @@ def test_fingers_fused_side_by_side_hang_from_the_palm_and_read_as_digits():
     assert [got[d] for d in ("index", "middle", "ring", "pinky")] == ["f_index.01", "f_middle.01", "f_ring.01",
                                                                       "f_pinky.01"]
     assert got["index.001"] == "f_index.02"
+
+
+def test_a_tapered_limb_attached_by_its_wide_end_keeps_its_contact():
+    """A cone hung by its wide end from the middle of a long body's side: the contact is at the
+    limb's end (its factor near 1) although the cone's centroid sits near that end and the
+    contact is mid-side for the body; measured from the centroid to the farthest point either
+    way it read as half-way down the limb (0.38)."""
+    spec = [("body", None, [("capsule", (-0.5, 0, 0), (0.5, 0, 0), 0.1)], (0, 0, 0)),
+            ("limb", "body", [("cone", (0, 0, 0.05), (0, 0, 0.6), 0.08, 0.01)], (0, 0, 0.08))]
+    a = build_asset(spec, 80, blend=0.01)
+    v = a.vertices.astype(float)
+    w, centre = contacts(v, a.faces, a.labels, 2)
+    cent, _, _ = part_stats(v, a.faces, a.labels, 2)
+    assert w[0, 1] > 0
+    assert end_to_end(w, v, a.faces, a.labels, cent, centre)[0, 1] / w[0, 1] > 0.85
 
 
 def test_a_creatures_five_fingered_hand_is_named_as_digits(humanoid):
