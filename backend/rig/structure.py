@@ -80,10 +80,12 @@ def surface_samples(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray,
 
 
 def contacts(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, n: int,
-             reach: float = 0.015) -> tuple[np.ndarray, np.ndarray]:
+             reach: float = 0.015, samples: tuple[np.ndarray, np.ndarray] | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
     """(strength (P, P), centre (P, P, 3)) of every pair's contact: shared mesh edges (strength
     ≥ 1 per edge), else surface points of the two parts closer than ``reach`` × the diagonal
-    (strength < 1, so that a shared boundary always wins)."""
+    (strength < 1, so that a shared boundary always wins). ``samples``: surface_samples' output
+    when the caller has it already."""
     from scipy.spatial import cKDTree
 
     adj = adjacency(len(vertices), faces).tocoo()
@@ -95,7 +97,7 @@ def contacts(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, n: int
     mid = 0.5 * (vertices[adj.row[m]] + vertices[adj.col[m]])
     np.add.at(centre_sum, (a[m], b[m]), mid)
     diag = float(np.linalg.norm(np.ptp(vertices, axis=0)))
-    pts, lab = surface_samples(vertices, faces, labels)
+    pts, lab = samples if samples is not None else surface_samples(vertices, faces, labels)
     tree = cKDTree(pts)
     pairs = tree.query_pairs(reach * diag, output_type="ndarray")
     near = np.zeros((n, n))
@@ -337,7 +339,8 @@ def between(weight: np.ndarray, centroids: np.ndarray, centre: np.ndarray, floor
 
 
 def end_to_end(weight: np.ndarray, vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray,
-               centroids: np.ndarray, centre: np.ndarray, min_vertices: int = 30) -> np.ndarray:
+               centroids: np.ndarray, centre: np.ndarray, min_vertices: int = 30,
+               samples: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Contacts (P, P) re-weighted by whether each lies at an end of one of its two parts: a joint
     sits where a limb segment starts (a finger's base on the palm, a chain's next segment at the
     previous one's end), while two limbs lying side by side (fingers, or a tail along a leg, fused
@@ -351,9 +354,10 @@ def end_to_end(weight: np.ndarray, vertices: np.ndarray, faces: np.ndarray, labe
     so a compact part (a body, a head, a palm, a plate), whose factor is 1, keeps its contacts
     whole, and so does a part of fewer than ``min_vertices`` vertices (a low-poly mesh's: its few
     vertices do not resolve where along it a contact lies, and on artists' low-poly figures the
-    rule then hung thighs from the chest). Pairs without contact have weight 0 and stay 0."""
+    rule then hung thighs from the chest). Pairs without contact have weight 0 and stay 0.
+    ``samples``: surface_samples' output when the caller has it already (contacts uses the same)."""
     p = len(weight)
-    pts, lab = surface_samples(vertices, faces, labels)
+    pts, lab = samples if samples is not None else surface_samples(vertices, faces, labels)
     pts, lab = pts[:-len(vertices)], lab[:-len(vertices)]  # the area samples alone, not the vertices appended
     counts = np.bincount(labels, minlength=p)
     ends = np.ones((p, p))  # ends[a, b]: how much the contact of a with b lies at an end of a
@@ -374,7 +378,6 @@ def end_to_end(weight: np.ndarray, vertices: np.ndarray, faces: np.ndarray, labe
         h = np.where(c >= 0, max(reach[1], 1e-12), max(-reach[0], 1e-12))  # measured on the contact's side
         s = np.clip(np.abs(c) / h, 0.0, 1.0)
         ends[k] = (1.0 - e) + e * s ** 2
-    ends = np.where(np.isfinite(ends), ends, 1.0)
     return weight * np.clip(np.maximum(ends, ends.T), 0.05, 1.0)
 
 
@@ -393,9 +396,10 @@ def build_structure(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray,
     two parts is no turn about one point; but the articulated tracker makes every edge of the
     tree it was given a pure turn, so that only confirmed the first tree, wrong or right.)"""
     cent, areas, sizes = part_stats(vertices, faces, labels, n)
-    weight, centre = contacts(vertices, faces, labels, n)
+    samples = surface_samples(vertices, faces, labels)
+    weight, centre = contacts(vertices, faces, labels, n, samples=samples)
     axis, side, mirror_of = find_symmetry(vertices, cent, areas)
-    pair_weight = end_to_end(between(weight, cent, centre), vertices, faces, labels, cent, centre)
+    pair_weight = end_to_end(between(weight, cent, centre), vertices, faces, labels, cent, centre, samples=samples)
     tree = connect_components(spanning_tree(mirrored(pair_weight, mirror_of), side), cent, side)
     root, base, head, spine = choose_root(tree, vertices, labels, cent, areas, side, axis is not None)
     parent = orient(tree, root)
