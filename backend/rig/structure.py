@@ -30,6 +30,7 @@ from scipy.sparse.csgraph import connected_components, minimum_spanning_tree, sh
 from .mesh import adjacency
 
 MID, LEFT, RIGHT = 0, 1, -1
+MIN_PART_VERTICES = 30  # a part with fewer vertices does not resolve where along it, or beside it, a contact lies
 
 
 @dataclass
@@ -325,21 +326,29 @@ def detach_strays(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, n
     return out
 
 
-def between(weight: np.ndarray, centroids: np.ndarray, centre: np.ndarray, floor: float = 0.05) -> np.ndarray:
+def between(weight: np.ndarray, centroids: np.ndarray, centre: np.ndarray, floor: float = 0.05,
+            small: np.ndarray | None = None) -> np.ndarray:
     """Contacts (P, P) re-weighted by whether each lies between its two parts' centroids: a child
     continues away from its parent through their joint (a leg from the body outwards, a chain's
     next segment onwards), while a contact that a limb makes along the side of a part it passes
     (a spider's hind leg brushing the abdomen, its labels bled by noisy views) has both centroids
     on one side of it. ((1 + cos)/2)³ of the angle between contact − centroid(a) and
-    centroid(b) − contact, at least ``floor``; the same both ways."""
+    centroid(b) − contact, at least ``floor``; the same both ways. ``small`` (P,) marks parts of
+    too few vertices for their centroid to say where they lie (an artist's low-poly clavicle of
+    2–4 vertices lying along the chest's top, whose contact with the chest reads as "beside"):
+    their contacts keep their whole weight, as end_to_end keeps them."""
     u = centre - centroids[:, None]
     v = centroids[None] - centre
     cos = (u * v).sum(-1) / np.maximum(np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1), 1e-12)
-    return weight * np.clip((0.5 * (1 + cos)) ** 3, floor, 1.0)
+    factor = np.clip((0.5 * (1 + cos)) ** 3, floor, 1.0)
+    if small is not None:
+        factor[small] = 1.0
+        factor[:, small] = 1.0
+    return weight * factor
 
 
 def end_to_end(weight: np.ndarray, vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray,
-               centroids: np.ndarray, centre: np.ndarray, min_vertices: int = 30,
+               centroids: np.ndarray, centre: np.ndarray, min_vertices: int = MIN_PART_VERTICES,
                samples: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Contacts (P, P) re-weighted by whether each lies at an end of one of its two parts: a joint
     sits where a limb segment starts (a finger's base on the palm, a chain's next segment at the
@@ -399,7 +408,9 @@ def build_structure(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray,
     samples = surface_samples(vertices, faces, labels)
     weight, centre = contacts(vertices, faces, labels, n, samples=samples)
     axis, side, mirror_of = find_symmetry(vertices, cent, areas)
-    pair_weight = end_to_end(between(weight, cent, centre), vertices, faces, labels, cent, centre, samples=samples)
+    small = np.bincount(labels, minlength=n) < MIN_PART_VERTICES
+    pair_weight = end_to_end(between(weight, cent, centre, small=small), vertices, faces, labels, cent, centre,
+                             samples=samples)
     tree = connect_components(spanning_tree(mirrored(pair_weight, mirror_of), side), cent, side)
     root, base, head, spine = choose_root(tree, vertices, labels, cent, areas, side, axis is not None)
     parent = orient(tree, root)
@@ -411,6 +422,8 @@ def build_structure(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray,
             from scipy.spatial import cKDTree
 
             vc, vp = vertices[labels == c], vertices[labels == parent[c]]
+            if not len(vc) or not len(vp):  # a part no vertex carries keeps its centroid
+                continue
             dd, j = cKDTree(vp).query(vc)
             i = int(np.argmin(dd))
             cc[c] = 0.5 * (vc[i] + vp[j[i]])

@@ -12,6 +12,7 @@ from backend.rig.joints import fit_pivot, mirror_joints
 from backend.rig.naming import bone_names
 from backend.rig.structure import (
     MID,
+    between,
     build_structure,
     contacts,
     detach_strays,
@@ -116,6 +117,35 @@ def test_left_limbs_never_hang_from_right_ones():
             assert s.side[k] * s.side[p] >= 0
     assert (s.side[[a.names.index(n) for n in ("hips", "chest", "neck", "head", "tail")]] == MID).all()
 
+
+
+def test_a_part_no_vertex_carries_leaves_the_tree_whole():
+    """A part index that no vertex carries (a decoded part the lifting gave nothing): the others'
+    tree is unchanged and it hangs as a leaf; it used to fail looking for its closest vertex."""
+    a = build_asset(HUMANOID, 40, blend=0.02)
+    v, f, back = weld(a.vertices.astype(float), a.faces)
+    lab = np.zeros(len(v), int)
+    lab[back] = a.labels
+    n = len(a.names)
+    s = build_structure(v, f, lab, n + 1)
+    assert np.array_equal(s.parent[:n], a.parents) and n not in s.parent
+    assert np.isfinite(s.contact_centre).all()
+
+
+def test_contacts_of_parts_too_small_to_place_keep_their_weight():
+    """``between`` weighs a contact by where it lies between the two centroids; a part of a few
+    vertices (an artist's low-poly clavicle of 2–4 vertices lying along the chest's top) has no
+    centroid that says so, and the factor would hang it from the upper arm: such pairs keep
+    their weight, the others are weighed as before."""
+    cent = np.array([[0.0, 0, 0], [0.3, 0, 0.2], [0.0, 0, -1.0]])
+    centre = np.full((3, 3, 3), np.nan)
+    centre[0, 1] = centre[1, 0] = [0.3, 0, 0.1]  # beside the small part, not between the centroids
+    centre[0, 2] = centre[2, 0] = [0.4, 0, -0.5]  # off the line between body and its other part
+    w = np.array([[0.0, 2, 3], [2, 0, 0], [3, 0, 0]])
+    plain = between(w, cent, centre)
+    kept = between(w, cent, centre, small=np.array([False, True, False]))
+    assert plain[0, 1] < 0.5 * w[0, 1] and kept[0, 1] == w[0, 1] == kept[1, 0]
+    assert kept[0, 2] == plain[0, 2] < w[0, 2]
 
 @pytest.fixture(scope="module")
 def spider():
