@@ -89,7 +89,7 @@ def report(with_torch: bool = True) -> dict:
 
 
 
-JOB_COMMANDS = ("generate", "rig", "run", "reweight", "weights")
+JOB_COMMANDS = ("generate", "rig", "run", "reweight", "weights", "warm", "orbits")
 
 
 def serve_missing(names: list[str], stdin=None, stdout=None) -> int:

@@ -28,8 +28,8 @@ MAX_LINE = 1 << 20  # bytes: no request is near this long; a longer line is refu
 MAX_DEPTH = 32  # nesting of a request's arrays and objects (requests are flat)
 MAX_ID = 200  # characters of a request id
 MAX_JOBS = 32  # jobs under way at once (each a thread); more is a client gone wrong
-COMMANDS = ("ping", *JOB_COMMANDS, "weights", "cancel", "shutdown")
-THREADED = (*JOB_COMMANDS, "weights")  # commands that run on a thread of their own until their result or error
+COMMANDS = ("ping", *JOB_COMMANDS, "weights", "warm", "cancel", "shutdown")
+THREADED = (*JOB_COMMANDS, "weights", "warm")  # commands that run on a thread of their own until their result or error
 
 
 class BadRequest(Exception):
@@ -99,6 +99,8 @@ def parse_request(line: str) -> dict:
             raise BadRequest("'code' of a cancel must be 'cancelled' or 'timeout'", rid)
         if not isinstance(req.get("message", ""), str):
             raise BadRequest("'message' of a cancel must be a string", rid)
+    if cmd == "warm" and not isinstance(req.get("settings", {}), dict):
+        raise BadRequest("'settings' of a warm request must be an object (a job's generate settings)", rid)
     if cmd == "weights" and not isinstance(req.get("accept_licence", False), bool):
         raise BadRequest("'accept_licence' of a weights request must be true or false", rid)
     if cmd == "weights" and req.get("model", "sp4d") not in ("sp4d", "svd"):
@@ -162,6 +164,22 @@ class Server:
             with self._lock:
                 self._jobs.pop(rid, None)
 
+    def _run_warm(self, rid, ctx: StageContext, settings: dict) -> None:
+        """Load the model at a job's generate ``settings`` and run it once (prepare.warm), so that
+        the next job finds it warm: the add-on asks when its panel is first shown."""
+        from .prepare import warm
+
+        try:
+            self.send({"id": rid, "event": "result", "data": warm(settings, ctx)})
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes an error event
+            err = from_exception(exc)
+            if err.code == "internal":
+                self._log(traceback.format_exc())
+            self.error(rid, err)
+        finally:
+            with self._lock:
+                self._jobs.pop(rid, None)
+
     def _run_weights(self, rid, ctx: StageContext, accepted: bool, model: str = "sp4d") -> None:
         """Download the SP4D weights (``model`` 'svd': SVD-XT 1.1's) into the hub cache
         (backend/weights.py): progress events, cancellable, resumed by the next request;
@@ -204,8 +222,8 @@ class Server:
                 raise BadRequest(f"{cmd} needs an 'id' (its events carry it)")
             ctx = StageContext(lambda e, rid=rid: self.send({"id": rid, **e}))
             target, args = ((self._run_weights, (rid, ctx, req.get("accept_licence", False), req.get("model", "sp4d")))
-                            if cmd == "weights"
-                            else (self._run_job, (rid, cmd, req["job"], ctx)))
+                            if cmd == "weights" else (self._run_warm, (rid, ctx, req.get("settings", {})))
+                            if cmd == "warm" else (self._run_job, (rid, cmd, req["job"], ctx)))
             thread = threading.Thread(target=target, args=args, daemon=True, name=f"job {rid}")
             with self._lock:
                 if rid in self._jobs:

@@ -114,8 +114,7 @@ def run_stages(job_dir: str, stages: list[str], log_path: str | None = None, att
 def _loaded_model() -> object | None:
     """The model this process holds (backend.sp4d.runtime keeps one), without importing torch."""
     runtime = sys.modules.get("backend.sp4d.runtime")
-    cache = getattr(runtime, "_cache", None) or {}
-    return next(iter(cache.values()), None)
+    return runtime.loaded_pipeline() if runtime is not None else None
 
 
 class ModelWorker:

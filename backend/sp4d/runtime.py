@@ -49,6 +49,11 @@ def with_saved_graphs(options: RunOptions, settings: Mapping, cache: Path | None
     return options.replace(compile_saved=str(cache / "saved"))
 
 
+def loaded_pipeline() -> SP4DPipeline | None:
+    """The pipeline this process holds (get_pipeline keeps one at a time), or None."""
+    return next(iter(_cache.values()), None)
+
+
 def get_pipeline(weights: str | None, config: str | None, options: RunOptions, kind: str = "sp4d"
                  ) -> SP4DPipeline:
     """The pipeline of the model for these weights and config, loaded on the options' first device

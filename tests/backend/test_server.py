@@ -115,3 +115,33 @@ def test_reweight_request_and_cli_reject_a_broken_skeleton(server, job_copy, tmp
     r = subprocess.run([sys.executable, "-m", "backend", "reweight", str(job_copy.root), str(bad)], cwd=ROOT,
                        env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "error [bad_input]" in r.stderr and "head and a tail" in r.stderr
+
+
+def test_warm_loads_the_model_once_and_never_downloads(start_server, tmp_path):
+    """``warm`` (sent by Blender when its panel is first shown) loads the model the next job will
+    use and keeps it; weights that are not on this disk give a reason, not a download (the hub
+    cache here is empty and the network off), and so does the oracle's part source."""
+    server = start_server(env={"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"})
+    fix = ROOT / "tests" / "fixtures" / "sp4d_tiny"
+    s = {"weights": str(fix / "weights.safetensors"), "model_config": str(fix / "config.yaml"), "device": "cpu",
+         "image_size": 48, "part_source": "sp4d"}
+    server.send(id="w1", cmd="warm", settings=s)
+    first = server.until("w1")
+    d = first[-1]["data"]
+    assert d["warmed"] and d["loaded"] and not d["ran"], first  # on the CPU: the load alone
+    assert any(e["event"] == "progress" and e["stage"] == "warm" for e in first)
+    server.send(id="w2", cmd="warm", settings=s)
+    d = server.until("w2")[-1]["data"]
+    assert d["warmed"] and not d["loaded"]  # the process kept it: a job now starts warm
+    server.send(id="w3", cmd="warm", settings={**s, "weights": "hub"})
+    d = server.until("w3")[-1]["data"]
+    assert not d["warmed"] and "not downloaded" in d["reason"]
+    assert not (tmp_path / "hf").exists() or not any((tmp_path / "hf").rglob("*.safetensors"))
+    server.send(id="w4", cmd="warm", settings={**s, "weights": str(tmp_path / "gone.safetensors")})
+    assert "does not exist" in server.until("w4")[-1]["data"]["reason"]
+    server.send(id="w5", cmd="warm", settings={**s, "part_source": "oracle"})
+    assert "oracle" in server.until("w5")[-1]["data"]["reason"]
+    server.send(id="w6", cmd="warm", settings="fast")
+    assert server.until("w6")[-1]["code"] == "bad_request"
+    server.send(id="w7", cmd="warm", settings={**s, "precision": "fp8"})
+    assert server.until("w7")[-1]["code"] == "bad_input"
