@@ -10,7 +10,7 @@ import atexit
 
 import bpy
 
-from . import operators, prefs, session
+from . import operators, prefs, session, warmup
 
 _CLASSES = prefs.CLASSES + operators.CLASSES
 _registered = False
@@ -28,6 +28,7 @@ def register() -> None:
 
 def unregister() -> None:
     global _registered
+    warmup.stop()
     session.shutdown()
     if not _registered:
         return

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import bpy
 
-from . import api
+from . import api, warmup
 from .build import build_rig, job_path
 from .jobfolder import hub
 
@@ -636,6 +636,9 @@ class SP4D_PT_panel(bpy.types.Panel):
         if wm.sp4d_status:
             col.label(text=wm.sp4d_status)
             col.prop(wm, "sp4d_progress", text="")
+        if wm.sp4d_model:
+            col.label(text=wm.sp4d_model)
+        warmup.schedule()
         layout.operator(SP4D_OT_add_sample.bl_idname, icon="MONKEY")
         layout.operator(SP4D_OT_export_orbits.bl_idname, icon="RENDER_ANIMATION")
         obj, arm = _rigged(context)

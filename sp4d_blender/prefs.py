@@ -78,6 +78,12 @@ class SP4DPreferences(bpy.types.AddonPreferences):
                 "(11.2 GiB; ~4 % slower)"),
                ("12", "12 GB", "also the largest UNet blocks streamed from system memory (9.6 GiB; ~15 % slower, "
                 "no compile)")])
+    warm_up: bpy.props.BoolProperty(
+        name="Warm Up", default=True,
+        description="When the SP4D panel is first shown in a session, start the backend and load the model (with "
+                    "Compile, its compiled graphs too) in the background, so the first job does not wait for them. "
+                    "Never downloads. The model then holds its memory tier's GPU memory while Blender runs, as it "
+                    "does after a job")
     cache_dir: bpy.props.StringProperty(
         name="Cache Folder", subtype="DIR_PATH", default="",
         description="Where job folders live (empty: sp4d_jobs beside the saved .blend, or the add-on's user folder "
@@ -122,6 +128,7 @@ class SP4DPreferences(bpy.types.AddonPreferences):
         col.prop(self, "precision")
         col.prop(self, "compile")
         col.prop(self, "vram")
+        col.prop(self, "warm_up")
         col.prop(self, "cache_dir")
 
 
@@ -173,6 +180,7 @@ class _Defaults:
     precision = "FP16"
     compile = "OFF"
     vram = "AUTO"
+    warm_up = True
     cache_dir = ""
 
 
@@ -242,6 +250,7 @@ def register_props() -> None:
     bpy.types.Scene.sp4d = bpy.props.PointerProperty(type=SP4DSettings)
     bpy.types.WindowManager.sp4d_status = bpy.props.StringProperty(default="")
     bpy.types.WindowManager.sp4d_progress = bpy.props.FloatProperty(default=0.0, min=0, max=1, subtype="FACTOR")
+    bpy.types.WindowManager.sp4d_model = bpy.props.StringProperty(default="")  # the warm-up's state (warmup.py)
     # the last job's failure that the panel answers with a button (Set Up, Accept Licence): its code and message
     bpy.types.WindowManager.sp4d_needs = bpy.props.StringProperty(default="")
     bpy.types.WindowManager.sp4d_needs_message = bpy.props.StringProperty(default="")
@@ -249,7 +258,8 @@ def register_props() -> None:
 
 def unregister_props() -> None:
     for owner, name in ((bpy.types.Scene, "sp4d"), (bpy.types.WindowManager, "sp4d_status"),
-                        (bpy.types.WindowManager, "sp4d_progress"), (bpy.types.WindowManager, "sp4d_needs"),
+                        (bpy.types.WindowManager, "sp4d_progress"), (bpy.types.WindowManager, "sp4d_model"),
+                        (bpy.types.WindowManager, "sp4d_needs"),
                         (bpy.types.WindowManager, "sp4d_needs_message")):
         if hasattr(owner, name):
             delattr(owner, name)
