@@ -5,7 +5,10 @@ With an empty inductor cache (a fresh install), in order:
 2. the first job: a new ``python -m backend generate JOB`` process, timed from its start to its
    exit (imports, CUDA start, the weights load, the compiled graphs loaded from the cache, the
    generation, the files written);
-3. a warm job: one process runs two jobs, the second is timed (model loaded, graphs compiled).
+3. a warm job: one process runs two jobs, the second is timed (model loaded, graphs compiled);
+4. what Blender does with Warm Up on: ``python -m backend serve`` started, its ``warm`` request
+   sent at once (the panel's first draw), timed from the start to its result, then a job sent
+   and timed from the request to its result (``warm_serve``; skipped with ``--no-warm-serve``).
 The jobs are 4-frame clips of the sample creature at the recipe's settings with compile on, on
 random weights of the real size read from a checkpoint on local disk (what a user's run reads).
 Prints a table and writes JSON. With ``--work DIR`` the checkpoint, the compile cache and the
@@ -51,6 +54,39 @@ def twice(first: str, second: str) -> None:
         t0 = time.perf_counter()
         run_command("generate", JobDir(job), StageContext())
         print(f"TIME {name} {time.perf_counter() - t0:.3f}", flush=True)
+
+
+def warm_serve(job: str, settings: dict, env: dict) -> dict:
+    """Blender's Warm Up (sp4d_blender/warmup.py) as its client speaks it: a new ``serve`` process,
+    ``warm`` at the job's settings sent at once, then the job (``generate``) once it is warm.
+    Seconds from the process's start to the warm-up's result, and from the job's request to its
+    result."""
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "backend", "serve"], cwd=str(ROOT), env=env, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+    def ask(rid: str, cmd: str, **fields) -> dict:
+        proc.stdin.write(json.dumps({"id": rid, "cmd": cmd, **fields}) + "\n")
+        proc.stdin.flush()
+        for line in proc.stdout:
+            ev = json.loads(line)
+            if ev.get("id") == rid and ev.get("event") in ("result", "error"):
+                if ev["event"] == "error":
+                    raise SystemExit(f"{cmd} failed: {ev}")
+                return ev["data"]
+        raise SystemExit(f"the backend exited during {cmd} ({proc.wait()})")
+
+    t0 = time.perf_counter()
+    try:
+        warm = ask("w", "warm", settings=settings)
+        if not warm.get("warmed"):
+            raise SystemExit(f"the warm-up did not warm: {warm}")
+        warm_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        ask("j", "generate", job=job)
+        return {"warm_up_s": warm_s, "warm_up": warm, "job_after_warm_up_s": time.perf_counter() - t1}
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
 
 
 def probe(job: str) -> None:
@@ -99,6 +135,7 @@ def main() -> int:
     ap.add_argument("--probes", type=int, default=2, help="with --diagnose: 1 (the first job) or 2 (and the next "
                     "process's)")
     ap.add_argument("--compiled-graphs", default="traced", choices=("traced", "saved"))
+    ap.add_argument("--no-warm-serve", action="store_true", help="skip the Warm Up phase (serve, warm, a job)")
     ap.add_argument("--work", type=Path, help="keep the checkpoint, the compile cache and the results so far "
                     "here; phases already measured there are skipped")
     args = ap.parse_args()
@@ -181,11 +218,19 @@ def main() -> int:
                 _, name, sec = line.split()
                 row[f"{name}_s"] = float(sec)
         record()
+    if not args.no_warm_serve and "job_after_warm_up_s" not in row:
+        begin("warm_serve")
+        record(**warm_serve(jobs("warm_serve", 1)[0], settings, env))
     record(first_over_warm=row["first_job_process_s"] / row["warm_s"])
+    if "job_after_warm_up_s" in row:
+        record(after_warm_up_over_warm=row["job_after_warm_up_s"] / row["warm_s"])
     print(json.dumps(row, indent=1))
     print("\nSet Up's compile | first job (new process) | warm compiled job | first / warm")
     print(f"{row['prepare_s']:.1f} s | {row['first_job_process_s']:.1f} s | {row['warm_s']:.1f} s | "
           f"{row['first_over_warm']:.2f}")
+    if "job_after_warm_up_s" in row:
+        print("\nWarm Up (serve, warm at its start) | first job after it | its / warm")
+        print(f"{row['warm_up_s']:.1f} s | {row['job_after_warm_up_s']:.1f} s | {row['after_warm_up_over_warm']:.2f}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(row, indent=1))

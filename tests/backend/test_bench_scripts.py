@@ -115,3 +115,20 @@ def test_bench_condition_smoke_run_on_the_cpu(tmp_path):
     assert len(rows) == 10 and all(v > 0 for v in rows.values())
     assert "first conditioning call, by CPU time" in r.stdout
     assert rows["conditioning, encoded once (4 encodes)"] < rows["conditioning, per copy (64 encodes)"]
+
+
+def test_first_job_benchs_warm_up_phase_runs_on_the_cpu(tmp_path, monkeypatch):
+    """bench_first_job's Warm Up phase (a serve process warmed at its start, then a job, as the
+    add-on asks), here with the tiny model on the CPU, so that its device call works."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    from bench_batch_ray import clip_jobs
+    from bench_first_job import warm_serve
+
+    settings = {"part_source": "sp4d", "weights": str(FIX / "weights.safetensors"),
+                "model_config": str(FIX / "config.yaml"), "device": "cpu", "steps": 2, "image_size": 48,
+                "precision": "fp32"}
+    job = clip_jobs(tmp_path / "jobs", 1, settings)[0]
+    out = warm_serve(job, settings, dict(CPU_ONLY, TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor")))
+    assert out["warm_up"]["warmed"] and out["warm_up"]["loaded"] and not out["warm_up"]["ran"]
+    assert out["warm_up_s"] > 0 and out["job_after_warm_up_s"] > 0
+    assert len(list((Path(job) / "views").rglob("*.png"))) > 0
