@@ -164,13 +164,11 @@ class Server:
             with self._lock:
                 self._jobs.pop(rid, None)
 
-    def _run_warm(self, rid, ctx: StageContext, settings: dict) -> None:
-        """Load the model at a job's generate ``settings`` and run it once (prepare.warm), so that
-        the next job finds it warm: the add-on asks when its panel is first shown."""
-        from .prepare import warm
-
+    def _answer(self, rid, compute: Callable[[], dict]) -> None:
+        """Send ``compute()`` as the result of request ``rid``, or its failure as an error event;
+        then forget the request."""
         try:
-            self.send({"id": rid, "event": "result", "data": warm(settings, ctx)})
+            self.send({"id": rid, "event": "result", "data": compute()})
         except BaseException as exc:  # noqa: BLE001 - every failure becomes an error event
             err = from_exception(exc)
             if err.code == "internal":
@@ -179,6 +177,13 @@ class Server:
         finally:
             with self._lock:
                 self._jobs.pop(rid, None)
+
+    def _run_warm(self, rid, ctx: StageContext, settings: dict) -> None:
+        """Load the model at a job's generate ``settings`` and run it once (prepare.warm), so that
+        the next job finds it warm: the add-on asks when its panel is first shown."""
+        from .prepare import warm
+
+        self._answer(rid, lambda: warm(settings, ctx))
 
     def _run_weights(self, rid, ctx: StageContext, accepted: bool, model: str = "sp4d") -> None:
         """Download the SP4D weights (``model`` 'svd': SVD-XT 1.1's) into the hub cache
@@ -188,18 +193,12 @@ class Server:
 
         from .weights import fetch_weights
 
-        try:
+        def download() -> dict:
             m = MODELS[model]
             path = fetch_weights(ctx, repo=m["repo"], filename=m["file"], accepted=accepted)
-            self.send({"id": rid, "event": "result", "data": {"weights": str(path), "bytes": path.stat().st_size}})
-        except BaseException as exc:  # noqa: BLE001 - every failure becomes an error event
-            err = from_exception(exc)
-            if err.code == "internal":
-                self._log(traceback.format_exc())
-            self.error(rid, err)
-        finally:
-            with self._lock:
-                self._jobs.pop(rid, None)
+            return {"weights": str(path), "bytes": path.stat().st_size}
+
+        self._answer(rid, download)
 
     def handle(self, line: str | None) -> None:
         """Answer one line; never raises."""
