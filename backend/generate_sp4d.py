@@ -157,7 +157,7 @@ def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | N
     key = digest(STAGE, "sp4d", frames, {k: s[k] for k in keep}, s["noise_file"])
     if job.stage_done(STAGE, key):
         return job.stage_info(STAGE)
-    ctx.wait_for(MODEL_LOCK, STAGE, "another job's generation (one model at a time)")
+    ctx.wait_for(MODEL_LOCK, STAGE, "the model: another job's generation or the warm-up (one at a time)")
     try:
         if s["weights"] in (None, "", "hub"):  # downloaded here with progress, cancellable and resumable;
             from .sp4d import sv4d2  # the pipeline then finds the file in the hub cache

@@ -75,7 +75,7 @@ def svd_clip(job: JobDir, ctx: StageContext, picture: np.ndarray, s: dict) -> tu
     from .svd import runtime
 
     options = RunOptions.from_settings(s)
-    ctx.wait_for(MODEL_LOCK, STAGE, "another job's generation (one model at a time)")
+    ctx.wait_for(MODEL_LOCK, STAGE, "the model: another job's generation or the warm-up (one at a time)")
     try:
         if s["svd_weights"] in (None, "", "hub"):  # downloaded with progress first, as SP4D's (its own licence)
             from .svd.checkpoint import HUB_FILE, HUB_REPO
