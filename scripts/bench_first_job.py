@@ -56,6 +56,12 @@ def twice(first: str, second: str) -> None:
         print(f"TIME {name} {time.perf_counter() - t0:.3f}", flush=True)
 
 
+def resume_clash(row: dict, setup: dict) -> dict:
+    """What a ``--work`` folder's results (``row``) measured differently from this run's ``setup``
+    (the card, the settings): {name: (theirs, ours)}; empty when the bench may resume there."""
+    return {k: (row[k], v) for k, v in setup.items() if k in row and row[k] != v}
+
+
 def warm_serve(job: str, settings: dict, env: dict) -> dict:
     """Blender's Warm Up (sp4d_blender/warmup.py) as its client speaks it: a new ``serve`` process,
     ``warm`` at the job's settings sent at once, then the job (``generate``) once it is warm.
@@ -169,7 +175,7 @@ def main() -> int:
         record(write_checkpoint_s=time.perf_counter() - t0)
     setup = dict(gpu=torch.cuda.get_device_name(0), compiled_graphs=args.compiled_graphs, steps=args.steps,
                  precision=args.precision, size=args.size, diagnose=args.diagnose)
-    clash = {k: (row[k], v) for k, v in setup.items() if k in row and row[k] != v}
+    clash = resume_clash(row, setup)
     if clash:  # a resumed bench must measure the same thing on the same card
         print(f"{work} holds results of another set-up: {clash}", file=sys.stderr)
         return 2

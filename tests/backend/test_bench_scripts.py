@@ -132,3 +132,15 @@ def test_first_job_benchs_warm_up_phase_runs_on_the_cpu(tmp_path, monkeypatch):
     assert out["warm_up"]["warmed"] and out["warm_up"]["loaded"] and not out["warm_up"]["ran"]
     assert out["warm_up_s"] > 0 and out["job_after_warm_up_s"] > 0
     assert len(list((Path(job) / "views").rglob("*.png"))) > 0
+
+
+def test_first_job_bench_resumes_only_the_same_measurement(monkeypatch):
+    """A --work folder's results are resumed only by a run on the same card with the same
+    settings; a field the folder has not recorded yet never clashes."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    from bench_first_job import resume_clash
+
+    row = {"gpu": "NVIDIA H100 80GB HBM3", "steps": 50, "compiled_graphs": "saved", "prepare_s": 211.1}
+    assert resume_clash(row, {"gpu": "NVIDIA H100 80GB HBM3", "steps": 50, "diagnose": True}) == {}
+    assert resume_clash(row, {"gpu": "NVIDIA H200", "steps": 20}) == {"gpu": ("NVIDIA H100 80GB HBM3", "NVIDIA H200"),
+                                                                        "steps": (50, 20)}
