@@ -161,9 +161,9 @@ def run_sp4d(job: JobDir, ctx: StageContext, spec: dict, s: dict, mesh: dict | N
     try:
         if s["weights"] in (None, "", "hub"):  # downloaded here with progress, cancellable and resumable;
             from .sp4d import sv4d2  # the pipeline then finds the file in the hub cache
-            from .weights import HUB_FILE, HUB_REPO, fetch_weights
+            from .weights import fetch_weights
 
-            repo, name = (sv4d2.HUB_REPO, sv4d2.HUB_FILE) if s["model"] == "sv4d2" else (HUB_REPO, HUB_FILE)
+            repo, name = sv4d2.hub_file(s["model"])
             fetch_weights(ctx, repo=repo, filename=name, accepted=s["accept_licence"])
         rgb, parts = _generate(ctx, s, options, frames, warnings)
     finally:

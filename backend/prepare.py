@@ -81,10 +81,10 @@ def warm(settings: Mapping | None, ctx) -> dict:
     finds the model loaded, the kernels tuned and (with compile) its graphs traced. It never
     downloads (weights not on this disk: warmed False with the reason; the first job downloads
     them with its progress) and waits for the model as a job does (``ctx``: a StageContext; a job
-    under way goes first, a job sent meanwhile waits for the warm-up). On the CPU it loads the
-    model without the step (nothing there is built per machine), where the settings force the CPU
-    (with ``device: auto`` and no GPU a job uses the oracle: nothing loads). Returns {warmed, reason?, tier,
-    compiled, ran, loaded, seconds, load_s}."""
+    under way goes first, a job sent meanwhile waits for the warm-up). Where the settings force
+    the CPU it loads the model without the step (nothing there is built per machine); with
+    ``device: auto`` and no GPU nothing loads (a job uses the oracle there). Returns {warmed,
+    reason?, tier, compiled, ran, loaded, seconds, load_s}."""
     from .sp4d.runtime import use_compile_cache_dir
 
     cache = use_compile_cache_dir()  # before torch._dynamo's first import
@@ -95,7 +95,7 @@ def warm(settings: Mapping | None, ctx) -> dict:
     from .sp4d import sv4d2
     from .sp4d.options import RunOptions
     from .sp4d.runtime import with_saved_graphs
-    from .weights import HUB_FILE, HUB_REPO, cached
+    from .weights import cached
 
     s = checked(settings)
     if s["part_source"] == "oracle":
@@ -104,8 +104,7 @@ def warm(settings: Mapping | None, ctx) -> dict:
     if why_not is not None:
         return {"warmed": False, "reason": why_not.message}
     if s["weights"] in (None, "", "hub"):
-        repo, name = (sv4d2.HUB_REPO, sv4d2.HUB_FILE) if s["model"] == "sv4d2" else (HUB_REPO, HUB_FILE)
-        if cached(repo, name) is None:
+        if cached(*sv4d2.hub_file(s["model"])) is None:
             return {"warmed": False, "reason": "the weights are not downloaded yet: the first job downloads them"}
     options = with_saved_graphs(RunOptions.from_settings(s), s, cache)
     on_gpu = torch.device(options.device).type == "cuda"

@@ -38,6 +38,15 @@ HUB_REPO = "stabilityai/sv4d2.0"  # gated, as SP4D's (the file name as the offic
 HUB_FILE = "sv4d2.safetensors"
 
 
+def hub_file(model: str) -> tuple[str, str]:
+    """(repository, file) of the weights of the settings' ``model`` on the hub: SV4D 2.0's for
+    'sv4d2', else SP4D's."""
+    from ..weights import HUB_FILE as SP4D_FILE
+    from ..weights import HUB_REPO as SP4D_REPO
+
+    return (HUB_REPO, HUB_FILE) if model == "sv4d2" else (SP4D_REPO, SP4D_FILE)
+
+
 class SingleBranchUNet(UsesOps, SpatialTemporalUNet):
     """SP4D's RGB branch on its own (the official SpatialUNetModelWithTime): x (b·T·V, 8, h, w)
     = [latent | concat] -> (b·T·V, 4, h, w)."""
