@@ -41,10 +41,9 @@ HUB_FILE = "sv4d2.safetensors"
 def hub_file(model: str) -> tuple[str, str]:
     """(repository, file) of the weights of the settings' ``model`` on the hub: SV4D 2.0's for
     'sv4d2', else SP4D's."""
-    from ..weights import HUB_FILE as SP4D_FILE
-    from ..weights import HUB_REPO as SP4D_REPO
+    from .. import weights
 
-    return (HUB_REPO, HUB_FILE) if model == "sv4d2" else (SP4D_REPO, SP4D_FILE)
+    return (HUB_REPO, HUB_FILE) if model == "sv4d2" else (weights.HUB_REPO, weights.HUB_FILE)
 
 
 class SingleBranchUNet(UsesOps, SpatialTemporalUNet):
