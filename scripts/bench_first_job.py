@@ -2,13 +2,13 @@
 
 With an empty inductor cache (a fresh install), in order:
 1. Set Up's last step, ``python -m backend prepare`` (load, compile at the job's settings);
-2. the first job: a new ``python -m backend generate JOB`` process, timed from its start to its
+2. what Blender does with Warm Up on: ``python -m backend serve`` started, its ``warm`` request
+   sent at once (the panel's first draw), timed from the start to its result, then a job sent
+   and timed from the request to its result (``warm_serve``; skipped with ``--no-warm-serve``);
+3. the first job: a new ``python -m backend generate JOB`` process, timed from its start to its
    exit (imports, CUDA start, the weights load, the compiled graphs loaded from the cache, the
    generation, the files written);
-3. a warm job: one process runs two jobs, the second is timed (model loaded, graphs compiled);
-4. what Blender does with Warm Up on: ``python -m backend serve`` started, its ``warm`` request
-   sent at once (the panel's first draw), timed from the start to its result, then a job sent
-   and timed from the request to its result (``warm_serve``; skipped with ``--no-warm-serve``).
+4. a warm job: one process runs two jobs, the second is timed (model loaded, graphs compiled).
 The jobs are 4-frame clips of the sample creature at the recipe's settings with compile on, on
 random weights of the real size read from a checkpoint on local disk (what a user's run reads).
 Prints a table and writes JSON. With ``--work DIR`` the checkpoint, the compile cache and the
@@ -202,6 +202,10 @@ def main() -> int:
         dt, r = timed([py, "-m", "backend", "prepare", *flags], env)
         record(prepare_s=dt, prepare=json.loads(r.stdout[r.stdout.index("{"):]))
         print("prepare", round(dt, 1), flush=True)
+    # Warm Up first: what an artist gets after Set Up, and the phase no earlier call measured
+    if not args.no_warm_serve and "job_after_warm_up_s" not in row:
+        begin("warm_serve")
+        record(**warm_serve(jobs("warm_serve", 1)[0], settings, env))
     if args.diagnose:  # the first job and the next process's, each under the probe
         for name in ("probe_first", "probe_second")[:args.probes]:
             if name in row:
@@ -224,9 +228,6 @@ def main() -> int:
                 _, name, sec = line.split()
                 row[f"{name}_s"] = float(sec)
         record()
-    if not args.no_warm_serve and "job_after_warm_up_s" not in row:
-        begin("warm_serve")
-        record(**warm_serve(jobs("warm_serve", 1)[0], settings, env))
     record(first_over_warm=row["first_job_process_s"] / row["warm_s"])
     if "job_after_warm_up_s" in row:
         record(after_warm_up_over_warm=row["job_after_warm_up_s"] / row["warm_s"])
