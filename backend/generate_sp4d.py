@@ -84,7 +84,7 @@ def _generate(ctx: StageContext, s: dict, options, frames: np.ndarray, warnings:
 
     if options.tier:
         ctx.progress(STAGE, 0, 1, f"memory: {describe_tier(TIERS[options.tier])}")
-        if s["compile"] and not options.compile:
+        if s["compile"] not in (None, "auto") and not options.compile:
             warnings.append(f"compile is off in the {options.tier} GB tier (its streamed UNet blocks run eager)")
             ctx.progress(STAGE, 0, 1, f"warning: {warnings[-1]}")
     pipe = get_pipeline(s["weights"], s["model_config"], options, s["model"])

@@ -13,9 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# compile: false (eager), true (the fastest scope, "layers") or a scope by name
+# compile: false (eager), true (the fastest scope, "layers"), a scope by name, or "auto" (the backend
+# compiles the layers where a GPU and Triton allow it: sp4d/options.py)
 COMPILE_WORDS = {False: None, None: None, "false": None, "off": None, "": None,
-                 True: "layers", "true": "layers", "on": "layers", "blocks": "blocks", "layers": "layers"}
+                 True: "layers", "true": "layers", "on": "layers", "blocks": "blocks", "layers": "layers",
+                 "auto": "auto"}
 DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -49,7 +51,7 @@ class Setting:
         if self.kind == "choice":
             return "one of " + ", ".join(map(str, self.choices))
         if self.kind == "compile":
-            return "true, false, 'blocks' or 'layers'"
+            return "true, false, 'auto', 'blocks' or 'layers'"
         if self.kind == "device":
             return "'auto', 'cpu', 'cuda', 'cuda:N', or two of them separated by a comma (the CFG split)"
         if self.kind == "path":
@@ -163,8 +165,9 @@ SETTINGS = (
     Setting("preprocess", True, "bool", "crop, centre and whiten the clip's frames (off: they are model-ready)"),
     Setting("decode_chunk", 4, "int", "latents decoded per VAE call", low=1),
     Setting("noise_file", None, "path", "safetensors with sampler.randn and cond.noise.* (exact reproduction)"),
-    Setting("compile", None, "compile", "torch.compile the UNet and the VAE decoder: true (= layers), 'blocks' or "
-            "'layers' (docs/perf.md)"),
+    Setting("compile", None, "compile", "torch.compile the UNet and the VAE decoder: true (= layers), 'blocks', "
+            "'layers' or 'auto' (layers on a CUDA GPU where Triton is installed and the memory tier allows it, "
+            "else eager) (docs/perf.md)"),
     Setting("compiled_graphs", "traced", "choice", "how a later backend process gets the compiled graphs: 'traced' "
             "(dynamo traces again and finds inductor's cached code) or, experimental, 'saved' whole in the compile "
             "cache (torch's AOT precompile: loaded without tracing; not yet measured on a GPU, docs/perf.md row 55)",

@@ -13,6 +13,7 @@ and the tensors at hand (device, dtype, size, whether the code runs inside a com
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -133,7 +134,7 @@ class RunOptions:
 
     @classmethod
     def from_settings(cls, settings: Mapping, cuda_count: int | None = None,
-                      available: int | None = None) -> RunOptions:
+                      available: int | None = None, triton: bool | None = None) -> RunOptions:
         """The options of a job whose settings passed sp4d_job.settings.validate: devices
         resolved ('auto': the GPU when there is one) and checked against the GPUs present,
         precision (the CPU always computes in float32: half precision there is slow and lossy), the
@@ -141,13 +142,20 @@ class RunOptions:
         NCHW otherwise), the memory tier (``vram``: memory.TIERS, 'auto' chosen from ``available``
         bytes, by default the GPU's free memory plus what this process holds; ``low_vram`` caps it
         at 16 GB) and what it sets: offloading, the CFG batch, the decode chunk (the smaller of
-        the tier's and the setting's), streamed UNet blocks (which run eager). BackendError for a
-        device that is not there."""
+        the tier's and the setting's), streamed UNet blocks (which run eager). Compile 'auto' is
+        the layers on a CUDA GPU where Triton is installed (``triton``, by default whether it can be
+        imported: not on the CPU, nor on Windows without triton-windows) and eager elsewhere, so a
+        default that compiles never asks for what the machine cannot do. BackendError for a device
+        that is not there."""
         from .memory import TIERS, available_bytes, choose_tier
 
         devices = resolve_devices(settings["device"], cuda_count)
         scope = settings["compile"]
         cuda = torch.device(devices[0]).type == "cuda"
+        if scope == "auto":
+            if triton is None:
+                triton = importlib.util.find_spec("triton") is not None
+            scope = "layers" if cuda and triton else None
         chunk = settings["decode_chunk"]
         common = dict(devices=devices, dtype=DTYPES[settings["precision"]] if cuda else torch.float32)
         if not cuda:  # memory tiers are about GPU memory

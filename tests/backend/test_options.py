@@ -34,6 +34,24 @@ def test_options_from_settings():
     assert e.value.code == "no_gpu"
 
 
+def test_compile_auto_compiles_where_the_machine_can():
+    """'auto' (Blender's default) is the layers on a CUDA GPU with Triton, eager on the CPU, without
+    Triton (Windows' plain torch) and in the 12 GB tier (its streamed blocks run eager)."""
+    from backend.sp4d.memory import GIB
+
+    def scope(device="cuda", triton=True, **s):
+        return RunOptions.from_settings(checked({"device": device, "compile": "auto", **s}), cuda_count=1,
+                                        available=79 * GIB, triton=triton).compile
+
+    assert checked({"compile": "AUTO"})["compile"] == "auto"
+    assert scope() == "layers" and RunOptions.from_settings(
+        checked({"compile": "auto"}), cuda_count=1, available=79 * GIB, triton=True).channels_last
+    assert scope(triton=False) is None and scope(device="cpu") is None and scope(vram="12") is None
+    assert scope(vram="16") == "layers"
+    with pytest.raises(BackendError, match="'auto'"):
+        checked({"compile": "sometimes"})
+
+
 def test_memory_tiers_from_settings():
     """The tier ('vram') is chosen from the memory available on the GPU unless set; low_vram caps it
     at 16 GB; the 12 GB tier streams UNet blocks and so runs eager; the CPU has no tier."""

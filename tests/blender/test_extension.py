@@ -37,9 +37,10 @@ def test_install_enable_and_generate_rig_from_the_zip(package, tmp_path, sample_
         mod = "bl_ext.user_default.sp4d_blender"
         assert mod in bpy.context.preferences.addons, list(bpy.context.preferences.addons.keys())
         prefs = bpy.context.preferences.addons[mod].preferences
-        assert prefs.device == "AUTO" and prefs.precision == "FP16" and prefs.compile == "OFF"
+        assert prefs.device == "AUTO" and prefs.precision == "FP16" and prefs.compile == "AUTO"
         assert prefs.vram == "AUTO"
         job_settings = importlib.import_module(mod + ".sp4d_blender.prefs").job_settings
+        assert job_settings()["compile"] == "auto"
         prefs.device, prefs.compile, prefs.vram = "CUDA2", "LAYERS", "12"
         s = job_settings()
         assert s["device"] == "cuda:0,cuda:1" and s["compile"] == "layers" and s["vram"] == "12", s
