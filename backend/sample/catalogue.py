@@ -215,6 +215,26 @@ EXCAVATOR = [  # faces +X: a turntable cab on tracks, boom and stick and bucket 
 ]
 
 
+def _starfish_arms() -> list:
+    """Five arms of three segments at 72° steps, the first along +X (on the mirror plane), each
+    lifting a little towards its tip; pivots inside the disc's rim."""
+    out = []
+    for i, deg in enumerate((0, 72, 144)):
+        a = math.radians(deg)
+        d = np.array([math.cos(a), math.sin(a), 0.0])
+        p0 = np.array([0.0, 0.0, 0.1]) + 0.16 * d
+        pts = [tuple(p0 + t * d + [0, 0, 0.03 * k]) for k, t in enumerate((0.0, 0.14, 0.27, 0.38))]
+        arm = chain(f"arm{i + 1}", "disc", pts, [0.06, 0.045, 0.032, 0.02], first_pivot=tuple(p0 - 0.04 * d))
+        out += arm if deg == 0 else _sided(arm, ".L")
+    return out
+
+
+STARFISH = mirror([  # radial: one arm on the mirror plane, two mirrored pairs; the disc the root
+    ("disc", None, [("ellipsoid", (0, 0, 0.1), (0.2, 0.2, 0.07))], (0, 0, 0.1)),
+    *_starfish_arms(),
+], axis=1)
+
+
 def _seams(asset: Asset) -> Asset:
     return split_seams(asset, charts=40)[0]
 
@@ -237,6 +257,8 @@ ASSETS: dict[str, tuple[Callable[[], Asset], str]] = {
     "scorpion": (lambda: build_asset(SCORPION, 230, blend=0.008), "held out: 31 parts, claws, a curled tail"),
     "hand": (lambda: build_asset(HAND, 200, blend=0.004), "held out: close parallel finger chains"),
     "excavator": (lambda: build_asset(EXCAVATOR, 150, blend=0.01), "held out: turntable, buried hinges"),
+    "starfish": (lambda: build_asset(STARFISH, 150, blend=0.02), "held out: five arms radially, one on the mirror "
+                 "plane"),
 }
 # seam-split case -> its welded twin
 TWINS = {"humanoid_seams": "humanoid", "dragon_seams": "dragon"}

@@ -87,7 +87,7 @@ def test_broad_contact_hinge_lies_on_the_patch_edge_the_motion_names():
 
 @pytest.mark.parametrize("name,root", [("humanoid", "hips"), ("wolf", "hips"), ("spider", "cephalothorax"),
                                        ("dragon", "body"), ("bird", "body"), ("desk_lamp", "base"),
-                                       ("robot_arm", "base"), ("chest", "box")])
+                                       ("robot_arm", "base"), ("chest", "box"), ("starfish", "disc")])
 def test_root_and_tree_come_from_structure_not_size(name, root):
     a = ASSETS[name][0]()
     s, _, _ = _structure(a)
