@@ -235,6 +235,33 @@ STARFISH = mirror([  # radial: one arm on the mirror plane, two mirrored pairs; 
 ], axis=1)
 
 
+CENTAUR = mirror([  # a horse's body (hips the root) with a human torso, arms and head rising from its front
+    ("hips", None, [("ellipsoid", (-0.35, 0, 0.72), (0.22, 0.16, 0.17))], (-0.35, 0, 0.72)),
+    ("chest", "hips", [("ellipsoid", (0.12, 0, 0.74), (0.26, 0.17, 0.18))], (-0.2, 0, 0.73)),
+    ("waist", "chest", [("cone", (0.32, 0, 0.88), (0.36, 0, 1.12), 0.11, 0.1)], (0.3, 0, 0.84)),
+    ("upper_body", "waist", [("ellipsoid", (0.37, 0, 1.26), (0.1, 0.16, 0.13))], (0.36, 0, 1.14)),
+    ("neck", "upper_body", [("capsule", (0.37, 0, 1.4), (0.37, 0, 1.47), 0.045)], (0.37, 0, 1.37)),
+    ("head", "neck", [("ellipsoid", (0.38, 0, 1.58), (0.1, 0.09, 0.12))], (0.37, 0, 1.49)),
+    ("upper_arm.L", "upper_body", [("cone", (0.37, 0.19, 1.33), (0.4, 0.36, 1.14), 0.045, 0.038)],
+     (0.37, 0.13, 1.32)),
+    ("forearm.L", "upper_arm.L", [("cone", (0.4, 0.36, 1.14), (0.56, 0.42, 1.02), 0.036, 0.03)],
+     (0.4, 0.36, 1.14)),
+    ("hand.L", "forearm.L", [("ellipsoid", (0.61, 0.44, 0.99), (0.05, 0.03, 0.025))], (0.57, 0.42, 1.01)),
+    *chain("tail", "hips", [(-0.55, 0, 0.8), (-0.72, 0, 0.78), (-0.86, 0, 0.7)], [0.06, 0.05, 0.035],
+           first_pivot=(-0.5, 0, 0.79)),
+    ("front_thigh.L", "chest", [("cone", (0.2, 0.12, 0.62), (0.24, 0.14, 0.36), 0.07, 0.05)], (0.19, 0.1, 0.68)),
+    ("front_shin.L", "front_thigh.L", [("cone", (0.24, 0.14, 0.36), (0.23, 0.14, 0.1), 0.045, 0.035)],
+     (0.24, 0.14, 0.36), (0, 1, 0)),
+    ("front_hoof.L", "front_shin.L", [("cone", (0.23, 0.14, 0.1), (0.25, 0.14, 0.02), 0.04, 0.045)],
+     (0.23, 0.14, 0.1), (0, 1, 0)),
+    ("hind_thigh.L", "hips", [("cone", (-0.38, 0.13, 0.62), (-0.3, 0.15, 0.38), 0.08, 0.055)], (-0.38, 0.1, 0.7)),
+    ("hind_shin.L", "hind_thigh.L", [("cone", (-0.3, 0.15, 0.38), (-0.36, 0.15, 0.1), 0.05, 0.035)],
+     (-0.3, 0.15, 0.38), (0, 1, 0)),
+    ("hind_hoof.L", "hind_shin.L", [("cone", (-0.36, 0.15, 0.1), (-0.36, 0.15, 0.02), 0.04, 0.045)],
+     (-0.36, 0.15, 0.1), (0, 1, 0)),
+], axis=1)
+
+
 def _seams(asset: Asset) -> Asset:
     return split_seams(asset, charts=40)[0]
 
@@ -257,6 +284,8 @@ ASSETS: dict[str, tuple[Callable[[], Asset], str]] = {
     "scorpion": (lambda: build_asset(SCORPION, 230, blend=0.008), "held out: 31 parts, claws, a curled tail"),
     "hand": (lambda: build_asset(HAND, 200, blend=0.004), "held out: close parallel finger chains"),
     "excavator": (lambda: build_asset(EXCAVATOR, 150, blend=0.01), "held out: turntable, buried hinges"),
+    "centaur": (lambda: build_asset(CENTAUR, 150, blend=0.015), "held out: a horse's body with a human torso, "
+                "six limbs"),
     "starfish": (lambda: build_asset(STARFISH, 150, blend=0.02), "held out: five arms radially, one on the mirror "
                  "plane"),
 }
