@@ -7,10 +7,12 @@
 - Limbs (chains of sided parts hanging from a spine part): legs reach the ground, arms and wings
   do not. Two legs: ``thigh, shin, foot, toe``; two arms: ``upper_arm, forearm, hand`` (a short
   first segment is the ``shoulder``); four legs: the front pair ``upper_arm, forearm, hand,
-  f_toe``, the hind pair ``thigh, shin, foot, r_toe`` (Rigify's quadrupeds); more legs:
-  ``leg1.01, leg1.02, …`` from front to back; other limbs of a horizontal body with legs:
-  ``wing``; limbs on the head: ``ear``. Sides get ``.L`` / ``.R`` for the creature's own left and
-  right (from where the head, or the feet, point).
+  f_toe`` (``front_thigh, front_shin, front_foot`` when arms hold those names, as on a centaur),
+  the hind pair ``thigh, shin, foot, r_toe`` (Rigify's quadrupeds); more legs: ``leg1.01,
+  leg1.02, …`` from front to back; other limbs of a creature with legs: ``wing`` where the spine
+  runs horizontally at the limb (a bird's, a dragon's body), arms where it runs upright (a
+  centaur's human torso); limbs on the head: ``ear``. Sides get ``.L`` / ``.R`` for the
+  creature's own left and right (from where the head, or the feet, point).
 - Digits: a part with four or five chains hanging from it, one of which (the thumb) points away
   from the others, is a hand: ``thumb.01``, ``thumb.02``… and, from the thumb's side,
   ``f_index.01``, ``f_middle.01``, ``f_ring.01``, ``f_pinky.01``… (Rigify's finger names); a lone
@@ -32,6 +34,7 @@ LEG_2 = ["thigh", "shin", "foot", "toe"]
 ARM_2 = ["upper_arm", "forearm", "hand", "finger"]
 FRONT_4 = ["upper_arm", "forearm", "hand", "f_toe"]
 HIND_4 = ["thigh", "shin", "foot", "r_toe"]
+FRONT_4_WITH_ARMS = ["front_thigh", "front_shin", "front_foot", "f_toe"]  # arms hold upper_arm… (a centaur)
 
 
 def _children(parent: np.ndarray, k: int) -> list[int]:
@@ -163,8 +166,19 @@ def _name_creature(s: Structure, names: list, suffix: list, low, vertices: np.nd
     along = s.centroids[axis] - s.centroids[chain[0]] if len(chain) > 1 else np.array([1.0, 0, 0])
     along = along / max(np.linalg.norm(along), 1e-12)
     front_score = {c: float(s.centroids[c] @ along) for c in legs}
-    upright = abs(along[2]) > 0.7  # a biped's spine: its non-leg limbs are arms, a horizontal body's are wings
+
+    def upright(hub: int) -> bool:
+        """Whether the spine runs upright at ``hub`` (between its neighbours in the chain): a biped's
+        chest, a centaur's human torso on its horizontal body. Non-leg limbs hung there are arms;
+        on a horizontal stretch (a bird's or a dragon's body) they are wings."""
+        if hub not in chain or len(chain) < 2:
+            return abs(along[2]) > 0.7
+        i = chain.index(hub)
+        d = s.centroids[chain[min(i + 1, len(chain) - 1)]] - s.centroids[chain[max(i - 1, 0)]]
+        return abs(d[2]) > 0.7 * max(np.linalg.norm(d), 1e-12)
+
     leg_order = sorted(legs, key=lambda c: -front_score[c])  # front first
+    arms = any(c not in legs and hub != s.head and upright(hub) for hub, c in limbs)  # a centaur's
     for hub, c in limbs:
         limb = chains[c]
         if c not in legs:  # an arm's chain follows its largest child: it ends at a hand with digits
@@ -176,7 +190,7 @@ def _name_creature(s: Structure, names: list, suffix: list, low, vertices: np.nd
                 seg = LEG_2
             elif n_legs == 4:
                 front = leg_order.index(c) < 2
-                seg = FRONT_4 if front else HIND_4
+                seg = (FRONT_4_WITH_ARMS if arms else FRONT_4) if front else HIND_4
             else:
                 pair = leg_order.index(c) // 2 + 1
                 for j, k in enumerate(limb):
@@ -184,7 +198,7 @@ def _name_creature(s: Structure, names: list, suffix: list, low, vertices: np.nd
                 continue
         elif n_legs and hub == s.head:
             seg = ["ear"]
-        elif n_legs and not upright:
+        elif n_legs and not upright(hub):
             seg = ["wing"]
         else:
             seg = ARM_2

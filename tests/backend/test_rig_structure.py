@@ -24,7 +24,7 @@ from backend.rig.structure import (
 )
 from backend.rig.weld import weld
 from backend.sample.assets import QUADRUPED, build_asset, build_separate, split_seams
-from backend.sample.catalogue import ASSETS, HAND, HUMANOID, SPIDER, WOLF
+from backend.sample.catalogue import ASSETS, CENTAUR, HAND, HUMANOID, SPIDER, WOLF
 
 
 def _structure(asset):
@@ -248,6 +248,23 @@ def test_bone_names_read_like_rigify(humanoid):
     assert got["leg_front.L"] == "upper_arm.L" and got["shin_back.R"] == "shin.R"  # Rigify's quadruped legs
     assert got["tail"] == "tail" and got["tail_tip"] == "tail.001"
     assert len(set(got.values())) == len(got)
+
+
+def test_a_centaurs_human_arms_are_arms_and_its_front_legs_keep_their_own_names():
+    """Limbs that do not reach the ground are wings where the spine runs horizontally at them and
+    arms where it runs upright: a centaur's human torso rises from a horse's body (the spine as a
+    whole is horizontal), so its arms are named as arms, and the front legs, whose quadruped
+    names the arms now hold, read front_thigh… rather than upper_arm.001."""
+    a = build_asset(CENTAUR, 100, blend=0.015)
+    s, v, lab = _structure(a)
+    assert np.array_equal(s.parent, a.parents)
+    got = dict(zip(a.names, bone_names(s, v, lab), strict=True))
+    assert [got[k] for k in ("upper_arm.L", "forearm.L", "hand.L")] == ["upper_arm.L", "forearm.L", "hand.L"]
+    assert [got[k] for k in ("front_thigh.R", "front_shin.R")] == ["front_thigh.R", "front_shin.R"]
+    assert [got[k] for k in ("hind_thigh.L", "hips", "head")] == ["thigh.L", "hips", "head"]
+    dragon = ASSETS["dragon"][0]()
+    s, v, lab = _structure(dragon)
+    assert dict(zip(dragon.names, bone_names(s, v, lab), strict=True))["wing.L"] == "wing.L"
 
 
 def test_spider_legs_are_numbered_front_to_back_per_side():
