@@ -235,6 +235,22 @@ STARFISH = mirror([  # radial: one arm on the mirror plane, two mirrored pairs; 
 ], axis=1)
 
 
+SCANNED = mirror([  # a standing figure as scans stand: arms down, the hands against the thighs, legs together
+    ("hips", None, [("capsule", (-0.08, 0, 0.98), (0.08, 0, 0.98), 0.12)], (0, 0, 0.98)),
+    ("spine", "hips", [("capsule", (0, 0, 1.08), (0, 0, 1.2), 0.12)], (0, 0, 1.03)),
+    ("chest", "spine", [("ellipsoid", (0, 0, 1.33), (0.17, 0.12, 0.15))], (0, 0, 1.22)),
+    ("neck", "chest", [("capsule", (0, 0, 1.48), (0, 0, 1.56), 0.05)], (0, 0, 1.45)),
+    ("head", "neck", [("ellipsoid", (0, -0.01, 1.71), (0.1, 0.12, 0.13))], (0, 0, 1.58)),
+    ("upper_arm.L", "chest", [("cone", (0.2, 0, 1.4), (0.23, 0.0, 1.14), 0.05, 0.042)], (0.15, 0, 1.39)),
+    ("forearm.L", "upper_arm.L", [("cone", (0.23, 0.0, 1.14), (0.22, -0.02, 0.9), 0.042, 0.033)],
+     (0.23, 0.0, 1.14), (1, 0, 0)),
+    ("hand.L", "forearm.L", [("ellipsoid", (0.21, -0.02, 0.8), (0.03, 0.045, 0.08))], (0.22, -0.02, 0.88)),
+    ("thigh.L", "hips", [("cone", (0.09, 0, 0.88), (0.08, 0, 0.52), 0.085, 0.06)], (0.09, 0, 0.94)),
+    ("shin.L", "thigh.L", [("cone", (0.08, 0, 0.5), (0.07, 0.01, 0.12), 0.055, 0.04)], (0.08, 0, 0.51), (1, 0, 0)),
+    ("foot.L", "shin.L", [("box", (0.07, -0.06, 0.045), (0.045, 0.11, 0.04), 0.02)], (0.07, 0.01, 0.1), (1, 0, 0)),
+])
+
+
 CENTAUR = mirror([  # a horse's body (hips the root) with a human torso, arms and head rising from its front
     ("hips", None, [("ellipsoid", (-0.35, 0, 0.72), (0.22, 0.16, 0.17))], (-0.35, 0, 0.72)),
     ("chest", "hips", [("ellipsoid", (0.12, 0, 0.74), (0.26, 0.17, 0.18))], (-0.2, 0, 0.73)),
@@ -286,6 +302,8 @@ ASSETS: dict[str, tuple[Callable[[], Asset], str]] = {
     "excavator": (lambda: build_asset(EXCAVATOR, 150, blend=0.01), "held out: turntable, buried hinges"),
     "centaur": (lambda: build_asset(CENTAUR, 150, blend=0.015), "held out: a horse's body with a human torso, "
                 "six limbs"),
+    "scanned": (lambda: build_asset(SCANNED, 150, blend=0.02), "held out: arms down with the hands against the "
+                "thighs, legs together"),
     "starfish": (lambda: build_asset(STARFISH, 150, blend=0.02), "held out: five arms radially, one on the mirror "
                  "plane"),
 }
