@@ -87,13 +87,22 @@ def test_broad_contact_hinge_lies_on_the_patch_edge_the_motion_names():
 
 @pytest.mark.parametrize("name,root", [("humanoid", "hips"), ("wolf", "hips"), ("spider", "cephalothorax"),
                                        ("dragon", "body"), ("bird", "body"), ("desk_lamp", "base"),
-                                       ("robot_arm", "base"), ("chest", "box"), ("starfish", "disc")])
+                                       ("robot_arm", "base"), ("chest", "box"), ("starfish", "disc"),
+                                       ("centaur", "hips")])
 def test_root_and_tree_come_from_structure_not_size(name, root):
     a = ASSETS[name][0]()
     s, _, _ = _structure(a)
     assert a.names[s.root] == root
     assert np.array_equal(s.parent, a.parents), [(a.names[k], a.names[s.parent[k]]) for k in range(len(a.names))
                                                  if s.parent[k] != a.parents[k]]
+
+
+@pytest.mark.xfail(strict=True, reason="known defect (docs/rig.md, 'A figure standing as scans stand'): a forearm "
+                   "lying against the hips along its length hangs from them; the contacts alone cannot tell")
+def test_a_forearm_lying_against_the_hips_hangs_from_the_upper_arm():
+    a = ASSETS["scanned"][0]()
+    s, _, _ = _structure(a)
+    assert np.array_equal(s.parent, a.parents)
 
 
 def test_the_largest_part_is_not_the_root():
