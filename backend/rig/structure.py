@@ -31,6 +31,7 @@ from .mesh import adjacency
 
 MID, LEFT, RIGHT = 0, 1, -1
 MIN_PART_VERTICES = 30  # a part with fewer vertices does not resolve where along it, or beside it, a contact lies
+MID_SIDE = 0.5  # an end factor below this: the contact lies along the middle of an elongated part (hang_by_ends)
 
 
 @dataclass
@@ -349,7 +350,7 @@ def between(weight: np.ndarray, centroids: np.ndarray, centre: np.ndarray, floor
 
 def end_to_end(weight: np.ndarray, vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray,
                centroids: np.ndarray, centre: np.ndarray, min_vertices: int = MIN_PART_VERTICES,
-               samples: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+               samples: tuple[np.ndarray, np.ndarray] | None = None, ends: np.ndarray | None = None) -> np.ndarray:
     """Contacts (P, P) re-weighted by whether each lies at an end of one of its two parts: a joint
     sits where a limb segment starts (a finger's base on the palm, a chain's next segment at the
     previous one's end), while two limbs lying side by side (fingers, or a tail along a leg, fused
@@ -364,8 +365,20 @@ def end_to_end(weight: np.ndarray, vertices: np.ndarray, faces: np.ndarray, labe
     whole, and so does a part of fewer than ``min_vertices`` vertices (a low-poly mesh's: its few
     vertices do not resolve where along it a contact lies, and on artists' low-poly figures the
     rule then hung thighs from the chest). Pairs without contact have weight 0 and stay 0.
-    ``samples``: surface_samples' output when the caller has it already (contacts uses the same)."""
-    p = len(weight)
+    ``samples``: surface_samples' output when the caller has it already (contacts uses the same);
+    ``ends``: end_factors' output when the caller has it."""
+    if ends is None:
+        ends = end_factors(vertices, faces, labels, centre, min_vertices, samples)
+    return weight * np.clip(np.maximum(ends, ends.T), 0.05, 1.0)
+
+
+def end_factors(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, centre: np.ndarray,
+                min_vertices: int = MIN_PART_VERTICES,
+                samples: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """(P, P) end_to_end's factor of each part for each contact: [a, b] is (1 − e) + e·s² for
+    the contact of a with b seen along a (1 at a's end or for a compact or small part, 1 − e
+    mid-side of an elongated one)."""
+    p = len(centre)
     pts, lab = samples if samples is not None else surface_samples(vertices, faces, labels)
     pts, lab = pts[:-len(vertices)], lab[:-len(vertices)]  # the area samples alone, not the vertices appended
     counts = np.bincount(labels, minlength=p)
@@ -387,7 +400,7 @@ def end_to_end(weight: np.ndarray, vertices: np.ndarray, faces: np.ndarray, labe
         h = np.where(c >= 0, max(reach[1], 1e-12), max(-reach[0], 1e-12))  # measured on the contact's side
         s = np.clip(np.abs(c) / h, 0.0, 1.0)
         ends[k] = (1.0 - e) + e * s ** 2
-    return weight * np.clip(np.maximum(ends, ends.T), 0.05, 1.0)
+    return ends
 
 
 def mirrored(weight: np.ndarray, mirror_of: np.ndarray) -> np.ndarray:
@@ -397,6 +410,55 @@ def mirrored(weight: np.ndarray, mirror_of: np.ndarray) -> np.ndarray:
     perm = np.where(mirror_of >= 0, mirror_of, np.arange(len(mirror_of)))
     other = weight[np.ix_(perm, perm)]
     return np.where((weight > 0) & (other > 0), weight + other, weight)
+
+
+def hang_by_ends(parent: np.ndarray, weight: np.ndarray, ends: np.ndarray, areas: np.ndarray,
+                 side: np.ndarray, min_share: float = 0.25) -> np.ndarray:
+    """Parents (P,) with every part that hangs from a larger part by its side moved to a part it
+    touches at one of its ends. A figure standing with its arms down (as scans stand) has each
+    forearm lying against the hips along its length, a longer contact than its elbow's ring with
+    the upper arm, so the spanning tree hangs it from the hips and leaves the upper arm a leaf;
+    but a smaller part hangs from a larger by its end, never its side. A part c whose contact
+    with its parent is mid-side of c (``ends[c, parent]`` below ``MID_SIDE``, c the smaller by
+    area) takes, among the parts it touches at an end (``ends`` at least ``MID_SIDE``) outside
+    its own subtree, never across the mirror plane and not hanging from the same parent (both
+    touch it: nothing says which of the two hangs from the other), the one of strongest contact
+    ``weight``, if that is at least ``min_share`` of its contact with the parent (a stray
+    contact of a few bled labels does not move it). When an arm lies against the body, its
+    upper arm (on the chest) and its forearm (on the hips) can both touch it mid-side: the part
+    carrying more of the limb (the forearm with the hand) goes first, under the other, so the
+    chain still runs from the body to the extremity (the upper arm first would hang from the
+    forearm and reverse the arm); then the one hung most clearly by its side. The tree changes
+    only there (a global rule on the contact weights reshuffled whole limbs on noisy labels:
+    docs/rig.md)."""
+    parent = parent.copy()
+    tried = np.zeros(len(parent), bool)
+
+    def subtree(c: int) -> np.ndarray:
+        below = np.zeros(len(parent), bool)
+        below[c] = True
+        while True:
+            grow = below | ((parent >= 0) & below[np.maximum(parent, 0)])
+            if (grow == below).all():
+                return below
+            below = grow
+
+    while True:  # the part carrying most of its limb first, then the one hung most clearly by its side
+        hung = [(-int(subtree(c).sum()), ends[c, p], c) for c, p in enumerate(parent)
+                if p >= 0 and not tried[c] and ends[c, p] < MID_SIDE and areas[c] < areas[p]]
+        if not hung:
+            return parent
+        c = min(hung)[2]
+        tried[c] = True
+        p = parent[c]
+        below = subtree(c)
+        ok = (weight[c] > 0) & (ends[c] >= MID_SIDE) & ~below & (side * side[c] >= 0)
+        ok[p] = False
+        ok[parent == p] = False  # a sibling: both touch the parent, nothing says which hangs from which
+        if ok.any():
+            q = int(np.argmax(np.where(ok, weight[c], -1.0)))
+            if weight[c, q] >= min_share * weight[c, p]:
+                parent[c] = q
 
 
 def build_structure(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, n: int) -> Structure:
@@ -409,11 +471,12 @@ def build_structure(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray,
     weight, centre = contacts(vertices, faces, labels, n, samples=samples)
     axis, side, mirror_of = find_symmetry(vertices, cent, areas)
     small = np.bincount(labels, minlength=n) < MIN_PART_VERTICES
-    pair_weight = end_to_end(between(weight, cent, centre, small=small), vertices, faces, labels, cent, centre,
-                             samples=samples)
-    tree = connect_components(spanning_tree(mirrored(pair_weight, mirror_of), side), cent, side)
+    ends = end_factors(vertices, faces, labels, centre, samples=samples)
+    pair_weight = mirrored(end_to_end(between(weight, cent, centre, small=small), vertices, faces, labels, cent,
+                                      centre, ends=ends), mirror_of)
+    tree = connect_components(spanning_tree(pair_weight, side), cent, side)
     root, base, head, spine = choose_root(tree, vertices, labels, cent, areas, side, axis is not None)
-    parent = orient(tree, root)
+    parent = hang_by_ends(orient(tree, root), pair_weight, ends, areas, side)
     cc = cent.copy()
     for c in range(n):
         if parent[c] >= 0 and np.isfinite(centre[c, parent[c]]).all() and weight[c, parent[c]] > 0:
