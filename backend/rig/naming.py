@@ -171,7 +171,7 @@ def _name_creature(s: Structure, names: list, suffix: list, low, vertices: np.nd
         """Whether the spine runs upright at ``hub`` (between its neighbours in the chain): a biped's
         chest, a centaur's human torso on its horizontal body. Non-leg limbs hung there are arms;
         on a horizontal stretch (a bird's or a dragon's body) they are wings."""
-        if hub not in chain or len(chain) < 2:
+        if len(chain) < 2:  # a one-part spine: its direction is unknown, the body's is taken
             return abs(along[2]) > 0.7
         i = chain.index(hub)
         d = s.centroids[chain[min(i + 1, len(chain) - 1)]] - s.centroids[chain[max(i - 1, 0)]]

@@ -47,6 +47,13 @@ def test_cuda_only_scripts_refuse_without_a_gpu(name, args):
     assert r.returncode == 2 and "needs a CUDA GPU" in r.stderr
 
 
+def test_bench_warm_up_names_a_work_folder_without_its_cache(tmp_path):
+    """bench_warm_up reruns Warm Up on what bench_first_job left: a folder without the checkpoint
+    and the compile cache is refused with what to run first."""
+    r = script("bench_warm_up.py", "--work", str(tmp_path / "empty"))
+    assert r.returncode == 2 and "run bench_first_job.py --work there first" in r.stderr, r.stderr
+
+
 def backend_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "backend", *args], cwd=ROOT, env=CPU_ONLY, capture_output=True,
                           text=True, timeout=300)
