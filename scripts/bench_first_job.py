@@ -8,7 +8,10 @@ With an empty inductor cache (a fresh install), in order:
 3. the first job: a new ``python -m backend generate JOB`` process, timed from its start to its
    exit (imports, CUDA start, the weights load, the compiled graphs loaded from the cache, the
    generation, the files written);
-4. a warm job: one process runs two jobs, the second is timed (model loaded, graphs compiled).
+4. a warm job: one process runs two jobs, the second is timed (model loaded, graphs compiled);
+   after each, what ``--diagnose``'s probe prints (counters, compile times, events) goes into the
+   row as ``twice_first_probe`` and ``twice_warm_probe``.
+The probe and two-job processes set up the CUDA allocator first, as ``python -m backend`` does.
 The jobs are 4-frame clips of the sample creature at the recipe's settings with compile on, on
 random weights of the real size read from a checkpoint on local disk (what a user's run reads).
 Prints a table and writes JSON. With ``--work DIR`` the checkpoint, the compile cache and the
@@ -34,6 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from backend.allocator import allocator_config  # noqa: E402  (torch-free: before torch starts CUDA)
+
 
 def timed(cmd: list[str], env: dict) -> tuple[float, subprocess.CompletedProcess]:
     t0 = time.perf_counter()
@@ -44,16 +49,33 @@ def timed(cmd: list[str], env: dict) -> tuple[float, subprocess.CompletedProcess
     return dt, r
 
 
-def twice(first: str, second: str) -> None:
-    """Two generate jobs in this process; prints the seconds of each."""
-    from backend.context import StageContext
-    from backend.jobdir import JobDir
-    from backend.stages import run_command
+def start_backend() -> float:
+    """A job process's start as ``python -m backend`` makes it: the CUDA allocator set up before
+    torch starts CUDA (backend/allocator.py), then torch and the backend imported; their seconds."""
+    allocator_config()
+    t0 = time.perf_counter()
+    import torch  # noqa: F401
 
+    import backend.context  # noqa: F401
+    import backend.jobdir  # noqa: F401
+    import backend.stages  # noqa: F401
+
+    return time.perf_counter() - t0
+
+
+def twice(first: str, second: str) -> None:
+    """Two generate jobs in this process; prints the seconds of each (``TIME``) and, after each, what
+    ``probe`` prints (``TWICE_PROBE name {json}``), dynamo/inductor's counters and compile times
+    cleared between the two jobs so that the second's are its own."""
+    imports_s = start_backend()
     for name, job in (("in_process_first", first), ("warm", second)):
-        t0 = time.perf_counter()
-        run_command("generate", JobDir(job), StageContext())
-        print(f"TIME {name} {time.perf_counter() - t0:.3f}", flush=True)
+        if name == "warm":
+            clear_diagnosis()
+        out = probed_job(job)
+        print(f"TIME {name} {out['job_s']:.3f}", flush=True)
+        if name == "in_process_first":
+            out = {"imports_s": imports_s, **out}
+        print(f"TWICE_PROBE {name} " + json.dumps(out), flush=True)
 
 
 def resume_clash(row: dict, setup: dict) -> dict:
@@ -95,36 +117,54 @@ def warm_serve(job: str, settings: dict, env: dict) -> dict:
         proc.wait(timeout=60)
 
 
-def probe(job: str) -> None:
-    """One generate job in this (new) process, as ``python -m backend generate`` runs it, printing
-    where its time went: the seconds of each progress event from the job's start (the model load
-    ends at the first step's start; the first step carries the graphs' loading), the imports, and
-    dynamo/inductor's counters (cache hits and misses, graphs) and compile times."""
-    t0 = time.perf_counter()
-    import torch  # noqa: F401
-
+def probed_job(job: str) -> dict:
+    """One generate job in this process, as ``python -m backend generate`` runs it, and where its
+    time went: the seconds of each progress event from the job's start (the model load ends at the
+    first step's start; the first step carries the graphs' loading), and dynamo/inductor's counters
+    (cache hits and misses, graphs, recompiles) and compile times so far in this process."""
     from backend.context import StageContext
     from backend.jobdir import JobDir
     from backend.stages import run_command
 
-    imports_s = time.perf_counter() - t0
     events = []
     t1 = time.perf_counter()
     ctx = StageContext(lambda e: events.append((round(time.perf_counter() - t1, 2), e.get("message", ""))))
     run_command("generate", JobDir(job), ctx)
     job_s = time.perf_counter() - t1
+    import torch
     from torch._dynamo.utils import compile_times, counters
 
     from backend.sp4d.precompiled import STORES
 
     steps = [t for t, m in events if m.startswith("denoising step")]
-    out = {"imports_s": imports_s, "job_s": job_s, "first_step_at_s": steps[0] if steps else None,
-           "step_times_s": [round(b - a, 3) for a, b in zip(steps, steps[1:], strict=False)],
-           "events": [e for e in events if not e[1].startswith("denoising step")],
-           "counters": {k: dict(v) for k, v in counters.items() if v},
-           "saved_graphs": [st.stats for st in STORES],
-           "compile_times": compile_times(repr="str", aggregate=True)}
-    print("PROBE " + json.dumps(out), flush=True)
+    return {"job_s": job_s, "first_step_at_s": steps[0] if steps else None,
+            "step_times_s": [round(b - a, 3) for a, b in zip(steps, steps[1:], strict=False)],
+            "events": [e for e in events if not e[1].startswith("denoising step")],
+            "counters": {k: dict(v) for k, v in counters.items() if v},
+            "saved_graphs": [st.stats for st in STORES],
+            "compile_times": compile_times(repr="str", aggregate=True),
+            "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
+            "max_reserved_gib": round(torch.cuda.max_memory_reserved() / 2 ** 30, 2)
+            if torch.cuda.is_available() else None}
+
+
+def clear_diagnosis() -> None:
+    """Dynamo/inductor's counters, compile times and the peak of reserved memory back to none, so
+    that the next job's are its own."""
+    import torch
+    from torch._dynamo import utils
+
+    utils.counters.clear()
+    utils.compilation_time_metrics.clear()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def probe(job: str) -> None:
+    """One generate job in this (new) process, as ``python -m backend generate`` runs it (the
+    allocator set up first), printing where its time went (``probed_job``) and the imports' time."""
+    imports_s = start_backend()
+    print("PROBE " + json.dumps({"imports_s": imports_s, **probed_job(job)}), flush=True)
 
 
 def main() -> int:
@@ -227,6 +267,11 @@ def main() -> int:
             if line.startswith("TIME "):
                 _, name, sec = line.split()
                 row[f"{name}_s"] = float(sec)
+            elif line.startswith("TWICE_PROBE "):  # each job's counters, compile times, events
+                _, name, data = line.split(" ", 2)
+                key = {"in_process_first": "twice_first_probe", "warm": "twice_warm_probe"}[name]
+                row[key] = json.loads(data)
+                print(key, json.dumps(row[key])[:4000], flush=True)
         record()
     record(first_over_warm=row["first_job_process_s"] / row["warm_s"])
     if "job_after_warm_up_s" in row:
