@@ -89,6 +89,18 @@ def broad_contact(vertices: np.ndarray, labels: np.ndarray, child: int, patch: n
     return bool(np.linalg.norm(vertices[patch] - vertices[patch].mean(0), axis=1).max() >= min_spread * length)
 
 
+def broad_joints(vertices: np.ndarray, labels: np.ndarray,
+                 parent: np.ndarray) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    """The contact patch of every non-root part with its parent ({part: vertex indices}) and which
+    of them are broad (P,) bool (broad_contact): the tracker pulls those pivots less, and their
+    hinges are looked for on the patch."""
+    patches = {c: contact_vertices(vertices, labels, c, int(parent[c])) for c in range(len(parent)) if parent[c] >= 0}
+    broad = np.zeros(len(parent), bool)
+    for c, patch in patches.items():
+        broad[c] = broad_contact(vertices, labels, c, patch)
+    return patches, broad
+
+
 def flat_contact(vertices: np.ndarray, patch: np.ndarray) -> bool:
     """Whether the contact patch (vertex indices) is flat, thinner than FLAT of its length (two
     faces resting on each other: a lid on its box; not a shoulder's socket or a cap)."""

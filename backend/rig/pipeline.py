@@ -21,7 +21,7 @@ from ..errors import BackendError
 from ..jobdir import JobDir, digest, read_png, write_json_atomic, write_npz_atomic
 from ..parts.decode import decode_parts
 from ..settings import settings_of
-from .joints import broad_contact, contact_vertices, fit_pivot, flat_contact, hinge_on_contact, mirror_joints
+from .joints import broad_joints, fit_pivot, flat_contact, hinge_on_contact, mirror_joints
 from .lift import frame_votes, labels_from_votes, lift_labels
 from .naming import bone_names
 from .rigid import free_motion
@@ -166,7 +166,7 @@ def place_joints(structure, motion, vertices: np.ndarray, labels: np.ndarray,
 
 
 def _broad_hinges(vertices, labels, structure, motion, tracker, label_images, present, views,
-                  part_ids) -> dict[int, tuple[np.ndarray, str]]:
+                  part_ids, patches: dict[int, np.ndarray], broad: np.ndarray) -> dict[int, tuple[np.ndarray, str]]:
     """Hinges of the children with broad contacts (joints.broad_contact): their pivot may lie far
     from the contact's centre, where the tracker's pull holds it. Where the contact is also flat
     (joints.flat_contact: a lid), the hinge is on the edge of the contact patch
@@ -176,9 +176,7 @@ def _broad_hinges(vertices, labels, structure, motion, tracker, label_images, pr
     the diagonal: a separate lid), else the side whose rest positions stay the child's in the
     later frames."""
     size = float(np.linalg.norm(np.ptp(vertices, axis=0)))
-    patches = {c: contact_vertices(vertices, labels, c, structure.parent[c]) for c in range(len(structure.parent))
-               if structure.parent[c] >= 0}
-    broad = [c for c, p in patches.items() if broad_contact(vertices, labels, c, p)]
+    broad = [c for c in patches if broad[c]]
     if not broad:
         return {}
     flat = [c for c in broad if flat_contact(vertices, patches[c])]  # lids: the free fit may name the side
@@ -251,7 +249,8 @@ def _rig(job: JobDir, ctx: StageContext, mesh: dict, top_k: int) -> dict:
         part_ids = [int(u) + 1 for u in used]
         views = ViewSet.from_cameras(cams["views"], fits)
         fields = mask_fields(labels, present, part_ids)
-        first = track(wv, faces, vlab, s.parent, s.contact_centre, labels, present, part_ids, views, fields=fields)
+        first = track(wv, faces, vlab, s.parent, s.contact_centre, labels, present, part_ids, views, fields=fields,
+                      broad=broad_joints(wv, vlab, s.parent)[1])
         ctx.progress("rig", 3, 5, "lifting the parts again with every frame, tracking them")
         trust = np.exp(-(first.residual / TRUSTED_PX) ** 2)  # parts tracked badly vote little in the later frames
         v0 = votes0[:, used]
@@ -265,9 +264,11 @@ def _rig(job: JobDir, ctx: StageContext, mesh: dict, top_k: int) -> dict:
             vlab, conf = detach_strays(wv, faces, relabelled, n), conf_all
         s = build_structure(wv, faces, vlab, n)
         ctx.check()
+        patches, broad = broad_joints(wv, vlab, s.parent)
         motion, tracker = track(wv, faces, vlab, s.parent, s.contact_centre, labels, present, part_ids, views,
-                                start=first.world, fields=fields, rounds=1, keep=True)
-    hinges = _broad_hinges(wv, vlab, s, motion, tracker, labels, present, views, part_ids) if motion is not None else {}
+                                start=first.world, fields=fields, rounds=1, keep=True, broad=broad)
+    hinges = _broad_hinges(wv, vlab, s, motion, tracker, labels, present, views, part_ids, patches, broad) \
+        if motion is not None else {}
     joints, axes, info = place_joints(s, motion, wv, vlab, hinges)
     names = bone_names(s, wv, vlab)
     skel = build_bones(wv, vlab, s, joints, names, axes, info)

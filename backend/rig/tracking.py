@@ -18,9 +18,11 @@ Both are Cauchy-weighted, so a view with wrong colours pulls little.
 
 Solve (Levenberg–Marquardt): frame by frame first (root and rotations, pivots held at their
 current estimate, each frame starting from the last), then all frames and the pivots together,
-with a weak pull of each pivot towards the centre of its part's contact with the parent: a hinge
+with a pull of each pivot towards the centre of its part's contact with the parent: a hinge
 then keeps the point of its axis nearest the contact, and a joint the clip does not move keeps
-the contact.
+the contact. The pull is weak on clean masks and grows with their noise (as its 4th power: noisy
+masks over-turn thin parts and drag their pivots along), a broad contact's only as its square
+(a lid's pivot lies at the patch's edge, far from its centre).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ CONTOUR = 0.3  # |normal · view direction| below which a vertex is on the occlu
 CELL = 3  # px: the depth buffer's cell (visibility)
 ROBUST = 2.0  # px: scale of the Cauchy weights at the end of a solve (it starts wider: ANNEAL)
 ANNEAL = 16.0  # px: the first iteration's scale, halved every iteration down to ROBUST
+PRIOR_NOISE_POWER = 4  # a pivot's pull towards its contact grows as the masks' robust noise scale to this power...
+BROAD_NOISE_POWER = 2  # ...a broad contact's (a lid's) only as its square (Tracker.solve)
 
 
 @dataclass
@@ -136,7 +140,7 @@ class Tracker:
 
     def __init__(self, vertices, faces, labels, parent, pivots, label_images, present, part_ids, views: ViewSet,
                  prior: float = 10000.0, edge_points: int = 90, inner_points: int = 40, outline_points: int = 40,
-                 pool: int = 800, seed: int = 0, fields: list | None = None):
+                 pool: int = 800, seed: int = 0, fields: list | None = None, broad: np.ndarray | None = None):
         self.v = np.asarray(vertices, np.float64)
         self.faces = np.asarray(faces)
         self.labels = np.asarray(labels)
@@ -146,7 +150,8 @@ class Tracker:
         self.present = present
         self.n_t = label_images.shape[0]
         self.prior_unit = prior  # the pivots' pull per px² of residual noise (see solve)
-        self.prior = prior
+        self.broad = np.zeros(len(parent), bool) if broad is None else np.asarray(broad, bool)
+        self.prior = np.full(len(parent), float(prior))  # (P,) each pivot's pull, set per solve
         self.silhouette = len(part_ids)  # the whole object's mask comes after the parts'
         self.fields = fields or mask_fields(label_images, present, part_ids)
         adj = adjacency(len(self.v), faces).tocoo()
@@ -252,12 +257,17 @@ class Tracker:
     def _robust(self, x2: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
         return scale ** 2 * np.log1p(x2 / scale ** 2), 1.0 / (1.0 + x2 / scale ** 2)
 
+    def pull_cost(self) -> float:
+        """The pivots' pull towards their contacts: Σ prior_a |pivot_a − contact_a|² over the joints."""
+        j = self.skel.joints
+        return float(np.sum(self.prior[j] * np.sum((self.skel.pivots[j] - self.contact[j]) ** 2, axis=1)))
+
     def cost(self, frames: list[int]) -> float:
         c = 0.0
         for t in frames:
             d, _, _ = self.residuals(t, self.world(t))
             c += float(self._robust(d ** 2, self.scale)[0].sum())
-        return c + self.prior * float(np.sum((self.skel.pivots - self.contact)[self.skel.joints] ** 2))
+        return c + self.pull_cost()
 
     # --- the normal equations ------------------------------------------------------------------
     def _frame_terms(self, t: int, world: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -325,7 +335,7 @@ class Tracker:
         pivot_off = per * len(frames) if with_pivots else None
         H = np.zeros((n, n))
         b = np.zeros(n)
-        cost = self.prior * float(np.sum((sk.pivots - self.contact)[sk.joints] ** 2))
+        cost = self.pull_cost()
         for fi, t in enumerate(frames):
             world = self.world(t)
             d, D, y = self.residuals(t, world)
@@ -340,8 +350,8 @@ class Tracker:
         if with_pivots:
             for j, a in enumerate(sk.joints):
                 sl = pivot_off + 3 * j + np.arange(3)
-                H[np.ix_(sl, sl)] += self.prior * np.eye(3)
-                b[sl] += self.prior * (sk.pivots[a] - self.contact[a])
+                H[np.ix_(sl, sl)] += self.prior[a] * np.eye(3)
+                b[sl] += self.prior[a] * (sk.pivots[a] - self.contact[a])
         return H, b, cost
 
     def apply(self, frames: list[int], step: np.ndarray, with_pivots: bool) -> None:
@@ -377,10 +387,14 @@ class Tracker:
     def solve(self, frames: list[int], with_pivots: bool, iterations: int, anneal: bool = True) -> None:
         lam = 1e-3
         floor = self.robust_scale(frames)
-        # the pivots' pull towards the contacts grows with the masks' noise (residuals that wander
-        # together along a boundary carry less evidence than their count says) and is set for
-        # 576-pixel views (smaller views show the same motion in fewer pixels)
-        self.prior = self.prior_unit * (floor / ROBUST) ** 2 * (self.views.size[0] / 576) ** 2
+        # the pivots' pull towards the contacts grows with the masks' noise: residuals that wander
+        # together along a boundary carry less evidence than their count says, and noisy masks
+        # over-turn thin parts and drag their pivots along; a broad contact's pull grows more
+        # slowly (its pivot may lie at the patch's edge, far from the centre: a strong pull
+        # shrinks a lid's turn instead). Set for 576-pixel views (smaller views show the same
+        # motion in fewer pixels)
+        power = np.where(self.broad, BROAD_NOISE_POWER, PRIOR_NOISE_POWER)
+        self.prior = self.prior_unit * (floor / ROBUST) ** power * (self.views.size[0] / 576) ** 2
         for it in range(iterations):
             self.scale = max(floor, ANNEAL * 0.5 ** it) if anneal else floor
             H, b, cost = self.normal_equations(frames, with_pivots)

@@ -86,6 +86,24 @@ def test_broad_contact_hinge_lies_on_the_patch_edge_the_motion_names():
     assert np.linalg.norm(h - asset.joints[1]) < 0.02 * diag
 
 
+@pytest.mark.parametrize("name", ["chest_lid_piece", "chest", "humanoid", "spider"])
+def test_broad_joints_are_lids_and_stout_segments_never_limbs(name):
+    """broad_joints: a lid resting on its box touches it over its whole length (its pivot may lie
+    at the patch's edge, so the tracker pulls it less); so may a short stout segment of a spine
+    (its contact spans it); a limb segment (a sided part) touches its parent by a ring."""
+    from backend.rig.joints import broad_joints
+
+    asset = ASSETS[name][0]()
+    v, f, back = weld(asset.vertices.astype(float), asset.faces)
+    lab = np.zeros(len(v), int)
+    lab[back] = asset.labels
+    patches, is_broad = broad_joints(v, lab, asset.parents)
+    assert set(patches) == set(np.nonzero(asset.parents >= 0)[0])
+    names = {asset.names[k] for k in np.nonzero(is_broad)[0]}
+    assert ("lid" in names) == ("lid" in asset.names)
+    assert not {n for n in names if n.endswith((".L", ".R"))}, names
+
+
 @pytest.mark.parametrize("name,root", [("humanoid", "hips"), ("wolf", "hips"), ("spider", "cephalothorax"),
                                        ("dragon", "body"), ("bird", "body"), ("desk_lamp", "base"),
                                        ("robot_arm", "base"), ("chest", "box"), ("starfish", "disc"),
