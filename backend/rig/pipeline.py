@@ -167,7 +167,8 @@ def place_joints(structure, motion, vertices: np.ndarray, labels: np.ndarray,
 
 def _broad_hinges(vertices, labels, structure, motion, tracker, label_images, present, views,
                   part_ids, patches: dict[int, np.ndarray], broad: np.ndarray) -> dict[int, tuple[np.ndarray, str]]:
-    """Hinges of the children with broad contacts (joints.broad_contact): their pivot may lie far
+    """Hinges of the children with broad contacts (``broad`` (P,), ``patches`` their contact
+    patches: joints.broad_joints): their pivot may lie far
     from the contact's centre, where the tracker's pull holds it. Where the contact is also flat
     (joints.flat_contact: a lid), the hinge is on the edge of the contact patch
     (joints.hinge_on_contact); its side is the one the child's free rigid motion
@@ -176,13 +177,13 @@ def _broad_hinges(vertices, labels, structure, motion, tracker, label_images, pr
     the diagonal: a separate lid), else the side whose rest positions stay the child's in the
     later frames."""
     size = float(np.linalg.norm(np.ptp(vertices, axis=0)))
-    broad = [c for c in patches if broad[c]]
-    if not broad:
+    children = [c for c in patches if broad[c]]
+    if not children:
         return {}
-    flat = [c for c in broad if flat_contact(vertices, patches[c])]  # lids: the free fit may name the side
+    flat = [c for c in children if flat_contact(vertices, patches[c])]  # lids: the free fit may name the side
     world, cost_tracked, cost_free = free_motion(tracker, flat)
     out = {}
-    for c in broad:
+    for c in children:
         q = structure.parent[c]
         rel = np.einsum("tij,tjk->tik", np.linalg.inv(motion.world[:, q]), world[:, c])
         pts = vertices[labels == c]
