@@ -17,15 +17,22 @@ from scipy.spatial.transform import Rotation
 from .tracking import _cross, _Rows
 
 
-def _part_rows(rows: _Rows, part: int) -> _Rows:
-    m = rows.part == part
-    return _Rows(rows.view[m], rows.part[m], rows.mask[m], rows.vertex[m], rows.edge[m])
+def _part_rows(tracker, rows: _Rows, part: int) -> _Rows:
+    """The rows of the points on ``part`` (a seam's midpoint counts for the part whose mask it
+    edges)."""
+    m = tracker.labels[rows.vertex % len(tracker.v)] == part
+    return _Rows(rows.view[m], rows.part[m], rows.mask[m], rows.vertex[m], rows.edge[m], rows.other[m])
+
+
+def _rest_points(tracker, rows: _Rows) -> np.ndarray:
+    """The rows' points (R, 3) at rest (a seam's midpoint: of its two ends)."""
+    return 0.5 * (tracker.points[rows.vertex] + tracker.points[rows.other])
 
 
 def _residuals(tracker, t: int, rows: _Rows, pose: np.ndarray):
     """Signed distances (R,), d r / d y (R, 3) and posed points (R, 3) of ``rows`` moved by the
     one transform ``pose`` (4, 4)."""
-    y = tracker.v[rows.vertex] @ pose[:3, :3].T + pose[:3, 3]
+    y = _rest_points(tracker, rows) @ pose[:3, :3].T + pose[:3, 3]
     u = np.zeros((len(y), 2))
     du = np.zeros((len(y), 2, 3))
     for v, sl in rows.slices():
@@ -46,12 +53,12 @@ def fit_part(tracker, t: int, part: int, pose: np.ndarray, iterations: int = 10,
     """(pose (4, 4), cost at the start, cost at the end) of part ``part`` in frame t: its rows
     (selected by the tracker at the tracked motion) fitted by one rigid transform from ``pose``;
     the Cauchy scale anneals from ``anneal`` px, halving per iteration, down to ``scale``."""
-    rows = _part_rows(tracker.rows[t], part)
+    rows = _part_rows(tracker, tracker.rows[t], part)
     d0 = _residuals(tracker, t, rows, pose)[0] if len(rows.view) else np.zeros(0)
     start = robust_cost(d0, scale)
     if len(rows.view) < 12:
         return pose, start, start
-    centre = tracker.v[rows.vertex].mean(0)
+    centre = _rest_points(tracker, rows).mean(0)
     lam = 1e-3
     for it in range(iterations):
         s = max(scale, anneal * 0.5 ** it)
@@ -99,7 +106,7 @@ def free_motion(tracker, parts: list[int] | None = None,
         for k in moving:
             if t > 1:
                 carried = tracked[t, parent[k]] @ np.linalg.inv(tracked[t - 1, parent[k]]) @ world[t - 1, k]
-                rows = _part_rows(tracker.rows[t], k)
+                rows = _part_rows(tracker, tracker.rows[t], k)
                 if robust_cost(_residuals(tracker, t, rows, carried)[0], 2.0) < \
                         robust_cost(_residuals(tracker, t, rows, world[t, k])[0], 2.0):
                     world[t, k] = carried
@@ -109,7 +116,7 @@ def free_motion(tracker, parts: list[int] | None = None,
             for k in moving:
                 world[t, k] = fit_part(tracker, t, k, world[t, k])[0]
         for k in moving:
-            rows = _part_rows(tracker.rows[t], k)
+            rows = _part_rows(tracker, tracker.rows[t], k)
             cost_tracked[k] += robust_cost(_residuals(tracker, t, rows, tracked[t, k])[0], 2.0)
             cost_free[k] += robust_cost(_residuals(tracker, t, rows, world[t, k])[0], 2.0)
     return world, cost_tracked, cost_free

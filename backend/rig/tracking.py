@@ -9,15 +9,20 @@ pure rotation.
 
 Data, per view, from what the posed mesh shows there (visibility from a depth buffer):
 - parts: a part's visible vertices on the edge of its visible region (on the occluding contour,
-  or on the boundary with another part) should land on its mask's boundary, the others inside it
-  (masks.MaskField's signed distances);
+  or on the boundary with another part where the other side shows too) should land on its mask's
+  boundary, the others inside it (masks.MaskField's signed distances). On a part seam the point is
+  the seam's midpoint, posed by both parts where they are parent and child: a labelled image's
+  part boundary runs between the two parts' vertices, and the faces across it stretch as the
+  joint turns (a seam vertex itself lies half an edge, 2–5 px, inside its mask: a model error
+  that bent every fitted pivot even on clean images);
 - silhouette: vertices on the object's own outline should land on the outline of the whole
   object (all parts together): far steadier than part boundaries, which wander and bleed in
   generated images.
 Both are Cauchy-weighted, so a view with wrong colours pulls little.
 
 Solve (Levenberg–Marquardt): frame by frame first (root and rotations, pivots held at their
-current estimate, each frame starting from the last), then all frames and the pivots together,
+current estimate, each frame starting from the last: one frame's small turns cannot tell a
+pivot's shift from a turn), then all frames and the pivots together,
 with a pull of each pivot towards the centre of its part's contact with the parent: a hinge
 then keeps the point of its axis nearest the contact, and a joint the clip does not move keeps
 the contact. The pull is weak on clean masks and grows with their noise (as its 4th power: noisy
@@ -85,6 +90,12 @@ class Skeleton:
                 q = self.parent[q]
             self.ancestors.append(path[::-1])
         self.pivots = np.asarray(pivots, np.float64).copy()
+        self.is_ancestor = np.zeros((self.p, self.p), bool)  # [a, k]: a is a proper ancestor of k
+        for k in range(self.p):
+            q = self.parent[k]
+            while q >= 0:
+                self.is_ancestor[q, k] = True
+                q = self.parent[q]
 
     def forward(self, root: np.ndarray, local: np.ndarray) -> np.ndarray:
         """World transforms (P, 4, 4) from the root's (4, 4) and local rotations (P, 3, 3) about
@@ -103,13 +114,16 @@ class Skeleton:
 
 @dataclass
 class _Rows:
-    """One frame's residual points: view, part (that moves the point), mask (the part's, or the
-    whole object's: SILHOUETTE), vertex, and whether the point should lie on the mask's edge."""
+    """One frame's residual points: view, part (whose joints move the point: its Jacobian), mask
+    (the part's, or the whole object's: SILHOUETTE), vertex and other (indices into
+    Tracker.points: the point is the mean of the two, each moved by its own part; the same
+    index for a point on one part), and whether the point should lie on the mask's edge."""
     view: np.ndarray
     part: np.ndarray
     mask: np.ndarray
     vertex: np.ndarray
     edge: np.ndarray
+    other: np.ndarray
 
     def slices(self) -> list[tuple[int, slice]]:
         """(view, rows) for each run of equal views (rows come grouped by view); computed once."""
@@ -157,6 +171,23 @@ class Tracker:
         adj = adjacency(len(self.v), faces).tocoo()
         self.seam = np.zeros(len(self.v), bool)
         self.seam[adj.row[self.labels[adj.row] != self.labels[adj.col]]] = True
+        # residual points (2N, 3): the vertices, then where each vertex meets its mask's edge at
+        # rest (seam_points); an edge row is a seam's posed midpoint where the parts on its two
+        # sides are parent and child (the boundary runs between their vertices wherever the two
+        # turn), the rest midpoint moving with its part across a seam with another branch
+        self.points = np.concatenate([self.v, seam_points(self.v, adj, self.labels)])
+        self.partner = seam_partners(self.v, adj, self.labels)
+        n_v = len(self.v)
+        self._edge_a, self._edge_b = np.arange(n_v), np.arange(n_v)
+        self._edge_part = self.labels.copy()
+        own, across = self.labels, self.labels[self.partner]
+        lineal = self.skel.is_ancestor[own, across] | self.skel.is_ancestor[across, own]
+        pair = self.seam & lineal
+        self._edge_b[pair] = self.partner[pair]
+        self._edge_part[pair] = np.where(self.skel.is_ancestor[across, own], across, own)[pair]
+        other = self.seam & ~lineal
+        self._edge_a[other] += n_v
+        self._edge_b[other] += n_v
         self.normals = vertex_normals(self.v, faces)
         self.occluders = SurfaceSamples.of(self.v, self.faces, count=12000)
         self.rng = np.random.default_rng(seed)
@@ -165,6 +196,7 @@ class Tracker:
         self._allpool = np.concatenate(self.pool)
         self._pool_part = np.repeat(np.arange(p), [len(q) for q in self.pool])  # part of each pooled vertex
         self._pool_seam = self.seam[self._allpool]
+        self._pool_partner = self.partner[self._allpool]
         self.edge_points, self.inner_points, self.outline_points = edge_points, inner_points, outline_points
         self.root = np.tile(np.eye(4), (self.n_t, 1, 1))
         self.local = np.tile(np.eye(3), (self.n_t, p, 1, 1))
@@ -204,7 +236,10 @@ class Tracker:
             cos = (rot_normals[0] * ray[0] + rot_normals[1] * ray[1]) + rot_normals[2] * ray[2]
             contour_all = np.abs(cos) / np.sqrt((ray[0] * ray[0] + ray[1] * ray[1]) + ray[2] * ray[2]) < CONTOUR
             in_view = field.roi[v, :, 2] > 0  # the part's mask exists in this view
-            on_edge = self._pool_seam | contour_all
+            # a seam vertex is on its mask's edge only where the other side of the seam shows too
+            # (otherwise its own part hides the boundary there and its mask's edge lies elsewhere)
+            uq, dq = self.views.project(posed[self._pool_partner], v)
+            on_edge = (self._pool_seam & visible(uq, dq, zbuf, CELL)) | contour_all
             edge, inner, outline = (self._by_pool_part(vis_all & m) for m in
                                     (on_edge, ~on_edge, contour_all & outline_all))
             for k in np.nonzero(np.bincount(self._pool_part[vis_all], minlength=len(self.pool)) >= 3)[0]:
@@ -217,12 +252,18 @@ class Tracker:
                 heads.append((v, k, self.silhouette, True))
         if not groups:
             e = np.zeros(0, int)
-            self.rows[t] = _Rows(e, e, e, e, np.zeros(0, bool))
+            self.rows[t] = _Rows(e, e, e, e, np.zeros(0, bool), e)
             return
         n = [len(g) for g in groups]
         h = np.array([hd[:3] for hd in heads], np.int64).reshape(-1, 3)
-        self.rows[t] = _Rows(np.repeat(h[:, 0], n), np.repeat(h[:, 1], n), np.repeat(h[:, 2], n),
-                             np.concatenate(groups), np.repeat(np.array([hd[3] for hd in heads]), n))
+        vertex, part, mask = np.concatenate(groups), np.repeat(h[:, 1], n), np.repeat(h[:, 2], n)
+        edge = np.repeat(np.array([hd[3] for hd in heads]), n)
+        other = vertex.copy()
+        seam_row = edge & (mask != self.silhouette)  # a part's edge: where its seams and contours are
+        vs = vertex[seam_row]
+        part[seam_row], other[seam_row] = self._edge_part[vs], self._edge_b[vs]
+        vertex[seam_row] = self._edge_a[vs]
+        self.rows[t] = _Rows(np.repeat(h[:, 0], n), part, mask, vertex, edge, other)
 
     def _by_pool_part(self, chosen: np.ndarray) -> list[np.ndarray]:
         """The pooled vertices ``chosen`` (a mask over the pool), part by part, in pool order."""
@@ -245,8 +286,14 @@ class Tracker:
         return value
 
     def _residuals(self, t: int, r: _Rows, world: np.ndarray):
-        m = world[r.part]
-        y = np.einsum("rij,rj->ri", m[:, :3, :3], self.v[r.vertex]) + m[:, :3, 3]
+        n_v = len(self.v)
+        m = world[self.labels[r.vertex % n_v]]
+        y = np.einsum("rij,rj->ri", m[:, :3, :3], self.points[r.vertex]) + m[:, :3, 3]
+        pair = r.other != r.vertex
+        if pair.any():
+            mb = world[self.labels[r.other[pair] % n_v]]
+            yb = np.einsum("rij,rj->ri", mb[:, :3, :3], self.points[r.other[pair]]) + mb[:, :3, 3]
+            y[pair] = 0.5 * (y[pair] + yb)
         u, _, du = self.views.project_grouped(y, r.view, r.slices())
         d, g = self.fields[t].sample(u, r.view, r.mask)
         inner = ~r.edge & (d < 0)  # an interior point inside its mask costs nothing
@@ -299,10 +346,13 @@ class Tracker:
             cols = self._cols[key] = np.concatenate(parts)
         return cols
 
-    def _blocks(self, k: int, terms, y: np.ndarray, D: np.ndarray, with_pivots: bool) -> np.ndarray:
+    def _blocks(self, k: int, terms, y: np.ndarray, D: np.ndarray, with_pivots: bool,
+                share: np.ndarray | None = None) -> np.ndarray:
         """Jacobian (S, c) of residuals with d r / d y = D (S, 3) at posed points y (S, 3) of part
         k: root rotation and shift, every ancestor joint's rotation, and (with pivots) every
-        ancestor's pivot; columns as _columns. terms: _frame_terms of the frame."""
+        ancestor's pivot; columns as _columns. terms: _frame_terms of the frame. share (S,): how
+        much of each point k's own joint moves (½ for a seam's midpoint with k the child: its
+        other end stays with the parent), 1 when None."""
         c_root, pivot_world, bend = terms
         anc = self.skel.ancestors[k]
         J = np.empty((len(y), 6 + len(anc) * (6 if with_pivots else 3)))
@@ -323,6 +373,9 @@ class Tracker:
             if with_pivots:
                 J[:, col:col + 3] = D @ bend[a]
                 col += 3
+        if share is not None and anc and anc[-1] == k:
+            last = 6 + (len(anc) - 1) * (6 if with_pivots else 3)
+            J[:, last:] *= share[:, None]
         return J
 
     def normal_equations(self, frames: list[int], with_pivots: bool):
@@ -342,9 +395,11 @@ class Tracker:
             c, w = self._robust(d ** 2, self.scale)
             cost += float(c.sum())
             terms = self._frame_terms(t, world)
-            for k, m in self.rows[t].by_part().items():
+            r = self.rows[t]
+            share = np.where(r.other != r.vertex, 0.5, 1.0)
+            for k, m in r.by_part().items():
                 idx = self._columns(k, fi, per, pivot_off)
-                J = self._blocks(k, terms, y[m], D[m], with_pivots)
+                J = self._blocks(k, terms, y[m], D[m], with_pivots, share[m])
                 H[np.ix_(idx, idx)] += J.T @ (w[m, None] * J)
                 b[idx] += J.T @ (w[m] * d[m])
         if with_pivots:
@@ -414,16 +469,18 @@ class Tracker:
         self.scale = ROBUST
 
     # --- the whole fit -----------------------------------------------------------------------------
-    def run(self, frame_iterations: int = 8, joint_iterations: int = 6, rounds: int = 2) -> Motion:
-        """Frame by frame (each from the last; its rotations and the pivots), then all frames and
-        the pivots together (``rounds`` times, the data selected again each time)."""
+    def run(self, frame_iterations: int = 16, joint_iterations: int = 6, rounds: int = 2) -> Motion:
+        """Frame by frame (each from the last; the root and the rotations, the pivots held: one
+        frame's small turns cannot tell a pivot's shift from a turn, and a pivot moved there
+        sends the later frames' fits astray), then all frames and the pivots together
+        (``rounds`` times, the data selected again each time)."""
         frames = list(range(1, self.n_t))
         for t in frames:
             self.root[t], self.local[t] = self.root[t - 1], self.local[t - 1]
             self.select(t)
-            self.solve([t], True, frame_iterations // 2)
+            self.solve([t], False, frame_iterations // 2)
             self.select(t)  # visibility at the better pose
-            self.solve([t], True, frame_iterations - frame_iterations // 2)
+            self.solve([t], False, frame_iterations - frame_iterations // 2)
         return self.refine(joint_iterations, rounds)
 
     def start_from(self, world: np.ndarray, max_shift: float = 2.0) -> None:
@@ -484,6 +541,35 @@ class Tracker:
             sl = off + 3 * j + np.arange(3)
             sigma[a] = float(np.sqrt(max(np.linalg.eigvalsh(cov[np.ix_(sl, sl)])[-1], 0) * s2))
         return sigma
+
+
+def seam_points(vertices: np.ndarray, adj, labels: np.ndarray) -> np.ndarray:
+    """Where each vertex (N, 3) should meet its part's mask edge: a vertex on a part seam is
+    half-way to the other part's vertices next to it (the mean of its seam edges' midpoints), as
+    a labelled image's part boundary runs between differently labelled vertices, not through
+    them (at half an edge, 2–5 px in 576-px views, the seam vertices themselves would push two
+    parts apart); any other vertex is itself. adj: the mesh's vertex adjacency (COO)."""
+    v = np.asarray(vertices, np.float64)
+    cross = labels[adj.row] != labels[adj.col]
+    a, b = adj.row[cross], adj.col[cross]
+    count = np.bincount(a, minlength=len(v)).astype(np.float64)
+    half = np.stack([np.bincount(a, weights=0.5 * (v[b, i] - v[a, i]), minlength=len(v)) for i in range(3)], 1)
+    return v + half / np.maximum(count, 1.0)[:, None]
+
+
+def seam_partners(vertices: np.ndarray, adj, labels: np.ndarray) -> np.ndarray:
+    """(N,) for each vertex on a part seam its nearest neighbour across the seam (another
+    part's), for any other vertex itself. adj: the mesh's vertex adjacency (COO)."""
+    v = np.asarray(vertices, np.float64)
+    cross = labels[adj.row] != labels[adj.col]
+    a, b = adj.row[cross], adj.col[cross]
+    out = np.arange(len(v))
+    if len(a):
+        order = np.lexsort((np.linalg.norm(v[a] - v[b], axis=1), a))
+        a, b = a[order], b[order]
+        first = np.r_[True, a[1:] != a[:-1]]
+        out[a[first]] = b[first]
+    return out
 
 
 def mask_fields(label_images: np.ndarray, present: np.ndarray, part_ids: list[int]) -> list:

@@ -308,3 +308,43 @@ def test_hinged_lid_joint_moves_to_the_hinge(tmp_path, separate):
         assert "free rigid motion" in joint["from"]
     names = {b["name"] for b in skel["bones"]}
     assert {"base", "lid"} <= names
+
+
+def test_tracker_edge_points_meet_the_masks_at_the_true_motion(rigged, creature):
+    """At the oracle's own motion the tracker's edge points land on their masks' edges: a seam
+    point is the posed midpoint of the seam between a part and its parent (the labelled images'
+    boundary runs between the two parts' vertices, and the faces across it stretch as the joint
+    turns), not a seam vertex, which lies half an edge inside its mask. Model errors here bend
+    every fitted pivot, even on clean images."""
+    from scipy.spatial import cKDTree
+
+    from backend.parts.encoding import part_colours
+    from backend.rig.pipeline import _load_labels, read_cameras
+    from backend.rig.tracking import Tracker, mask_fields
+    from backend.rig.views import ViewSet
+    from backend.rig.weld import weld
+    from backend.sample.oracle import part_motion
+
+    cams = read_cameras(rigged)
+    centre, scale = np.asarray(cams["normalisation"]["centre"]), float(cams["normalisation"]["scale"])
+    v, faces, _ = weld((creature.vertices.astype(float) - centre) * scale, creature.faces)
+    labels = creature.labels[cKDTree((creature.vertices - centre) * scale).query(v)[1]]
+    lab = _load_labels(rigged)
+    n = len(creature.parents)
+    ids = cKDTree(lab["colours"].astype(float)).query(part_colours(creature.vertices, creature.labels, n))[1] + 1
+    joints = (creature.joints - centre) * scale
+    tr = Tracker(v, faces, labels, creature.parents, joints, lab["labels"], lab["present"], list(ids),
+                 ViewSet.from_cameras(cams["views"]), fields=mask_fields(lab["labels"], lab["present"], list(ids)))
+    t = 3
+    truth = part_motion(creature.parents, joints, t, 4)
+    root = int(np.nonzero(creature.parents < 0)[0][0])
+    tr.root[t] = truth[root]
+    for k in tr.skel.joints:
+        tr.local[t, k] = (np.linalg.inv(truth[creature.parents[k]]) @ truth[k])[:3, :3]
+    assert np.allclose(tr.world(t), truth, atol=1e-9)
+    tr.select(t)
+    d = tr.residuals(t, tr.world(t))[0]
+    r = tr.rows[t]
+    seam = r.edge & (r.mask != tr.silhouette) & tr.seam[r.vertex % len(v)]
+    assert seam.sum() > 500 and (r.other != r.vertex).sum() > 300
+    assert np.median(np.abs(d[seam])) < 0.75, np.median(np.abs(d[seam]))
