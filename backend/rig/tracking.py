@@ -43,6 +43,7 @@ from .mesh import adjacency, vertex_normals
 from .views import SurfaceSamples, ViewSet, splat_depth, visible
 
 CONTOUR = 0.3  # |normal · view direction| below which a vertex is on the occluding contour
+JUMP_DEG = 45.0  # a joint turning more than this between two frames is tried again (Tracker._unjump)
 CELL = 3  # px: the depth buffer's cell (visibility)
 ROBUST = 2.0  # px: scale of the Cauchy weights at the end of a solve (it starts wider: ANNEAL)
 ANNEAL = 16.0  # px: the first iteration's scale, halved every iteration down to ROBUST
@@ -481,7 +482,27 @@ class Tracker:
             self.solve([t], False, frame_iterations // 2)
             self.select(t)  # visibility at the better pose
             self.solve([t], False, frame_iterations - frame_iterations // 2)
+            self._unjump(t, frame_iterations // 2)
         return self.refine(joint_iterations, rounds)
+
+    def _unjump(self, t: int, iterations: int) -> None:
+        """Frame t solved again with every joint that turned more than JUMP_DEG since frame t − 1
+        put back at its turn there, the lower-cost fit kept: a round part (a hand flat against a
+        thigh) can spin to a look-alike pose in one frame that the next frames then follow."""
+        j = np.array(self.skel.joints, int)
+        if not len(j):
+            return
+        step = np.einsum("nji,njk->nik", self.local[t - 1, j], self.local[t, j])
+        jumped = j[np.degrees(Rotation.from_matrix(step).magnitude()) > JUMP_DEG]
+        if not len(jumped):
+            return
+        before, kept = self.cost([t]), (self.root[t].copy(), self.local[t].copy())
+        self.local[t, jumped] = self.local[t - 1, jumped]
+        self.select(t)
+        self.solve([t], False, iterations)
+        if self.cost([t]) >= before:
+            self.root[t], self.local[t] = kept
+            self.select(t)
 
     def start_from(self, world: np.ndarray, max_shift: float = 2.0) -> None:
         """Take over a motion fitted with another tree or other labels: world (T, P, 4, 4) per
