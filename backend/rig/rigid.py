@@ -20,7 +20,7 @@ from .tracking import _cross, _Rows
 def _part_rows(tracker, rows: _Rows, part: int) -> _Rows:
     """The rows of the points on ``part`` (a seam's midpoint counts for the part whose mask it
     edges)."""
-    m = tracker.labels[rows.vertex % len(tracker.v)] == part
+    m = tracker.point_part[rows.vertex] == part
     return _Rows(rows.view[m], rows.part[m], rows.mask[m], rows.vertex[m], rows.edge[m], rows.other[m])
 
 

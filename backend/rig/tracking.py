@@ -170,14 +170,16 @@ class Tracker:
         self.silhouette = len(part_ids)  # the whole object's mask comes after the parts'
         self.fields = fields or mask_fields(label_images, present, part_ids)
         adj = adjacency(len(self.v), faces).tocoo()
+        a, b = seam_edges(adj, self.labels)
         self.seam = np.zeros(len(self.v), bool)
-        self.seam[adj.row[self.labels[adj.row] != self.labels[adj.col]]] = True
+        self.seam[a] = True
         # residual points (2N, 3): the vertices, then where each vertex meets its mask's edge at
         # rest (seam_points); an edge row is a seam's posed midpoint where the parts on its two
         # sides are parent and child (the boundary runs between their vertices wherever the two
         # turn), the rest midpoint moving with its part across a seam with another branch
-        self.points = np.concatenate([self.v, seam_points(self.v, adj, self.labels)])
-        self.partner = seam_partners(self.v, adj, self.labels)
+        self.points = np.concatenate([self.v, seam_points(self.v, a, b)])
+        self.point_part = np.concatenate([self.labels, self.labels])  # (2N,) the part moving each point
+        self.partner = seam_partners(self.v, a, b)
         n_v = len(self.v)
         self._edge_a, self._edge_b = np.arange(n_v), np.arange(n_v)
         self._edge_part = self.labels.copy()
@@ -287,12 +289,11 @@ class Tracker:
         return value
 
     def _residuals(self, t: int, r: _Rows, world: np.ndarray):
-        n_v = len(self.v)
-        m = world[self.labels[r.vertex % n_v]]
+        m = world[self.point_part[r.vertex]]
         y = np.einsum("rij,rj->ri", m[:, :3, :3], self.points[r.vertex]) + m[:, :3, 3]
         pair = r.other != r.vertex
         if pair.any():
-            mb = world[self.labels[r.other[pair] % n_v]]
+            mb = world[self.point_part[r.other[pair]]]
             yb = np.einsum("rij,rj->ri", mb[:, :3, :3], self.points[r.other[pair]]) + mb[:, :3, 3]
             y[pair] = 0.5 * (y[pair] + yb)
         u, _, du = self.views.project_grouped(y, r.view, r.slices())
@@ -564,26 +565,29 @@ class Tracker:
         return sigma
 
 
-def seam_points(vertices: np.ndarray, adj, labels: np.ndarray) -> np.ndarray:
+def seam_edges(adj, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mesh's edges across part seams, both ways: (a, b) vertex indices with labels[a] !=
+    labels[b]. adj: the mesh's vertex adjacency (COO)."""
+    cross = labels[adj.row] != labels[adj.col]
+    return adj.row[cross], adj.col[cross]
+
+
+def seam_points(vertices: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Where each vertex (N, 3) should meet its part's mask edge: a vertex on a part seam is
     half-way to the other part's vertices next to it (the mean of its seam edges' midpoints), as
     a labelled image's part boundary runs between differently labelled vertices, not through
     them (at half an edge, 2–5 px in 576-px views, the seam vertices themselves would push two
-    parts apart); any other vertex is itself. adj: the mesh's vertex adjacency (COO)."""
+    parts apart); any other vertex is itself. a, b: the seam edges (seam_edges)."""
     v = np.asarray(vertices, np.float64)
-    cross = labels[adj.row] != labels[adj.col]
-    a, b = adj.row[cross], adj.col[cross]
     count = np.bincount(a, minlength=len(v)).astype(np.float64)
     half = np.stack([np.bincount(a, weights=0.5 * (v[b, i] - v[a, i]), minlength=len(v)) for i in range(3)], 1)
     return v + half / np.maximum(count, 1.0)[:, None]
 
 
-def seam_partners(vertices: np.ndarray, adj, labels: np.ndarray) -> np.ndarray:
+def seam_partners(vertices: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(N,) for each vertex on a part seam its nearest neighbour across the seam (another
-    part's), for any other vertex itself. adj: the mesh's vertex adjacency (COO)."""
+    part's), for any other vertex itself. a, b: the seam edges (seam_edges)."""
     v = np.asarray(vertices, np.float64)
-    cross = labels[adj.row] != labels[adj.col]
-    a, b = adj.row[cross], adj.col[cross]
     out = np.arange(len(v))
     if len(a):
         order = np.lexsort((np.linalg.norm(v[a] - v[b], axis=1), a))
