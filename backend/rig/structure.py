@@ -81,6 +81,28 @@ def surface_samples(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray,
     return np.concatenate([pts, vertices]), np.concatenate([labels[faces[fi, 0]], labels])
 
 
+def cross_part_pairs(points: np.ndarray, labels: np.ndarray, reach: float) -> np.ndarray:
+    """(K, 2) index pairs of points (S, 3) of different parts (labels (S,)) closer than ``reach``:
+    a KD-tree per part, queried only against the parts whose boxes come that close. The same
+    pairs as one tree's ``query_pairs`` filtered to different labels, without enumerating the
+    many pairs inside a part (20 per cross pair on the spider)."""
+    from scipy.spatial import cKDTree
+
+    ids = [np.nonzero(labels == p)[0] for p in np.unique(labels)]
+    trees = [cKDTree(points[i]) for i in ids]
+    lo = np.array([points[i].min(0) for i in ids])
+    hi = np.array([points[i].max(0) for i in ids])
+    out = [np.zeros((0, 2), np.int64)]
+    for a in range(len(ids)):
+        for b in range(a + 1, len(ids)):
+            if (lo[a] > hi[b] + reach).any() or (lo[b] > hi[a] + reach).any():
+                continue
+            m = trees[a].sparse_distance_matrix(trees[b], reach, output_type="ndarray")
+            if len(m):
+                out.append(np.stack([ids[a][m["i"]], ids[b][m["j"]]], 1))
+    return np.concatenate(out)
+
+
 def contacts(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, n: int,
              reach: float = 0.015, samples: tuple[np.ndarray, np.ndarray] | None = None
              ) -> tuple[np.ndarray, np.ndarray]:
@@ -88,8 +110,6 @@ def contacts(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, n: int
     ≥ 1 per edge), else surface points of the two parts closer than ``reach`` × the diagonal
     (strength < 1, so that a shared boundary always wins). ``samples``: surface_samples' output
     when the caller has it already."""
-    from scipy.spatial import cKDTree
-
     adj = adjacency(len(vertices), faces).tocoo()
     a, b = labels[adj.row], labels[adj.col]
     m = a != b
@@ -100,15 +120,13 @@ def contacts(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, n: int
     np.add.at(centre_sum, (a[m], b[m]), mid)
     diag = float(np.linalg.norm(np.ptp(vertices, axis=0)))
     pts, lab = samples if samples is not None else surface_samples(vertices, faces, labels)
-    tree = cKDTree(pts)
-    pairs = tree.query_pairs(reach * diag, output_type="ndarray")
+    pairs = cross_part_pairs(pts, lab, reach * diag)
     near = np.zeros((n, n))
     near_sum = np.zeros((n, n, 3))
     if len(pairs):
         la, lb = lab[pairs[:, 0]], lab[pairs[:, 1]]
-        k = la != lb
-        pm = 0.5 * (pts[pairs[k, 0]] + pts[pairs[k, 1]])
-        for x, y in ((la[k], lb[k]), (lb[k], la[k])):
+        pm = 0.5 * (pts[pairs[:, 0]] + pts[pairs[:, 1]])
+        for x, y in ((la, lb), (lb, la)):
             np.add.at(near, (x, y), 1.0)
             np.add.at(near_sum, (x, y), pm)
     use_near = (strength == 0) & (near > 0)
