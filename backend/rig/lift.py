@@ -12,6 +12,7 @@ support.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components, dijkstra
@@ -33,6 +34,18 @@ def similarity_fit(src_mask: np.ndarray, dst_mask: np.ndarray) -> tuple[float, n
     return float(np.sqrt(a1 / a0)), c0, c1
 
 
+def moved_buffer(buf: np.ndarray, s: float, c_src: np.ndarray, c_dst: np.ndarray) -> np.ndarray:
+    """A face buffer (H, W) int32 (-1: background) moved by the 2D similarity x_dst = c_dst + s
+    (x_src − c_src), each pixel taking the face under its nearest source pixel: what rendering the
+    moved projection again would give up to half a pixel at the faces' edges, at the cost of one
+    image lookup instead of a face-by-face fill (the second render was ~40 % of the lift)."""
+    m = np.array([[1 / s, 0.0, c_src[0] - c_dst[0] / s], [0.0, 1 / s, c_src[1] - c_dst[1] / s]])
+    moved = cv2.warpAffine(buf.astype(np.float32), m, (buf.shape[1], buf.shape[0]),
+                           flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
+                           borderValue=-1.0)
+    return moved.astype(np.int32)
+
+
 def view_votes(vertices: np.ndarray, faces: np.ndarray, cam: dict, label_img: np.ndarray, n_labels: int,
                fit: bool = True) -> tuple[np.ndarray, tuple]:
     """Votes (N, n_labels) of one labelled view (label 0 = background, ignored) and the 2D
@@ -50,7 +63,7 @@ def view_votes(vertices: np.ndarray, faces: np.ndarray, cam: dict, label_img: np
         s, c0, c1 = similarity_fit(buf >= 0, label_img > 0)
         if abs(s - 1) > 1e-3 or np.abs(c1 - c0).max() > 0.25:
             uv = c1 + s * (uv - c0)
-            buf = face_index_buffer(uv, depth, faces, (h, w))
+            buf = moved_buffer(buf, s, c0, c1)
             sim = (s, c0, c1)
     ys, xs, vert = nearest_corner(buf, uv, faces, (label_img > 0) & (label_img <= n_labels))
     votes = np.zeros((len(vertices), n_labels))

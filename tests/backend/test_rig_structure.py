@@ -15,6 +15,7 @@ from backend.rig.structure import (
     between,
     build_structure,
     contacts,
+    cross_part_pairs,
     detach_strays,
     end_to_end,
     find_symmetry,
@@ -493,6 +494,46 @@ def test_lifting_keeps_a_tiny_piece_every_view_names():
     assert not view_agreement(tops, lab)[20:22].any()
     assert (clean_labels(adj, lab, 2, votes=votes, agreed=view_agreement(tops, lab))[20:22] == 0).all()
 
+
+def test_cross_part_pairs_are_the_close_pairs_of_different_parts(humanoid):
+    """The per-part trees find exactly the pairs one tree's query_pairs finds, less those within
+    a part."""
+    from scipy.spatial import cKDTree
+
+    from backend.rig.structure import surface_samples
+
+    v = humanoid.vertices.astype(float)
+    pts, lab = surface_samples(v, humanoid.faces, humanoid.labels, count=4000)
+    reach = 0.015 * float(np.linalg.norm(np.ptp(v, 0)))
+    every = cKDTree(pts).query_pairs(reach, output_type="ndarray")
+    want = {tuple(sorted(p)) for p in every[lab[every[:, 0]] != lab[every[:, 1]]].tolist()}
+    got = cross_part_pairs(pts, lab, reach)
+    assert len(got) == len(want) > 100
+    assert {tuple(sorted(p)) for p in got.tolist()} == want
+
+
+def test_a_moved_face_buffer_is_the_moved_projection_rendered_again(humanoid):
+    """lift.moved_buffer (one lookup) labels the pixels as rendering the similarity-moved
+    projection again does: the same outline within a pixel, and under each pixel the same part's
+    vertex nearest to it (its face may be the next one over where faces are a pixel or two wide)."""
+    from backend.raster import face_index_buffer, nearest_corner
+    from backend.rig.lift import moved_buffer
+
+    v = humanoid.vertices.astype(float)
+    front = v[:, [0, 2]] * [1, -1]  # x right, z up, looking along +y
+    uv = (front - front.min(0)) / np.ptp(front).max() * 400 + 80
+    depth = v[:, 1] + 10
+    s, c0, c1 = 1.03, np.array([300.0, 290.0]), np.array([302.4, 287.1])
+    uv_moved = c1 + s * (uv - c0)
+    again = face_index_buffer(uv_moved, depth, humanoid.faces, (576, 576))
+    moved = moved_buffer(face_index_buffer(uv, depth, humanoid.faces, (576, 576)), s, c0, c1)
+    covered = again >= 0
+    assert 0 < ((moved >= 0) != covered).sum() < 0.03 * covered.sum()  # the outline, a pixel at most
+    both = covered & (moved >= 0)
+    _, _, near_again = nearest_corner(again, uv_moved, humanoid.faces, both)
+    _, _, near_moved = nearest_corner(moved, uv_moved, humanoid.faces, both)
+    assert (humanoid.labels[near_again] == humanoid.labels[near_moved]).mean() > 0.98
+    assert (near_again == near_moved).mean() > 0.7
 
 def test_metrics_match_parts_and_score_the_tree():
     gt = np.r_[np.zeros(10), np.ones(10), np.full(10, 2)].astype(int)
