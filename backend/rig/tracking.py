@@ -241,8 +241,10 @@ class Tracker:
             in_view = field.roi[v, :, 2] > 0  # the part's mask exists in this view
             # a seam vertex is on its mask's edge only where the other side of the seam shows too
             # (otherwise its own part hides the boundary there and its mask's edge lies elsewhere)
-            uq, dq = self.views.project(posed[self._pool_partner], v)
-            on_edge = (self._pool_seam & visible(uq, dq, zbuf, CELL)) | contour_all
+            seam_seen = self._pool_seam.copy()  # where the vertex across the seam shows
+            uq, dq = self.views.project(posed[self._pool_partner[seam_seen]], v)
+            seam_seen[seam_seen] = visible(uq, dq, zbuf, CELL)
+            on_edge = seam_seen | contour_all
             edge, inner, outline = (self._by_pool_part(vis_all & m) for m in
                                     (on_edge, ~on_edge, contour_all & outline_all))
             for k in np.nonzero(np.bincount(self._pool_part[vis_all], minlength=len(self.pool)) >= 3)[0]:
