@@ -3,7 +3,8 @@
 torch.compile with inductor's on-disk caches still has every new process trace each compiled
 method with dynamo and rebuild its guards before it finds the cached graph (~26 s for the 41
 graphs of ``compile: layers`` on an H200, docs/perf.md row 55). Experimental: the setting
-``compiled_graphs: saved`` turns it on; it is verified on the CPU, not yet measured on a GPU. torch's AOT precompile
+``compiled_graphs: saved`` turns it on; verified on the CPU; on a GPU its first job is measured in
+docs/perf.md rows 56, 60 and 61. torch's AOT precompile
 (``torch.compile(fn, fullgraph=True).aot_compile``) saves the traced bytecode, the guards and the
 compiled graph in one artifact; ``torch.compiler.load_compiled_function`` brings it back.
 
@@ -21,6 +22,7 @@ own, never a downloaded one.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import threading
@@ -64,13 +66,20 @@ def available() -> bool:
 
 
 def _describe(v) -> str:
-    """One argument as the key sees it: a tensor by its metadata, anything else by its value."""
+    """One argument as the key sees it: a tensor by its metadata, containers and dataclasses
+    (unet_blocks.UNetContext) field by field, anything else by its value. A dataclass by its
+    ``repr`` would print its tensors' values, so every sampling step (a new time embedding) would
+    ask for a graph of its own: a first job compiled again instead of loading
+    (docs/perf.md row 60)."""
     if isinstance(v, torch.Tensor):
         return f"T{tuple(v.shape)}{v.stride()}{v.dtype}{v.device}{v.requires_grad}"
     if isinstance(v, (tuple, list)):
         return "(" + ",".join(_describe(x) for x in v) + ")"
     if isinstance(v, dict):
         return "{" + ",".join(f"{k}:{_describe(x)}" for k, x in sorted(v.items())) + "}"
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        fields = ",".join(f"{f.name}={_describe(getattr(v, f.name))}" for f in dataclasses.fields(v))
+        return f"{type(v).__qualname__}({fields})"
     return repr(v)
 
 

@@ -571,6 +571,28 @@ print(json.dumps({"stats": STORES[0].stats,
 """
 
 
+def test_a_saved_graphs_key_reads_the_unet_context_by_its_tensors_shapes_not_values(tmp_path):
+    """A UNet block's call carries a UNetContext (a dataclass of tensors): its key must not change
+    with the tensors' values (each sampling step's time embedding), or every step of every job
+    compiles a graph of its own instead of loading the saved one; shapes still tell calls apart."""
+    from backend.sp4d.precompiled import SavedGraphs
+    from backend.sp4d.unet_blocks import UNetContext
+
+    store = SavedGraphs(tmp_path / "saved")
+    module = torch.nn.Linear(2, 2)
+
+    def ctx(n_time: int, seed: int) -> UNetContext:
+        g = torch.Generator().manual_seed(seed)
+        v = 8 // n_time
+        return UNetContext(torch.randn(8, 16, generator=g), torch.randn(1, n_time, 4, generator=g),
+                           torch.randn(v, 4, 3, 3, generator=g), n_time, v)
+
+    x = torch.randn(8, 4, 3, 3)
+    step = [store.key(module, "forward", (x, ctx(4, seed)), {}) for seed in (0, 1)]
+    assert step[0] == step[1]
+    assert store.key(module, "forward", (x, ctx(2, 0)), {}) != step[0]
+
+
 @pytest.mark.skipif(not any(map(__import__("shutil").which, ("g++", "c++", "clang++"))), reason="no C++ compiler")
 def test_saved_graphs_are_loaded_by_a_second_process_without_tracing(tmp_path):
     """compiled_graphs 'saved' (precompiled.py): the first process compiles the decoder's graphs
