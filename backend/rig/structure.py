@@ -281,7 +281,8 @@ def choose_root(tree: np.ndarray, vertices: np.ndarray, labels: np.ndarray, cent
 
     def a_is_head():
         dz = centroids[a, 2] - centroids[b, 2]
-        if abs(dz) > 0.15 * height:  # an upright body: the higher end
+        along = float(np.linalg.norm(centroids[a, :2] - centroids[b, :2]))
+        if abs(dz) > 0.15 * height and abs(dz) > along:  # an upright body (steeper than 45°): the higher end
             return dz > 0
         if is_hub(a) != is_hub(b):  # a horizontal body whose limbs hang from one end: that is the front
             return is_hub(a)

@@ -162,6 +162,22 @@ def test_the_largest_part_is_not_the_root():
     assert a.names[s.root] == "hips" and np.array_equal(s.parent, a.parents)
 
 
+def test_a_flat_body_whose_abdomen_rides_higher_keeps_its_head_in_front():
+    """A spider whose abdomen sits higher than its cephalothorax (by more than 15 % of its height,
+    the body still far longer than it rises) is a horizontal body: its head end is the end its legs
+    hang from, not the higher one (an artist's spider took its raised abdomen for a head and hung
+    the body from the head)."""
+    a = build_asset(SPIDER, 120, blend=0.01)
+    v = a.vertices.astype(float).copy()
+    v[a.labels == a.names.index("abdomen"), 2] += 0.12
+    vw, f, back = weld(v, a.faces)
+    lab = np.zeros(len(vw), int)
+    lab[back] = a.labels
+    s = build_structure(vw, f, lab, len(a.names))
+    front = a.names.index("cephalothorax")
+    assert s.root == front and s.head == front
+    assert bone_names(s, vw, lab)[a.names.index("abdomen")] != "head"
+
 def test_left_limbs_never_hang_from_right_ones():
     a = build_asset(WOLF, 90, blend=0.02)
     s, _, _ = _structure(a)
