@@ -178,6 +178,7 @@ def test_a_flat_body_whose_abdomen_rides_higher_keeps_its_head_in_front():
     assert s.root == front and s.head == front
     assert bone_names(s, vw, lab)[a.names.index("abdomen")] != "head"
 
+
 def test_left_limbs_never_hang_from_right_ones():
     a = build_asset(WOLF, 90, blend=0.02)
     s, _, _ = _structure(a)
@@ -550,6 +551,7 @@ def test_a_moved_face_buffer_is_the_moved_projection_rendered_again(humanoid):
     _, _, near_moved = nearest_corner(moved, uv_moved, humanoid.faces, both)
     assert (humanoid.labels[near_again] == humanoid.labels[near_moved]).mean() > 0.98
     assert (near_again == near_moved).mean() > 0.7
+
 
 def test_metrics_match_parts_and_score_the_tree():
     gt = np.r_[np.zeros(10), np.ones(10), np.full(10, 2)].astype(int)
