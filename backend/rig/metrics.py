@@ -129,6 +129,17 @@ def deformation_error(vertices: np.ndarray, truth_weights: np.ndarray, gt_parent
     return float(100.0 * np.mean(errs) / diag)
 
 
+def clip_error(vertices: np.ndarray, truth_posed: np.ndarray, weights: np.ndarray, frames: np.ndarray,
+               diag: float) -> float:
+    """How far the rig's own keyframes are from the clip: mean distance (% of ``diag``) between
+    the rest ``vertices`` (N, 3) skinned by ``weights`` (N, B) with each frame's bone transforms
+    ``frames`` (F, B, 4, 4) and the clip's posed vertices ``truth_posed`` (F, N, 3). Unlike
+    deformation_error it reads the tracked motion itself: the animation an artist is handed."""
+    errs = [np.linalg.norm(skin(vertices, weights, f) - p, axis=1).mean() for f, p in zip(frames, truth_posed,
+                                                                                           strict=True)]
+    return float(100.0 * np.mean(errs) / diag) if errs else 0.0
+
+
 def _subtree(parents: np.ndarray, r: int) -> list[int]:
     out, stack = [], [r]
     while stack:
