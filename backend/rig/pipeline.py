@@ -271,6 +271,14 @@ def _rig(job: JobDir, ctx: StageContext, mesh: dict, top_k: int) -> dict:
     hinges = _broad_hinges(wv, vlab, s, motion, tracker, labels, present, views, part_ids, patches, broad) \
         if motion is not None else {}
     joints, axes, info = place_joints(s, motion, wv, vlab, hinges)
+    hinged = [k for k in range(n) if "from" in info[k]]  # placed on a broad contact's edge (a lid's hinge)
+    if hinged:  # tracked about its contact's centre, the lid turned short and its box tilted instead
+        ctx.check()
+        about = s.contact_centre.copy()
+        about[hinged] = joints[hinged]
+        motion = track(wv, faces, vlab, s.parent, about, labels, present, part_ids, views, fields=fields, rounds=1,
+                       broad=broad)
+        joints, axes, info = place_joints(s, motion, wv, vlab, hinges)
     names = bone_names(s, wv, vlab)
     skel = build_bones(wv, vlab, s, joints, names, axes, info)
     # normalised space -> world -> the mesh's object space

@@ -314,6 +314,9 @@ def test_hinged_lid_joint_moves_to_the_hinge(tmp_path, separate):
     assert np.linalg.norm(np.array(joint["position"]) - a.joints[1]) / diag < 0.03
     if separate:
         assert "free rigid motion" in joint["from"]
+        # its keyframes open it about that hinge, as the clip does: tracked about the contact's
+        # centre, the lid turned a few degrees and the box tilted instead (5 % of the diagonal off)
+        assert max(_clip_errors(job, a)) < 0.01
     names = {b["name"] for b in skel["bones"]}
     assert {"base", "lid"} <= names
 
