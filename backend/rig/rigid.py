@@ -33,10 +33,7 @@ def _residuals(tracker, t: int, rows: _Rows, pose: np.ndarray):
     """Signed distances (R,), d r / d y (R, 3) and posed points (R, 3) of ``rows`` moved by the
     one transform ``pose`` (4, 4)."""
     y = _rest_points(tracker, rows) @ pose[:3, :3].T + pose[:3, 3]
-    u = np.zeros((len(y), 2))
-    du = np.zeros((len(y), 2, 3))
-    for v, sl in rows.slices():
-        u[sl], _, du[sl] = tracker.views.project(y[sl], v, jacobian=True)
+    u, _, du = tracker.views.project_grouped(y, rows.view, rows.slices())
     d, g = tracker.fields[t].sample(u, rows.view, rows.mask)
     inner = ~rows.edge & (d < 0)  # an interior point inside its mask costs nothing
     d = np.where(inner, 0.0, d)
