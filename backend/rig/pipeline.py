@@ -24,6 +24,7 @@ from ..settings import settings_of
 from .joints import broad_joints, fit_pivot, flat_contact, hinge_on_contact, mirror_joints
 from .lift import frame_votes, labels_from_votes, lift_labels
 from .naming import bone_names
+from .reparent import in_doubt, motion_parents
 from .rigid import free_motion
 from .skeleton import build_bones, roll_for_x_axis
 from .structure import build_structure, detach_strays
@@ -268,6 +269,14 @@ def _rig(job: JobDir, ctx: StageContext, mesh: dict, top_k: int) -> dict:
         patches, broad = broad_joints(wv, vlab, s.parent)
         motion, tracker = track(wv, faces, vlab, s.parent, s.contact_centre, labels, present, part_ids, views,
                                 start=first.world, fields=fields, rounds=1, keep=True, broad=broad)
+        doubt = in_doubt(s)
+        moves = motion_parents(s, motion.world, free_motion(tracker, doubt)[0]) if doubt else {}
+        if moves:  # a child its contacts hung from the wrong one of two parts: tracked again on the new tree
+            ctx.check()
+            s = s.rehung(moves)
+            patches, broad = broad_joints(wv, vlab, s.parent)
+            motion, tracker = track(wv, faces, vlab, s.parent, s.contact_centre, labels, present, part_ids, views,
+                                    start=motion.world, fields=fields, rounds=1, keep=True, broad=broad)
     hinges = _broad_hinges(wv, vlab, s, motion, tracker, labels, present, views, part_ids, patches, broad) \
         if motion is not None else {}
     joints, axes, info = place_joints(s, motion, wv, vlab, hinges)

@@ -21,7 +21,7 @@ the tree.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -50,6 +50,29 @@ class Structure:
     base: bool  # the root is a base standing on the ground
     head: int  # the head part of a creature's spine chain, -1 if none
     spine: list[int]  # the spine chain from the root's far end to the head (mid parts), may be empty
+    pair_weight: np.ndarray  # (P, P) the contacts as the tree weighed them (between, end to end, mirrored)
+    pair_centre: np.ndarray  # (P, P, 3) centre of each pair's contact (nan where none)
+
+    def subtree(self, k: int) -> np.ndarray:
+        """(P,) bool: part k and every part below it."""
+        inside = np.zeros(len(self.parent), bool)
+        inside[k] = True
+        grew = True
+        while grew:
+            more = (self.parent >= 0) & inside[np.maximum(self.parent, 0)] & ~inside
+            inside |= more
+            grew = bool(more.any())
+        return inside
+
+    def rehung(self, moves: dict[int, int]) -> Structure:
+        """The structure with each child k of ``moves`` hung from moves[k] instead (its subtree
+        with it), its joint's contact centre the new pair's."""
+        parent, cc = self.parent.copy(), self.contact_centre.copy()
+        for k, q in moves.items():
+            parent[k] = q
+            if np.isfinite(self.pair_centre[k, q]).all():
+                cc[k] = self.pair_centre[k, q]
+        return replace(self, parent=parent, contact_centre=cc)
 
 
 def part_stats(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, n: int):
@@ -509,4 +532,5 @@ def build_structure(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray,
             dd, j = cKDTree(vp).query(vc)
             i = int(np.argmin(dd))
             cc[c] = 0.5 * (vc[i] + vp[j[i]])
-    return Structure(parent, root, side, axis, mirror_of, weight, cc, cent, areas, sizes, base, head, spine)
+    return Structure(parent, root, side, axis, mirror_of, weight, cc, cent, areas, sizes, base, head, spine,
+                     pair_weight, centre)

@@ -562,3 +562,55 @@ def test_metrics_match_parts_and_score_the_tree():
     gt_parents = np.array([-1, 0, 1])
     assert metrics.tree_correctness(np.array([1, -1, 0]), best, owner, gt_parents) == (True, 2, 2)
     assert metrics.tree_correctness(np.array([-1, 0, 0]), best, owner, gt_parents) == (False, 1, 2)
+
+
+def test_a_limb_touching_two_parts_about_as_much_may_hang_from_either_on_its_side(humanoid):
+    """The parent candidates that the clip's motion may choose between (reparent.candidates): a
+    sided child's other contacts at least CLOSE × its parent's, on its side or the middle, never
+    below it; a mid child's only mid ones; and rehung moves a child with its subtree and gives its
+    joint the new contact's centre."""
+    from backend.rig.reparent import candidates
+    from backend.rig.structure import LEFT, RIGHT
+
+    s, _, _ = _structure(humanoid)
+    names = list(humanoid.names)
+    hand = names.index("hand.L")
+    w = s.pair_weight.copy()
+    forearm, chest, thigh_r = s.parent[hand], names.index("chest"), names.index("thigh.R")
+    for other in (chest, thigh_r, names.index("hand.R")):  # a hand touching the chest and the other side
+        w[hand, other] = w[other, hand] = w[hand, forearm]
+    s2 = dataclasses.replace(s, pair_weight=w)
+    got = {a for c, a in candidates(s2) if c == hand}
+    assert chest in got and thigh_r not in got and names.index("hand.R") not in got
+    assert s.side[hand] == LEFT and s.side[thigh_r] == RIGHT
+    for c, a in candidates(s2):
+        assert not s2.subtree(c)[a] and (s2.side[c] != MID or s2.side[a] == MID) and c not in s2.spine
+    moved = s2.rehung({forearm: chest})
+    assert moved.parent[forearm] == chest and moved.parent[hand] == forearm
+    assert moved.subtree(chest)[hand] and not moved.subtree(s.parent[forearm])[hand]
+    assert np.allclose(moved.contact_centre[forearm], s.pair_centre[forearm, chest])
+
+
+def test_arms_hung_from_the_head_go_back_to_the_chest_they_turn_about(humanoid):
+    """Arms that the contacts hung from the head (as the chibi Knight's, whose shoulders touch its
+    oversized head as much as its chest) go back to the chest: relative to the chest the arm's own
+    motion turns about one point, relative to the head it also carries the head's turn
+    (reparent.motion_parents; the clip's motion here is the oracle's, about the true pivots).
+    Both sides move together, and the right tree stays as it is."""
+    from backend.rig.reparent import in_doubt, motion_parents
+    from backend.sample.oracle import part_motion
+
+    s, _, _ = _structure(humanoid)
+    names = list(humanoid.names)
+    chest, head = names.index("chest"), names.index("head")
+    arms = [names.index("upper_arm.L"), names.index("upper_arm.R")]
+    assert all(s.parent[k] == chest for k in arms)
+    w = s.pair_weight.copy()
+    for k in arms:  # the shoulders touch the head as much as the chest
+        w[k, head] = w[head, k] = w[k, chest]
+    right = dataclasses.replace(s, pair_weight=w)
+    wrong = right.rehung({k: head for k in arms})
+    world = np.stack([part_motion(humanoid.parents, humanoid.joints.astype(float), t, 4) for t in range(4)])
+    assert set(arms) <= set(in_doubt(wrong))
+    assert motion_parents(wrong, world, world) == {k: chest for k in arms}
+    assert motion_parents(right, world, world) == {}
