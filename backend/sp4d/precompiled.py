@@ -4,7 +4,9 @@ torch.compile with inductor's on-disk caches still has every new process trace e
 method with dynamo and rebuild its guards before it finds the cached graph (~26 s for the 41
 graphs of ``compile: layers`` on an H200, docs/perf.md row 55). Experimental: the setting
 ``compiled_graphs: saved`` turns it on; verified on the CPU; on a GPU its first job is measured in
-docs/perf.md rows 56, 60 and 61. torch's AOT precompile
+docs/perf.md rows 56 and 60–62 (on an H100 every graph loads, none is traced, and the first job
+is only ~2–4 s faster than traced: inductor still loads its kernels and autotunes per process).
+torch's AOT precompile
 (``torch.compile(fn, fullgraph=True).aot_compile``) saves the traced bytecode, the guards and the
 compiled graph in one artifact; ``torch.compiler.load_compiled_function`` brings it back.
 
