@@ -66,7 +66,7 @@ def motion_parents(structure, tracked: np.ndarray, free: np.ndarray, close: floa
 
     def residual(c: int, p: int) -> float:
         rel = np.einsum("tij,tjk->tik", np.linalg.inv(tracked[:, p]), free[:, c])
-        centre = s.pair_centre[c, p] if np.isfinite(s.pair_centre[c, p]).all() else s.centroids[c]
+        centre = s.pair_centre[c, p] if s.contact[c, p] > 0 else s.centroids[c]
         return fit_pivot(rel, centre, np.inf, min_angle=0.0).residual
 
     def mirror(k: int) -> int:

@@ -51,28 +51,32 @@ class Structure:
     head: int  # the head part of a creature's spine chain, -1 if none
     spine: list[int]  # the spine chain from the root's far end to the head (mid parts), may be empty
     pair_weight: np.ndarray  # (P, P) the contacts as the tree weighed them (between, end to end, mirrored)
-    pair_centre: np.ndarray  # (P, P, 3) centre of each pair's contact (nan where none)
+    pair_centre: np.ndarray  # (P, P, 3) centre of each pair's contact (meaningless where contact is 0)
 
     def subtree(self, k: int) -> np.ndarray:
         """(P,) bool: part k and every part below it."""
-        inside = np.zeros(len(self.parent), bool)
-        inside[k] = True
-        grew = True
-        while grew:
-            more = (self.parent >= 0) & inside[np.maximum(self.parent, 0)] & ~inside
-            inside |= more
-            grew = bool(more.any())
-        return inside
+        return subtree(self.parent, k)
 
     def rehung(self, moves: dict[int, int]) -> Structure:
         """The structure with each child k of ``moves`` hung from moves[k] instead (its subtree
-        with it), its joint's contact centre the new pair's."""
+        with it), its joint's contact centre the new pair's where the two touch."""
         parent, cc = self.parent.copy(), self.contact_centre.copy()
         for k, q in moves.items():
             parent[k] = q
-            if np.isfinite(self.pair_centre[k, q]).all():
+            if self.contact[k, q] > 0:
                 cc[k] = self.pair_centre[k, q]
         return replace(self, parent=parent, contact_centre=cc)
+
+
+def subtree(parent: np.ndarray, k: int) -> np.ndarray:
+    """(P,) bool: part k and every part below it in the tree ``parent`` (P,)."""
+    below = np.zeros(len(parent), bool)
+    below[k] = True
+    while True:
+        grow = below | ((parent >= 0) & below[np.maximum(parent, 0)])
+        if (grow == below).all():
+            return below
+        below = grow
 
 
 def part_stats(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, n: int):
@@ -475,25 +479,15 @@ def hang_by_ends(parent: np.ndarray, weight: np.ndarray, ends: np.ndarray, areas
     docs/rig.md)."""
     parent = parent.copy()
     tried = np.zeros(len(parent), bool)
-
-    def subtree(c: int) -> np.ndarray:
-        below = np.zeros(len(parent), bool)
-        below[c] = True
-        while True:
-            grow = below | ((parent >= 0) & below[np.maximum(parent, 0)])
-            if (grow == below).all():
-                return below
-            below = grow
-
     while True:  # the part carrying most of its limb first, then the one hung most clearly by its side
-        hung = [(-int(subtree(c).sum()), ends[c, p], c) for c, p in enumerate(parent)
+        hung = [(-int(subtree(parent, c).sum()), ends[c, p], c) for c, p in enumerate(parent)
                 if p >= 0 and not tried[c] and ends[c, p] < MID_SIDE and areas[c] < areas[p]]
         if not hung:
             return parent
         c = min(hung)[2]
         tried[c] = True
         p = parent[c]
-        below = subtree(c)
+        below = subtree(parent, c)
         ok = (weight[c] > 0) & (ends[c] >= MID_SIDE) & ~below & (side * side[c] >= 0)
         ok[p] = False
         ok[parent == p] = False  # a sibling: both touch the parent, nothing says which hangs from which

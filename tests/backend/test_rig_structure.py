@@ -568,7 +568,7 @@ def test_a_limb_touching_two_parts_about_as_much_may_hang_from_either_on_its_sid
     """The parent candidates that the clip's motion may choose between (reparent.candidates): a
     sided child's other contacts at least CLOSE × its parent's, on its side or the middle, never
     below it; a mid child's only mid ones; and rehung moves a child with its subtree and gives its
-    joint the new contact's centre."""
+    joint the new contact's centre where the two touch."""
     from backend.rig.reparent import candidates
     from backend.rig.structure import LEFT, RIGHT
 
@@ -588,7 +588,10 @@ def test_a_limb_touching_two_parts_about_as_much_may_hang_from_either_on_its_sid
     moved = s2.rehung({forearm: chest})
     assert moved.parent[forearm] == chest and moved.parent[hand] == forearm
     assert moved.subtree(chest)[hand] and not moved.subtree(s.parent[forearm])[hand]
-    assert np.allclose(moved.contact_centre[forearm], s.pair_centre[forearm, chest])
+    assert np.allclose(moved.contact_centre[forearm], s.contact_centre[forearm])  # the two do not touch
+    thigh_l = names.index("thigh.L")
+    assert s.contact[thigh_l, thigh_r] > 0  # the thighs do
+    assert np.allclose(s.rehung({thigh_l: thigh_r}).contact_centre[thigh_l], s.pair_centre[thigh_l, thigh_r])
 
 
 def test_arms_hung_from_the_head_go_back_to_the_chest_they_turn_about(humanoid):
