@@ -15,6 +15,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from ..sample.oracle import depth_order
+from .structure import subtree
 
 
 def iou_matrix(pred: np.ndarray, gt: np.ndarray, n_pred: int, n_gt: int) -> np.ndarray:
@@ -123,7 +124,7 @@ def deformation_error(vertices: np.ndarray, truth_weights: np.ndarray, gt_parent
         for r in root:  # a predicted root carries its true part's whole motion
             world_r = gt_world[owner[r]]
             fix = world_r @ np.linalg.inv(world[r])
-            for b in _subtree(parents, r):
+            for b in np.nonzero(subtree(parents, r))[0]:
                 world[b] = fix @ world[b]
         errs.append(np.linalg.norm(skin(vertices, weights, world) - truth, axis=1).mean())
     return float(100.0 * np.mean(errs) / diag)
@@ -138,15 +139,6 @@ def clip_error(vertices: np.ndarray, truth_posed: np.ndarray, weights: np.ndarra
     errs = [np.linalg.norm(skin(vertices, weights, f) - p, axis=1).mean() for f, p in zip(frames, truth_posed,
                                                                                            strict=True)]
     return float(100.0 * np.mean(errs) / diag) if errs else 0.0
-
-
-def _subtree(parents: np.ndarray, r: int) -> list[int]:
-    out, stack = [], [r]
-    while stack:
-        k = stack.pop()
-        out.append(k)
-        stack += [int(c) for c in np.nonzero(parents == k)[0]]
-    return out
 
 
 def one_hot(labels: np.ndarray, n: int) -> np.ndarray:
