@@ -27,6 +27,7 @@ class MaskField:
         with ``silhouette``, mask P (after the parts) is the whole object (every label > 0)."""
         n_v, h, w = labels.shape
         self.shape = (h, w)
+        self.silhouette = silhouette
         p = len(part_ids) + int(silhouette)
         self.roi = np.zeros((n_v, p, 5), np.int64)  # x0, y0, width, height, offset; width 0: absent
         chunks, offset = [], 0
@@ -52,6 +53,15 @@ class MaskField:
                 self.roi[v, k] = (x0, y0, x1 - x0, y1 - y0, offset)
                 offset += sd.size
         self.buf = np.concatenate(chunks) if chunks else np.zeros(1, np.float32)
+
+    def subset(self, parts: list[int]) -> MaskField:
+        """The same fields for the parts ``parts`` (indices into this field's part_ids) only, in
+        that order (the silhouette, if any, after them); shares the distance buffer."""
+        out = object.__new__(MaskField)
+        out.shape, out.silhouette, out.buf = self.shape, self.silhouette, self.buf
+        keep = list(parts) + ([self.roi.shape[1] - 1] if self.silhouette else [])
+        out.roi = self.roi[:, keep]
+        return out
 
     def present(self, view: np.ndarray, part: np.ndarray) -> np.ndarray:
         return self.roi[view, part, 2] > 0

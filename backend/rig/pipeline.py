@@ -10,6 +10,7 @@ transforms when the clip moves) and rig/weights.npz.
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -28,7 +29,7 @@ from .reparent import in_doubt, motion_parents
 from .rigid import free_motion
 from .skeleton import build_bones, roll_for_x_axis
 from .structure import build_structure, detach_strays
-from .tracking import mask_fields, track
+from .tracking import fields_of, mask_fields, track
 from .views import ViewSet
 from .weights import harmonic_weights
 from .weld import weld
@@ -42,6 +43,16 @@ def read_cameras(job: JobDir) -> dict:
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise BackendError("bad_input", f"views/cameras.json is missing or invalid ({exc}); "
                            "run the generate stage first") from exc
+
+
+def _in_background(fn, *args) -> Future:
+    """fn(*args) started on a thread of its own (OpenCV's distance transforms and large numpy
+    operations release the GIL, so on a second core they overlap the rig's own work)."""
+    pool = ThreadPoolExecutor(1)
+    try:
+        return pool.submit(fn, *args)
+    finally:
+        pool.shutdown(wait=False)  # the submitted call still runs to its end
 
 
 def _threads():
@@ -234,6 +245,9 @@ def _rig(job: JobDir, ctx: StageContext, mesh: dict, top_k: int) -> dict:
     norm = cams["normalisation"]
     centre, scale = np.asarray(norm["centre"]), float(norm["scale"])
     wv, faces, back = weld((world_vertices(mesh) - centre) * scale, mesh["faces"])
+    # the masks' distance fields of every decoded part, on the second core while the lift runs
+    all_fields = _in_background(mask_fields, labels, present, list(range(1, k + 1))) \
+        if labels.shape[0] > 1 else None
     ctx.progress("rig", 1, 5, "lifting parts onto the mesh")
     views0 = {v: labels[0, v] for v in range(labels.shape[1]) if present[0, v]}
     vlab, conf, fits, votes0, agreed0 = lift_labels(wv, faces, cams["views"], views0, k)
@@ -245,12 +259,12 @@ def _rig(job: JobDir, ctx: StageContext, mesh: dict, top_k: int) -> dict:
     ctx.progress("rig", 2, 5, "finding the structure and tracking the motion")
     vlab = detach_strays(wv, faces, vlab, n)
     s = build_structure(wv, faces, vlab, n)
-    motion = tracker = None
+    motion = tracker = part_weights = None
     if labels.shape[0] > 1 and n > 1:
         ctx.check()
         part_ids = [int(u) + 1 for u in used]
         views = ViewSet.from_cameras(cams["views"], fits)
-        fields = mask_fields(labels, present, part_ids)
+        fields = fields_of(all_fields.result(), list(used))
         first = track(wv, faces, vlab, s.parent, s.contact_centre, labels, present, part_ids, views, fields=fields,
                       broad=broad_joints(wv, vlab, s.parent)[1])
         ctx.progress("rig", 3, 5, "lifting the parts again with every frame, tracking them")
@@ -265,6 +279,8 @@ def _rig(job: JobDir, ctx: StageContext, mesh: dict, top_k: int) -> dict:
         if (np.bincount(relabelled, minlength=n) > 0).all():
             vlab, conf = detach_strays(wv, faces, relabelled, n), conf_all
         s = build_structure(wv, faces, vlab, n)
+        # the labels are final: each part's weights (columns in part order) on the second core
+        part_weights = _in_background(harmonic_weights, wv, faces, vlab, n, top_k)
         ctx.check()
         patches, broad = broad_joints(wv, vlab, s.parent)
         motion, tracker = track(wv, faces, vlab, s.parent, s.contact_centre, labels, present, part_ids, views,
@@ -320,9 +336,9 @@ def _rig(job: JobDir, ctx: StageContext, mesh: dict, top_k: int) -> dict:
         p["centroid"] = to_object(p["centroid"])
         p["colour"] = colours[used[p["part"]]].tolist()
     ctx.progress("rig", 4, 5, "harmonic skinning weights")
-    deform = [b for b in skel["bones"] if b["deform"]]
-    part_to_col = {b["part"]: i for i, b in enumerate(deform)}
-    w = harmonic_weights(wv, faces, np.array([part_to_col[p] for p in vlab]), len(deform), top_k=top_k)
+    deform = [b for b in skel["bones"] if b["deform"]]  # one per part, in the tree's order
+    w = (part_weights.result() if part_weights else harmonic_weights(wv, faces, vlab, n, top_k))
+    w = w[:, [b["part"] for b in deform]]
     skel.update(space="object", part_source=cams.get("part_source"))
     write_npz_atomic(job.weights_npz, weights=w[back], bone_names=np.array([b["name"] for b in deform]),
                      vertex_part=vlab[back].astype(np.int32), confidence=conf[back].astype(np.float32))

@@ -605,6 +605,12 @@ def mask_fields(label_images: np.ndarray, present: np.ndarray, part_ids: list[in
                      for t in range(1, label_images.shape[0])]
 
 
+def fields_of(fields: list, parts: list[int]) -> list:
+    """mask_fields' list narrowed to the parts ``parts`` (indices into the part_ids it was built
+    for), in that order."""
+    return [f if f is None else f.subset(parts) for f in fields]
+
+
 def track(vertices, faces, labels, parent, contact, label_images, present, part_ids, views: ViewSet,
           start: np.ndarray | None = None, rounds: int = 2, keep: bool = False, **options):
     """Fit the articulated motion (see the module doc). vertices (N, 3) and contact (P, 3: each

@@ -388,3 +388,24 @@ def test_a_joint_that_flips_in_one_frame_is_tried_again_from_the_last(rigged, cr
     tr._unjump(2, 8)
     want = (np.linalg.inv(truth[creature.parents[k]]) @ truth[k])[:3, :3]
     assert np.degrees(Rotation.from_matrix(want.T @ tr.local[2, k]).magnitude()) < 8
+
+
+def test_mask_fields_narrowed_to_some_parts_sample_as_fields_built_for_them():
+    """The rig builds every decoded part's distance fields while the lift runs, before it knows
+    which parts the mesh keeps, then narrows them (MaskField.subset): the same distances and
+    gradients as fields built for the kept parts alone, in their order, silhouette last."""
+    from backend.rig.masks import MaskField
+
+    labels = np.zeros((2, 48, 64), np.int32)
+    labels[0, 5:20, 5:30], labels[0, 20:40, 10:25], labels[0, 8:30, 40:60] = 1, 2, 3
+    labels[1, 10:30, 8:20], labels[1, 30:44, 30:50] = 3, 1  # part 2 absent from view 1
+    every = MaskField(labels, [1, 2, 3], silhouette=True).subset([2, 0])
+    alone = MaskField(labels, [3, 1], silhouette=True)
+    rng = np.random.default_rng(0)
+    u = rng.uniform([-10, -10], [74, 58], (300, 2))
+    view, part = rng.integers(0, 2, 300), rng.integers(0, 3, 300)
+    np.testing.assert_array_equal(every.present(view, part), alone.present(view, part))
+    ok = alone.present(view, part)
+    for a, b in zip(every.sample(u[ok], view[ok], part[ok]), alone.sample(u[ok], view[ok], part[ok]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert ok.sum() > 150
