@@ -171,6 +171,16 @@ def hinge_on_contact(vertices: np.ndarray, labels: np.ndarray, child: int, patch
                                                              edge_quantile)) * g
 
 
+def hinge_axis(vertices: np.ndarray, patch: np.ndarray, hinge: np.ndarray) -> np.ndarray:
+    """(3,) unit axis of a hinge placed on a flat contact patch's edge (hinge_on_contact): in the
+    patch's plane, across the line from the patch's centre to the hinge."""
+    p = vertices[patch]
+    centre = p.mean(0)
+    normal = np.linalg.svd(p - centre, full_matrices=False)[2][2]
+    axis = np.cross(normal, hinge - centre)
+    return axis / max(float(np.linalg.norm(axis)), 1e-12)
+
+
 def mirror_joints(joints: np.ndarray, parent: np.ndarray, mirror_of: np.ndarray, side: np.ndarray,
                   axis: int | None, plane: float) -> np.ndarray:
     """Joints (P, 3) made symmetric about the mirror plane (normal ``axis``, at ``plane`` along

@@ -22,7 +22,7 @@ from ..errors import BackendError
 from ..jobdir import JobDir, digest, read_png, write_json_atomic, write_npz_atomic
 from ..parts.decode import decode_parts
 from ..settings import settings_of
-from .joints import broad_joints, fit_pivot, flat_contact, hinge_on_contact, mirror_joints
+from .joints import broad_joints, fit_pivot, flat_contact, hinge_axis, hinge_on_contact, mirror_joints
 from .lift import frame_votes, labels_from_votes, lift_labels
 from .naming import bone_names
 from .reparent import in_doubt, motion_parents
@@ -302,7 +302,7 @@ def _rig(job: JobDir, ctx: StageContext, mesh: dict, top_k: int) -> dict:
         about = s.contact_centre.copy()
         about[hinged] = joints[hinged]
         motion = track(wv, faces, vlab, s.parent, about, labels, present, part_ids, views, fields=fields, rounds=1,
-                       broad=broad)
+                       broad=broad, turns={k: hinge_axis(wv, patches[k], joints[k]) for k in hinged})
         joints, axes, info = place_joints(s, motion, wv, vlab, hinges)
     names = bone_names(s, wv, vlab)
     skel = build_bones(wv, vlab, s, joints, names, axes, info)

@@ -43,6 +43,7 @@ from .mesh import adjacency, vertex_normals
 from .views import SurfaceSamples, ViewSet, splat_depth, visible
 
 CONTOUR = 0.3  # |normal · view direction| below which a vertex is on the occluding contour
+TURN_STARTS = (-20.0, -10.0, 10.0, 20.0)  # degrees: Tracker._turned's starts about a hinge's axis
 JUMP_DEG = 45.0  # a joint turning more than this between two frames is tried again (Tracker._unjump)
 CELL = 3  # px: the depth buffer's cell (visibility)
 ROBUST = 2.0  # px: scale of the Cauchy weights at the end of a solve (it starts wider: ANNEAL)
@@ -155,7 +156,8 @@ class Tracker:
 
     def __init__(self, vertices, faces, labels, parent, pivots, label_images, present, part_ids, views: ViewSet,
                  prior: float = 10000.0, edge_points: int = 90, inner_points: int = 40, outline_points: int = 40,
-                 pool: int = 800, seed: int = 0, fields: list | None = None, broad: np.ndarray | None = None):
+                 pool: int = 800, seed: int = 0, fields: list | None = None, broad: np.ndarray | None = None,
+                 turns: dict[int, np.ndarray] | None = None):
         self.v = np.asarray(vertices, np.float64)
         self.faces = np.asarray(faces)
         self.labels = np.asarray(labels)
@@ -166,6 +168,7 @@ class Tracker:
         self.n_t = label_images.shape[0]
         self.prior_unit = prior  # the pivots' pull per px² of residual noise (see solve)
         self.broad = np.zeros(len(parent), bool) if broad is None else np.asarray(broad, bool)
+        self.turns = {k: np.asarray(a, np.float64) / np.linalg.norm(a) for k, a in (turns or {}).items()}
         self.prior = np.full(len(parent), float(prior))  # (P,) each pivot's pull, set per solve
         self.silhouette = len(part_ids)  # the whole object's mask comes after the parts'
         self.fields = fields or mask_fields(label_images, present, part_ids)
@@ -486,7 +489,29 @@ class Tracker:
             self.select(t)  # visibility at the better pose
             self.solve([t], False, frame_iterations - frame_iterations // 2)
             self._unjump(t, frame_iterations // 2)
+            self._turned(t, frame_iterations // 2)
         return self.refine(joint_iterations, rounds)
+
+    def _turned(self, t: int, iterations: int) -> None:
+        """Frame t solved again with each part of ``turns`` started turned by TURN_STARTS degrees
+        about its axis from its pose there, the lowest-cost fit kept: a lid's masks change little
+        over its first degrees of opening, and a frame solved from the last one's pose can stop
+        short of its turn (a local minimum the data alone does not leave)."""
+        for k, axis in self.turns.items():
+            best = (self.cost([t]), self.root[t].copy(), self.local[t].copy())
+            base = best[1], best[2]
+            for deg in TURN_STARTS:
+                self.root[t], self.local[t] = base[0].copy(), base[1].copy()
+                self.local[t, k] = Rotation.from_rotvec(np.radians(deg) * axis).as_matrix() @ base[1][k]
+                self.select(t)
+                self.solve([t], False, iterations)
+                self.select(t)
+                self.solve([t], False, iterations)
+                c = self.cost([t])
+                if c < best[0]:
+                    best = (c, self.root[t].copy(), self.local[t].copy())
+            self.root[t], self.local[t] = best[1], best[2]
+            self.select(t)
 
     def _unjump(self, t: int, iterations: int) -> None:
         """Frame t solved again with every joint that turned more than JUMP_DEG since frame t − 1

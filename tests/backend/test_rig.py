@@ -293,7 +293,8 @@ def test_clip_without_mesh_is_rigged_on_its_visual_hull(job_copy, creature, miou
 def test_hinged_lid_joint_moves_to_the_hinge(tmp_path, separate):
     """A lid opening about its back edge: the joint leaves the contact's centre for the hinge;
     a lid that is a separate piece resting on the box too (its side named by its free rigid
-    motion: the underside it would stay on is never seen)."""
+    motion: the underside it would stay on is never seen). Its keyframes open it about that
+    hinge as the clip does."""
     from backend.generate import run_generate
     from backend.jobdir import JobDir
     from backend.sample.assets import build_asset
@@ -314,9 +315,12 @@ def test_hinged_lid_joint_moves_to_the_hinge(tmp_path, separate):
     assert np.linalg.norm(np.array(joint["position"]) - a.joints[1]) / diag < 0.03
     if separate:
         assert "free rigid motion" in joint["from"]
-        # its keyframes open it about that hinge, as the clip does: tracked about the contact's
-        # centre, the lid turned a few degrees and the box tilted instead (5 % of the diagonal off)
-        assert max(_clip_errors(job, a)) < 0.01
+    # tracked about the contact's centre, the lid turned a few degrees and the box tilted instead
+    # (5 % of the diagonal off); tracked about the hinge from the last frame's pose only, the
+    # welded lid stopped short of its first 11 degrees (clean images: 7 % off on the bench's chest)
+    errors = _clip_errors(job, a)
+    print("clip errors", errors)
+    assert max(errors) < 0.01
     names = {b["name"] for b in skel["bones"]}
     assert {"base", "lid"} <= names
 
