@@ -83,15 +83,19 @@ def motion_parents(structure, tracked: np.ndarray, free: np.ndarray, close: floa
         group = [c] if m == c else [c, m]
         if m != c and s.parent[m] != mirror(s.parent[c]):
             continue  # the two sides hang differently already: leave them
-        now = sum(residual(k, s.parent[k]) for k in group)
+        now = [max(residual(k, s.parent[k]), 1e-12) for k in group]
         best, best_alt = np.inf, -1
         for a in alts:
             if m != c and (s.pair_weight[m, mirror(a)] <= 0 or s.subtree(m)[mirror(a)]):
                 continue
-            r = residual(c, a) + (residual(m, mirror(a)) if m != c else 0.0)
-            if r < best:
-                best, best_alt = r, a
-        if best_alt >= 0 and best <= gain * now:
+            # each side's ratio to its own parent's residual, the sides' geometric mean: a side
+            # whose free fit failed (a small part flipped) is as bad relative to every candidate,
+            # and its large residuals must not outweigh the other side's clear answer
+            ratios = [residual(k, b) / r for k, b, r in zip(group, (a, mirror(a)), now, strict=False)]
+            g = float(np.exp(np.mean(np.log(np.maximum(ratios, 1e-12)))))
+            if g < best:
+                best, best_alt = g, a
+        if best_alt >= 0 and best <= gain:
             moves[c] = best_alt
             if m != c:
                 moves[m] = mirror(best_alt)
