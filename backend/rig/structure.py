@@ -59,13 +59,30 @@ class Structure:
 
     def rehung(self, moves: dict[int, int]) -> Structure:
         """The structure with each child k of ``moves`` hung from moves[k] instead (its subtree
-        with it), its joint's contact centre the new pair's where the two touch."""
+        with it), its joint's contact centre the new pair's where the two touch. A creature's
+        root follows its limbs: where the moves leave another spine part the first, from the
+        tail end, that limbs hang from (choose_root's rule), the tree is turned to hang from it
+        (a dragon whose shoulders touched its oversized head more than its torso had the head
+        for root; moved to the torso by their motion, they make the torso the root)."""
         parent, cc = self.parent.copy(), self.contact_centre.copy()
         for k, q in moves.items():
             parent[k] = q
             if self.contact[k, q] > 0:
                 cc[k] = self.pair_centre[k, q]
-        return replace(self, parent=parent, contact_centre=cc)
+        root = self.root
+        if not self.base and root in self.spine:
+            hubs = [k for k in self.spine if (self.side[parent == k] != MID).any()]
+            if hubs and hubs[0] != root:
+                root = hubs[0]
+                path = [root]  # the new root up to the old one: each of these edges turns round
+                while parent[path[-1]] >= 0:
+                    path.append(int(parent[path[-1]]))
+                for child, above in zip(path[:-1], path[1:], strict=True):
+                    parent[above] = child
+                    cc[above] = self.pair_centre[above, child] if self.contact[above, child] > 0 \
+                        else 0.5 * (self.centroids[above] + self.centroids[child])
+                parent[root], cc[root] = -1, self.centroids[root]
+        return replace(self, parent=parent, contact_centre=cc, root=root)
 
 
 def subtree(parent: np.ndarray, k: int) -> np.ndarray:

@@ -619,6 +619,29 @@ def test_arms_hung_from_the_head_go_back_to_the_chest_they_turn_about(humanoid):
     assert motion_parents(right, world, world) == {}
 
 
+def test_the_root_follows_the_limbs_the_motion_moves_along_the_spine(humanoid):
+    """A creature's root is the spine part, from the tail end, that limbs hang from; where the
+    parent check moves limbs to another spine part (a dragon's shoulders, which touched its
+    oversized head more than its torso, the root then its head), the tree turns to hang from
+    the part the limbs now hang from, and the edges between the two roots turn round with their
+    contact centres; moved back, the tree is the first one again."""
+    s, _, _ = _structure(humanoid)
+    names = list(humanoid.names)
+    hips, spine, chest = names.index("hips"), names.index("spine"), names.index("chest")
+    thighs = [names.index("thigh.L"), names.index("thigh.R")]
+    assert s.root == hips and s.parent[spine] == hips and s.parent[chest] == spine
+    up = s.rehung({k: chest for k in thighs})
+    assert up.root == chest and up.parent[chest] == -1
+    assert up.parent[spine] == chest and up.parent[hips] == spine
+    np.testing.assert_allclose(up.contact_centre[spine], s.pair_centre[spine, chest])
+    np.testing.assert_allclose(up.contact_centre[hips], s.pair_centre[hips, spine])
+    np.testing.assert_allclose(up.contact_centre[chest], s.centroids[chest])
+    back = up.rehung({k: hips for k in thighs})
+    assert back.root == hips
+    np.testing.assert_array_equal(back.parent, s.parent)
+    np.testing.assert_allclose(back.contact_centre, s.contact_centre)
+
+
 def test_one_sides_failed_free_fit_does_not_outvote_the_other_sides_clear_answer(humanoid):
     """The parent check weighs a mirror pair together; a small part's free fit that flipped on
     one side (the held-out dragon's right shoulder turned 165-171° in its free fit) explains its
