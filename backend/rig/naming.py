@@ -2,7 +2,8 @@
 
 - A creature (structure.Structure with a spine chain): the root is ``torso``, or ``hips`` when a
   second limb hub (``chest``) lies towards the head; spine parts towards the head are ``spine``,
-  ``spine.001``…, then ``neck``… after the last hub, and ``head`` for a bulky end; parts beyond the
+  ``spine.001``…, then ``neck``… after the last hub (a head's own limbs, ears or pincers, make it
+  no hub), and ``head`` for a raised or bulky end, or the spine's head end with no legs of its own; parts beyond the
   root on the other end are ``tail``, ``tail.001``… (a first one as bulky as half the root: ``abdomen``)
 - Limbs (chains of sided parts hanging from a spine part): legs reach the ground, arms and wings
   do not. Two legs: ``thigh, shin, foot, toe``; two arms: ``upper_arm, forearm, hand`` (a short
@@ -131,17 +132,21 @@ def _name_base(s: Structure, names: list, suffix: list) -> None:
 def _name_creature(s: Structure, names: list, suffix: list, low, vertices: np.ndarray, height: float) -> None:
     chain = s.spine  # tail end ... head
     r = chain.index(s.root) if s.root in chain else 0
-    hubs = [k for k in chain if any(s.side[c] != MID for c in _children(s.parent, k))]
+    ahead = chain[r + 1:]
+    head = ahead[-1] if ahead else None
+    is_head = head is not None and (
+        s.centroids[head, 2] - s.centroids[s.root, 2] > 0.15 * height
+        or (len(ahead) >= 2 and s.areas[head] > s.areas[ahead[-2]])
+        or (head == s.head and not any(low(x) for c in _children(s.parent, head) if s.side[c] != MID
+                                       for x in _chain(s.parent, c, s.areas))))  # no legs: not a thorax
+    # spine parts limbs hang from; a head's own (ears, horns, pincers) make it no chest
+    hubs = [k for k in chain if any(s.side[c] != MID for c in _children(s.parent, k))
+            and not (is_head and k == head)]
     upper_hubs = [k for k in hubs if chain.index(k) > r]
     names[s.root] = "hips" if upper_hubs else "torso"
     for i, k in enumerate(reversed(chain[:r])):  # beyond the root: the tail (a bulky one is an abdomen)
         names[k] = "abdomen" if i == 0 and s.areas[k] > 0.5 * s.areas[s.root] else _numbered("tail", i)
-    ahead = chain[r + 1:]
     last_hub = chain.index(upper_hubs[-1]) if upper_hubs else r
-    head = ahead[-1] if ahead else None
-    is_head = head is not None and (
-        s.centroids[head, 2] - s.centroids[s.root, 2] > 0.15 * height
-        or (len(ahead) >= 2 and s.areas[head] > s.areas[ahead[-2]]))
     spine_i = neck_i = 0
     for k in ahead:
         if k == head and is_head:

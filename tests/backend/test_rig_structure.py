@@ -670,3 +670,20 @@ def test_one_sides_failed_free_fit_does_not_outvote_the_other_sides_clear_answer
     # summed, the right side's residuals (0.17 relative to the chest, 0.16 to the head) drown the
     # left's (0.0001 against 0.0063) and the arms stayed on the head
     assert motion_parents(wrong, world, free) == {arm_l: chest, arm_r: chest}
+
+
+
+def test_a_head_with_its_own_limbs_stays_the_head_and_the_chest_stays_the_chest(humanoid):
+    """Parts hanging from the head on both sides (a horse's ears, a spider's pincers) make the
+    head a hub; it must not take the chest's place, or every spine part before it reads
+    ``spine.00n`` (the held-out Quaternius horse: its chest and four neck segments were
+    ``spine.001`` to ``spine.005``)."""
+    s, v, lab = _structure(humanoid)
+    names = list(humanoid.names)
+    assert bone_names(s, v, lab)[:5] == ["hips", "spine", "chest", "neck", "head"]
+    parent = s.parent.copy()
+    for side in ("L", "R"):  # two sided parts on the head: its ears, as far as the names go
+        parent[names.index(f"hand.{side}")] = names.index("head")
+    got = bone_names(dataclasses.replace(s, parent=parent), v, lab)
+    assert got[:5] == ["hips", "spine", "chest", "neck", "head"]
+    assert got[names.index("hand.L")] == "ear.L" and got[names.index("hand.R")] == "ear.R"
