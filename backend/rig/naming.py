@@ -11,8 +11,9 @@
   f_toe`` (``front_thigh, front_shin, front_foot`` when arms hold those names, as on a centaur),
   the hind pair ``thigh, shin, foot, r_toe`` (Rigify's quadrupeds); more legs: ``leg1.01,
   leg1.02, …`` from front to back; other limbs of a creature with legs: ``wing`` where the spine
-  runs horizontally at the limb (a bird's, a dragon's body), arms where it runs upright (a
-  centaur's human torso); limbs on the head: ``ear``. Sides get ``.L`` / ``.R`` for the
+  runs horizontally at the limb (a bird's, a dragon's body) and the limb reaches as far as the
+  legs, arms where it runs upright (a centaur's human torso) or the limb is shorter (a T-rex's);
+  limbs on the head: ``ear``. Sides get ``.L`` / ``.R`` for the
   creature's own left and right (from where the head, or the feet, point).
 - Digits: a part with four or five chains hanging from it, one of which (the thumb) points away
   from the others, is a hand: ``thumb.01``, ``thumb.02``… and, from the thumb's side,
@@ -96,7 +97,7 @@ def bone_names(s: Structure, vertices: np.ndarray, labels: np.ndarray) -> list[s
     if s.base:
         _name_base(s, names, suffix)
     elif s.spine:
-        _name_creature(s, names, suffix, low, vertices, height)
+        _name_creature(s, names, suffix, low, vertices, labels, height)
     elif _name_digits(s, names, suffix, s.root):
         names[s.root] = "palm"
     for k in range(n):  # whatever is left
@@ -129,7 +130,8 @@ def _name_base(s: Structure, names: list, suffix: list) -> None:
                 i += 1
 
 
-def _name_creature(s: Structure, names: list, suffix: list, low, vertices: np.ndarray, height: float) -> None:
+def _name_creature(s: Structure, names: list, suffix: list, low, vertices: np.ndarray, labels: np.ndarray,
+                   height: float) -> None:
     chain = s.spine  # tail end ... head
     r = chain.index(s.root) if s.root in chain else 0
     ahead = chain[r + 1:]
@@ -167,6 +169,12 @@ def _name_creature(s: Structure, names: list, suffix: list, low, vertices: np.nd
     chains = {c: _chain(s.parent, c, s.areas) for _, c in limbs}
     legs = [c for _, c in limbs if any(low(x) for x in chains[c])]
     n_legs = len(legs)
+
+    def reach(c: int) -> float:  # how far limb c's chain reaches from its joint
+        pts = vertices[np.isin(labels, chains[c])]
+        return float(np.linalg.norm(pts - s.contact_centre[c], axis=1).max()) if len(pts) else 0.0
+
+    leg_reach = min((reach(c) for c in legs), default=0.0)
     axis = chain[-1] if chain else s.root
     along = s.centroids[axis] - s.centroids[chain[0]] if len(chain) > 1 else np.array([1.0, 0, 0])
     along = along / max(np.linalg.norm(along), 1e-12)
@@ -203,7 +211,7 @@ def _name_creature(s: Structure, names: list, suffix: list, low, vertices: np.nd
                 continue
         elif n_legs and hub == s.head:
             seg = ["ear"]
-        elif n_legs and not upright(hub):
+        elif n_legs and not upright(hub) and reach(c) >= leg_reach:  # a T-rex's short arms are arms
             seg = ["wing"]
         else:
             seg = ARM_2

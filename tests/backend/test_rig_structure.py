@@ -687,3 +687,23 @@ def test_a_head_with_its_own_limbs_stays_the_head_and_the_chest_stays_the_chest(
     got = bone_names(dataclasses.replace(s, parent=parent), v, lab)
     assert got[:5] == ["hips", "spine", "chest", "neck", "head"]
     assert got[names.index("hand.L")] == "ear.L" and got[names.index("hand.R")] == "ear.R"
+
+
+def test_short_forelimbs_on_a_horizontal_body_are_arms_not_wings():
+    """A limb that does not reach the ground on a horizontal body is a wing (a bird's, a
+    dragon's) only where it reaches as far as the legs; a T-rex's short forelimbs (the held-out
+    Quaternius T-rex's were named ``wing``, ``wing.001``, ``wing.002``) are arms."""
+    arms = {"leg_front.L": [("capsule", (0.32, 0.17, 0.62), (0.42, 0.22, 0.5), 0.07)],
+            "shin_front.L": [("capsule", (0.42, 0.22, 0.5), (0.54, 0.22, 0.46), 0.05)]}
+    arms.update({k.replace(".L", ".R"): [(sh, (a[0], -a[1], a[2]), (b[0], -b[1], b[2]), r) for sh, a, b, r in v]
+                 for k, v in arms.items()})
+    trex = [(n, par, arms.get(n, shapes), pivot if n not in arms else arms[n][0][1])
+            for n, par, shapes, pivot in QUADRUPED]
+    a = build_asset(trex, 64)
+    s, v, lab = _structure(a)
+    got = dict(zip(a.names, bone_names(s, v, lab), strict=True))
+    assert [got[k] for k in ("leg_front.L", "shin_front.L", "leg_front.R")] == ["upper_arm.L", "forearm.L", "upper_arm.R"]
+    assert got["leg_back.L"] == "thigh.L" and got["shin_back.R"] == "shin.R"
+    bird = ASSETS["bird"][0]()
+    s, v, lab = _structure(bird)
+    assert dict(zip(bird.names, bone_names(s, v, lab), strict=True))["wing.L"] == "wing.L"
