@@ -702,7 +702,8 @@ def test_short_forelimbs_on_a_horizontal_body_are_arms_not_wings():
     a = build_asset(trex, 64)
     s, v, lab = _structure(a)
     got = dict(zip(a.names, bone_names(s, v, lab), strict=True))
-    assert [got[k] for k in ("leg_front.L", "shin_front.L", "leg_front.R")] == ["upper_arm.L", "forearm.L", "upper_arm.R"]
+    front = [got[k] for k in ("leg_front.L", "shin_front.L", "leg_front.R")]
+    assert front == ["upper_arm.L", "forearm.L", "upper_arm.R"]
     assert got["leg_back.L"] == "thigh.L" and got["shin_back.R"] == "shin.R"
     bird = ASSETS["bird"][0]()
     s, v, lab = _structure(bird)
