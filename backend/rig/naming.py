@@ -3,8 +3,9 @@
 - A creature (structure.Structure with a spine chain): the root is ``torso``, or ``hips`` when a
   second limb hub (``chest``) lies towards the head; spine parts towards the head are ``spine``,
   ``spine.001``…, then ``neck``… after the last hub (a head's own limbs, ears or pincers, make it
-  no hub), and ``head`` for a raised or bulky end, or the spine's head end with no legs of its own; parts beyond the
-  root on the other end are ``tail``, ``tail.001``… (a first one as bulky as half the root: ``abdomen``)
+  no hub), and ``head`` for a raised or bulky end, or the spine's head end with no legs of its
+  own; parts beyond the root on the other end are ``tail``, ``tail.001``… (a first one as bulky
+  as half the root: ``abdomen``)
 - Limbs (chains of sided parts hanging from a spine part): legs reach the ground, arms and wings
   do not. Two legs: ``thigh, shin, foot, toe``; two arms: ``upper_arm, forearm, hand`` (a short
   first segment is the ``shoulder``); four legs: the front pair ``upper_arm, forearm, hand,

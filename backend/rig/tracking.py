@@ -168,7 +168,8 @@ class Tracker:
         self.n_t = label_images.shape[0]
         self.prior_unit = prior  # the pivots' pull per px² of residual noise (see solve)
         self.broad = np.zeros(len(parent), bool) if broad is None else np.asarray(broad, bool)
-        self.turns = {k: np.asarray(a, np.float64) / np.linalg.norm(a) for k, a in (turns or {}).items()}
+        self.turns = {k: np.asarray(a, np.float64) / np.linalg.norm(a) for k, a in (turns or {}).items()
+                      if np.linalg.norm(a) > 1e-9}  # {part: unit hinge axis}: frames also solved turned (_turned)
         self.prior = np.full(len(parent), float(prior))  # (P,) each pivot's pull, set per solve
         self.silhouette = len(part_ids)  # the whole object's mask comes after the parts'
         self.fields = fields or mask_fields(label_images, present, part_ids)
@@ -643,7 +644,9 @@ def track(vertices, faces, labels, parent, contact, label_images, present, part_
     space; labels (N,) part of each vertex; label_images (T, V, H, W) with part_ids[k] the label
     of part k; present (T, V) which images exist. ``start``: a motion (T, P, 4, 4) fitted before
     (another tree or labels) to continue from instead of tracking frame by frame. With ``keep``:
-    (Motion, the Tracker), for fits on the same data (rigid.py)."""
+    (Motion, the Tracker), for fits on the same data (rigid.py). Options go to the Tracker
+    (``turns``: {part: hinge axis (3,)}, parts whose frames are also solved from several turns
+    about their hinge, Tracker._turned)."""
     tracker = Tracker(vertices, faces, labels, parent, contact, label_images, present, part_ids, views, **options)
     if start is None:
         motion = tracker.run(rounds=rounds)
