@@ -9,8 +9,9 @@ a part turns about one point by construction), so the child's own rigid motion i
 of the tree (rigid.free_motion) and its relative motion to each candidate fitted by one pivot
 (joints.fit_pivot); the candidate whose pivot explains it clearly better wins. Arrays in, arrays
 out: the caller fits the free motions of the children ``in_doubt``. A mirror pair is
-decided together (the two sides' residuals pooled), so the two sides agree and one side's noise
-is outvoted.
+decided together (each side's residual relative to its own parent's, the two ratios' geometric
+mean), so the two sides agree, one side's noise is outvoted, and a side whose free fit failed
+cannot drown the other's clear answer with its large residuals.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .joints import fit_pivot
 from .structure import MID
 
 CLOSE = 0.3  # a contact at least this share of the chosen parent's (pair weights) is a candidate
-GAIN = 0.7  # the candidate wins where its pivot's residual is at most this share of the chosen one's
+GAIN = 0.7  # the candidate wins where its residual is at most this share of the parent's (a pair: geometric mean)
 
 
 def candidates(structure, close: float = CLOSE) -> list[tuple[int, int]]:
@@ -57,10 +58,11 @@ def in_doubt(structure, close: float = CLOSE) -> list[int]:
 def motion_parents(structure, tracked: np.ndarray, free: np.ndarray, close: float = CLOSE,
                    gain: float = GAIN) -> dict[int, int]:
     """{child: new parent} where the child's own rigid motion relative to another part it
-    touches (``candidates``) turns about one point clearly better (pivot residual ≤ ``gain`` ×)
-    than relative to its parent. tracked (T, P, 4, 4): every part's tracked world motion (the
-    candidates' and the parents'); free (T, P, 4, 4): the children's (``in_doubt``) own rigid
-    motion, fitted free of the tree (rigid.free_motion)."""
+    touches (``candidates``) turns about one point clearly better (pivot residual ≤ ``gain`` ×,
+    for a mirror pair the geometric mean of the two sides' ratios) than relative to its parent.
+    tracked (T, P, 4, 4): every part's tracked world motion (the candidates' and the parents');
+    free (T, P, 4, 4): the children's (``in_doubt``) own rigid motion, fitted free of the tree
+    (rigid.free_motion)."""
     s = structure
     pairs = candidates(s, close)
 
