@@ -10,10 +10,15 @@ and speckles, and parts of a chain can differ by only a few levels. Steps:
 2. Confident pixels: foreground away from the silhouette and from colour edges, their colour
    averaged over a 5×5 window (noise down five-fold).
 3. Clusters: peaks of the colour histogram seed k-means (scipy's kmeans2); each image's drift is
-   estimated against well-separated clusters first, then against fine ones, and removed.
+   estimated against well-separated clusters first, then against fine ones, and removed. A
+   second look at the samples no cluster explains finds small parts whose colour sits 7–20
+   levels from a big neighbour's (a hoof, an ear's tip), whose peak the whole histogram hides;
+   only flat colours count there, not the blends along two parts' boundary.
 4. Merges only with evidence: two clusters closer than ``merge_dist`` levels whose pixels
    interleave (a noisy part split in two) rather than meet along a boundary (two parts) become
-   one; clusters with too few pixels join their nearest. Every merge is reported.
+   one; a cluster whose colour is a bigger touching part's faded toward the background (a thin
+   tip blurred with the white around it) joins it; clusters with too few pixels join their
+   nearest. Every merge is reported.
 5. Labels: confident pixels by their nearest cluster; the others (boundaries, blur) by their own
    colour when it is near a cluster, else from the nearest confident pixel.
 """
@@ -34,6 +39,8 @@ LUT_BITS = 6  # colours are looked up at 6 bits per channel (≤ 2 levels off) w
 BORROW = 6  # px: an unsure pixel takes the label of the nearest confident pixel this close
 OWN = 10.0  # levels: an unsure pixel whose own colour is this near a cluster keeps that cluster
 COARSE = 40.0  # levels: colours this far apart estimate each image's drift before the fine clustering
+FADED = 80.0  # levels: a cluster this near a bigger touching one may be it faded toward the background
+STRONG = 0.45  # interleave ratio that merges a colour found on the second look (``_merge``)
 
 
 @dataclass
@@ -175,20 +182,94 @@ def _kmeans(x: np.ndarray, seeds: np.ndarray, iters: int) -> tuple[np.ndarray, n
 def find_part_colours(samples: np.ndarray, min_frac: float = 0.0005, sep: float = 7.0) -> np.ndarray:
     """Cluster centres (K, 3) of colour samples (S, 3): histogram peaks at least ``sep`` levels
     apart refined by k-means; clusters under ``min_frac`` of the samples are dropped."""
+    return _part_colours(samples, min_frac, sep)[0]
+
+
+def _part_colours(samples: np.ndarray, min_frac: float, sep: float) -> tuple[np.ndarray, np.ndarray]:
+    """find_part_colours' centres (K, 3), and which of them (K,) bool came from a second look at
+    the samples no first cluster explains (``_residual_peaks``, fine clusterings only): flat
+    colours of their own, which ``_merge`` joins to a neighbour only on strong evidence."""
     if len(samples) == 0:
         raise BackendError("bad_input", "the part images have no foreground pixels")
     x = samples.astype(np.float64)
     seeds = _peaks(x, max(3.0, min_frac * len(x) / 4), sep)
     if len(seeds) == 0:
         seeds = x.mean(0, keepdims=True)
+    centres, _ = _settle(x, seeds, min_frac)
+    second = np.zeros(len(centres), bool)
+    if sep < COARSE:  # colours hidden under a bigger neighbour's peak: look again without the clusters found
+        extra = _residual_peaks(x, centres, min_frac, sep)
+        if len(extra):
+            first = len(centres)
+            centres, kept = _settle(x, np.concatenate([centres, extra]), min_frac)
+            second = kept >= first
+    return centres, second
+
+
+def _settle(x: np.ndarray, seeds: np.ndarray, min_frac: float) -> tuple[np.ndarray, np.ndarray]:
+    """k-means from ``seeds`` (K, 3) over x (S, 3), clusters under ``min_frac`` of x dropped and
+    the rest clustered again (up to three rounds): centres (K', 3) and the seed each came from (K',)."""
+    index = np.arange(len(seeds))
     for _ in range(3):
         centres, lab = _kmeans(x, seeds, 6) if len(seeds) > 1 else (x.mean(0, keepdims=True), np.zeros(len(x), int))
         counts = np.bincount(lab, minlength=len(centres))
         keep = counts >= min_frac * len(x)
         if keep.all():
-            return centres
-        seeds = centres[keep]
-    return seeds
+            return centres, index
+        seeds, index = centres[keep], index[keep]
+    return seeds, index
+
+
+def _residual_peaks(x: np.ndarray, centres: np.ndarray, min_frac: float, sep: float) -> np.ndarray:
+    """Histogram peaks (E, 3) of the samples x (S, 3) farther than ``sep`` levels from every centre
+    (K, 3), themselves farther than ``sep`` from them. A small part whose colour is 7–20 levels from
+    a big neighbour's (the tip of an ear, a hoof) makes no peak of its own in the whole histogram:
+    the smoothed histogram's maximum filter or its threshold (set for the whole sample) hides it
+    under the neighbour's shoulder. Among the samples no cluster explains, it stands out; its
+    threshold is a cluster's minimum size spread as the smoothing spreads one bin (~1/13)."""
+    far = x[_sq_dist(x, centres).min(1) > sep * sep]
+    if len(far) < min_frac * len(x):
+        return np.zeros((0, 3))
+    pk = _peaks(far, max(3.0, min_frac * len(x) / 13), sep)
+    if not len(pk):
+        return pk
+    pk = pk[_sq_dist(pk, centres).min(1) > sep * sep]
+    d2 = _sq_dist(far, pk)
+    inner = (d2 <= 16).sum(0)  # within 4 levels: a flat part's colour (and its noise)
+    shell = ((d2 > 16) & (d2 <= 100)).sum(0)  # 4–10 levels: a blend between two parts runs on through it
+    pk = pk[(inner >= min_frac * len(x)) & (inner >= 2 * shell)]
+    return pk[~_on_a_blend(pk, centres)]
+
+
+def _faded(a: np.ndarray, b: np.ndarray, background: np.ndarray, near: float = 4.0) -> bool:
+    """Whether colour a (3,) is colour b (3,) moved 3–50 % of the way to the background (3,), to
+    within ``near`` levels."""
+    ab = np.asarray(background, np.float64) - b
+    ln2 = float(ab @ ab)
+    if ln2 < 1e-9:
+        return False
+    t = float((a - b) @ ab) / ln2
+    return 0.03 < t < 0.5 and float(np.sum((a - b - t * ab) ** 2)) <= near * near
+
+
+def _on_a_blend(pts: np.ndarray, centres: np.ndarray, near: float = 4.0, span: float = 60.0) -> np.ndarray:
+    """Which colours pts (E, 3) lie within ``near`` levels of the segment between two centres (K, 3)
+    at most ``span`` apart, away from its ends (E,) bool: the 5×5 average across the boundary of
+    two parts of close colours, which the gradient test keeps as confident (farther colours make
+    an edge)."""
+    out = np.zeros(len(pts), bool)
+    for i in range(len(centres)):
+        ab = centres[i + 1:] - centres[i]  # (M, 3)
+        ln2 = (ab * ab).sum(1)
+        ok = (ln2 > 1e-9) & (ln2 <= span * span)
+        if not ok.any():
+            continue
+        ab, ln2 = ab[ok], ln2[ok]
+        ap = pts[:, None] - centres[i]  # (E, 1, 3)
+        t = (ap * ab[None]).sum(2) / ln2  # (E, M)
+        d2 = ((ap - t[..., None] * ab[None]) ** 2).sum(2)
+        out |= ((t > 0.1) & (t < 0.9) & (d2 <= near * near)).any(1)
+    return out
 
 
 def _adjacency_counts(labels: np.ndarray, k: int) -> np.ndarray:
@@ -246,9 +327,9 @@ def decode_parts(parts: np.ndarray, rgb: np.ndarray | None = None, *, edge: floa
         for i in range(n_img):
             if bounds[i + 1] - bounds[i] > 20:
                 drift[i] += np.median(resid[bounds[i]:bounds[i + 1]], axis=0)
-        centres = find_part_colours(samples - drift[img_of], min_frac, sep=sep)
+        centres, second = _part_colours(samples - drift[img_of], min_frac, sep)
     labels = _label(p, smooth, masks, conf, drift, centres, rois)
-    centres, labels, merges = _merge(centres, labels, rois, merge_dist, interleave, min_frac, n_fg)
+    centres, labels, merges = _merge(centres, labels, rois, merge_dist, interleave, min_frac, n_fg, second, bg)
     return Decoded(labels.reshape(lead + p.shape[1:3]),
                    np.clip(np.round(centres), 0, 255).astype(np.uint8), merges, [int(round(v)) for v in bg])
 
@@ -304,20 +385,34 @@ def _label(raw, smooth, masks, conf, drift, centres, rois) -> np.ndarray:
     return out
 
 
-def _merge(centres, labels, rois, merge_dist, interleave, min_frac, n_fg):
-    """Merge clusters with evidence (module doc, step 4); returns centres, relabelled labels, merges."""
+def _merge(centres, labels, rois, merge_dist, interleave, min_frac, n_fg, second, background):
+    """Merge clusters with evidence (module doc, step 4); returns centres, relabelled labels, merges.
+    A smaller cluster whose colour is a bigger touching one's faded toward the ``background`` (3,)
+    (the thin tip of a leg, blurred with the white around it) joins it and leaves its colour alone.
+    A pair with a cluster from the second look (``second`` (K,) bool, ``_part_colours``) needs
+    STRONG interleave: its colour is already a flat one of its own, and thin neighbours (a leg's
+    segments) whose noisy boundaries wander interleave at 0.2–0.3."""
     merges = []
     k = len(centres)
     adj = sum(_adjacency_counts(labels[i][roi], k) for i, roi in enumerate(rois))
     counts = adj.sum(1)[1:].astype(float) / 4  # each pixel has (about) four neighbour pairs
     target = np.arange(k)
+    faded = np.zeros(k, bool)
     adj = adj[1:, 1:].astype(float)
     order = np.argsort(counts)  # smallest first
+
+    group, size = adj.copy(), counts.copy()  # adjacency and pixels of the parts as merged so far
 
     def root(i):
         while target[i] != i:
             i = target[i]
         return i
+
+    def join(a, r):
+        target[a] = r
+        group[r] += group[a]
+        group[:, r] += group[:, a]
+        size[r] += size[a]
 
     for a in order:
         a = int(a)
@@ -326,28 +421,37 @@ def _merge(centres, labels, rois, merge_dist, interleave, min_frac, n_fg):
             d[a] = np.inf
             b = root(int(np.argmin(d)))
             if b != a:
-                target[a] = b
+                join(a, b)
                 merges.append({"colours": [centres[a].round().tolist(), centres[b].round().tolist()],
                                "reason": f"too few pixels ({int(counts[a])})"})
             continue
         for b in np.argsort(np.linalg.norm(centres - centres[a], axis=1)):
             b = int(b)
-            if b == a or np.linalg.norm(centres[a] - centres[b]) > merge_dist:
+            dist = np.linalg.norm(centres[a] - centres[b])
+            rb = root(b)
+            if b == a or rb == a or dist > FADED:
                 continue
-            same = min(adj[a, a], adj[b, b])
-            ratio = adj[a, b] / max(same, 1.0)
-            if ratio > interleave:
-                rb = root(b)
-                if rb != a:
-                    target[a] = rb
-                    merges.append({"colours": [centres[a].round().tolist(), centres[b].round().tolist()],
-                                   "reason": f"pixels interleave (ratio {ratio:.2f})"})
+            # against the part b now belongs to: its pixels so far, and its own colour
+            touch = group[a, rb] / max(min(group[a, a], group[rb, rb]), 1.0)
+            if touch > 0.1 and counts[a] < size[rb] and _faded(centres[a], centres[rb], background):
+                join(a, rb)
+                faded[a] = True
+                merges.append({"colours": [centres[a].round().tolist(), centres[rb].round().tolist()],
+                               "reason": f"the first is the second faded toward the background (ratio {touch:.2f})"})
+                break
+            if dist > merge_dist:
+                continue
+            ratio = adj[a, b] / max(min(adj[a, a], adj[b, b]), 1.0)
+            if ratio > (STRONG if second[a] or second[b] else interleave):
+                join(a, rb)
+                merges.append({"colours": [centres[a].round().tolist(), centres[b].round().tolist()],
+                               "reason": f"pixels interleave (ratio {ratio:.2f})"})
                 break
     roots = np.array([root(i) for i in range(k)])
     keep = np.unique(roots)
     new_index = np.zeros(k, np.int64)
     new_index[keep] = np.arange(len(keep))
-    w = counts
+    w = np.where(faded, 0.0, counts)  # a faded copy does not pull its part's colour toward white
     merged = np.stack([(centres[roots == r] * w[roots == r, None]).sum(0) / max(w[roots == r].sum(), 1)
                        for r in keep])
     lut = np.r_[0, new_index[roots] + 1].astype(np.uint16)

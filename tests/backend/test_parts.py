@@ -75,6 +75,43 @@ def test_close_colours_stay_apart_when_their_pixels_do():
         assert (seg == np.bincount(seg.ravel()).argmax()).mean() > 0.98
 
 
+def test_a_small_part_beside_a_big_one_of_nearly_its_colour_is_found():
+    """A hoof 10 levels from its leg, with 0.3 % of the object's pixels (part colours come from
+    centroids, so small neighbours sit that close; the Quaternius horse's hooves and ear tips):
+    a part of its own, not silently part of the leg."""
+    colours = np.array([[195, 221, 28], [195, 219, 18], [60, 100, 200], [200, 60, 90]])
+    lab = np.zeros((4, 240, 320), np.int64)
+    lab[:, 20:220, 20:150] = 1  # the leg
+    lab[:, 100:116, 150:166] = 2  # the hoof: 256 px of ~52,000
+    lab[:, 20:220, 170:300] = 3
+    lab[:, 150:170, 150:170] = 4
+    rng = np.random.default_rng(0)
+    for noise in (0.0, 3.0):
+        img = np.concatenate([[[255, 255, 255]], colours])[lab] + rng.normal(0, noise, lab.shape + (3,))
+        res = decode_parts(np.clip(np.round(img), 0, 255).astype(np.uint8))
+        assert len(res.colours) == 4 and not res.merges
+        hoof = res.labels[:, 102:114, 152:164]
+        k = np.bincount(hoof.ravel()).argmax()
+        assert (hoof == k).mean() > 0.95 and np.abs(res.colours[k - 1].astype(int) - colours[1]).max() <= 2
+
+
+def test_a_part_and_its_colour_faded_toward_the_background_are_one_part():
+    """A thin leg's tip shows its colour inside and that colour faded toward the white around it
+    at its edge (blur; the spider's leg tips at 2D mIoU 0.70): one part of the inner colour, the
+    fading reported as a merge."""
+    colour, faded = np.array([170, 226, 73]), np.array([183, 230, 100])  # 15 % of the way to white
+    img = np.full((4, 120, 200, 3), 255, np.uint8)
+    img[:, 20:100, 10:60] = (60, 80, 200)
+    img[:, 40:80, 60:180] = faded  # the edge band
+    img[:, 44:76, 60:176] = colour
+    res = decode_parts(img)
+    assert len(res.colours) == 2
+    tip = res.labels[:, 40:80, 60:180]
+    k = np.bincount(tip.ravel()).argmax()
+    assert (tip == k).mean() > 0.98 and np.abs(res.colours[k - 1].astype(int) - colour).max() <= 1
+    assert res.merges and all(m["reason"].startswith("the first is the second faded") for m in res.merges)
+
+
 def test_background_that_is_not_white_is_derived():
     img = np.zeros((3, 64, 64, 3), np.uint8)  # black background
     img[:, 10:30, 10:50] = (200, 40, 40)
