@@ -4,6 +4,11 @@ and Blender's bone heat on our skeleton and on the true one. Prints one table.
 
     .venv/bin/python scripts/bench_rig.py [--cases a,b] [--levels clean,0.85,0.70] [--real DIR]
                                           [--no-bone-heat] [--out docs/measurements/bench_rig.json]
+                                          [--keep DIR | --again DIR]
+
+--keep DIR keeps every job folder (DIR/ASSET/LEVEL); --again DIR runs the parts and rig stages
+again on such folders with the current code, on the same images and noise, so that a change's
+rows can be compared with the code before it without the noise drawn again.
 
 --real DIR takes every NAME.npz made by scripts/rigged_asset_from_gltf.py in DIR (artists' glTF
 models through Blender's importer; docs/rig.md says which were used and where they come from).
@@ -40,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 from backend.context import StageContext  # noqa: E402
 from backend.generate import STAGES, run_generate  # noqa: E402
 from backend.jobdir import JobDir, read_png, write_json_atomic, write_png_atomic  # noqa: E402
+from backend.parts.encoding import part_colours  # noqa: E402
 from backend.rig import metrics  # noqa: E402
 from backend.rig.pipeline import run_parts, run_rig  # noqa: E402
 from backend.rig.weights import harmonic_weights  # noqa: E402
@@ -141,8 +147,6 @@ def prepare(name: str, asset, tmp: Path, twin: tuple[JobDir, np.ndarray] | None 
     job.write_mesh(asset.vertices, asset.faces, **extra)
     run_generate(job, StageContext())
     cams = json.loads(job.cameras_json.read_text())
-    from backend.parts.encoding import part_colours
-
     colours = part_colours(asset.vertices, asset.labels, len(asset.names))
     if twin is not None:
         twin_job, colours = twin
@@ -198,6 +202,35 @@ def run_level(name: str, asset, job0: JobDir, clean: dict, colours: np.ndarray, 
         job.invalidate_from("parts", STAGES)  # new part images: decode and rig again
     else:
         row.update(level=0.0, miou_2d=1.0)
+    t0 = time.perf_counter()
+    run_parts(job, StageContext())
+    row["t_parts"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    run_rig(job, StageContext())
+    row["t_rig"] = time.perf_counter() - t0
+    row["decoded_miou_2d"] = decoded_miou_2d(job, clean, colours)
+    row.update(score(asset, job, heat, tmp))
+    return row
+
+
+def run_again(name: str, asset, colours: np.ndarray, kept: Path, level: str, heat: bool, tmp: Path) -> dict:
+    """The parts and rig stages run again, with this checkout's code, on the job folder
+    ``kept/level`` of an earlier ``--keep`` run: the same images, so that two runs' rows differ by
+    the code alone (the images' own 2D mIoU is not kept: nan)."""
+    clean = {}
+    with np.load(kept / "clean" / "parts" / "labels.npz") as z:
+        n_t, n_v = z["present"].shape
+    src = JobDir(kept / "clean")
+    for t in range(n_t):
+        for v in range(n_v):
+            if src.view_image("parts", v, t).exists():
+                clean[(t, v)] = label_image(read_png(src.view_image("parts", v, t)), colours)
+    job = JobDir(tmp / kept.name / level)
+    shutil.rmtree(job.root, ignore_errors=True)
+    shutil.copytree(kept / level, job.root)
+    job.invalidate_from("parts", STAGES)
+    row = {"asset": name, "vertices": len(asset.vertices), "parts": len(asset.names), "images": level,
+           "level": float("nan"), "miou_2d": float("nan"), "again": str(kept / level)}
     t0 = time.perf_counter()
     run_parts(job, StageContext())
     row["t_parts"] = time.perf_counter() - t0
@@ -287,6 +320,8 @@ def main() -> int:
     ap.add_argument("--no-bone-heat", action="store_true")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--keep", type=Path, help="keep the job folders here (default: a temporary folder)")
+    ap.add_argument("--again", type=Path, help="a folder an earlier --keep filled: run the parts and rig "
+                    "stages again on its images (the same noise) with this checkout's code")
     args = ap.parse_args()
     builders = {k: v[0] for k, v in ASSETS.items()}
     if args.cases:
@@ -308,6 +343,18 @@ def main() -> int:
         tmp.mkdir(parents=True, exist_ok=True)
         prepared = {}
         for name, build in builders.items():
+            if args.again:
+                kept = args.again / name.replace(":", "_")
+                if not kept.is_dir():
+                    continue
+                asset = build()
+                twin = ASSETS[TWINS[name]][0]() if name in TWINS else asset  # a seam-split asset shows its twin's views
+                colours = part_colours(twin.vertices, twin.labels, len(twin.names))
+                for level in levels:
+                    if (kept / level).is_dir():
+                        rows.append(run_again(name, asset, colours, kept, level, heat, tmp))
+                        print(f"done {name} {level}", file=sys.stderr, flush=True)
+                continue
             asset = build()
             job, clean, colours = prepare(name.replace(":", "_"), asset, tmp,
                                           prepared.get(TWINS.get(name)))
