@@ -22,7 +22,7 @@ from .joints import fit_pivot
 from .structure import MID
 
 CLOSE = 0.3  # a contact at least this share of the chosen parent's (pair weights) is a candidate
-GAIN = 0.7  # the candidate wins where its residual is at most this share of the parent's (a pair: geometric mean)
+GAIN = 0.85  # the candidate wins where its residual is at most this share of the parent's (a pair: geometric mean)
 
 
 def candidates(structure, close: float = CLOSE) -> list[tuple[int, int]]:
