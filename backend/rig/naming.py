@@ -90,6 +90,12 @@ def bone_names(s: Structure, vertices: np.ndarray, labels: np.ndarray) -> list[s
     names: list[str | None] = [None] * n
     left = left_side(s, vertices)
     suffix = ["" if s.side[k] == MID else (".L" if s.side[k] * left > 0 else ".R") for k in range(n)]
+    for k in range(n):  # a part without a twin below a sided one (a limb's tip whose twin was lost) is on its side
+        a = k
+        while suffix[k] == "" and s.parent[a] >= 0 and s.side[a] == MID and a not in s.spine:
+            a = s.parent[a]
+        if s.side[a] != MID:
+            suffix[k] = suffix[a]
     z0, height = vertices[:, 2].min(), max(np.ptp(vertices[:, 2]), 1e-12)
 
     def low(k):

@@ -321,6 +321,20 @@ def test_bone_names_read_like_rigify(humanoid):
     assert len(set(got.values())) == len(got)
 
 
+def test_a_limbs_tip_whose_twin_was_lost_keeps_its_side():
+    """The right front shin merged into its thigh (two close colours decoded as one, as the
+    horse's right ear's tip): the left shin has no mirror twin, so the structure calls it a mid
+    part; it still hangs from a left limb and is named for the left side."""
+    q = build_asset(QUADRUPED, 64)
+    lost, into = q.names.index("shin_front.R"), q.names.index("leg_front.R")
+    lab = np.where(q.labels == lost, into, q.labels)
+    lab = np.where(lab > lost, lab - 1, lab)
+    s, v, wl = _structure(dataclasses.replace(q, labels=lab, names=[n for n in q.names if n != "shin_front.R"]))
+    shin = [n for n in q.names if n != "shin_front.R"].index("shin_front.L")
+    assert s.side[shin] == MID and s.side[s.parent[shin]] != MID
+    assert bone_names(s, v, wl)[shin].endswith(".L")
+
+
 def test_a_centaurs_human_arms_are_arms_and_its_front_legs_keep_their_own_names():
     """Limbs that do not reach the ground are wings where the spine runs horizontally at them and
     arms where it runs upright: a centaur's human torso rises from a horse's body (the spine as a
