@@ -189,6 +189,19 @@ def _welded_labels(labels: np.ndarray, back: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+def rig_and_score(row: dict, asset, job: JobDir, clean: dict, colours: np.ndarray, heat: bool, tmp: Path) -> dict:
+    """``row`` with the parts and rig stages' seconds on ``job`` and the scores of its rig."""
+    t0 = time.perf_counter()
+    run_parts(job, StageContext())
+    row["t_parts"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    run_rig(job, StageContext())
+    row["t_rig"] = time.perf_counter() - t0
+    row["decoded_miou_2d"] = decoded_miou_2d(job, clean, colours)
+    row.update(score(asset, job, heat, tmp))
+    return row
+
+
 def run_level(name: str, asset, job0: JobDir, clean: dict, colours: np.ndarray, level: str, heat: bool,
               tmp: Path) -> dict:
     target, n_wrong = LEVELS[level]
@@ -202,15 +215,7 @@ def run_level(name: str, asset, job0: JobDir, clean: dict, colours: np.ndarray, 
         job.invalidate_from("parts", STAGES)  # new part images: decode and rig again
     else:
         row.update(level=0.0, miou_2d=1.0)
-    t0 = time.perf_counter()
-    run_parts(job, StageContext())
-    row["t_parts"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    run_rig(job, StageContext())
-    row["t_rig"] = time.perf_counter() - t0
-    row["decoded_miou_2d"] = decoded_miou_2d(job, clean, colours)
-    row.update(score(asset, job, heat, tmp))
-    return row
+    return rig_and_score(row, asset, job, clean, colours, heat, tmp)
 
 
 def run_again(name: str, asset, colours: np.ndarray, kept: Path, level: str, heat: bool, tmp: Path) -> dict:
@@ -231,15 +236,7 @@ def run_again(name: str, asset, colours: np.ndarray, kept: Path, level: str, hea
     job.invalidate_from("parts", STAGES)
     row = {"asset": name, "vertices": len(asset.vertices), "parts": len(asset.names), "images": level,
            "level": float("nan"), "miou_2d": float("nan"), "again": str(kept / level)}
-    t0 = time.perf_counter()
-    run_parts(job, StageContext())
-    row["t_parts"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    run_rig(job, StageContext())
-    row["t_rig"] = time.perf_counter() - t0
-    row["decoded_miou_2d"] = decoded_miou_2d(job, clean, colours)
-    row.update(score(asset, job, heat, tmp))
-    return row
+    return rig_and_score(row, asset, job, clean, colours, heat, tmp)
 
 
 def score(asset, job: JobDir, heat: bool, tmp: Path) -> dict:
