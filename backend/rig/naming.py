@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .structure import MID, Structure
+from .structure import MID, Structure, limb_hubs
 
 LEG_2 = ["thigh", "shin", "foot", "toe"]
 ARM_2 = ["upper_arm", "forearm", "hand", "finger"]
@@ -149,8 +149,7 @@ def _name_creature(s: Structure, names: list, suffix: list, low, vertices: np.nd
         or (head == s.head and not any(low(x) for c in _children(s.parent, head) if s.side[c] != MID
                                        for x in _chain(s.parent, c, s.areas))))  # no legs: not a thorax
     # spine parts limbs hang from; a head's own (ears, horns, pincers) make it no chest
-    hubs = [k for k in chain if any(s.side[c] != MID for c in _children(s.parent, k))
-            and not (is_head and k == head)]
+    hubs = [k for k in limb_hubs(chain, s.parent, s.side) if not (is_head and k == head)]
     upper_hubs = [k for k in hubs if chain.index(k) > r]
     names[s.root] = "hips" if upper_hubs else "torso"
     for i, k in enumerate(reversed(chain[:r])):  # beyond the root: the tail (a bulky one is an abdomen)

@@ -71,7 +71,7 @@ class Structure:
                 cc[k] = self.pair_centre[k, q]
         root = self.root
         if not self.base and root in self.spine:
-            hubs = [k for k in self.spine if (self.side[parent == k] != MID).any()]
+            hubs = limb_hubs(self.spine, parent, self.side)
             if hubs and hubs[0] != root:
                 root = hubs[0]
                 path = [root]  # the new root up to the old one: each of these edges turns round
@@ -83,6 +83,12 @@ class Structure:
                         else 0.5 * (self.centroids[above] + self.centroids[child])
                 parent[root], cc[root] = -1, self.centroids[root]
         return replace(self, parent=parent, contact_centre=cc, root=root)
+
+
+def limb_hubs(spine: list[int], parent: np.ndarray, side: np.ndarray) -> list[int]:
+    """The spine parts, in the spine's order, that a sided part (a limb) hangs from; parent (P,),
+    side (P,)."""
+    return [k for k in spine if (side[parent == k] != MID).any()]
 
 
 def subtree(parent: np.ndarray, k: int) -> np.ndarray:
